@@ -1,0 +1,163 @@
+//! Command classification: which commands the router answers itself, which
+//! it fans out to every shard, and which go to a database's primary shard.
+
+mod admin;
+mod diagnostic;
+mod forward;
+mod handshake;
+
+use std::sync::Arc;
+
+use bson::{Document, RawDocument};
+use shardgate_wire::{Compressor, OpMsg};
+
+use crate::error::{Result, RouterError};
+use crate::placement::validate_db_name;
+use crate::state::RouterState;
+
+pub(crate) use handshake::hello;
+
+/// Per-client-connection state the commands read and update.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    /// This connection's `connectionId`.
+    pub connection_id: i32,
+    /// The client's address (`whatsmyuri`).
+    pub peer: String,
+    /// Compressors negotiated in `hello`, in the client's order.
+    pub compressors: Vec<Compressor>,
+}
+
+/// What a command answers.
+pub(crate) enum Reply {
+    /// A body the router built.
+    Body(Vec<u8>),
+    /// A shard's reply, passed through (body and document sequences).
+    Msg(OpMsg),
+}
+
+/// One command as the handlers see it.
+pub(crate) struct Request<'a> {
+    /// The command name (first key of the body).
+    pub name: &'a str,
+    /// The `$db` it runs on.
+    pub db: &'a str,
+    /// The body.
+    pub body: &'a RawDocument,
+    /// The whole message, for forwarding.
+    pub msg: &'a OpMsg,
+}
+
+/// Runs one OP_MSG command and returns the reply; errors become
+/// MongoDB-shaped `{ok: 0}` replies.
+pub(crate) async fn dispatch(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Reply {
+    match run(state, session, msg).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::debug!(error = %e, blame = ?e.blame(), "command failed");
+            Reply::Body(e.to_reply())
+        }
+    }
+}
+
+async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Result<Reply> {
+    let body = msg.body();
+    let name = match body.iter().next() {
+        Some(Ok((name, _))) => name.as_str(),
+        _ => return Err(RouterError::bad_value("empty command")),
+    };
+    let db = body.get_str("$db").map_err(|_| {
+        RouterError::command(40571, "Location40571", "OP_MSG requests require a $db argument")
+    })?;
+    state.stats.count(name);
+    let req = Request { name, db, body, msg };
+    match name {
+        "hello" | "isMaster" | "ismaster" => ok(hello(session, body, name != "hello")),
+        "ping" => ok(Document::new()),
+        "isdbgrid" => ok(bson::doc! {"isdbgrid": 1, "hostname": &state.listen}),
+        "buildInfo" | "buildinfo" => ok(diagnostic::build_info()),
+        "whatsmyuri" => ok(bson::doc! {"you": &session.peer}),
+        "serverStatus" => ok(diagnostic::server_status(state)),
+        "getCmdLineOpts" => ok(diagnostic::cmd_line_opts(state)),
+        "getParameter" => diagnostic::get_parameter(state, body).and_then(ok),
+        "connectionStatus" => ok(diagnostic::connection_status()),
+        "getLog" => diagnostic::get_log(body).and_then(ok),
+        "addShard" | "addshard" => admin::add_shard(state, &req).await.and_then(ok),
+        "listShards" | "listshards" => admin::list_shards(state, &req).await.and_then(ok),
+        "enableSharding" | "enablesharding" => admin::enable_sharding(state, &req).await.and_then(ok),
+        "listDatabases" => admin::list_databases(state, &req).await.and_then(ok),
+        "dropDatabase" => admin::drop_database(state, &req).await,
+        "endSessions" => admin::end_sessions(state, &req).await.and_then(ok),
+        "killAllSessions" | "killAllSessionsByPattern" => {
+            admin::to_every_shard(state, &req).await.and_then(ok)
+        }
+        "configureFailPoint" if state.config.enable_test_commands => {
+            admin::to_every_shard(state, &req).await.and_then(ok)
+        }
+        "configureFailPoint" => Err(RouterError::command_not_found(name)),
+        "saslStart" | "saslContinue" | "authenticate" => Err(RouterError::command(
+            18,
+            "AuthenticationFailed",
+            "authentication is not enabled on this router; connect without credentials",
+        )),
+        _ => route(state, &req).await,
+    }
+}
+
+/// Routes a command the router does not answer itself.
+async fn route(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Reply> {
+    match req.db {
+        "admin" => {
+            // Admin commands that name a namespace (`renameCollection`,
+            // `cloneCollectionAsCapped`…) go to that database's primary.
+            let target = req
+                .body
+                .iter()
+                .next()
+                .and_then(|e| e.ok())
+                .and_then(|(_, v)| v.as_str())
+                .and_then(|ns| ns.split_once('.'))
+                .map(|(db, _)| db);
+            match target {
+                Some(db) if validate_db_name(db).is_ok() && !is_internal_db(db) => {
+                    forward::to_primary(state, db, req.msg).await.map(Reply::Msg)
+                }
+                _ => Err(RouterError::command_not_found(req.name)),
+            }
+        }
+        "config" | "local" => Err(RouterError::command(
+            20,
+            "IllegalOperation",
+            format!(
+                "shardgate does not serve the '{}' database yet (command '{}')",
+                req.db, req.name
+            ),
+        )),
+        db => {
+            validate_db_name(db)?;
+            forward::to_primary(state, db, req.msg).await.map(Reply::Msg)
+        }
+    }
+}
+
+fn is_internal_db(db: &str) -> bool {
+    matches!(db, "admin" | "config" | "local")
+}
+
+/// A success reply: the fields of `d` plus `ok: 1`.
+fn ok(mut d: Document) -> Result<Reply> {
+    d.insert("ok", 1.0);
+    d.to_vec()
+        .map(Reply::Body)
+        .map_err(|e| RouterError::command(1, "InternalError", format!("reply encoding: {e}")))
+}
+
+/// Whether a reply body says `ok: 1`.
+pub(crate) fn reply_ok(body: &RawDocument) -> bool {
+    match body.get("ok") {
+        Ok(Some(v)) => {
+            v.as_f64().or(v.as_i32().map(f64::from)).or(v.as_i64().map(|x| x as f64)) == Some(1.0)
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,145 @@
+//! Commands the router answers about itself: `buildInfo`, `serverStatus`,
+//! `getCmdLineOpts`, `getParameter`, `connectionStatus`, `getLog`.
+
+use bson::{doc, Bson, Document, RawDocument};
+
+use super::handshake::MAX_WIRE_VERSION;
+use crate::error::{Result, RouterError};
+use crate::state::RouterState;
+use crate::stats::Stats;
+
+/// The MongoDB version shardgate speaks for (wire version 25).
+const COMPAT_VERSION: &str = "8.0.0";
+
+pub(crate) fn build_info() -> Document {
+    doc! {
+        "version": COMPAT_VERSION,
+        "versionArray": [8, 0, 0, 0],
+        "gitVersion": "shardgate",
+        "shardgateVersion": env!("CARGO_PKG_VERSION"),
+        "modules": [],
+        "bits": 64,
+        "debug": cfg!(debug_assertions),
+        "maxBsonObjectSize": shardgate_wire::MAX_BSON_OBJECT_SIZE as i32,
+        "storageEngines": [],
+        "openssl": {"running": "disabled"},
+        "maxWireVersion": MAX_WIRE_VERSION,
+    }
+}
+
+pub(crate) fn server_status(state: &RouterState) -> Document {
+    let s = &state.stats;
+    let uptime = state.started.elapsed();
+    let current = Stats::get(&s.current_connections);
+    let pools: Vec<Bson> = state
+        .shards
+        .all()
+        .into_iter()
+        .map(|(id, p)| {
+            let st = p.stats();
+            Bson::Document(doc! {
+                "shard": id,
+                "host": p.address(),
+                "maxSize": p.max_size() as i64,
+                "open": st.open as i64,
+                "idle": st.idle as i64,
+                "inUse": st.open.saturating_sub(st.idle) as i64,
+                "peakOpen": st.peak_open as i64,
+                "created": st.created as i64,
+                "generation": st.generation as i64,
+            })
+        })
+        .collect();
+    doc! {
+        "host": &state.listen,
+        "version": COMPAT_VERSION,
+        "process": "mongos",
+        "pid": std::process::id() as i64,
+        "uptime": uptime.as_secs() as i64,
+        "uptimeMillis": uptime.as_millis() as i64,
+        "localTime": bson::DateTime::now(),
+        "connections": {
+            "current": current,
+            "available": 1_000_000i64 - current,
+            "totalCreated": Stats::get(&s.total_connections),
+        },
+        "opcounters": {
+            "insert": Stats::get(&s.insert),
+            "query": Stats::get(&s.query),
+            "update": Stats::get(&s.update),
+            "delete": Stats::get(&s.delete),
+            "getmore": Stats::get(&s.getmore),
+            "command": Stats::get(&s.command),
+        },
+        "shardPools": pools,
+        "configStore": state.catalog.store().describe(),
+    }
+}
+
+pub(crate) fn cmd_line_opts(state: &RouterState) -> Document {
+    let test = if state.config.enable_test_commands { "1" } else { "0" };
+    doc! {
+        "argv": state.config.argv.clone(),
+        "parsed": {
+            "net": {"bindIp": &state.listen},
+            "sharding": {"configDB": state.catalog.store().describe()},
+            "setParameter": {"enableTestCommands": test},
+        },
+    }
+}
+
+/// The parameters `getParameter` reports.
+fn parameters(state: &RouterState) -> Document {
+    doc! {
+        "enableTestCommands": state.config.enable_test_commands,
+        "featureCompatibilityVersion": {"version": "8.0"},
+        "logLevel": 0,
+        "maxWireVersion": MAX_WIRE_VERSION,
+        "requireApiVersion": false,
+        "authenticationMechanisms": Vec::<String>::new(),
+        "shardgateShardPoolMaxSize": state.config.pool.max_size as i64,
+    }
+}
+
+pub(crate) fn get_parameter(state: &RouterState, body: &RawDocument) -> Result<Document> {
+    let all = parameters(state);
+    let wants_all = matches!(body.get("getParameter"), Ok(Some(v)) if v.as_str() == Some("*"));
+    if wants_all {
+        return Ok(all);
+    }
+    let mut out = Document::new();
+    for elem in body.iter().skip(1).flatten() {
+        let name = elem.0.as_str();
+        if name.starts_with('$') || name == "lsid" {
+            continue;
+        }
+        if let Some(v) = all.get(name) {
+            out.insert(name, v.clone());
+        }
+    }
+    if out.is_empty() {
+        return Err(RouterError::command(72, "InvalidOptions", "no option found to get"));
+    }
+    Ok(out)
+}
+
+pub(crate) fn connection_status() -> Document {
+    doc! {
+        "authInfo": {
+            "authenticatedUsers": [],
+            "authenticatedUserRoles": [],
+        }
+    }
+}
+
+pub(crate) fn get_log(body: &RawDocument) -> Result<Document> {
+    match body.get_str("getLog") {
+        Ok("*") => Ok(doc! {"names": ["global", "startupWarnings"]}),
+        Ok("global") | Ok("startupWarnings") => Ok(doc! {"totalLinesWritten": 0, "log": []}),
+        _ => Err(RouterError::command(
+            72,
+            "InvalidOptions",
+            "getLog takes '*', 'global' or 'startupWarnings'",
+        )),
+    }
+}

@@ -1,0 +1,91 @@
+//! Sending a command to shards: one shard, the database's primary, or all.
+
+use std::sync::Arc;
+
+use shardgate_config_store::ShardType;
+use shardgate_wire::{OpMsg, OpMsgFlags};
+
+use crate::error::{Result, RouterError};
+use crate::state::RouterState;
+
+/// Sends `msg` to `shard` and returns its reply. Only `moreToCome` is kept of
+/// the client's flags: the router never asks a shard for a checksum or an
+/// exhaust stream.
+pub(crate) async fn to_shard(state: &RouterState, shard: &ShardType, msg: &OpMsg) -> Result<OpMsg> {
+    let pool = state.shards.pool(shard);
+    if msg.flags.0 & !OpMsgFlags::MORE_TO_COME == 0 {
+        return pool.run(msg).await;
+    }
+    let mut outgoing = msg.clone();
+    outgoing.flags = OpMsgFlags(msg.flags.0 & OpMsgFlags::MORE_TO_COME);
+    pool.run(&outgoing).await
+}
+
+/// Sends `msg` to the primary shard of `db`, placing the database first when
+/// it is new.
+pub(crate) async fn to_primary(state: &Arc<RouterState>, db: &str, msg: &OpMsg) -> Result<OpMsg> {
+    let entry = state
+        .placement
+        .get_or_create(&state.catalog, db, || least_loaded_shard(state))
+        .await?;
+    let shard = state.placement.shard(&entry.primary)?;
+    to_shard(state, &shard, msg).await
+}
+
+/// Sends `msg` to every shard at once; the replies come in shard order.
+pub(crate) async fn to_all(state: &RouterState, msg: &OpMsg) -> Vec<(ShardType, Result<OpMsg>)> {
+    let shards = state.placement.shards();
+    let replies = futures::future::join_all(shards.iter().map(|s| to_shard(state, s, msg))).await;
+    shards.into_iter().zip(replies).collect()
+}
+
+/// The shard a new database should live on: the one with the least data
+/// (`listDatabases` `totalSize`), then the fewest primaries, then by name.
+/// Shards that do not answer are passed over.
+pub(crate) async fn least_loaded_shard(state: &RouterState) -> Result<String> {
+    let shards = state.placement.shards();
+    if shards.is_empty() {
+        return Err(RouterError::command(
+            70,
+            "ShardNotFound",
+            "no shards found; add one with addShard first",
+        ));
+    }
+    let probe = bson::doc! {"listDatabases": 1, "$db": "admin"}
+        .to_vec()
+        .map(OpMsg::from_body)
+        .map_err(|e| RouterError::command(1, "InternalError", e.to_string()))?;
+    let replies = to_all(state, &probe).await;
+    let primaries = state.placement.primaries_per_shard();
+    let mut best: Option<(i64, usize, String)> = None;
+    let mut last_error = None;
+    for (shard, reply) in replies {
+        let size = match reply {
+            Ok(r) => total_size(&r),
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let key = (size, primaries.get(&shard.id).copied().unwrap_or(0), shard.id);
+        if best.as_ref().is_none_or(|b| key < *b) {
+            best = Some(key);
+        }
+    }
+    match (best, last_error) {
+        (Some((_, _, id)), _) => Ok(id),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(RouterError::command(70, "ShardNotFound", "no shard answered")),
+    }
+}
+
+fn total_size(reply: &OpMsg) -> i64 {
+    match reply.body().get("totalSize") {
+        Ok(Some(v)) => v
+            .as_i64()
+            .or(v.as_i32().map(i64::from))
+            .or(v.as_f64().map(|f| f as i64))
+            .unwrap_or(0),
+        _ => 0,
+    }
+}

@@ -1,0 +1,121 @@
+//! Router configuration: serde defaults, then [`RouterConfig::validate`];
+//! the binary applies command-line overrides in between.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the router needs besides its listener and config store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Address to listen on (`host:port`).
+    pub listen: String,
+    /// Where the cluster metadata lives: `embedded:PATH`.
+    pub config_store: String,
+    /// Shard connection pools.
+    pub pool: PoolConfig,
+    /// Forward test-only commands (`configureFailPoint`) to the shards.
+    pub enable_test_commands: bool,
+    /// How long in-flight requests may run after shutdown begins, in seconds.
+    pub shutdown_deadline_secs: u64,
+    /// The command line the process was started with (`getCmdLineOpts`).
+    #[serde(skip)]
+    pub argv: Vec<String>,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            listen: "127.0.0.1:27017".into(),
+            config_store: "embedded:./shardgate-data".into(),
+            pool: PoolConfig::default(),
+            enable_test_commands: false,
+            shutdown_deadline_secs: 10,
+            argv: Vec::new(),
+        }
+    }
+}
+
+/// Settings of the per-shard connection pools.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Most connections open to one shard at once, shared by all clients.
+    pub max_size: usize,
+    /// How long a request waits for a free connection, in milliseconds.
+    pub wait_timeout_ms: u64,
+    /// How long connecting to a shard may take, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// A connection idle longer than this is pinged before reuse, in milliseconds.
+    pub health_check_after_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_size: 64,
+            wait_timeout_ms: 30_000,
+            connect_timeout_ms: 5_000,
+            health_check_after_ms: 10_000,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// `wait_timeout_ms` as a duration.
+    pub fn wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.wait_timeout_ms)
+    }
+
+    /// `connect_timeout_ms` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// `health_check_after_ms` as a duration.
+    pub fn health_check_after(&self) -> Duration {
+        Duration::from_millis(self.health_check_after_ms)
+    }
+}
+
+impl RouterConfig {
+    /// Checks the values; the error is one line naming the bad setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!("listen must be an ip:port address, got {:?}", self.listen));
+        }
+        shardgate_config_store::StoreUrl::parse(&self.config_store).map_err(|e| e.to_string())?;
+        if self.pool.max_size == 0 || self.pool.max_size > 10_000 {
+            return Err(format!(
+                "pool.max_size must be between 1 and 10000, got {}",
+                self.pool.max_size
+            ));
+        }
+        if self.pool.wait_timeout_ms == 0 {
+            return Err("pool.wait_timeout_ms must be above 0".into());
+        }
+        if self.pool.connect_timeout_ms == 0 {
+            return Err("pool.connect_timeout_ms must be above 0".into());
+        }
+        Ok(())
+    }
+
+    /// `shutdown_deadline_secs` as a duration.
+    pub fn shutdown_deadline(&self) -> Duration {
+        Duration::from_secs(self.shutdown_deadline_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_values_are_named() {
+        assert!(RouterConfig::default().validate().is_ok());
+        let mut c = RouterConfig::default();
+        c.pool.max_size = 0;
+        assert!(c.validate().unwrap_err().contains("pool.max_size"));
+    }
+}

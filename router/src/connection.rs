@@ -1,0 +1,216 @@
+//! One task per client connection: read a whole frame, decode it, run the
+//! command, answer with the client's `requestID` (compressed the way the
+//! request was). A frame that cannot be decoded gets an error reply where
+//! its header can be read, then the connection closes.
+
+use std::sync::Arc;
+
+use bson::doc;
+use bytes::{Bytes, BytesMut};
+use shardgate_wire::compression::compress_frame;
+use shardgate_wire::op_msg::encode_msg;
+use shardgate_wire::{
+    check_frame, Message, MsgHeader, OpMsg, OpQuery, OpReply, WireError, HEADER_LEN,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::commands::{dispatch, hello, Reply, Session};
+use crate::error::RouterError;
+use crate::state::RouterState;
+
+/// Ids of the messages the router sends on one connection.
+#[derive(Default)]
+struct ReplyIds(i32);
+
+impl ReplyIds {
+    fn next(&mut self) -> i32 {
+        self.0 = self.0.wrapping_add(1) & i32::MAX;
+        self.0
+    }
+}
+
+/// Why reading a frame stopped.
+enum ReadError {
+    /// The client closed the connection (or shutdown began between requests).
+    Closed,
+    /// The bytes are not a valid frame; `header` is what could be read of it.
+    Wire(WireError, Option<MsgHeader>),
+    /// The socket failed.
+    Io(std::io::Error),
+}
+
+/// Serves one client until it disconnects, sends garbage, or shutdown begins.
+pub(crate) async fn serve<S>(
+    stream: S,
+    state: Arc<RouterState>,
+    mut session: Session,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut out = Vec::with_capacity(16 * 1024);
+    let mut ids = ReplyIds::default();
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            frame = read_frame(&mut rd, &mut buf) => frame,
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(ReadError::Closed) => break,
+            Err(ReadError::Io(e)) => {
+                tracing::debug!(error = %e, peer = %session.peer, "client connection failed");
+                break;
+            }
+            Err(ReadError::Wire(e, header)) => {
+                reject(&mut wr, &e, header, &session, ids.next()).await;
+                break;
+            }
+        };
+        let header = MsgHeader::parse(&frame).ok();
+        let decoded = match Message::decode(frame) {
+            Ok(d) => d,
+            Err(e) => {
+                reject(&mut wr, &e, header, &session, ids.next()).await;
+                break;
+            }
+        };
+        let request_id = decoded.header.request_id;
+        out.clear();
+        match decoded.message {
+            Message::Msg(msg) => {
+                let reply = dispatch(&state, &mut session, &msg).await;
+                if msg.flags.more_to_come() {
+                    continue;
+                }
+                match reply {
+                    Reply::Body(body) => encode_msg(ids.next(), request_id, 0, &body, &[], &mut out),
+                    Reply::Msg(m) => {
+                        let reply = OpMsg { flags: Default::default(), ..m };
+                        reply.encode_into(ids.next(), request_id, &mut out);
+                    }
+                }
+            }
+            Message::Query(q) => {
+                let reply = legacy_query(&mut session, &q);
+                reply.encode_into(ids.next(), request_id, &mut out);
+            }
+            Message::Reply(_) => {
+                let e = WireError::Malformed("clients may not send OP_REPLY".into());
+                reject(&mut wr, &e, header, &session, ids.next()).await;
+                break;
+            }
+        }
+        let written = match decoded.compressor.filter(|c| session.compressors.contains(c)) {
+            Some(c) => match compress_frame(&out, c) {
+                Ok(z) => wr.write_all(&z).await,
+                Err(_) => wr.write_all(&out).await,
+            },
+            None => wr.write_all(&out).await,
+        };
+        if written.is_err() {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Reads one whole frame, reserving room only after its length was checked.
+async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Result<Bytes, ReadError> {
+    loop {
+        match check_frame(buf) {
+            Ok(Some(len)) => return Ok(buf.split_to(len).freeze()),
+            Ok(None) => {}
+            Err(e) => {
+                // Read the rest of the header, if it is coming, to answer it.
+                if buf.len() < HEADER_LEN {
+                    let mut rest = [0u8; HEADER_LEN];
+                    let want = HEADER_LEN - buf.len();
+                    let read = tokio::time::timeout(
+                        std::time::Duration::from_millis(200),
+                        rd.read_exact(&mut rest[..want]),
+                    )
+                    .await;
+                    if let Ok(Ok(_)) = read {
+                        buf.extend_from_slice(&rest[..want]);
+                    }
+                }
+                return Err(ReadError::Wire(e, MsgHeader::parse(buf).ok()));
+            }
+        }
+        if buf.len() >= 4 {
+            let want = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            buf.reserve(want.saturating_sub(buf.len()));
+        }
+        match rd.read_buf(buf).await {
+            Ok(0) if buf.is_empty() => return Err(ReadError::Closed),
+            Ok(0) => {
+                return Err(ReadError::Wire(
+                    WireError::Truncated("connection closed mid-message"),
+                    None,
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+}
+
+/// Answers an undecodable frame with an error (OP_REPLY for OP_QUERY, else
+/// OP_MSG) when its header is known.
+async fn reject<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    e: &WireError,
+    header: Option<MsgHeader>,
+    session: &Session,
+    reply_id: i32,
+) {
+    tracing::info!(error = %e, peer = %session.peer, "closing connection after a malformed message");
+    let Some(header) = header else { return };
+    let body = RouterError::Wire(e.clone()).to_reply();
+    let mut out = Vec::new();
+    if header.op_code == 2004 {
+        OpReply {
+            response_flags: OpReply::QUERY_FAILURE,
+            document: body.into(),
+        }
+        .encode_into(reply_id, header.request_id, &mut out);
+    } else {
+        encode_msg(reply_id, header.request_id, 0, &body, &[], &mut out);
+    }
+    let _ = wr.write_all(&out).await;
+}
+
+/// OP_QUERY is only for the legacy handshake (`hello`/`isMaster` on
+/// `db.$cmd`, possibly wrapped in `$query`).
+fn legacy_query(session: &mut Session, q: &OpQuery) -> OpReply {
+    let query = q.query();
+    let cmd = match query.get_document("$query") {
+        Ok(inner) => inner,
+        Err(_) => query,
+    };
+    let name = cmd.iter().next().and_then(|e| e.ok()).map(|(k, _)| k.as_str());
+    let is_handshake = q.full_collection_name.ends_with(".$cmd")
+        && matches!(name, Some("hello" | "isMaster" | "ismaster"));
+    let (flags, body) = if is_handshake {
+        let mut d = hello(session, cmd, name != Some("hello"));
+        d.insert("ok", 1.0);
+        (0, d.to_vec().unwrap_or_default())
+    } else {
+        let d = doc! {
+            "ok": 0.0,
+            "errmsg": "OP_QUERY is no longer supported except for the hello handshake; use OP_MSG",
+            "code": 352,
+            "codeName": "UnsupportedOpQueryCommand",
+        };
+        (OpReply::QUERY_FAILURE, d.to_vec().unwrap_or_default())
+    };
+    OpReply {
+        response_flags: flags,
+        document: body.into(),
+    }
+}

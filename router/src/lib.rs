@@ -1,0 +1,30 @@
+//! The shardgate router: what drivers connect to in place of `mongos`.
+//!
+//! # Layout
+//! - [`config`]: [`RouterConfig`] (serde defaults, then `validate`).
+//! - [`server`]: [`run`], the listener and the shutdown drain.
+//! - `connection`: one task per client connection: framing, decoding,
+//!   replying with the client's `requestID`, compression.
+//! - `commands`: classification and handling of each command:
+//!   `handshake` (`hello` as a mongos), `diagnostic` (`ping`, `buildInfo`,
+//!   `serverStatus`, `getParameter`, …), `admin` (`addShard`, `listShards`,
+//!   `enableSharding`, `listDatabases`, …), `forward` (everything else, to
+//!   the database's primary shard, or to every shard).
+//! - `pool`: a bounded connection pool per shard, shared by all clients.
+//! - `placement`: the database → primary shard cache over the config store.
+//! - `error`: [`RouterError`] and the MongoDB-shaped error reply.
+//! - `stats`: counters behind `serverStatus`.
+
+pub mod config;
+mod commands;
+mod connection;
+pub mod error;
+mod placement;
+mod pool;
+pub mod server;
+mod state;
+mod stats;
+
+pub use config::{PoolConfig, RouterConfig};
+pub use error::RouterError;
+pub use server::run;

@@ -1,0 +1,89 @@
+//! One connection to a shard: send a whole frame, read a whole frame.
+
+use bytes::{Bytes, BytesMut};
+use shardgate_wire::{check_frame, Message, MsgHeader, OpMsg};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An open, handshaken connection to one shard.
+pub(crate) struct ShardConn {
+    stream: TcpStream,
+    buf: BytesMut,
+    next_request_id: i32,
+    /// Pool generation this connection was opened in.
+    pub(crate) generation: u64,
+    /// When it was last returned to the pool.
+    pub(crate) last_used: std::time::Instant,
+}
+
+impl ShardConn {
+    /// Connects and runs the `hello` handshake.
+    pub(crate) async fn connect(addr: &str, generation: u64) -> std::io::Result<ShardConn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut conn = ShardConn {
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+            next_request_id: 1,
+            generation,
+            last_used: std::time::Instant::now(),
+        };
+        let hello = bson::doc! {"hello": 1, "$db": "admin"}
+            .to_vec()
+            .map_err(std::io::Error::other)?;
+        let reply = conn.round_trip(&OpMsg::from_body(hello)).await?;
+        let ok = reply
+            .body()
+            .get("ok")
+            .ok()
+            .flatten()
+            .and_then(|v| v.as_f64().or(v.as_i32().map(f64::from)))
+            .unwrap_or(0.0);
+        if ok != 1.0 {
+            return Err(std::io::Error::other("shard refused hello"));
+        }
+        Ok(conn)
+    }
+
+    /// Sends `msg` and, unless it has `moreToCome`, reads the reply.
+    pub(crate) async fn round_trip(&mut self, msg: &OpMsg) -> std::io::Result<OpMsg> {
+        let id = self.next_request_id;
+        self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+        let frame = msg.encode(id, 0);
+        self.stream.write_all(&frame).await?;
+        if msg.flags.more_to_come() {
+            return Ok(OpMsg::from_body(bson::doc! {"ok": 1}.to_vec().unwrap_or_default()));
+        }
+        let frame = self.read_frame().await?;
+        let header = MsgHeader::parse(&frame).map_err(invalid)?;
+        if header.response_to != id {
+            return Err(invalid(format!(
+                "reply answers request {} but {} was sent",
+                header.response_to, id
+            )));
+        }
+        match Message::decode(frame).map_err(invalid)?.message {
+            Message::Msg(reply) => Ok(reply),
+            other => Err(invalid(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn read_frame(&mut self) -> std::io::Result<Bytes> {
+        loop {
+            if let Some(len) = check_frame(&self.buf).map_err(invalid)? {
+                return Ok(self.buf.split_to(len).freeze());
+            }
+            if self.buf.len() >= 4 {
+                let want = i32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                self.buf.reserve((want as usize).saturating_sub(self.buf.len()));
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+}
+
+fn invalid(e: impl ToString) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}

@@ -1,0 +1,97 @@
+//! The listener: accept clients, one task each, and drain them on shutdown.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use shardgate_config_store::{Catalog, ConfigStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::commands::Session;
+use crate::config::RouterConfig;
+use crate::connection;
+use crate::error::RouterError;
+use crate::placement::Placement;
+use crate::pool::ShardRegistry;
+use crate::state::RouterState;
+use crate::stats::Stats;
+
+/// Serves clients on `listener` until `shutdown` turns true, then stops
+/// accepting, lets in-flight requests finish within the configured deadline
+/// and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: RouterConfig,
+    store: Arc<dyn ConfigStore>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RouterError> {
+    config
+        .validate()
+        .map_err(|e| RouterError::command(2, "BadValue", e))?;
+    let catalog = Catalog::new(store);
+    let placement = Placement::load(&catalog).await?;
+    let listen = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let state = Arc::new(RouterState {
+        shards: ShardRegistry::new(config.pool.clone()),
+        config,
+        catalog,
+        placement,
+        stats: Stats::default(),
+        started: Instant::now(),
+        next_connection_id: AtomicI32::new(1),
+        listen: listen.clone(),
+    });
+    tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");
+    let mut tasks = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        // Reap finished connection tasks so the set does not grow forever.
+        while tasks.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let session = Session {
+            connection_id: state.next_connection_id.fetch_add(1, Ordering::Relaxed),
+            peer: peer.to_string(),
+            compressors: Vec::new(),
+        };
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            state.stats.current_connections.fetch_add(1, Ordering::Relaxed);
+            state.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+            connection::serve(stream, state.clone(), session, shutdown).await;
+            state.stats.current_connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    drop(listener);
+    let deadline = state.config.shutdown_deadline();
+    tracing::info!(open = tasks.len(), ?deadline, "shutting down: draining connections");
+    let drained = tokio::time::timeout(deadline, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(left = tasks.len(), "shutdown deadline passed; closing the rest");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    tracing::info!("router stopped");
+    Ok(())
+}
