@@ -167,6 +167,25 @@ impl ShardProcess {
         }
     }
 
+    /// Stops the server cleanly (SIGTERM, so it flushes its data), killing
+    /// it if it has not exited within 15 s.
+    pub fn stop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            // SAFETY: plain syscall on our own child.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(15) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill();
+    }
+
     /// Waits until the server answers `hello`.
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let start = Instant::now();

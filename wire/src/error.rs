@@ -15,6 +15,9 @@ pub enum WireError {
     /// The message ends before a field it announces.
     #[error("truncated message: {0}")]
     Truncated(&'static str),
+    /// An OP_MSG sets a required flag bit (0-15) shardgate does not know.
+    #[error("OP_MSG contains unknown required flag bits {0:#x}")]
+    IllegalFlag(u32),
     /// The message is structurally invalid.
     #[error("malformed message: {0}")]
     Malformed(String),
@@ -41,10 +44,15 @@ impl WireError {
     /// The MongoDB error code the client gets for this error.
     pub fn code(&self) -> (i32, &'static str) {
         match self {
-            WireError::BadLength(_) => (10334, "BSONObjectTooLarge"),
-            WireError::UnsupportedOpCode(_) => (352, "UnsupportedOpQueryCommand"),
-            WireError::Checksum { .. } => (40, "ChecksumMismatch"),
-            _ => (9, "FailedToParse"),
+            WireError::Checksum { .. } => (288, "ChecksumMismatch"),
+            WireError::IllegalFlag(_) => (223, "IllegalOpMsgFlag"),
+            WireError::BadDocument(_) => (22, "InvalidBSON"),
+            WireError::BadLength(_)
+            | WireError::UnsupportedOpCode(_)
+            | WireError::Truncated(_)
+            | WireError::Malformed(_)
+            | WireError::UnsupportedCompressor(_)
+            | WireError::Decompression(_) => (17, "ProtocolError"),
         }
     }
 }

@@ -105,9 +105,7 @@ impl OpMsg {
         let flags = OpMsgFlags(get_i32(frame, HEADER_LEN, "flagBits")? as u32);
         let unknown = flags.0 & 0xffff & !OpMsgFlags::KNOWN_REQUIRED;
         if unknown != 0 {
-            return Err(WireError::Malformed(format!(
-                "unknown required OP_MSG flag bits {unknown:#x}"
-            )));
+            return Err(WireError::IllegalFlag(unknown));
         }
         let mut end = frame.len();
         if flags.checksum_present() {
