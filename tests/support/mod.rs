@@ -215,6 +215,8 @@ impl RawConn {
         let frame = OpMsg::from_body(body.to_vec().expect("encode")).encode(id, 0);
         self.send(&frame).await;
         let reply = self.read_frame().await.expect("reply");
+        let header = shardgate_wire::MsgHeader::parse(&reply).expect("header");
+        assert_eq!(header.response_to, id, "reply answers the request just sent");
         match Message::decode(reply).expect("decode reply").message {
             Message::Msg(m) => Document::from_reader(&m.body[..]).expect("reply body"),
             other => panic!("unexpected reply {other:?}"),
