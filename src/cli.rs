@@ -82,7 +82,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 enable_test_commands: a.enable_test_commands,
                 shutdown_deadline_secs: a.shutdown_deadline_secs,
             };
-            let config = settings::load(a.config.as_deref(), overrides, std::env::args().collect())?;
+            let config =
+                settings::load(a.config.as_deref(), overrides, std::env::args().collect())?;
             crate::serve(config, crate::shutdown_on_signals()).await
         }
         Command::Demo(a) => crate::demo::run(a).await,
@@ -95,21 +96,37 @@ async fn status(uri: &str) -> anyhow::Result<()> {
     let admin = client.database("admin");
     let shards = admin.run_command(bson::doc! {"listShards": 1}).await?;
     println!("shards:");
-    for s in shards.get_array("shards").map(|a| a.to_vec()).unwrap_or_default() {
+    for s in shards
+        .get_array("shards")
+        .map(|a| a.to_vec())
+        .unwrap_or_default()
+    {
         if let Some(s) = s.as_document() {
-            println!("  {:<12} {}", s.get_str("_id").unwrap_or("?"), s.get_str("host").unwrap_or("?"));
+            println!(
+                "  {:<12} {}",
+                s.get_str("_id").unwrap_or("?"),
+                s.get_str("host").unwrap_or("?")
+            );
         }
     }
     let dbs = admin.run_command(bson::doc! {"listDatabases": 1}).await?;
     println!("databases:");
-    for d in dbs.get_array("databases").map(|a| a.to_vec()).unwrap_or_default() {
+    for d in dbs
+        .get_array("databases")
+        .map(|a| a.to_vec())
+        .unwrap_or_default()
+    {
         if let Some(d) = d.as_document() {
             println!("  {}", d.get_str("name").unwrap_or("?"));
         }
     }
     let st = admin.run_command(bson::doc! {"serverStatus": 1}).await?;
     println!("shard pools:");
-    for p in st.get_array("shardPools").map(|a| a.to_vec()).unwrap_or_default() {
+    for p in st
+        .get_array("shardPools")
+        .map(|a| a.to_vec())
+        .unwrap_or_default()
+    {
         if let Some(p) = p.as_document() {
             println!(
                 "  {:<12} open {} idle {} peak {} / max {}",

@@ -17,11 +17,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let root: PathBuf = match args.data_dir {
         Some(d) => d,
         None => {
-            temp = tempfile::Builder::new().prefix("shardgate-demo-").tempdir()?;
+            temp = tempfile::Builder::new()
+                .prefix("shardgate-demo-")
+                .tempdir()?;
             temp.path().to_path_buf()
         }
     };
-    println!("starting {} shard servers ({})…", args.shards, launcher.bin.display());
+    println!(
+        "starting {} shard servers ({})…",
+        args.shards,
+        launcher.bin.display()
+    );
     let starts = (0..args.shards).map(|i| {
         let dir = root.join(format!("shard{i}"));
         let launcher = launcher.clone();
@@ -45,9 +51,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     wait_for_router(&admin, &router).await?;
     for s in &shards {
         let r = admin.run_command(doc! {"addShard": s.address()}).await?;
-        println!("  added {} at {}", r.get_str("shardAdded").unwrap_or("?"), s.address());
+        println!(
+            "  added {} at {}",
+            r.get_str("shardAdded").unwrap_or("?"),
+            s.address()
+        );
     }
-    load_sample(&client).await.context("loading the sample dataset")?;
+    load_sample(&client)
+        .await
+        .context("loading the sample dataset")?;
 
     println!();
     println!("shardgate demo is up. Connect with:");
@@ -87,19 +99,37 @@ async fn load_sample(client: &mongodb::Client) -> anyhow::Result<()> {
     let orders: Vec<_> = (0..1000)
         .map(|i| doc! {"_id": i, "customer": format!("c{:03}", i % 97), "total": (i * 37 % 500) as f64 / 4.0, "status": (["new", "paid", "shipped"][i as usize % 3])})
         .collect();
-    client.database("shop").collection("orders").insert_many(orders).await?;
+    client
+        .database("shop")
+        .collection("orders")
+        .insert_many(orders)
+        .await?;
     let customers: Vec<_> = (0..97)
         .map(|i| doc! {"_id": format!("c{i:03}"), "name": format!("Customer {i}"), "city": (["Lisbon", "Oslo", "Quito"][i % 3])})
         .collect();
-    client.database("shop").collection("customers").insert_many(customers).await?;
+    client
+        .database("shop")
+        .collection("customers")
+        .insert_many(customers)
+        .await?;
     let posts: Vec<_> = (0..50)
         .map(|i| doc! {"_id": i, "title": format!("Post {i}"), "tags": ["mongodb", "sharding"]})
         .collect();
-    client.database("blog").collection("posts").insert_many(posts).await?;
+    client
+        .database("blog")
+        .collection("posts")
+        .insert_many(posts)
+        .await?;
     let events: Vec<_> = (0..500)
         .map(|i| doc! {"kind": (["view", "click"][i % 2]), "n": i as i64})
         .collect();
-    client.database("analytics").collection("events").insert_many(events).await?;
-    println!("  loaded shop.orders (1000), shop.customers (97), blog.posts (50), analytics.events (500)");
+    client
+        .database("analytics")
+        .collection("events")
+        .insert_many(events)
+        .await?;
+    println!(
+        "  loaded shop.orders (1000), shop.customers (97), blog.posts (50), analytics.events (500)"
+    );
     Ok(())
 }

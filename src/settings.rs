@@ -20,7 +20,11 @@ pub struct Overrides {
 }
 
 /// Builds the router configuration; the error is one line.
-pub fn load(file: Option<&Path>, flags: Overrides, argv: Vec<String>) -> anyhow::Result<RouterConfig> {
+pub fn load(
+    file: Option<&Path>,
+    flags: Overrides,
+    argv: Vec<String>,
+) -> anyhow::Result<RouterConfig> {
     let mut config = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -76,7 +80,9 @@ mod tests {
         assert_eq!(load(Some(&path), flags, vec![]).unwrap().pool.max_size, 3);
 
         std::fs::write(&path, "listn = \"x\"\n").unwrap();
-        let err = load(Some(&path), Overrides::default(), vec![]).unwrap_err().to_string();
+        let err = load(Some(&path), Overrides::default(), vec![])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listn"), "{err}");
         assert!(!err.contains('\n'));
         let flags = Overrides {

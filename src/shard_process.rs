@@ -44,8 +44,13 @@ impl ShardLauncher {
         let kind = match std::env::var("SHARDGATE_SHARD_KIND").ok().as_deref() {
             Some("mongod") => ShardKind::Mongod,
             Some("secantus") => ShardKind::Secantus,
-            Some(other) => bail!("SHARDGATE_SHARD_KIND must be 'secantus' or 'mongod', got {other:?}"),
-            None if bin.file_name().is_some_and(|n| n.to_string_lossy().starts_with("mongod")) => {
+            Some(other) => {
+                bail!("SHARDGATE_SHARD_KIND must be 'secantus' or 'mongod', got {other:?}")
+            }
+            None if bin
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("mongod")) =>
+            {
                 ShardKind::Mongod
             }
             None => ShardKind::Secantus,
@@ -67,7 +72,12 @@ impl ShardLauncher {
     }
 
     /// Starts a server on `port` storing in `dir`; waits until ready.
-    pub async fn start_on(&self, port: u16, dir: &Path, test_commands: bool) -> anyhow::Result<ShardProcess> {
+    pub async fn start_on(
+        &self,
+        port: u16,
+        dir: &Path,
+        test_commands: bool,
+    ) -> anyhow::Result<ShardProcess> {
         std::fs::create_dir_all(dir)?;
         let log_path = dir.join("shard.log");
         let log = std::fs::File::create(&log_path)?;
@@ -75,22 +85,33 @@ impl ShardLauncher {
         let data = dir.join("data");
         match self.kind {
             ShardKind::Secantus => {
-                cmd.arg("--host").arg("127.0.0.1").arg("--port").arg(port.to_string());
-                cmd.arg("--storage-path").arg(&data).arg("--log-level").arg("WARNING");
+                cmd.arg("--host")
+                    .arg("127.0.0.1")
+                    .arg("--port")
+                    .arg(port.to_string());
+                cmd.arg("--storage-path")
+                    .arg(&data)
+                    .arg("--log-level")
+                    .arg("WARNING");
                 if test_commands {
                     cmd.arg("--enable-test-commands");
                 }
             }
             ShardKind::Mongod => {
                 std::fs::create_dir_all(&data)?;
-                cmd.arg("--bind_ip").arg("127.0.0.1").arg("--port").arg(port.to_string());
+                cmd.arg("--bind_ip")
+                    .arg("127.0.0.1")
+                    .arg("--port")
+                    .arg(port.to_string());
                 cmd.arg("--dbpath").arg(&data);
                 if test_commands {
                     cmd.arg("--setParameter").arg("enableTestCommands=1");
                 }
             }
         }
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         cmd.process_group(0);
         // SAFETY: prctl is async-signal-safe; it asks the kernel to kill the
         // server if this process dies without running destructors.
@@ -202,7 +223,11 @@ impl ShardProcess {
             if start.elapsed() > timeout {
                 let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
                 self.kill();
-                bail!("shard server on port {} not ready after {timeout:?}: {}", self.port, tail(&log));
+                bail!(
+                    "shard server on port {} not ready after {timeout:?}: {}",
+                    self.port,
+                    tail(&log)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -222,7 +247,11 @@ fn tail(log: &str) -> String {
 
 /// Sends `hello` to `address` over OP_MSG and checks `ok: 1`.
 pub async fn hello(address: &str) -> anyhow::Result<()> {
-    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(address)).await??;
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await??;
     let body = bson::doc! {"hello": 1, "$db": "admin"}.to_vec()?;
     s.write_all(&OpMsg::from_body(body).encode(1, 0)).await?;
     let mut buf = BytesMut::new();

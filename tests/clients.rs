@@ -20,13 +20,20 @@ async fn drivers_and_shells_identify_a_mongos() {
 
     // Rust driver.
     let client = cluster.client().await;
-    let hello = client.database("admin").run_command(doc! {"hello": 1}).await.unwrap();
+    let hello = client
+        .database("admin")
+        .run_command(doc! {"hello": 1})
+        .await
+        .unwrap();
     assert_eq!(hello.get_str("msg").unwrap(), "isdbgrid");
     assert!(hello.get_bool("isWritablePrimary").unwrap());
     assert!(hello.get_i32("maxWireVersion").unwrap() >= 17);
     assert!(hello.get_i32("connectionId").unwrap() >= 1);
     assert!(hello.get_datetime("localTime").is_ok());
-    assert_eq!(hello.get_i32("maxBsonObjectSize").unwrap(), 16 * 1024 * 1024);
+    assert_eq!(
+        hello.get_i32("maxBsonObjectSize").unwrap(),
+        16 * 1024 * 1024
+    );
 
     // pymongo: is_mongos, and a write and read through the router.
     let out = support::pymongo(
@@ -62,8 +69,20 @@ async fn diagnostics_answer_as_a_mongos() {
     assert!(bi.get_str("version").unwrap().starts_with("8."));
     let st = run(doc! {"serverStatus": 1}).await.unwrap();
     assert_eq!(st.get_str("process").unwrap(), "mongos");
-    assert!(st.get_document("connections").unwrap().get_i64("current").unwrap() >= 1);
-    assert!(st.get_document("opcounters").unwrap().get_i64("command").unwrap() >= 1);
+    assert!(
+        st.get_document("connections")
+            .unwrap()
+            .get_i64("current")
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        st.get_document("opcounters")
+            .unwrap()
+            .get_i64("command")
+            .unwrap()
+            >= 1
+    );
     assert!(st.get_i64("uptimeMillis").is_ok());
     let me = run(doc! {"whatsmyuri": 1}).await.unwrap();
     assert!(me.get_str("you").unwrap().starts_with("127.0.0.1:"));
@@ -71,13 +90,25 @@ async fn diagnostics_answer_as_a_mongos() {
     assert!(opts.get_document("parsed").is_ok() && opts.get_array("argv").is_ok());
     let params = run(doc! {"getParameter": "*"}).await.unwrap();
     assert!(!params.get_bool("enableTestCommands").unwrap());
-    let one = run(doc! {"getParameter": 1, "enableTestCommands": 1}).await.unwrap();
-    assert_eq!(one.get_bool("enableTestCommands").unwrap(), false);
-    let err = run(doc! {"getParameter": 1, "noSuchParameter": 1}).await.unwrap_err();
+    let one = run(doc! {"getParameter": 1, "enableTestCommands": 1})
+        .await
+        .unwrap();
+    assert!(!one.get_bool("enableTestCommands").unwrap());
+    let err = run(doc! {"getParameter": 1, "noSuchParameter": 1})
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("no option found"), "{err}");
-    assert_eq!(ok_of(&run(doc! {"killAllSessions": []}).await.unwrap()), 1.0);
-    let err = run(doc! {"configureFailPoint": "failCommand", "mode": "off"}).await.unwrap_err();
-    assert!(err.to_string().contains("CommandNotFound") || err.to_string().contains("no such command"), "{err}");
+    assert_eq!(
+        ok_of(&run(doc! {"killAllSessions": []}).await.unwrap()),
+        1.0
+    );
+    let err = run(doc! {"configureFailPoint": "failCommand", "mode": "off"})
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("CommandNotFound") || err.to_string().contains("no such command"),
+        "{err}"
+    );
     let r = run(doc! {"endSessions": [{"id": bson::Binary{subtype: bson::spec::BinarySubtype::Uuid, bytes: vec![1; 16]}}]}).await.unwrap();
     assert_eq!(ok_of(&r), 1.0);
 }
@@ -94,7 +125,11 @@ async fn fail_points_reach_shards_only_with_test_commands() {
     let params = admin.run_command(doc! {"getParameter": "*"}).await.unwrap();
     assert!(params.get_bool("enableTestCommands").unwrap());
     let opts = admin.run_command(doc! {"getCmdLineOpts": 1}).await.unwrap();
-    let set = opts.get_document("parsed").unwrap().get_document("setParameter").unwrap();
+    let set = opts
+        .get_document("parsed")
+        .unwrap()
+        .get_document("setParameter")
+        .unwrap();
     assert_eq!(set.get_str("enableTestCommands").unwrap(), "1");
 
     let coll = client.database("fp").collection::<Document>("c");
@@ -107,9 +142,20 @@ async fn fail_points_reach_shards_only_with_test_commands() {
         })
         .await
         .unwrap();
-    let err = client.database("fp").run_command(doc! {"count": "c"}).await.unwrap_err();
-    assert!(err.to_string().contains("injected") || err.to_string().contains("BadValue"), "{err}");
-    let again = client.database("fp").run_command(doc! {"count": "c"}).await.unwrap();
+    let err = client
+        .database("fp")
+        .run_command(doc! {"count": "c"})
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("injected") || err.to_string().contains("BadValue"),
+        "{err}"
+    );
+    let again = client
+        .database("fp")
+        .run_command(doc! {"count": "c"})
+        .await
+        .unwrap();
     assert_eq!(again.get_i32("n").unwrap(), 1);
 }
 
@@ -121,13 +167,23 @@ async fn compression_is_negotiated_and_used() {
         ("snappy", mongodb::options::Compressor::Snappy),
         ("zlib", mongodb::options::Compressor::Zlib { level: None }),
     ] {
-        let mut opts = mongodb::options::ClientOptions::parse(cluster.router.uri()).await.unwrap();
+        let mut opts = mongodb::options::ClientOptions::parse(cluster.router.uri())
+            .await
+            .unwrap();
         opts.compressors = Some(vec![compressor]);
         let client = mongodb::Client::with_options(opts).unwrap();
         let coll = client.database("z").collection::<Document>(name);
-        let docs: Vec<Document> = (0..200).map(|i| doc! {"_id": i, "pad": "x".repeat(1000)}).collect();
+        let docs: Vec<Document> = (0..200)
+            .map(|i| doc! {"_id": i, "pad": "x".repeat(1000)})
+            .collect();
         coll.insert_many(docs).await.unwrap();
-        let back: Vec<Document> = coll.find(doc! {}).await.unwrap().try_collect().await.unwrap();
+        let back: Vec<Document> = coll
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
         assert_eq!(back.len(), 200, "{name}");
         assert_eq!(back[199].get_str("pad").unwrap().len(), 1000);
     }
@@ -138,17 +194,38 @@ async fn compression_is_negotiated_and_used() {
     let hello = c
         .command(doc! {"hello": 1, "compression": ["bogus", "snappy"], "$db": "admin"})
         .await;
-    let agreed: Vec<&str> = hello.get_array("compression").unwrap().iter().filter_map(|v| v.as_str()).collect();
+    let agreed: Vec<&str> = hello
+        .get_array("compression")
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
     assert_eq!(agreed, vec!["snappy"]);
-    let find = OpMsg::from_body(doc! {"find": "snappy", "filter": {"_id": 3}, "$db": "z"}.to_vec().unwrap()).encode(9, 0);
-    c.send(&compress_frame(&find, Compressor::Snappy).unwrap()).await;
+    let find = OpMsg::from_body(
+        doc! {"find": "snappy", "filter": {"_id": 3}, "$db": "z"}
+            .to_vec()
+            .unwrap(),
+    )
+    .encode(9, 0);
+    c.send(&compress_frame(&find, Compressor::Snappy).unwrap())
+        .await;
     let reply = c.read_frame().await.unwrap();
-    assert_eq!(MsgHeader::parse(&reply).unwrap().op_code, 2012, "reply is OP_COMPRESSED");
+    assert_eq!(
+        MsgHeader::parse(&reply).unwrap().op_code,
+        2012,
+        "reply is OP_COMPRESSED"
+    );
     let decoded = Message::decode(reply).unwrap();
     assert_eq!(decoded.compressor, Some(Compressor::Snappy));
-    let Message::Msg(m) = decoded.message else { panic!() };
+    let Message::Msg(m) = decoded.message else {
+        panic!()
+    };
     let body = Document::from_reader(&m.body[..]).unwrap();
-    let batch = body.get_document("cursor").unwrap().get_array("firstBatch").unwrap();
+    let batch = body
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap();
     assert_eq!(batch[0].as_document().unwrap().get_i32("_id").unwrap(), 3);
 }
 
@@ -157,14 +234,19 @@ async fn legacy_handshake_cursors_sessions_and_fire_and_forget() {
     let cluster = TestCluster::start(1).await;
     let client = cluster.client().await;
     let coll = client.database("cur").collection::<Document>("c");
-    coll.insert_many((0..10).map(|i| doc! {"_id": i})).await.unwrap();
+    coll.insert_many((0..10).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
 
     // OP_QUERY isMaster (what old drivers send first) is answered with OP_REPLY.
     let mut c = RawConn::connect(cluster.router.addr).await;
     let mut q = Vec::new();
     encode_query(5, "admin", &doc! {"isMaster": 1}.to_vec().unwrap(), &mut q);
     c.send(&q).await;
-    let Message::Reply(r) = Message::decode(c.read_frame().await.unwrap()).unwrap().message else {
+    let Message::Reply(r) = Message::decode(c.read_frame().await.unwrap())
+        .unwrap()
+        .message
+    else {
         panic!("expected OP_REPLY")
     };
     let d = Document::from_reader(&r.document[..]).unwrap();
@@ -174,22 +256,48 @@ async fn legacy_handshake_cursors_sessions_and_fire_and_forget() {
     let mut q = Vec::new();
     encode_query(6, "cur", &doc! {"find": "c"}.to_vec().unwrap(), &mut q);
     c.send(&q).await;
-    let Message::Reply(r) = Message::decode(c.read_frame().await.unwrap()).unwrap().message else { panic!() };
+    let Message::Reply(r) = Message::decode(c.read_frame().await.unwrap())
+        .unwrap()
+        .message
+    else {
+        panic!()
+    };
     assert_eq!(r.response_flags & 2, 2, "QueryFailure");
-    assert_eq!(Document::from_reader(&r.document[..]).unwrap().get_i32("code").unwrap(), 352);
+    assert_eq!(
+        Document::from_reader(&r.document[..])
+            .unwrap()
+            .get_i32("code")
+            .unwrap(),
+        352
+    );
 
     // Cursors: find + getMore + killCursors through the router.
-    let first = c.command(doc! {"find": "c", "sort": {"_id": 1}, "batchSize": 3, "$db": "cur"}).await;
+    let first = c
+        .command(doc! {"find": "c", "sort": {"_id": 1}, "batchSize": 3, "$db": "cur"})
+        .await;
     let cursor = first.get_document("cursor").unwrap();
     let id = cursor.get_i64("id").unwrap();
     assert_ne!(id, 0);
     assert_eq!(cursor.get_array("firstBatch").unwrap().len(), 3);
-    let more = c.command(doc! {"getMore": id, "collection": "c", "batchSize": 3, "$db": "cur"}).await;
-    let next = more.get_document("cursor").unwrap().get_array("nextBatch").unwrap();
+    let more = c
+        .command(doc! {"getMore": id, "collection": "c", "batchSize": 3, "$db": "cur"})
+        .await;
+    let next = more
+        .get_document("cursor")
+        .unwrap()
+        .get_array("nextBatch")
+        .unwrap();
     assert_eq!(next[0].as_document().unwrap().get_i32("_id").unwrap(), 3);
-    let killed = c.command(doc! {"killCursors": "c", "cursors": [id], "$db": "cur"}).await;
-    assert_eq!(killed.get_array("cursorsKilled").unwrap()[0].as_i64(), Some(id));
-    let gone = c.command(doc! {"getMore": id, "collection": "c", "$db": "cur"}).await;
+    let killed = c
+        .command(doc! {"killCursors": "c", "cursors": [id], "$db": "cur"})
+        .await;
+    assert_eq!(
+        killed.get_array("cursorsKilled").unwrap()[0].as_i64(),
+        Some(id)
+    );
+    let gone = c
+        .command(doc! {"getMore": id, "collection": "c", "$db": "cur"})
+        .await;
     assert_eq!(gone.get_i32("code").unwrap(), 43, "CursorNotFound: {gone}");
 
     // An explicit session: the cursor pages with the same lsid.
@@ -217,7 +325,11 @@ async fn legacy_handshake_cursors_sessions_and_fire_and_forget() {
     };
     c.send(&insert.encode(77, 0)).await;
     let pong = c.command(doc! {"ping": 1, "$db": "admin"}).await;
-    assert_eq!(ok_of(&pong), 1.0, "the next reply answers the ping, not the insert");
+    assert_eq!(
+        ok_of(&pong),
+        1.0,
+        "the next reply answers the ping, not the insert"
+    );
     let mut found = 0;
     for _ in 0..50 {
         found = coll.count_documents(doc! {"_id": 100}).await.unwrap();

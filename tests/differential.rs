@@ -32,7 +32,12 @@ async fn workload(client: &Client) -> Outcome {
             doc! {"_id": i, "g": i % 7, "v": (i * 7919) % 10_000, "s": format!("s{}", i % 13), "arr": [i % 3, i % 5]}
         })
         .collect();
-    let inserted = coll.insert_many(docs).await.expect("insert_many").inserted_ids.len();
+    let inserted = coll
+        .insert_many(docs)
+        .await
+        .expect("insert_many")
+        .inserted_ids
+        .len();
     db.collection::<Document>("other")
         .insert_one(doc! {"x": 1})
         .await
@@ -55,10 +60,17 @@ async fn workload(client: &Client) -> Outcome {
         .expect("page through getMore");
 
     let upd = coll
-        .update_many(doc! {"g": 2}, doc! {"$inc": {"v": 1}, "$set": {"touched": true}})
+        .update_many(
+            doc! {"g": 2},
+            doc! {"$inc": {"v": 1}, "$set": {"touched": true}},
+        )
         .await
         .expect("update_many");
-    let deleted = coll.delete_many(doc! {"g": 5}).await.expect("delete_many").deleted_count;
+    let deleted = coll
+        .delete_many(doc! {"g": 5})
+        .await
+        .expect("delete_many")
+        .deleted_count;
     let grouped: Vec<Document> = coll
         .aggregate(vec![
             doc! {"$match": {"g": {"$lt": 4}}},

@@ -13,16 +13,25 @@ use tokio::io::AsyncWriteExt;
 
 /// Reads the error reply to `request_id` and returns its body.
 async fn error_reply(conn: &mut RawConn, request_id: i32) -> Document {
-    let frame: Bytes = conn.read_frame().await.expect("an error reply before the close");
+    let frame: Bytes = conn
+        .read_frame()
+        .await
+        .expect("an error reply before the close");
     let header = MsgHeader::parse(&frame).unwrap();
-    assert_eq!(header.response_to, request_id, "reply answers the bad request");
+    assert_eq!(
+        header.response_to, request_id,
+        "reply answers the bad request"
+    );
     let body = match Message::decode(frame).unwrap().message {
         Message::Msg(m) => Document::from_reader(&m.body[..]).unwrap(),
         Message::Reply(r) => Document::from_reader(&r.document[..]).unwrap(),
         Message::Query(_) => panic!("router sent OP_QUERY"),
     };
     assert_eq!(ok_of(&body), 0.0, "{body}");
-    assert!(body.get_str("errmsg").is_ok() && body.get_str("codeName").is_ok(), "{body}");
+    assert!(
+        body.get_str("errmsg").is_ok() && body.get_str("codeName").is_ok(),
+        "{body}"
+    );
     body
 }
 
@@ -51,7 +60,9 @@ async fn garbage_is_refused_and_the_router_keeps_serving() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for _ in 0..20 {
         let mut c = RawConn::connect(addr).await;
-        let junk: Vec<u8> = (0..rng.random_range(1..2048)).map(|_| rng.random()).collect();
+        let junk: Vec<u8> = (0..rng.random_range(1..2048))
+            .map(|_| rng.random())
+            .collect();
         c.send(&junk).await;
         let _ = c.stream.shutdown().await;
         assert!(c.is_closed().await, "random bytes: connection closed");
@@ -109,7 +120,16 @@ async fn garbage_is_refused_and_the_router_keeps_serving() {
     // A body that is not BSON.
     let mut c = RawConn::connect(addr).await;
     let mut frame = Vec::new();
-    encode_msg(46, 0, 0, &[20, 0, 0, 0, 2, b'x', 0, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], &mut frame);
+    encode_msg(
+        46,
+        0,
+        0,
+        &[
+            20, 0, 0, 0, 2, b'x', 0, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+        &[],
+        &mut frame,
+    );
     c.send(&frame).await;
     let e = error_reply(&mut c, 46).await;
     assert_eq!(e.get_str("codeName").unwrap(), "InvalidBSON");
@@ -146,7 +166,11 @@ fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

@@ -29,12 +29,19 @@ async fn thousand_clients_never_exceed_the_pool_bound() {
     let cluster = TestCluster::start_with(1, config, false).await;
     let client = cluster.client().await;
     let coll = client.database("pooltest").collection::<Document>("c");
-    coll.insert_many((0..20).map(|i| doc! {"_id": i})).await.unwrap();
+    coll.insert_many((0..20).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
 
     // Watch the shard's own connection count while the load runs.
     let shard = support::direct_client(&cluster.shards[0]).await;
     let admin = shard.database("admin");
-    let current = |d: Document| d.get_document("connections").unwrap().get_i32("current").unwrap() as i64;
+    let current = |d: Document| {
+        d.get_document("connections")
+            .unwrap()
+            .get_i32("current")
+            .unwrap() as i64
+    };
     let baseline = current(admin.run_command(doc! {"serverStatus": 1}).await.unwrap());
     let peak = Arc::new(AtomicI64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -62,10 +69,16 @@ async fn thousand_clients_never_exceed_the_pool_bound() {
             barrier.wait().await;
             for _ in 0..3 {
                 let r = conn
-                    .command(doc! {"find": "c", "filter": {"_id": (i % 20) as i32}, "$db": "pooltest"})
+                    .command(
+                        doc! {"find": "c", "filter": {"_id": (i % 20) as i32}, "$db": "pooltest"},
+                    )
                     .await;
                 assert_eq!(ok_of(&r), 1.0, "{r}");
-                let batch = r.get_document("cursor").unwrap().get_array("firstBatch").unwrap();
+                let batch = r
+                    .get_document("cursor")
+                    .unwrap()
+                    .get_array("firstBatch")
+                    .unwrap();
                 assert_eq!(batch.len(), 1);
             }
         }));
@@ -76,18 +89,32 @@ async fn thousand_clients_never_exceed_the_pool_bound() {
     done.store(true, Ordering::Relaxed);
     watcher.await.unwrap();
 
-    let status = client.database("admin").run_command(doc! {"serverStatus": 1}).await.unwrap();
+    let status = client
+        .database("admin")
+        .run_command(doc! {"serverStatus": 1})
+        .await
+        .unwrap();
     let pool = shard_pool(&status);
     let peak_open = pool.get_i64("peakOpen").unwrap();
-    assert!(peak_open >= 1 && peak_open <= POOL_MAX as i64, "router opened {peak_open}");
+    assert!(
+        peak_open >= 1 && peak_open <= POOL_MAX as i64,
+        "router opened {peak_open}"
+    );
     assert_eq!(pool.get_i64("maxSize").unwrap(), POOL_MAX as i64);
     let seen = peak.load(Ordering::Relaxed);
     assert!(
         seen <= baseline + POOL_MAX as i64,
         "shard saw {seen} connections (baseline {baseline}, pool bound {POOL_MAX})"
     );
-    let total = status.get_document("connections").unwrap().get_i64("totalCreated").unwrap();
-    assert!(total >= CLIENTS as i64, "router accepted {total} connections");
+    let total = status
+        .get_document("connections")
+        .unwrap()
+        .get_i64("totalCreated")
+        .unwrap();
+    assert!(
+        total >= CLIENTS as i64,
+        "router accepted {total} connections"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,10 +122,15 @@ async fn router_reconnects_after_a_shard_restart() {
     let mut cluster = TestCluster::start(1).await;
     let client = cluster.client().await;
     let coll = client.database("restart").collection::<Document>("c");
-    coll.insert_many((0..100).map(|i| doc! {"_id": i})).await.unwrap();
+    coll.insert_many((0..100).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 100);
 
-    let (port, dir) = (cluster.shards[0].port(), cluster.shards[0].dir().to_path_buf());
+    let (port, dir) = (
+        cluster.shards[0].port(),
+        cluster.shards[0].dir().to_path_buf(),
+    );
     cluster.shards[0].stop();
     let err = client
         .database("restart")
@@ -106,9 +138,18 @@ async fn router_reconnects_after_a_shard_restart() {
         .await
         .expect_err("the shard is down");
     let message = err.to_string();
-    assert!(message.contains("HostUnreachable") || message.contains("(6)") || message.contains("unreachable"), "{message}");
+    assert!(
+        message.contains("HostUnreachable")
+            || message.contains("(6)")
+            || message.contains("unreachable"),
+        "{message}"
+    );
     // The router keeps serving what does not need the shard.
-    let ping = client.database("admin").run_command(doc! {"ping": 1}).await.unwrap();
+    let ping = client
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .await
+        .unwrap();
     assert_eq!(ok_of(&ping), 1.0);
 
     let restarted = ShardLauncher::from_env()
@@ -125,7 +166,18 @@ async fn router_reconnects_after_a_shard_restart() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(count, Some(100), "the router reconnects and sees the data again");
-    let status = client.database("admin").run_command(doc! {"serverStatus": 1}).await.unwrap();
-    assert!(shard_pool(&status).get_i64("generation").unwrap() >= 1, "the pool was cleared");
+    assert_eq!(
+        count,
+        Some(100),
+        "the router reconnects and sees the data again"
+    );
+    let status = client
+        .database("admin")
+        .run_command(doc! {"serverStatus": 1})
+        .await
+        .unwrap();
+    assert!(
+        shard_pool(&status).get_i64("generation").unwrap() >= 1,
+        "the pool was cleared"
+    );
 }

@@ -141,20 +141,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Catalog::new(Arc::new(EmbeddedStore::open(dir.path()).unwrap()));
         let a = ShardType::new("shard0", "127.0.0.1:1");
-        assert_eq!(c.add_shard(a.clone()).await.unwrap(), AddShardOutcome::Added);
-        assert_eq!(c.add_shard(a.clone()).await.unwrap(), AddShardOutcome::AlreadyPresent);
+        assert_eq!(
+            c.add_shard(a.clone()).await.unwrap(),
+            AddShardOutcome::Added
+        );
+        assert_eq!(
+            c.add_shard(a.clone()).await.unwrap(),
+            AddShardOutcome::AlreadyPresent
+        );
         assert!(matches!(
-            c.add_shard(ShardType::new("shard0", "127.0.0.1:2")).await.unwrap(),
+            c.add_shard(ShardType::new("shard0", "127.0.0.1:2"))
+                .await
+                .unwrap(),
             AddShardOutcome::NameTaken(_)
         ));
         assert!(matches!(
-            c.add_shard(ShardType::new("other", "127.0.0.1:1")).await.unwrap(),
+            c.add_shard(ShardType::new("other", "127.0.0.1:1"))
+                .await
+                .unwrap(),
             AddShardOutcome::HostTaken(_)
         ));
         assert_eq!(c.shards().await.unwrap(), vec![a]);
 
-        let db = c.create_database(DatabaseType::new("app", "shard0")).await.unwrap();
-        let again = c.create_database(DatabaseType::new("app", "shard9")).await.unwrap();
+        let db = c
+            .create_database(DatabaseType::new("app", "shard0"))
+            .await
+            .unwrap();
+        let again = c
+            .create_database(DatabaseType::new("app", "shard9"))
+            .await
+            .unwrap();
         assert_eq!(again, db, "the first placement wins");
         assert_eq!(c.database("app").await.unwrap(), Some(db));
         c.drop_database("app").await.unwrap();

@@ -29,8 +29,9 @@ impl EmbeddedStore {
     /// `dir/config.redb`.
     pub fn open(dir: impl AsRef<Path>) -> Result<EmbeddedStore> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
         let path = dir.join("config.redb");
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
@@ -89,13 +90,20 @@ impl EmbeddedStore {
         let revision = {
             let mut kv = w.open_table(KV).map_err(unavailable)?;
             for Compare::ModRevision { key, revision } in &txn.compares {
-                let current = kv.get(key.as_str()).map_err(unavailable)?.map(|v| v.value().0);
+                let current = kv
+                    .get(key.as_str())
+                    .map_err(unavailable)?
+                    .map(|v| v.value().0);
                 if current.unwrap_or(0) != *revision {
                     return Ok(TxnOutcome::Conflict);
                 }
             }
             let mut meta = w.open_table(META).map_err(unavailable)?;
-            let revision = meta.get(REVISION).map_err(unavailable)?.map_or(0, |v| v.value()) + 1;
+            let revision = meta
+                .get(REVISION)
+                .map_err(unavailable)?
+                .map_or(0, |v| v.value())
+                + 1;
             meta.insert(REVISION, revision).map_err(unavailable)?;
             for op in &txn.ops {
                 match op {
@@ -117,7 +125,9 @@ impl EmbeddedStore {
     fn revision_sync(&self) -> Result<u64> {
         let r = self.db.begin_read().map_err(unavailable)?;
         let t = r.open_table(META).map_err(unavailable)?;
-        Ok(t.get(REVISION).map_err(unavailable)?.map_or(0, |v| v.value()))
+        Ok(t.get(REVISION)
+            .map_err(unavailable)?
+            .map_or(0, |v| v.value()))
     }
 
     /// Runs a blocking redb call off the async runtime.
@@ -170,7 +180,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(s.revision().await.unwrap(), 0);
-        let t = Txn::default().absent("shards/a").put("shards/a", b"1".to_vec());
+        let t = Txn::default()
+            .absent("shards/a")
+            .put("shards/a", b"1".to_vec());
         assert_eq!(s.txn(t.clone()).await.unwrap(), TxnOutcome::Committed(1));
         assert_eq!(s.txn(t).await.unwrap(), TxnOutcome::Conflict);
         let v = s.get("shards/a").await.unwrap().unwrap();
@@ -183,7 +195,9 @@ mod tests {
         let all = s.list("shards/").await.unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].1.value, b"2");
-        s.txn(Txn::default().put("databases/x", vec![])).await.unwrap();
+        s.txn(Txn::default().put("databases/x", vec![]))
+            .await
+            .unwrap();
         assert_eq!(s.list("shards/").await.unwrap().len(), 2);
         s.txn(Txn::default().delete("shards/b")).await.unwrap();
         assert_eq!(s.list("shards/").await.unwrap().len(), 1);
@@ -195,7 +209,9 @@ mod tests {
         {
             let s = EmbeddedStore::open(dir.path()).unwrap();
             s.txn(Txn::default().put("k", b"v".to_vec())).await.unwrap();
-            let err = EmbeddedStore::open(dir.path()).err().expect("second open must fail");
+            let err = EmbeddedStore::open(dir.path())
+                .err()
+                .expect("second open must fail");
             assert!(matches!(err, StoreError::InUse { .. }), "{err}");
             assert!(err.to_string().contains("in use"));
         }

@@ -13,6 +13,7 @@ use shardgate_wire::{Compressor, OpMsg};
 
 use crate::error::{Result, RouterError};
 use crate::placement::validate_db_name;
+use crate::request::CommandInfo;
 use crate::state::RouterState;
 
 pub(crate) use handshake::hello;
@@ -50,7 +51,11 @@ pub(crate) struct Request<'a> {
 
 /// Runs one OP_MSG command and returns the reply; errors become
 /// MongoDB-shaped `{ok: 0}` replies.
-pub(crate) async fn dispatch(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Reply {
+pub(crate) async fn dispatch(
+    state: &Arc<RouterState>,
+    session: &mut Session,
+    msg: &OpMsg,
+) -> Reply {
     match run(state, session, msg).await {
         Ok(reply) => reply,
         Err(e) => {
@@ -61,16 +66,15 @@ pub(crate) async fn dispatch(state: &Arc<RouterState>, session: &mut Session, ms
 }
 
 async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Result<Reply> {
-    let body = msg.body();
-    let name = match body.iter().next() {
-        Some(Ok((name, _))) => name.as_str(),
-        _ => return Err(RouterError::bad_value("empty command")),
-    };
-    let db = body.get_str("$db").map_err(|_| {
-        RouterError::command(40571, "Location40571", "OP_MSG requests require a $db argument")
-    })?;
+    let info = CommandInfo::parse(msg)?;
+    let (name, db, body) = (info.name, info.db, info.body);
     state.stats.count(name);
-    let req = Request { name, db, body, msg };
+    let req = Request {
+        name,
+        db,
+        body,
+        msg,
+    };
     match name {
         "hello" | "isMaster" | "ismaster" => ok(hello(session, body, name != "hello")),
         "ping" => ok(Document::new()),
@@ -84,7 +88,9 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
         "getLog" => diagnostic::get_log(body).and_then(ok),
         "addShard" | "addshard" => admin::add_shard(state, &req).await.and_then(ok),
         "listShards" | "listshards" => admin::list_shards(state, &req).await.and_then(ok),
-        "enableSharding" | "enablesharding" => admin::enable_sharding(state, &req).await.and_then(ok),
+        "enableSharding" | "enablesharding" => {
+            admin::enable_sharding(state, &req).await.and_then(ok)
+        }
         "listDatabases" => admin::list_databases(state, &req).await.and_then(ok),
         "dropDatabase" => admin::drop_database(state, &req).await,
         "endSessions" => admin::end_sessions(state, &req).await.and_then(ok),
@@ -120,7 +126,9 @@ async fn route(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Reply> {
                 .map(|(db, _)| db);
             match target {
                 Some(db) if validate_db_name(db).is_ok() && !is_internal_db(db) => {
-                    forward::to_primary(state, db, req.msg).await.map(Reply::Msg)
+                    forward::to_primary(state, db, req.msg)
+                        .await
+                        .map(Reply::Msg)
                 }
                 _ => Err(RouterError::command_not_found(req.name)),
             }
@@ -135,7 +143,9 @@ async fn route(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Reply> {
         )),
         db => {
             validate_db_name(db)?;
-            forward::to_primary(state, db, req.msg).await.map(Reply::Msg)
+            forward::to_primary(state, db, req.msg)
+                .await
+                .map(Reply::Msg)
         }
     }
 }
@@ -156,7 +166,10 @@ fn ok(mut d: Document) -> Result<Reply> {
 pub(crate) fn reply_ok(body: &RawDocument) -> bool {
     match body.get("ok") {
         Ok(Some(v)) => {
-            v.as_f64().or(v.as_i32().map(f64::from)).or(v.as_i64().map(|x| x as f64)) == Some(1.0)
+            v.as_f64()
+                .or(v.as_i32().map(f64::from))
+                .or(v.as_i64().map(|x| x as f64))
+                == Some(1.0)
         }
         _ => false,
     }

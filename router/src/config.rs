@@ -83,7 +83,10 @@ impl RouterConfig {
     /// Checks the values; the error is one line naming the bad setting.
     pub fn validate(&self) -> Result<(), String> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!("listen must be an ip:port address, got {:?}", self.listen));
+            return Err(format!(
+                "listen must be an ip:port address, got {:?}",
+                self.listen
+            ));
         }
         shardgate_config_store::StoreUrl::parse(&self.config_store).map_err(|e| e.to_string())?;
         if self.pool.max_size == 0 || self.pool.max_size > 10_000 {

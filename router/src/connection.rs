@@ -88,9 +88,14 @@ pub(crate) async fn serve<S>(
                     continue;
                 }
                 match reply {
-                    Reply::Body(body) => encode_msg(ids.next(), request_id, 0, &body, &[], &mut out),
+                    Reply::Body(body) => {
+                        encode_msg(ids.next(), request_id, 0, &body, &[], &mut out)
+                    }
                     Reply::Msg(m) => {
-                        let reply = OpMsg { flags: Default::default(), ..m };
+                        let reply = OpMsg {
+                            flags: Default::default(),
+                            ..m
+                        };
                         reply.encode_into(ids.next(), request_id, &mut out);
                     }
                 }
@@ -105,7 +110,10 @@ pub(crate) async fn serve<S>(
                 break;
             }
         }
-        let written = match decoded.compressor.filter(|c| session.compressors.contains(c)) {
+        let written = match decoded
+            .compressor
+            .filter(|c| session.compressors.contains(c))
+        {
             Some(c) => match compress_frame(&out, c) {
                 Ok(z) => wr.write_all(&z).await,
                 Err(_) => wr.write_all(&out).await,
@@ -120,7 +128,10 @@ pub(crate) async fn serve<S>(
 }
 
 /// Reads one whole frame, reserving room only after its length was checked.
-async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Result<Bytes, ReadError> {
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> Result<Bytes, ReadError> {
     loop {
         match check_frame(buf) {
             Ok(Some(len)) => return Ok(buf.split_to(len).freeze()),
@@ -193,7 +204,11 @@ fn legacy_query(session: &mut Session, q: &OpQuery) -> OpReply {
         Ok(inner) => inner,
         Err(_) => query,
     };
-    let name = cmd.iter().next().and_then(|e| e.ok()).map(|(k, _)| k.as_str());
+    let name = cmd
+        .iter()
+        .next()
+        .and_then(|e| e.ok())
+        .map(|(k, _)| k.as_str());
     let is_handshake = q.full_collection_name.ends_with(".$cmd")
         && matches!(name, Some("hello" | "isMaster" | "ismaster"));
     let (flags, body) = if is_handshake {

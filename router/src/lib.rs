@@ -11,20 +11,23 @@
 //!   `enableSharding`, `listDatabases`, …), `forward` (everything else, to
 //!   the database's primary shard, or to every shard).
 //! - `pool`: a bounded connection pool per shard, shared by all clients.
+//! - [`request`]: [`CommandInfo`], the routing fields read from a raw body.
 //! - `placement`: the database → primary shard cache over the config store.
 //! - `error`: [`RouterError`] and the MongoDB-shaped error reply.
 //! - `stats`: counters behind `serverStatus`.
 
-pub mod config;
 mod commands;
+pub mod config;
 mod connection;
 pub mod error;
 mod placement;
 mod pool;
+pub mod request;
 pub mod server;
 mod state;
 mod stats;
 
 pub use config::{PoolConfig, RouterConfig};
 pub use error::RouterError;
+pub use request::CommandInfo;
 pub use server::run;

@@ -45,7 +45,9 @@ impl Placement {
             .read()
             .ok()
             .and_then(|s| s.iter().find(|s| s.id == id).cloned())
-            .ok_or_else(|| RouterError::command(70, "ShardNotFound", format!("shard {id} not found")))
+            .ok_or_else(|| {
+                RouterError::command(70, "ShardNotFound", format!("shard {id} not found"))
+            })
     }
 
     /// Re-reads the shard list from the store.

@@ -67,7 +67,10 @@ impl ShardPool {
     /// Sends `msg` to the shard on a pooled connection and returns its reply.
     pub(crate) async fn run(self: &Arc<Self>, msg: &OpMsg) -> Result<OpMsg> {
         let mut lease = self.checkout().await?;
-        let conn = lease.conn.as_mut().ok_or_else(|| self.unreachable("no connection"))?;
+        let conn = lease
+            .conn
+            .as_mut()
+            .ok_or_else(|| self.unreachable("no connection"))?;
         match conn.round_trip(msg).await {
             Ok(reply) => {
                 lease.healthy = true;
@@ -102,7 +105,8 @@ impl ShardPool {
                 self.closed();
                 continue;
             }
-            if conn.last_used.elapsed() >= self.config.health_check_after() && !ping(&mut conn).await
+            if conn.last_used.elapsed() >= self.config.health_check_after()
+                && !ping(&mut conn).await
             {
                 self.closed();
                 continue;
@@ -116,7 +120,10 @@ impl ShardPool {
         .await
         .map_err(|_| RouterError::ShardTimeout {
             shard: self.shard.clone(),
-            reason: format!("connect to {} took over {} ms", self.address, self.config.connect_timeout_ms),
+            reason: format!(
+                "connect to {} took over {} ms",
+                self.address, self.config.connect_timeout_ms
+            ),
         })?
         .map_err(|e| {
             self.clear();
@@ -140,7 +147,11 @@ impl ShardPool {
     /// Drops every idle connection and makes checked-out ones stale.
     fn clear(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        let drained: Vec<ShardConn> = self.idle.lock().map(|mut v| v.drain(..).collect()).unwrap_or_default();
+        let drained: Vec<ShardConn> = self
+            .idle
+            .lock()
+            .map(|mut v| v.drain(..).collect())
+            .unwrap_or_default();
         for _ in drained {
             self.closed();
         }
@@ -202,7 +213,9 @@ struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
         if self.healthy && conn.generation == self.pool.generation.load(Ordering::Acquire) {
             conn.last_used = Instant::now();
             if let Ok(mut idle) = self.pool.idle.lock() {

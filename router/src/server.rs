@@ -74,21 +74,37 @@ pub async fn run(
         let state = state.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            state.stats.current_connections.fetch_add(1, Ordering::Relaxed);
-            state.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+            state
+                .stats
+                .current_connections
+                .fetch_add(1, Ordering::Relaxed);
+            state
+                .stats
+                .total_connections
+                .fetch_add(1, Ordering::Relaxed);
             connection::serve(stream, state.clone(), session, shutdown).await;
-            state.stats.current_connections.fetch_sub(1, Ordering::Relaxed);
+            state
+                .stats
+                .current_connections
+                .fetch_sub(1, Ordering::Relaxed);
         });
     }
     drop(listener);
     let deadline = state.config.shutdown_deadline();
-    tracing::info!(open = tasks.len(), ?deadline, "shutting down: draining connections");
+    tracing::info!(
+        open = tasks.len(),
+        ?deadline,
+        "shutting down: draining connections"
+    );
     let drained = tokio::time::timeout(deadline, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(left = tasks.len(), "shutdown deadline passed; closing the rest");
+        tracing::warn!(
+            left = tasks.len(),
+            "shutdown deadline passed; closing the rest"
+        );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }

@@ -137,14 +137,20 @@ impl TestCluster {
 
 /// A Rust driver client.
 pub async fn client(uri: &str) -> mongodb::Client {
-    let mut opts = mongodb::options::ClientOptions::parse(uri).await.expect("uri");
+    let mut opts = mongodb::options::ClientOptions::parse(uri)
+        .await
+        .expect("uri");
     opts.server_selection_timeout = Some(Duration::from_secs(10));
     mongodb::Client::with_options(opts).expect("client")
 }
 
 /// A driver client straight to one shard (the differential baseline).
 pub async fn direct_client(shard: &ShardProcess) -> mongodb::Client {
-    client(&format!("mongodb://{}/?directConnection=true", shard.address())).await
+    client(&format!(
+        "mongodb://{}/?directConnection=true",
+        shard.address()
+    ))
+    .await
 }
 
 /// Runs a pymongo script with `URI` set; returns its stdout. Fails the test on error.
@@ -216,7 +222,10 @@ impl RawConn {
         self.send(&frame).await;
         let reply = self.read_frame().await.expect("reply");
         let header = shardgate_wire::MsgHeader::parse(&reply).expect("header");
-        assert_eq!(header.response_to, id, "reply answers the request just sent");
+        assert_eq!(
+            header.response_to, id,
+            "reply answers the request just sent"
+        );
         match Message::decode(reply).expect("decode reply").message {
             Message::Msg(m) => Document::from_reader(&m.body[..]).expect("reply body"),
             other => panic!("unexpected reply {other:?}"),
@@ -230,7 +239,9 @@ impl RawConn {
             if let Ok(Some(len)) = check_frame(&self.buf) {
                 return Some(self.buf.split_to(len).freeze());
             }
-            let read = tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf)).await;
+            let read =
+                tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                    .await;
             match read {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return None,
@@ -242,7 +253,9 @@ impl RawConn {
     pub async fn is_closed(&mut self) -> bool {
         let mut scratch = [0u8; 64];
         loop {
-            match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut scratch)).await {
+            match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut scratch))
+                .await
+            {
                 Ok(Ok(0)) | Ok(Err(_)) => return true,
                 Ok(Ok(_)) => continue,
                 Err(_) => return false,

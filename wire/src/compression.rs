@@ -124,7 +124,9 @@ pub fn decompress_frame(frame: &Bytes) -> Result<(Bytes, Option<Compressor>), Wi
     let payload = &frame[HEADER_LEN + 9..];
     let (body, compressor) = if id == 0 {
         if payload.len() != size {
-            return Err(WireError::Decompression("noop payload size mismatch".into()));
+            return Err(WireError::Decompression(
+                "noop payload size mismatch".into(),
+            ));
         }
         (payload.to_vec(), None)
     } else {

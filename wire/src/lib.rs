@@ -10,7 +10,7 @@
 //!   `hello`/`isMaster` handshake.
 //! - [`compression`]: OP_COMPRESSED with snappy, zlib and zstd.
 //! - [`message`]: [`Message`], the decoded form of one whole frame.
-//! - [`error`]: [`WireError`].
+//! - [`error`]: the decoding errors ([`WireError`]).
 //!
 //! Messages stay zero-copy over [`bytes::Bytes`]: a decoded body is a slice of
 //! the frame, read as a raw BSON document on demand.

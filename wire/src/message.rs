@@ -87,7 +87,12 @@ mod tests {
         let zstd = compress_frame(&plain, Compressor::Zstd).unwrap().to_vec();
         let snappy = compress_frame(&plain, Compressor::Snappy).unwrap().to_vec();
         let mut query = Vec::new();
-        crate::legacy::encode_query(1, "admin", &doc! {"isMaster": 1}.to_vec().unwrap(), &mut query);
+        crate::legacy::encode_query(
+            1,
+            "admin",
+            &doc! {"isMaster": 1}.to_vec().unwrap(),
+            &mut query,
+        );
         vec![plain, zstd, snappy, query]
     }
 

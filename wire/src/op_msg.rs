@@ -185,7 +185,14 @@ impl OpMsg {
     /// bit is cleared: shardgate never adds a checksum.
     pub fn encode_into(&self, request_id: i32, response_to: i32, out: &mut Vec<u8>) {
         let flags = self.flags.0 & !OpMsgFlags::CHECKSUM_PRESENT;
-        encode_msg(request_id, response_to, flags, &self.body, &self.sequences, out);
+        encode_msg(
+            request_id,
+            response_to,
+            flags,
+            &self.body,
+            &self.sequences,
+            out,
+        );
     }
 
     /// This message as a whole OP_MSG frame.
@@ -258,7 +265,9 @@ fn document_len(frame: &[u8], at: usize, end: usize, max: usize) -> Result<usize
         return Err(WireError::Truncated("document"));
     }
     if frame[at + len - 1] != 0 {
-        return Err(WireError::BadDocument("document does not end with 0".into()));
+        return Err(WireError::BadDocument(
+            "document does not end with 0".into(),
+        ));
     }
     Ok(len)
 }

@@ -34,22 +34,30 @@ fn operation_failed(message: String) -> RouterError {
 /// `addShard`: checks the shard answers `hello`, then records it.
 pub(crate) async fn add_shard(state: &RouterState, req: &Request<'_>) -> Result<Document> {
     admin_only(req)?;
-    let host = req
-        .body
-        .get_str(req.name)
-        .map_err(|_| RouterError::bad_value("addShard takes a connection string: host:port or rsName/host:port,…"))?;
+    let host = req.body.get_str(req.name).map_err(|_| {
+        RouterError::bad_value(
+            "addShard takes a connection string: host:port or rsName/host:port,…",
+        )
+    })?;
     let requested_name = match req.body.get("name") {
         Ok(Some(v)) => Some(
             v.as_str()
                 .filter(|n| !n.is_empty() && !n.contains('/'))
-                .ok_or_else(|| RouterError::bad_value("addShard 'name' must be a non-empty string"))?
+                .ok_or_else(|| {
+                    RouterError::bad_value("addShard 'name' must be a non-empty string")
+                })?
                 .to_owned(),
         ),
         _ => None,
     };
     let probe = ShardType::new("probe", host);
     let addresses = probe.addresses();
-    if addresses.is_empty() || addresses.iter().any(|a| a.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err())) {
+    if addresses.is_empty()
+        || addresses.iter().any(|a| {
+            a.rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+        })
+    {
         return Err(RouterError::command(
             9,
             "FailedToParse",
@@ -110,7 +118,9 @@ async fn probe_hello(state: &RouterState, address: &str) -> std::io::Result<Docu
     let body = doc! {"hello": 1, "$db": "admin"}
         .to_vec()
         .map_err(std::io::Error::other)?;
-    let reply = conn.round_trip(&shardgate_wire::OpMsg::from_body(body)).await?;
+    let reply = conn
+        .round_trip(&shardgate_wire::OpMsg::from_body(body))
+        .await?;
     Document::from_reader(&reply.body[..]).map_err(std::io::Error::other)
 }
 
@@ -145,7 +155,10 @@ pub(crate) async fn list_shards(state: &RouterState, req: &Request<'_>) -> Resul
 }
 
 /// `enableSharding`: creates the database entry, on `primaryShard` if given.
-pub(crate) async fn enable_sharding(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
+pub(crate) async fn enable_sharding(
+    state: &Arc<RouterState>,
+    req: &Request<'_>,
+) -> Result<Document> {
     admin_only(req)?;
     let db = req
         .body
@@ -175,7 +188,10 @@ pub(crate) async fn enable_sharding(state: &Arc<RouterState>, req: &Request<'_>)
                 Some(w) => w.to_owned(),
                 None => least_loaded_shard(state).await?,
             };
-            state.catalog.create_database(DatabaseType::new(db, primary)).await?
+            state
+                .catalog
+                .create_database(DatabaseType::new(db, primary))
+                .await?
         }
     };
     state.placement.remember(entry.clone());
@@ -184,7 +200,10 @@ pub(crate) async fn enable_sharding(state: &Arc<RouterState>, req: &Request<'_>)
             return Err(RouterError::command(
                 48,
                 "NamespaceExists",
-                format!("database {db} already exists with primary shard {}", entry.primary),
+                format!(
+                    "database {db} already exists with primary shard {}",
+                    entry.primary
+                ),
             ));
         }
     }
@@ -202,9 +221,16 @@ pub(crate) async fn list_databases(state: &RouterState, req: &Request<'_>) -> Re
         if !reply_ok(body) {
             return Err(shard_error(&shard.id, body));
         }
-        let Ok(dbs) = body.get_array("databases") else { continue };
-        for d in dbs.into_iter().filter_map(|d| d.ok().and_then(|d| d.as_document())) {
-            let Ok(name) = d.get_str("name") else { continue };
+        let Ok(dbs) = body.get_array("databases") else {
+            continue;
+        };
+        for d in dbs
+            .into_iter()
+            .filter_map(|d| d.ok().and_then(|d| d.as_document()))
+        {
+            let Ok(name) = d.get_str("name") else {
+                continue;
+            };
             if matches!(name, "admin" | "config" | "local") {
                 continue;
             }
@@ -212,7 +238,11 @@ pub(crate) async fn list_databases(state: &RouterState, req: &Request<'_>) -> Re
                 .get("sizeOnDisk")
                 .ok()
                 .flatten()
-                .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)).or(v.as_f64().map(|f| f as i64)))
+                .and_then(|v| {
+                    v.as_i64()
+                        .or(v.as_i32().map(i64::from))
+                        .or(v.as_f64().map(|f| f as i64))
+                })
                 .unwrap_or(0);
             let empty = d.get_bool("empty").unwrap_or(size == 0);
             let entry = merged.entry(name.to_owned()).or_insert((0, true));
@@ -290,5 +320,9 @@ fn shard_error(shard: &str, body: &RawDocument) -> RouterError {
     let code = body.get_i32("code").unwrap_or(1);
     let code_name = body.get_str("codeName").unwrap_or("UnknownError");
     let message = body.get_str("errmsg").unwrap_or("unknown error");
-    RouterError::command(code, code_name.to_owned(), format!("shard {shard}: {message}"))
+    RouterError::command(
+        code,
+        code_name.to_owned(),
+        format!("shard {shard}: {message}"),
+    )
 }

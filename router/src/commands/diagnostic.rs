@@ -77,7 +77,11 @@ pub(crate) fn server_status(state: &RouterState) -> Document {
 }
 
 pub(crate) fn cmd_line_opts(state: &RouterState) -> Document {
-    let test = if state.config.enable_test_commands { "1" } else { "0" };
+    let test = if state.config.enable_test_commands {
+        "1"
+    } else {
+        "0"
+    };
     doc! {
         "argv": state.config.argv.clone(),
         "parsed": {
@@ -118,7 +122,11 @@ pub(crate) fn get_parameter(state: &RouterState, body: &RawDocument) -> Result<D
         }
     }
     if out.is_empty() {
-        return Err(RouterError::command(72, "InvalidOptions", "no option found to get"));
+        return Err(RouterError::command(
+            72,
+            "InvalidOptions",
+            "no option found to get",
+        ));
     }
     Ok(out)
 }

@@ -67,7 +67,11 @@ pub(crate) async fn least_loaded_shard(state: &RouterState) -> Result<String> {
                 continue;
             }
         };
-        let key = (size, primaries.get(&shard.id).copied().unwrap_or(0), shard.id);
+        let key = (
+            size,
+            primaries.get(&shard.id).copied().unwrap_or(0),
+            shard.id,
+        );
         if best.as_ref().is_none_or(|b| key < *b) {
             best = Some(key);
         }
@@ -75,7 +79,11 @@ pub(crate) async fn least_loaded_shard(state: &RouterState) -> Result<String> {
     match (best, last_error) {
         (Some((_, _, id)), _) => Ok(id),
         (None, Some(e)) => Err(e),
-        (None, None) => Err(RouterError::command(70, "ShardNotFound", "no shard answered")),
+        (None, None) => Err(RouterError::command(
+            70,
+            "ShardNotFound",
+            "no shard answered",
+        )),
     }
 }
 

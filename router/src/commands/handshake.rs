@@ -12,7 +12,14 @@ pub(crate) const MAX_WIRE_VERSION: i32 = 25;
 /// client asked for that shardgate supports. `legacy` answers `isMaster`.
 pub(crate) fn hello(session: &mut Session, body: &RawDocument, legacy: bool) -> Document {
     let mut d = Document::new();
-    d.insert(if legacy { "ismaster" } else { "isWritablePrimary" }, true);
+    d.insert(
+        if legacy {
+            "ismaster"
+        } else {
+            "isWritablePrimary"
+        },
+        true,
+    );
     d.insert("msg", "isdbgrid");
     d.insert("maxBsonObjectSize", MAX_BSON_OBJECT_SIZE as i32);
     d.insert("maxMessageSizeBytes", MAX_MESSAGE_SIZE as i32);
@@ -26,7 +33,11 @@ pub(crate) fn hello(session: &mut Session, body: &RawDocument, legacy: bool) -> 
     if let Ok(requested) = body.get_array("compression") {
         session.compressors = requested
             .into_iter()
-            .filter_map(|v| v.ok().and_then(|v| v.as_str()).and_then(Compressor::from_name))
+            .filter_map(|v| {
+                v.ok()
+                    .and_then(|v| v.as_str())
+                    .and_then(Compressor::from_name)
+            })
             .collect();
         let names: Vec<&str> = session.compressors.iter().map(|c| c.name()).collect();
         d.insert("compression", names);

@@ -52,7 +52,9 @@ impl ShardConn {
         let frame = msg.encode(id, 0);
         self.stream.write_all(&frame).await?;
         if msg.flags.more_to_come() {
-            return Ok(OpMsg::from_body(bson::doc! {"ok": 1}.to_vec().unwrap_or_default()));
+            return Ok(OpMsg::from_body(
+                bson::doc! {"ok": 1}.to_vec().unwrap_or_default(),
+            ));
         }
         let frame = self.read_frame().await?;
         let header = MsgHeader::parse(&frame).map_err(invalid)?;
@@ -75,7 +77,8 @@ impl ShardConn {
             }
             if self.buf.len() >= 4 {
                 let want = i32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-                self.buf.reserve((want as usize).saturating_sub(self.buf.len()));
+                self.buf
+                    .reserve((want as usize).saturating_sub(self.buf.len()));
             }
             if self.stream.read_buf(&mut self.buf).await? == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
