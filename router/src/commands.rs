@@ -50,20 +50,25 @@ pub(crate) struct Request<'a> {
 }
 
 /// Runs one OP_MSG command and returns the reply; errors become
-/// MongoDB-shaped `{ok: 0}` replies.
+/// MongoDB-shaped `{ok: 0}` replies. The flag says the body was not valid
+/// BSON, after which the connection is closed as for any malformed frame.
 pub(crate) async fn dispatch(
     state: &Arc<RouterState>,
     session: &mut Session,
     msg: &OpMsg,
-) -> Reply {
+) -> (Reply, bool) {
     match run(state, session, msg).await {
-        Ok(reply) => reply,
+        Ok(reply) => (reply, false),
         Err(e) => {
             tracing::debug!(error = %e, blame = ?e.blame(), "command failed");
-            Reply::Body(e.to_reply())
+            let malformed = e.code().0 == INVALID_BSON;
+            (Reply::Body(e.to_reply()), malformed)
         }
     }
 }
+
+/// The code of a command body that does not parse as BSON.
+pub(crate) const INVALID_BSON: i32 = 22;
 
 async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Result<Reply> {
     let info = CommandInfo::parse(msg)?;

@@ -80,11 +80,13 @@ pub(crate) async fn serve<S>(
             }
         };
         let request_id = decoded.header.request_id;
+        let mut close_after = false;
         out.clear();
         match decoded.message {
             Message::Msg(msg) => {
-                let reply = dispatch(&state, &mut session, &msg).await;
-                if msg.flags.more_to_come() {
+                let (reply, malformed) = dispatch(&state, &mut session, &msg).await;
+                close_after = malformed;
+                if msg.flags.more_to_come() && !malformed {
                     continue;
                 }
                 match reply {
@@ -120,7 +122,7 @@ pub(crate) async fn serve<S>(
             },
             None => wr.write_all(&out).await,
         };
-        if written.is_err() {
+        if written.is_err() || close_after {
             break;
         }
     }

@@ -27,7 +27,8 @@ impl<'a> CommandInfo<'a> {
         let mut iter = body.iter();
         let (name, first) = match iter.next() {
             Some(Ok((name, value))) => (name.as_str(), value),
-            _ => return Err(RouterError::bad_value("empty command")),
+            Some(Err(e)) => return Err(invalid_bson(e)),
+            None => return Err(RouterError::bad_value("empty command")),
         };
         let mut info = CommandInfo {
             name,
@@ -37,7 +38,7 @@ impl<'a> CommandInfo<'a> {
             body,
         };
         for elem in iter {
-            let Ok((key, value)) = elem else { break };
+            let (key, value) = elem.map_err(invalid_bson)?;
             match key.as_str() {
                 "$db" => info.db = value.as_str().unwrap_or(""),
                 "filter" | "query" | "q" => info.filter = value.as_document(),
@@ -53,6 +54,14 @@ impl<'a> CommandInfo<'a> {
         }
         Ok(info)
     }
+}
+
+fn invalid_bson(e: bson::error::Error) -> RouterError {
+    RouterError::command(
+        crate::commands::INVALID_BSON,
+        "InvalidBSON",
+        format!("invalid command body: {e}"),
+    )
 }
 
 #[cfg(test)]
@@ -79,5 +88,31 @@ mod tests {
     fn requires_db() {
         let msg = OpMsg::from_body(doc! {"ping": 1}.to_vec().unwrap());
         assert!(CommandInfo::parse(&msg).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 3000, ..Default::default() })]
+
+        /// Frame check, decode and routing-field extraction never panic on a
+        /// mutated command, whatever bytes are changed.
+        #[test]
+        fn mutated_commands_never_panic(
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..6),
+        ) {
+            let body = doc! {"find": "c", "filter": {"a": {"$in": [1, "x", {"y": null}]}}, "$db": "d"};
+            let mut frame = OpMsg::from_body(body.to_vec().unwrap()).encode(1, 0).to_vec();
+            for (at, b) in edits {
+                let n = frame.len();
+                frame[at % n] = b;
+            }
+            if let Ok(Some(len)) = shardgate_wire::check_frame(&frame) {
+                let frame = bytes::Bytes::copy_from_slice(&frame[..len]);
+                if let Ok(d) = shardgate_wire::Message::decode(frame) {
+                    if let shardgate_wire::Message::Msg(m) = d.message {
+                        let _ = CommandInfo::parse(&m);
+                    }
+                }
+            }
+        }
     }
 }
