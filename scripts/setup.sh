@@ -3,6 +3,7 @@
 #   .venv/        SecantusDB (the default shard server) and pymongo
 #   .tools/       mongosh (npm), for the tests that drive a second real client
 #   etcd-server   (Debian) for the replicated config store
+#   protoc        (Debian protobuf-compiler) which the etcd client crate's build needs
 # A second run with everything present takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,12 +31,16 @@ if [ ! -x .tools/node_modules/.bin/mongosh ]; then
   fi
 fi
 
-if ! command -v etcd >/dev/null 2>&1; then
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing etcd-server (apt)"
+    echo "setup: installing ${missing[*]} (apt)"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "setup: etcd not found and cannot apt-get install etcd-server here" >&2
+    echo "setup: missing ${missing[*]}; install them (Debian/Ubuntu: apt-get install ${missing[*]})" >&2
+    exit 1
   fi
 fi

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 /// Opens the config store, binds the listener and serves until `shutdown`.
 pub async fn serve(config: RouterConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let store: Arc<dyn shardgate_config_store::ConfigStore> =
-        shardgate_config_store::open(&config.config_store)?;
+        shardgate_config_store::open(&config.config_store).await?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

@@ -23,8 +23,21 @@ pub enum StoreError {
         reason: String,
     },
     /// The `--config-store` URL is not one shardgate understands.
-    #[error("invalid config store URL {0:?}: expected embedded:PATH")]
+    #[error("invalid config store URL {0:?}: expected embedded:PATH or etcd://host:port[,host:port…]/prefix")]
     BadUrl(String),
+    /// A watch asked for history the store no longer keeps; scan again.
+    #[error("config store history before revision {revision} is compacted")]
+    Compacted {
+        /// The oldest revision still available.
+        revision: u64,
+    },
+    /// The lease expired or was revoked.
+    #[error("config store lease {0} expired")]
+    LeaseExpired(i64),
+    /// A metadata change would break an invariant (for example leave a gap
+    /// between chunks); nothing was written.
+    #[error("{0}")]
+    Invariant(String),
 }
 
 impl StoreError {

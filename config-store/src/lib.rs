@@ -16,10 +16,13 @@
 //! (`shards/…`, `databases/…`) so they slot in beside these.
 
 pub mod catalog;
+pub mod chunk_map;
 pub mod embedded;
+pub mod etcd;
 pub mod error;
 pub mod model;
 pub mod open;
+pub mod shard_key;
 pub mod store;
 
 pub use catalog::Catalog;
@@ -27,4 +30,6 @@ pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use model::{DatabaseType, DatabaseVersion, ShardType};
 pub use open::{open, StoreUrl};
-pub use store::{Compare, ConfigStore, Op, Txn, TxnOutcome, Versioned};
+pub use store::{
+    Compare, ConfigStore, LeaseId, Listing, Op, Txn, TxnOutcome, Versioned, WatchEvent,
+};

@@ -27,7 +27,7 @@ impl StoreUrl {
 }
 
 /// Opens the store a URL names.
-pub fn open(url: &str) -> Result<Arc<dyn ConfigStore>> {
+pub async fn open(url: &str) -> Result<Arc<dyn ConfigStore>> {
     match StoreUrl::parse(url)? {
         StoreUrl::Embedded(path) => Ok(Arc::new(EmbeddedStore::open(path)?)),
     }

@@ -1,9 +1,16 @@
 //! The `ConfigStore` trait: a versioned key-value store with multi-key
-//! compare-and-swap, the shape both the embedded file and etcd provide.
+//! compare-and-swap, watches and leases — the shape both the embedded file
+//! and etcd provide, so everything above it is written once.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::mpsc;
 
 use crate::error::Result;
+
+/// A lease: keys written under it vanish when it is revoked or expires.
+pub type LeaseId = i64;
 
 /// A stored value with the store revision that last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +19,15 @@ pub struct Versioned {
     pub value: Vec<u8>,
     /// The store revision of the transaction that last wrote this key.
     pub mod_revision: u64,
+}
+
+/// A consistent listing of a prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The keys and values, in key order.
+    pub entries: Vec<(String, Versioned)>,
+    /// The store revision the listing was read at; watch from here.
+    pub revision: u64,
 }
 
 /// A condition a transaction checks before applying its operations.
@@ -29,12 +45,14 @@ pub enum Compare {
 /// A write inside a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Set `key` to `value`.
+    /// Set `key` to `value`, attached to `lease` if given.
     Put {
         /// The key.
         key: String,
         /// The new value.
         value: Vec<u8>,
+        /// The lease the key lives under, if any.
+        lease: Option<LeaseId>,
     },
     /// Remove `key` (no-op if absent).
     Delete {
@@ -77,6 +95,17 @@ impl Txn {
         self.ops.push(Op::Put {
             key: key.into(),
             value,
+            lease: None,
+        });
+        self
+    }
+
+    /// Adds a put attached to a lease.
+    pub fn put_leased(mut self, key: impl Into<String>, value: Vec<u8>, lease: LeaseId) -> Txn {
+        self.ops.push(Op::Put {
+            key: key.into(),
+            value,
+            lease: Some(lease),
         });
         self
     }
@@ -97,18 +126,45 @@ pub enum TxnOutcome {
     Conflict,
 }
 
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// The revision of the transaction that made the change.
+    pub revision: u64,
+    /// The key changed.
+    pub key: String,
+    /// The new value, or `None` when the key was deleted (or its lease ended).
+    pub value: Option<Vec<u8>>,
+}
+
 /// Where the cluster metadata lives. Implementations are shared by every
 /// connection of a router as `Arc<dyn ConfigStore>`.
 #[async_trait]
 pub trait ConfigStore: Send + Sync + 'static {
     /// The value of `key`, if present.
     async fn get(&self, key: &str) -> Result<Option<Versioned>>;
-    /// Every key starting with `prefix`, in key order.
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>>;
+    /// Every key starting with `prefix`, in key order, with the revision read at.
+    async fn scan(&self, prefix: &str) -> Result<Listing>;
     /// Runs a compare-and-swap transaction.
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome>;
     /// The current store revision.
     async fn revision(&self) -> Result<u64>;
+    /// Changes to keys under `prefix` made after `after_revision`, in
+    /// revision order. The channel closes when the watch breaks (store
+    /// unreachable, history compacted: [`crate::StoreError::Compacted`] from
+    /// this call); the caller then scans again and watches from there.
+    async fn watch(&self, prefix: &str, after_revision: u64) -> Result<mpsc::Receiver<WatchEvent>>;
+    /// Grants a lease that expires `ttl` after its last keep-alive.
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId>;
+    /// Renews a lease; [`crate::StoreError::LeaseExpired`] once it is gone.
+    async fn keep_alive(&self, lease: LeaseId) -> Result<()>;
+    /// Ends a lease now, deleting its keys.
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()>;
     /// A short description for logs and `serverStatus` (never a secret).
     fn describe(&self) -> String;
+
+    /// Every key starting with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Versioned)>> {
+        Ok(self.scan(prefix).await?.entries)
+    }
 }

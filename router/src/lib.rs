@@ -22,6 +22,7 @@ mod connection;
 pub mod error;
 mod placement;
 mod pool;
+pub mod query;
 pub mod request;
 pub mod server;
 mod state;

@@ -1,0 +1,1 @@
+//! Placeholder: filled by the shard-key work in progress.
