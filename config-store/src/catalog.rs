@@ -1,4 +1,15 @@
 //! Typed reads and writes of the metadata model over any [`ConfigStore`].
+//!
+//! Every write is one compare-and-swap transaction, so concurrent routers
+//! never interleave half-applied changes; the chunk operations also check
+//! that the chunks of a collection still tile the key space.
+
+mod cluster;
+pub use cluster::DEFAULT_CHUNK_SIZE_MB;
+mod sharding;
+mod zones;
+
+pub use sharding::{new_chunk, version_doc, ChunkChange, CollectionVersion};
 
 use std::sync::Arc;
 
@@ -9,8 +20,7 @@ use crate::error::{Result, StoreError};
 use crate::model::{DatabaseType, ShardType};
 use crate::store::{ConfigStore, Txn, TxnOutcome};
 
-const SHARDS: &str = "shards/";
-const DATABASES: &str = "databases/";
+use crate::model::keys::{DATABASES, SHARDS};
 
 /// What `add_shard` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +117,51 @@ impl Catalog {
         Ok(())
     }
 
-    async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>> {
+    /// Removes a shard entry (after `removeShard` drained it).
+    pub async fn remove_shard(&self, id: &str) -> Result<()> {
+        self.store
+            .txn(Txn::default().delete(format!("{SHARDS}{id}")))
+            .await?;
+        Ok(())
+    }
+
+    /// Sets or clears a shard's `draining` flag.
+    pub async fn set_draining(&self, id: &str, draining: bool) -> Result<()> {
+        loop {
+            let Some((mut shard, rev)) = self
+                .shards_versioned()
+                .await?
+                .into_iter()
+                .find(|(s, _)| s.id == id)
+            else {
+                return Err(StoreError::rejected(70, "ShardNotFound", format!("shard {id} not found")));
+            };
+            shard.draining = draining;
+            if self.put_shard_if(&shard, rev).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Rewrites a shard entry (draining flag, zones), if it is unchanged
+    /// since `read`; false on a conflict.
+    pub(crate) async fn put_shard_if(&self, shard: &ShardType, read: u64) -> Result<bool> {
+        let key = format!("{SHARDS}{}", shard.id);
+        let txn = Txn::default().unchanged(&key, read).put(&key, encode(shard)?);
+        Ok(matches!(self.store.txn(txn).await?, TxnOutcome::Committed(_)))
+    }
+
+    /// Every shard with the revision of its entry.
+    pub(crate) async fn shards_versioned(&self) -> Result<Vec<(ShardType, u64)>> {
+        self.store
+            .list(SHARDS)
+            .await?
+            .into_iter()
+            .map(|(k, v)| decode(&k, &v.value).map(|s| (s, v.mod_revision)))
+            .collect()
+    }
+
+    pub(crate) async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>> {
         self.store
             .list(prefix)
             .await?
@@ -117,14 +171,14 @@ impl Catalog {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     bson::serialize_to_vec(value).map_err(|e| StoreError::Corrupt {
         key: String::new(),
         reason: e.to_string(),
     })
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     bson::deserialize_from_slice(bytes).map_err(|e| StoreError::Corrupt {
         key: key.to_owned(),
         reason: e.to_string(),

@@ -34,6 +34,17 @@ pub enum StoreError {
     /// The lease expired or was revoked.
     #[error("config store lease {0} expired")]
     LeaseExpired(i64),
+    /// The change breaks a metadata rule the client can fix (for example an
+    /// overlapping zone range); carries MongoDB's code for it.
+    #[error("{message}")]
+    Rejected {
+        /// MongoDB error code.
+        code: i32,
+        /// MongoDB code name.
+        code_name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// A metadata change would break an invariant (for example leave a gap
     /// between chunks); nothing was written.
     #[error("{0}")]
@@ -41,6 +52,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A rejection with a MongoDB code.
+    pub fn rejected(code: i32, code_name: &'static str, message: impl Into<String>) -> StoreError {
+        StoreError::Rejected {
+            code,
+            code_name,
+            message: message.into(),
+        }
+    }
+
     /// Whether retrying the same operation later can succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))

@@ -1,113 +1,49 @@
 //! The metadata documents, shaped as the `config` database of a real cluster
-//! so the `config` view can show them as they are.
+//! so the `config` view can show them as they are, and the store keys they
+//! live under.
 
-use serde::{Deserialize, Serialize};
+mod collection;
+mod database;
+mod misc;
+mod shard;
 
-/// A shard (`config.shards`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardType {
-    /// The shard's name (`_id`).
-    #[serde(rename = "_id")]
-    pub id: String,
-    /// Connection string: `host:port` or `rsName/host1:port,host2:port`.
-    pub host: String,
-    /// Zones this shard serves.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Set while `removeShard` drains the shard.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub draining: bool,
-    /// Always 1 (ShardAware), as on a real cluster.
-    #[serde(default = "one")]
-    pub state: i32,
-}
+pub use collection::{ChunkHistory, ChunkType, CollectionType, OrphanRange, TagType};
+pub use database::{DatabaseType, DatabaseVersion};
+pub use misc::{
+    ChangelogEntry, LockType, MigrationState, MigrationType, MongosType, VersionType,
+};
+pub use shard::ShardType;
 
-fn one() -> i32 {
-    1
-}
+/// Store key prefixes, one per metadata kind.
+pub mod keys {
+    /// `shards/<name>`
+    pub const SHARDS: &str = "shards/";
+    /// `databases/<name>`
+    pub const DATABASES: &str = "databases/";
+    /// `collections/<ns>`
+    pub const COLLECTIONS: &str = "collections/";
+    /// `chunks/<ns>/<hex of the encoded min>`
+    pub const CHUNKS: &str = "chunks/";
+    /// `tags/<ns>/<hex of the encoded min>`
+    pub const TAGS: &str = "tags/";
+    /// `settings/<_id>`
+    pub const SETTINGS: &str = "settings/";
+    /// `version`
+    pub const VERSION: &str = "version";
+    /// `mongos/<host:port>` (leased)
+    pub const MONGOS: &str = "mongos/";
+    /// `locks/<name>` (leased)
+    pub const LOCKS: &str = "locks/";
+    /// `migrations/<ns>/<hex min>`
+    pub const MIGRATIONS: &str = "migrations/";
+    /// `orphans/<shard>/<ns>/<hex min>`
+    pub const ORPHANS: &str = "orphans/";
+    /// `changelog/<20-digit sequence>`
+    pub const CHANGELOG: &str = "changelog/";
 
-impl ShardType {
-    /// A new shard entry.
-    pub fn new(id: impl Into<String>, host: impl Into<String>) -> ShardType {
-        ShardType {
-            id: id.into(),
-            host: host.into(),
-            tags: Vec::new(),
-            draining: false,
-            state: 1,
-        }
-    }
-
-    /// The `host:port` addresses of the connection string.
-    pub fn addresses(&self) -> Vec<String> {
-        let hosts = self
-            .host
-            .split_once('/')
-            .map_or(self.host.as_str(), |(_, h)| h);
-        hosts
-            .split(',')
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-/// A database's version: a new `uuid` each time it is created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatabaseVersion {
-    /// Identity of this incarnation of the database.
-    pub uuid: bson::Uuid,
-    /// When it was created.
-    pub timestamp: bson::Timestamp,
-    /// Bumped when the primary shard changes.
-    #[serde(rename = "lastMod")]
-    pub last_mod: i32,
-}
-
-/// A database and its primary shard (`config.databases`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatabaseType {
-    /// The database name (`_id`).
-    #[serde(rename = "_id")]
-    pub name: String,
-    /// The shard that holds its unsharded collections.
-    pub primary: String,
-    /// The database version.
-    pub version: DatabaseVersion,
-}
-
-impl DatabaseType {
-    /// A new database placed on `primary`.
-    pub fn new(name: impl Into<String>, primary: impl Into<String>) -> DatabaseType {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as u32);
-        DatabaseType {
-            name: name.into(),
-            primary: primary.into(),
-            version: DatabaseVersion {
-                uuid: bson::Uuid::new(),
-                timestamp: bson::Timestamp {
-                    time: now,
-                    increment: 1,
-                },
-                last_mod: 1,
-            },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_of_connection_strings() {
-        assert_eq!(ShardType::new("a", "h:1").addresses(), vec!["h:1"]);
-        assert_eq!(
-            ShardType::new("a", "rs0/h:1, h:2").addresses(),
-            vec!["h:1", "h:2"]
-        );
+    /// The namespace part of a `chunks/<ns>/<hex>` or `tags/<ns>/<hex>` key.
+    pub fn namespace_of(key: &str, prefix: &str) -> Option<String> {
+        let rest = key.strip_prefix(prefix)?;
+        rest.rsplit_once('/').map(|(ns, _)| ns.to_owned())
     }
 }

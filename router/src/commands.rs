@@ -2,9 +2,13 @@
 //! it fans out to every shard, and which go to a database's primary shard.
 
 mod admin;
+mod chunks;
+mod cluster;
 mod diagnostic;
 mod forward;
 mod handshake;
+mod sharding;
+mod zones;
 
 use std::sync::Arc;
 
@@ -43,6 +47,8 @@ pub(crate) struct Request<'a> {
     pub name: &'a str,
     /// The `$db` it runs on.
     pub db: &'a str,
+    /// The collection the command names, if any (`getMore`'s `collection`).
+    pub collection: Option<&'a str>,
     /// The body.
     pub body: &'a RawDocument,
     /// The whole message, for forwarding.
@@ -74,9 +80,14 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
     let info = CommandInfo::parse(msg)?;
     let (name, db, body) = (info.name, info.db, info.body);
     state.stats.count(name);
+    let collection = match name {
+        "getMore" => body.get_str("collection").ok(),
+        _ => info.collection,
+    };
     let req = Request {
         name,
         db,
+        collection,
         body,
         msg,
     };
@@ -97,6 +108,26 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
             admin::enable_sharding(state, &req).await.and_then(ok)
         }
         "listDatabases" => admin::list_databases(state, &req).await.and_then(ok),
+        "shardCollection" | "shardcollection" => {
+            sharding::shard_collection(state, &req).await.and_then(ok)
+        }
+        "split" => chunks::split(state, &req).await.and_then(ok),
+        "mergeChunks" => chunks::merge_chunks(state, &req).await.and_then(ok),
+        "addShardToZone" | "addShardTag" => zones::shard_zone(state, &req, true).await.and_then(ok),
+        "removeShardFromZone" | "removeShardTag" => {
+            zones::shard_zone(state, &req, false).await.and_then(ok)
+        }
+        "updateZoneKeyRange" | "addTagRange" | "removeTagRange" => {
+            zones::update_zone_key_range(state, &req).await.and_then(ok)
+        }
+        "removeShard" | "removeshard" => cluster::remove_shard(state, &req).await.and_then(ok),
+        "balancerStart" => cluster::set_balancer(state, &req, true).await.and_then(ok),
+        "balancerStop" => cluster::set_balancer(state, &req, false).await.and_then(ok),
+        "balancerStatus" => cluster::balancer_status(state, &req).await.and_then(ok),
+        "flushRouterConfig" | "flushrouterconfig" => cluster::flush_router_config(state).await.and_then(ok),
+        "getShardVersion" | "getshardversion" => {
+            cluster::get_shard_version(state, &req).await.and_then(ok)
+        }
         "dropDatabase" => admin::drop_database(state, &req).await,
         "endSessions" => admin::end_sessions(state, &req).await.and_then(ok),
         "killAllSessions" | "killAllSessionsByPattern" => {
@@ -138,16 +169,20 @@ async fn route(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Reply> {
                 _ => Err(RouterError::command_not_found(req.name)),
             }
         }
-        "config" | "local" => Err(RouterError::command(
+        "config" => crate::config_view::run(state, req).await.and_then(ok),
+        "local" => Err(RouterError::command(
             20,
             "IllegalOperation",
             format!(
-                "shardgate does not serve the '{}' database yet (command '{}')",
-                req.db, req.name
+                "the 'local' database is per shard; connect to a shard for '{}'",
+                req.name
             ),
         )),
         db => {
             validate_db_name(db)?;
+            if let Some(reply) = sharding::route_sharded(state, req).await? {
+                return Ok(reply);
+            }
             forward::to_primary(state, db, req.msg)
                 .await
                 .map(Reply::Msg)

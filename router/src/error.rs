@@ -60,7 +60,7 @@ pub enum RouterError {
         reason: String,
     },
     /// The config store failed.
-    #[error("config store: {0}")]
+    #[error("{0}")]
     Store(#[from] StoreError),
     /// The client's message could not be decoded.
     #[error("{0}")]
@@ -91,6 +91,14 @@ impl RouterError {
         RouterError::command(59, "CommandNotFound", format!("no such command: '{name}'"))
     }
 
+    /// A shard's `{ok: 0}` reply as an error that keeps its code.
+    pub fn from_shard_reply(shard: &str, body: &bson::RawDocument) -> RouterError {
+        let code = body.get_i32("code").unwrap_or(1);
+        let code_name = body.get_str("codeName").unwrap_or("UnknownError").to_owned();
+        let message = body.get_str("errmsg").unwrap_or("unknown error");
+        RouterError::command(code, code_name, format!("shard {shard}: {message}"))
+    }
+
     /// The MongoDB error code and code name.
     pub fn code(&self) -> (i32, &str) {
         match self {
@@ -100,6 +108,10 @@ impl RouterError {
             RouterError::ShardUnreachable { .. } => (6, "HostUnreachable"),
             RouterError::ShardTimeout { .. } => (89, "NetworkTimeout"),
             RouterError::ShardProtocol { .. } => (1, "InternalError"),
+            RouterError::Store(StoreError::Rejected {
+                code, code_name, ..
+            }) => (*code, code_name),
+            RouterError::Store(StoreError::Invariant(_)) => (20, "IllegalOperation"),
             RouterError::Store(e) if e.is_retryable() => (133, "FailedToSatisfyReadPreference"),
             RouterError::Store(_) => (1, "InternalError"),
             RouterError::Wire(e) => e.code(),
@@ -113,6 +125,9 @@ impl RouterError {
             RouterError::ShardUnreachable { .. }
             | RouterError::ShardTimeout { .. }
             | RouterError::ShardProtocol { .. } => Blame::Shard,
+            RouterError::Store(StoreError::Rejected { .. } | StoreError::Invariant(_)) => {
+                Blame::Client
+            }
             RouterError::Store(_) => Blame::ConfigStore,
         }
     }

@@ -12,18 +12,27 @@
 //!   the database's primary shard, or to every shard).
 //! - `pool`: a bounded connection pool per shard, shared by all clients.
 //! - [`request`]: [`CommandInfo`], the routing fields read from a raw body.
+//! - `routing`: the routing table (shard key + chunk map per sharded
+//!   collection); `background`: following the config store to keep it and
+//!   the placement current, and registering in `config.mongos`.
+//! - `config_view`: the `config` database as a view of the store.
+//! - [`query`]: a small MongoDB query engine (match, sort, project,
+//!   aggregate) over documents, for the config view and result merging.
 //! - `placement`: the database → primary shard cache over the config store.
 //! - `error`: [`RouterError`] and the MongoDB-shaped error reply.
 //! - `stats`: counters behind `serverStatus`.
 
+mod background;
 mod commands;
 pub mod config;
+mod config_view;
 mod connection;
 pub mod error;
 mod placement;
 mod pool;
 pub mod query;
 pub mod request;
+mod routing;
 pub mod server;
 mod state;
 mod stats;

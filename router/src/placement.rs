@@ -34,6 +34,21 @@ impl Placement {
         })
     }
 
+    /// Re-reads shards and databases from the store.
+    pub(crate) async fn reload(&self, catalog: &Catalog) -> Result<()> {
+        let databases: HashMap<String, DatabaseType> = catalog
+            .databases()
+            .await?
+            .into_iter()
+            .map(|d| (d.name.clone(), d))
+            .collect();
+        self.refresh_shards(catalog).await?;
+        if let Ok(mut m) = self.databases.write() {
+            *m = databases;
+        }
+        Ok(())
+    }
+
     /// Every shard, as last read from the store.
     pub(crate) fn shards(&self) -> Vec<ShardType> {
         self.shards.read().map(|s| s.clone()).unwrap_or_default()

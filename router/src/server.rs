@@ -15,6 +15,7 @@ use crate::connection;
 use crate::error::RouterError;
 use crate::placement::Placement;
 use crate::pool::ShardRegistry;
+use crate::routing::RoutingTable;
 use crate::state::RouterState;
 use crate::stats::Stats;
 
@@ -31,13 +32,17 @@ pub async fn run(
         .validate()
         .map_err(|e| RouterError::command(2, "BadValue", e))?;
     let catalog = Catalog::new(store);
+    let revision = catalog.store().revision().await?;
     let placement = Placement::load(&catalog).await?;
+    let routing = RoutingTable::default();
+    routing.load_all(&catalog).await?;
     let listen = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     let state = Arc::new(RouterState {
         shards: ShardRegistry::new(config.pool.clone()),
+        routing,
         config,
         catalog,
         placement,
@@ -47,6 +52,10 @@ pub async fn run(
         listen: listen.clone(),
     });
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");
+    let background = [
+        tokio::spawn(crate::background::follow_store(state.clone(), revision, shutdown.clone())),
+        tokio::spawn(crate::background::register(state.clone(), shutdown.clone())),
+    ];
     let mut tasks = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -107,6 +116,9 @@ pub async fn run(
         );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
+    }
+    for task in background {
+        let _ = task.await;
     }
     tracing::info!("router stopped");
     Ok(())

@@ -8,6 +8,7 @@ use shardgate_config_store::Catalog;
 use crate::config::RouterConfig;
 use crate::placement::Placement;
 use crate::pool::ShardRegistry;
+use crate::routing::RoutingTable;
 use crate::stats::Stats;
 
 /// Shared router state (`Arc<RouterState>` in every connection task).
@@ -18,6 +19,8 @@ pub(crate) struct RouterState {
     pub catalog: Catalog,
     /// Database placement cache.
     pub placement: Placement,
+    /// Sharded collections and their chunk maps.
+    pub routing: RoutingTable,
     /// Shard connection pools.
     pub shards: ShardRegistry,
     /// Counters for `serverStatus`.

@@ -47,6 +47,11 @@ impl RouterHandle {
     /// Starts a router over the embedded store in `store_dir`.
     pub async fn start(store_dir: &Path, config: RouterConfig) -> RouterHandle {
         let store: Arc<dyn ConfigStore> = Arc::new(EmbeddedStore::open(store_dir).expect("store"));
+        RouterHandle::start_with_store(store, config).await
+    }
+
+    /// Starts a router over any config store.
+    pub async fn start_with_store(store: Arc<dyn ConfigStore>, config: RouterConfig) -> RouterHandle {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = watch::channel(false);
@@ -262,6 +267,46 @@ impl RawConn {
             }
         }
     }
+}
+
+/// The error code of a failed driver call.
+pub fn error_code(e: &mongodb::error::Error) -> i32 {
+    match &*e.kind {
+        mongodb::error::ErrorKind::Command(c) => c.code,
+        other => panic!("not a command error: {other:?}"),
+    }
+}
+
+/// Runs an admin command and returns its error code (the test fails if it succeeds).
+pub async fn admin_error(client: &mongodb::Client, cmd: Document) -> i32 {
+    match client.database("admin").run_command(cmd.clone()).await {
+        Ok(r) => panic!("{cmd} should fail, got {r}"),
+        Err(e) => error_code(&e),
+    }
+}
+
+/// Runs an admin command that must succeed.
+pub async fn admin(client: &mongodb::Client, cmd: Document) -> Document {
+    client
+        .database("admin")
+        .run_command(cmd.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{cmd} failed: {e}"))
+}
+
+/// Reads a config view collection through the router, sorted as given.
+pub async fn config_docs(client: &mongodb::Client, coll: &str, filter: Document, sort: Document) -> Vec<Document> {
+    use futures::TryStreamExt;
+    client
+        .database("config")
+        .collection::<Document>(coll)
+        .find(filter)
+        .sort(sort)
+        .await
+        .expect("find on the config view")
+        .try_collect()
+        .await
+        .expect("config view cursor")
 }
 
 /// The `ok` field of a reply as a number.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bson::{doc, Bson, Document, RawDocument};
+use bson::{doc, Bson, Document};
 use shardgate_config_store::catalog::AddShardOutcome;
 use shardgate_config_store::{DatabaseType, ShardType};
 
@@ -16,7 +16,8 @@ use crate::placement::validate_db_name;
 use crate::pool::ShardConn;
 use crate::state::RouterState;
 
-fn admin_only(req: &Request<'_>) -> Result<()> {
+/// Refuses a command sent to another database than `admin` (Unauthorized, as mongos).
+pub(crate) fn admin_only(req: &Request<'_>) -> Result<()> {
     if req.db != "admin" {
         return Err(RouterError::command(
             13,
@@ -219,7 +220,7 @@ pub(crate) async fn list_databases(state: &RouterState, req: &Request<'_>) -> Re
         let reply = reply?;
         let body = reply.body();
         if !reply_ok(body) {
-            return Err(shard_error(&shard.id, body));
+            return Err(RouterError::from_shard_reply(&shard.id, body));
         }
         let Ok(dbs) = body.get_array("databases") else {
             continue;
@@ -286,6 +287,13 @@ pub(crate) async fn drop_database(state: &Arc<RouterState>, req: &Request<'_>) -
     if known.is_none() {
         return super::ok(Document::new());
     }
+    let prefix = format!("{}.", req.db);
+    for routing in state.routing.all() {
+        let ns = routing.collection.ns.clone();
+        if ns.starts_with(&prefix) {
+            super::sharding::drop_sharded(state, &ns, req).await?;
+        }
+    }
     let reply = to_primary(state, req.db, req.msg).await?;
     if reply_ok(reply.body()) {
         state.catalog.drop_database(req.db).await?;
@@ -309,20 +317,8 @@ pub(crate) async fn to_every_shard(state: &RouterState, req: &Request<'_>) -> Re
     for (shard, reply) in to_all(state, req.msg).await {
         let reply = reply?;
         if !reply_ok(reply.body()) {
-            return Err(shard_error(&shard.id, reply.body()));
+            return Err(RouterError::from_shard_reply(&shard.id, reply.body()));
         }
     }
     Ok(Document::new())
-}
-
-/// A shard's `{ok: 0}` reply as a router error that keeps its code.
-fn shard_error(shard: &str, body: &RawDocument) -> RouterError {
-    let code = body.get_i32("code").unwrap_or(1);
-    let code_name = body.get_str("codeName").unwrap_or("UnknownError");
-    let message = body.get_str("errmsg").unwrap_or("unknown error");
-    RouterError::command(
-        code,
-        code_name.to_owned(),
-        format!("shard {shard}: {message}"),
-    )
 }

@@ -21,6 +21,24 @@ pub(crate) async fn to_shard(state: &RouterState, shard: &ShardType, msg: &OpMsg
     pool.run(&outgoing).await
 }
 
+/// Runs a command the router builds on `shard`; an `{ok: 0}` reply becomes
+/// an error that keeps the shard's code.
+pub(crate) async fn run_on_shard(
+    state: &RouterState,
+    shard: &ShardType,
+    command: bson::Document,
+) -> Result<bson::Document> {
+    let body = command
+        .to_vec()
+        .map_err(|e| RouterError::command(1, "InternalError", e.to_string()))?;
+    let reply = to_shard(state, shard, &OpMsg::from_body(body)).await?;
+    if !super::reply_ok(reply.body()) {
+        return Err(RouterError::from_shard_reply(&shard.id, reply.body()));
+    }
+    bson::Document::from_reader(&reply.body[..])
+        .map_err(|e| RouterError::ShardProtocol { shard: shard.id.clone(), reason: e.to_string() })
+}
+
 /// Sends `msg` to the primary shard of `db`, placing the database first when
 /// it is new.
 pub(crate) async fn to_primary(state: &Arc<RouterState>, db: &str, msg: &OpMsg) -> Result<OpMsg> {

@@ -1,0 +1,123 @@
+//! Cluster-wide records: settings, the cluster id, live routers, locks and
+//! the changelog.
+
+use bson::oid::ObjectId;
+use bson::Document;
+
+use super::{decode, encode, Catalog};
+use crate::error::Result;
+use crate::model::keys::{CHANGELOG, LOCKS, MONGOS, SETTINGS, VERSION};
+use crate::model::{ChangelogEntry, LockType, MongosType, VersionType};
+use crate::store::{LeaseId, Txn, TxnOutcome};
+
+/// Default chunk size in MB (`config.settings` `chunksize`).
+pub const DEFAULT_CHUNK_SIZE_MB: i64 = 64;
+
+impl Catalog {
+    /// A `config.settings` document by `_id`.
+    pub async fn setting(&self, id: &str) -> Result<Option<Document>> {
+        let key = format!("{SETTINGS}{id}");
+        match self.store().get(&key).await? {
+            Some(v) => decode(&key, &v.value).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every `config.settings` document.
+    pub async fn settings(&self) -> Result<Vec<Document>> {
+        self.list(SETTINGS).await
+    }
+
+    /// Writes a `config.settings` document (its `_id` names it).
+    pub async fn put_setting(&self, id: &str, doc: &Document) -> Result<()> {
+        self.store()
+            .txn(Txn::default().put(format!("{SETTINGS}{id}"), encode(doc)?))
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a `config.settings` document.
+    pub async fn delete_setting(&self, id: &str) -> Result<()> {
+        self.store()
+            .txn(Txn::default().delete(format!("{SETTINGS}{id}")))
+            .await?;
+        Ok(())
+    }
+
+    /// The chunk size in bytes (`chunksize` setting, MB, default 64).
+    pub async fn chunk_size_bytes(&self) -> Result<i64> {
+        let mb = self
+            .setting("chunksize")
+            .await?
+            .and_then(|d| match d.get("value") {
+                Some(bson::Bson::Int32(v)) => Some(*v as i64),
+                Some(bson::Bson::Int64(v)) => Some(*v),
+                Some(bson::Bson::Double(v)) => Some(*v as i64),
+                _ => None,
+            })
+            .filter(|v| *v > 0)
+            .unwrap_or(DEFAULT_CHUNK_SIZE_MB);
+        Ok(mb * 1024 * 1024)
+    }
+
+    /// Whether the balancer is stopped (`balancer` setting).
+    pub async fn balancer_stopped(&self) -> Result<bool> {
+        Ok(self
+            .setting("balancer")
+            .await?
+            .is_some_and(|d| d.get_bool("stopped").unwrap_or(false) || d.get_str("mode").ok() == Some("off")))
+    }
+
+    /// The cluster id, created on first use.
+    pub async fn version(&self) -> Result<VersionType> {
+        if let Some(v) = self.store().get(VERSION).await? {
+            return decode(VERSION, &v.value);
+        }
+        let fresh = VersionType {
+            id: 1,
+            cluster_id: ObjectId::new(),
+        };
+        let txn = Txn::default().absent(VERSION).put(VERSION, encode(&fresh)?);
+        match self.store().txn(txn).await? {
+            TxnOutcome::Committed(_) => Ok(fresh),
+            TxnOutcome::Conflict => match self.store().get(VERSION).await? {
+                Some(v) => decode(VERSION, &v.value),
+                None => Ok(fresh),
+            },
+        }
+    }
+
+    /// Registers (or refreshes) a live router under its lease.
+    pub async fn register_router(&self, router: &MongosType, lease: LeaseId) -> Result<()> {
+        self.store()
+            .txn(Txn::default().put_leased(format!("{MONGOS}{}", router.id), encode(router)?, lease))
+            .await?;
+        Ok(())
+    }
+
+    /// The live routers.
+    pub async fn routers(&self) -> Result<Vec<MongosType>> {
+        self.list(MONGOS).await
+    }
+
+    /// The held locks.
+    pub async fn locks(&self) -> Result<Vec<LockType>> {
+        self.list(LOCKS).await
+    }
+
+    /// Appends a changelog entry; its key orders entries by time.
+    pub async fn log_change(&self, entry: &ChangelogEntry) -> Result<()> {
+        let key = format!(
+            "{CHANGELOG}{:020}-{}",
+            entry.time.timestamp_millis(),
+            ObjectId::new().to_hex()
+        );
+        self.store().txn(Txn::default().put(key, encode(entry)?)).await?;
+        Ok(())
+    }
+
+    /// Every changelog entry, oldest first.
+    pub async fn changelog(&self) -> Result<Vec<ChangelogEntry>> {
+        self.list(CHANGELOG).await
+    }
+}

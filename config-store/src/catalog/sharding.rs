@@ -1,0 +1,266 @@
+//! Sharded collections and their chunks.
+//!
+//! Each collection has a `collversion/<ns>` key holding its collection
+//! version; every chunk change compares and bumps it in the same
+//! transaction, so chunk changes of one collection are serialized and
+//! versions never repeat. Chunk keys are `chunks/<ns>/<hex of encoded min>`,
+//! so a prefix scan returns them in shard-key order.
+
+use bson::oid::ObjectId;
+use bson::{doc, Document, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, Catalog};
+use crate::error::{Result, StoreError};
+use crate::model::keys::{CHUNKS, COLLECTIONS};
+use crate::model::{ChunkHistory, ChunkType, CollectionType};
+use crate::shard_key::ShardKeyPattern;
+use crate::store::{Txn, TxnOutcome};
+
+const COLLVERSION: &str = "collversion/";
+
+/// A collection's version: the highest chunk version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CollectionVersion {
+    /// Bumped by migrations.
+    pub major: u32,
+    /// Bumped by splits and merges.
+    pub minor: u32,
+}
+
+/// A change of chunks: `removed` (as read, with their revisions) are
+/// replaced by `added`, which must cover exactly the same range.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkChange {
+    /// The chunks being replaced and the revision each was read at.
+    pub removed: Vec<(ChunkType, u64)>,
+    /// The chunks replacing them.
+    pub added: Vec<ChunkType>,
+}
+
+/// The store key of a chunk (or zone range) starting at `min`.
+pub(crate) fn range_key(prefix: &str, ns: &str, pattern: &ShardKeyPattern, min: &Document) -> Result<String> {
+    let encoded = pattern.encode_bound(min).map_err(|e| StoreError::Invariant(e.to_string()))?;
+    Ok(format!("{prefix}{ns}/{}", hex(&encoded.0)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks that `chunks` (any order) tile `[lo, hi)` exactly.
+pub(crate) fn check_tiling(
+    pattern: &ShardKeyPattern,
+    chunks: &[ChunkType],
+    lo: &Document,
+    hi: &Document,
+) -> Result<()> {
+    let enc = |d: &Document| {
+        pattern
+            .encode_bound(d)
+            .map_err(|e| StoreError::Invariant(format!("bad chunk bound {d}: {e}")))
+    };
+    let mut ranges = chunks
+        .iter()
+        .map(|c| Ok((enc(&c.min)?, enc(&c.max)?, c)))
+        .collect::<Result<Vec<_>>>()?;
+    ranges.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = enc(lo)?;
+    for (min, max, chunk) in &ranges {
+        if *min != expected {
+            let what = if *min > expected { "a gap" } else { "an overlap" };
+            return Err(StoreError::Invariant(format!(
+                "chunks would leave {what} at {} (chunk [{}, {}))",
+                chunk.min, chunk.min, chunk.max
+            )));
+        }
+        if max <= min {
+            return Err(StoreError::Invariant(format!(
+                "empty or inverted chunk [{}, {})",
+                chunk.min, chunk.max
+            )));
+        }
+        expected = max.clone();
+    }
+    if expected != enc(hi)? {
+        return Err(StoreError::Invariant(format!(
+            "chunks would not reach {hi}: the key space would have a gap"
+        )));
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// Every sharded collection, by namespace.
+    pub async fn collections(&self) -> Result<Vec<CollectionType>> {
+        self.list(COLLECTIONS).await
+    }
+
+    /// One sharded collection.
+    pub async fn collection(&self, ns: &str) -> Result<Option<CollectionType>> {
+        let key = format!("{COLLECTIONS}{ns}");
+        match self.store().get(&key).await? {
+            Some(v) => decode(&key, &v.value).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The chunks of `ns` in shard-key order, each with its revision.
+    pub async fn chunks(&self, ns: &str) -> Result<Vec<(ChunkType, u64)>> {
+        self.store()
+            .list(&format!("{CHUNKS}{ns}/"))
+            .await?
+            .into_iter()
+            .map(|(k, v)| decode(&k, &v.value).map(|c| (c, v.mod_revision)))
+            .collect()
+    }
+
+    /// The collection version and the revision of its key.
+    pub async fn collection_version(&self, ns: &str) -> Result<(CollectionVersion, u64)> {
+        let key = format!("{COLLVERSION}{ns}");
+        match self.store().get(&key).await? {
+            Some(v) => Ok((decode(&key, &v.value)?, v.mod_revision)),
+            None => Err(StoreError::Invariant(format!("{ns} is not sharded"))),
+        }
+    }
+
+    /// Records a newly sharded collection with its initial chunks, which
+    /// must tile the whole key space. False if `ns` is already sharded.
+    pub async fn create_sharded_collection(
+        &self,
+        coll: &CollectionType,
+        chunks: &[ChunkType],
+    ) -> Result<bool> {
+        let pattern = ShardKeyPattern::parse(&coll.key).map_err(|e| StoreError::Invariant(e.to_string()))?;
+        check_tiling(&pattern, chunks, &pattern.global_min(), &pattern.global_max())?;
+        let version = chunks
+            .iter()
+            .map(|c| CollectionVersion { major: c.major(), minor: c.minor() })
+            .max()
+            .unwrap_or(CollectionVersion { major: 1, minor: 0 });
+        let coll_key = format!("{COLLECTIONS}{}", coll.ns);
+        let mut txn = Txn::default()
+            .absent(&coll_key)
+            .put(&coll_key, encode(coll)?)
+            .put(format!("{COLLVERSION}{}", coll.ns), encode(&version)?);
+        for chunk in chunks {
+            txn = txn.put(range_key(CHUNKS, &coll.ns, &pattern, &chunk.min)?, encode(chunk)?);
+        }
+        Ok(matches!(self.store().txn(txn).await?, TxnOutcome::Committed(_)))
+    }
+
+    /// Applies a chunk change if the collection version and every removed
+    /// chunk are unchanged since read; the added chunks must tile exactly the
+    /// range the removed ones covered. Returns false on a conflict (re-read
+    /// and retry).
+    pub async fn apply_chunk_change(
+        &self,
+        coll: &CollectionType,
+        read_version: (CollectionVersion, u64),
+        change: &ChunkChange,
+    ) -> Result<bool> {
+        let pattern = ShardKeyPattern::parse(&coll.key).map_err(|e| StoreError::Invariant(e.to_string()))?;
+        let removed: Vec<ChunkType> = change.removed.iter().map(|(c, _)| c.clone()).collect();
+        let (lo, hi) = span(&pattern, &removed)?;
+        check_tiling(&pattern, &removed, &lo, &hi)?;
+        check_tiling(&pattern, &change.added, &lo, &hi)?;
+        let new_version = change
+            .added
+            .iter()
+            .map(|c| CollectionVersion { major: c.major(), minor: c.minor() })
+            .max()
+            .unwrap_or(read_version.0)
+            .max(read_version.0);
+        let vkey = format!("{COLLVERSION}{}", coll.ns);
+        let mut txn = Txn::default()
+            .unchanged(&vkey, read_version.1)
+            .put(&vkey, encode(&new_version)?);
+        let mut added = Vec::with_capacity(change.added.len());
+        for chunk in &change.added {
+            added.push((range_key(CHUNKS, &coll.ns, &pattern, &chunk.min)?, encode(chunk)?));
+        }
+        for (chunk, rev) in &change.removed {
+            let key = range_key(CHUNKS, &coll.ns, &pattern, &chunk.min)?;
+            txn = txn.unchanged(&key, *rev);
+            // A chunk keeping its min is overwritten by the put below.
+            if !added.iter().any(|(k, _)| *k == key) {
+                txn = txn.delete(key);
+            }
+        }
+        for (key, value) in added {
+            txn = txn.put(key, value);
+        }
+        Ok(matches!(self.store().txn(txn).await?, TxnOutcome::Committed(_)))
+    }
+
+    /// Forgets a dropped sharded collection: its entry, version, chunks and
+    /// zone ranges, in one transaction.
+    pub async fn drop_collection(&self, ns: &str) -> Result<()> {
+        let mut txn = Txn::default()
+            .delete(format!("{COLLECTIONS}{ns}"))
+            .delete(format!("{COLLVERSION}{ns}"));
+        for prefix in [CHUNKS, crate::model::keys::TAGS] {
+            for (key, _) in self.store().list(&format!("{prefix}{ns}/")).await? {
+                txn = txn.delete(key);
+            }
+        }
+        self.store().txn(txn).await?;
+        Ok(())
+    }
+
+    /// Updates fields of a collection entry (noBalance, chunk size).
+    pub async fn update_collection(&self, coll: &CollectionType) -> Result<()> {
+        let key = format!("{COLLECTIONS}{}", coll.ns);
+        self.store().txn(Txn::default().put(key, encode(coll)?)).await?;
+        Ok(())
+    }
+}
+
+/// The lowest min and highest max of `chunks`.
+fn span(pattern: &ShardKeyPattern, chunks: &[ChunkType]) -> Result<(Document, Document)> {
+    let enc = |d: &Document| pattern.encode_bound(d).map_err(|e| StoreError::Invariant(e.to_string()));
+    let mut lo: Option<(crate::shard_key::KeyBytes, &Document)> = None;
+    let mut hi: Option<(crate::shard_key::KeyBytes, &Document)> = None;
+    for c in chunks {
+        let (min, max) = (enc(&c.min)?, enc(&c.max)?);
+        if lo.as_ref().is_none_or(|(k, _)| min < *k) {
+            lo = Some((min, &c.min));
+        }
+        if hi.as_ref().is_none_or(|(k, _)| max > *k) {
+            hi = Some((max, &c.max));
+        }
+    }
+    match (lo, hi) {
+        (Some((_, l)), Some((_, h))) => Ok((l.clone(), h.clone())),
+        _ => Err(StoreError::Invariant("a chunk change must replace at least one chunk".into())),
+    }
+}
+
+/// A new chunk with a fresh id and one history entry.
+pub fn new_chunk(
+    coll: &CollectionType,
+    min: Document,
+    max: Document,
+    shard: &str,
+    version: CollectionVersion,
+    now: Timestamp,
+) -> ChunkType {
+    ChunkType {
+        id: ObjectId::new(),
+        uuid: coll.uuid,
+        ns: coll.ns.clone(),
+        min,
+        max,
+        shard: shard.to_owned(),
+        lastmod: Timestamp { time: version.major, increment: version.minor },
+        epoch: coll.epoch,
+        on_current_shard_since: now,
+        history: vec![ChunkHistory { valid_after: now, shard: shard.to_owned() }],
+        jumbo: false,
+    }
+}
+
+/// Shapes a version as `{major, minor}` for replies and logs.
+pub fn version_doc(v: CollectionVersion) -> Document {
+    doc! {"major": v.major as i64, "minor": v.minor as i64}
+}

@@ -1,0 +1,132 @@
+//! Background tasks of a router: following the config store (cache
+//! coherence) and registering the router in `config.mongos`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardgate_config_store::model::{keys, DatabaseType, MongosType};
+use shardgate_config_store::StoreError;
+use tokio::sync::watch;
+
+use crate::state::RouterState;
+
+/// Follows every change in the store from `revision` on, refreshing the
+/// placement and routing caches; on a broken watch it reloads everything
+/// and watches again. Serving continues from the caches meanwhile.
+pub(crate) async fn follow_store(state: Arc<RouterState>, mut revision: u64, mut shutdown: watch::Receiver<bool>) {
+    let store = state.catalog.store().clone();
+    loop {
+        let mut events = match store.watch("", revision).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                if !matches!(e, StoreError::Compacted { .. }) {
+                    tracing::warn!(error = %e, "config store watch failed; routing from cache");
+                }
+                if pause(&mut shutdown, Duration::from_millis(500)).await {
+                    return;
+                }
+                revision = reload(&state).await.unwrap_or(revision);
+                continue;
+            }
+        };
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => return,
+                ev = events.recv() => ev,
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            while let Ok(ev) = events.try_recv() {
+                batch.push(ev);
+            }
+            let mut dirty = BTreeSet::new();
+            let mut shards_changed = false;
+            for ev in &batch {
+                revision = revision.max(ev.revision);
+                if ev.key.starts_with(keys::SHARDS) {
+                    shards_changed = true;
+                } else if let Some(name) = ev.key.strip_prefix(keys::DATABASES) {
+                    match ev.value.as_deref().map(bson::deserialize_from_slice::<DatabaseType>) {
+                        Some(Ok(db)) => state.placement.remember(db),
+                        Some(Err(_)) => {}
+                        None => state.placement.forget(name),
+                    }
+                } else if let Some(ns) = ev.key.strip_prefix(keys::COLLECTIONS) {
+                    dirty.insert(ns.to_owned());
+                } else if let Some(ns) = ev.key.strip_prefix("collversion/") {
+                    dirty.insert(ns.to_owned());
+                } else if let Some(ns) = keys::namespace_of(&ev.key, keys::CHUNKS) {
+                    dirty.insert(ns);
+                }
+            }
+            if shards_changed {
+                let _ = state.placement.refresh_shards(&state.catalog).await;
+            }
+            for ns in dirty {
+                if let Err(e) = state.routing.refresh(&state.catalog, &ns).await {
+                    tracing::warn!(%ns, error = %e, "routing refresh failed; keeping the cached table");
+                }
+            }
+        }
+        tracing::debug!("config store watch ended; reloading");
+        if pause(&mut shutdown, Duration::from_millis(200)).await {
+            return;
+        }
+        revision = reload(&state).await.unwrap_or(revision);
+    }
+}
+
+/// Reloads every cache; returns the revision to watch from.
+async fn reload(state: &RouterState) -> Option<u64> {
+    let revision = state.catalog.store().revision().await.ok()?;
+    state.placement.reload(&state.catalog).await.ok()?;
+    state.routing.load_all(&state.catalog).await.ok()?;
+    Some(revision)
+}
+
+/// Sleeps unless shutdown begins first; true when it did.
+async fn pause(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.wait_for(|s| *s) => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// Keeps this router's `config.mongos` entry alive under a lease, pinging
+/// every few seconds; revokes it on shutdown.
+pub(crate) async fn register(state: Arc<RouterState>, mut shutdown: watch::Receiver<bool>) {
+    let store = state.catalog.store().clone();
+    loop {
+        let lease = match store.grant_lease(Duration::from_secs(15)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot register in config.mongos yet");
+                if pause(&mut shutdown, Duration::from_secs(2)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        loop {
+            let entry = MongosType {
+                id: state.listen.clone(),
+                ping: bson::DateTime::now(),
+                up: state.started.elapsed().as_secs() as i64,
+                waiting: true,
+                mongo_version: "8.0.0".into(),
+                shardgate_version: env!("CARGO_PKG_VERSION").into(),
+            };
+            let alive = store.keep_alive(lease).await.is_ok()
+                && state.catalog.register_router(&entry, lease).await.is_ok();
+            if !alive {
+                break;
+            }
+            if pause(&mut shutdown, Duration::from_secs(5)).await {
+                let _ = store.revoke_lease(lease).await;
+                return;
+            }
+        }
+    }
+}

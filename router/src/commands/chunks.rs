@@ -1,0 +1,288 @@
+//! `split` and `mergeChunks`.
+
+use std::sync::Arc;
+
+use bson::{doc, Bson, Document};
+use shardgate_config_store::catalog::{new_chunk, ChunkChange, CollectionVersion};
+use shardgate_config_store::model::{ChunkType, CollectionType};
+use shardgate_config_store::shard_key::{KeyKind, ShardKeyPattern};
+
+use super::admin::admin_only;
+use super::forward::run_on_shard;
+use super::sharding::{document_arg, key_error, now_ts, split_ns};
+use super::Request;
+use crate::error::{Result, RouterError};
+use crate::state::RouterState;
+
+fn cannot_split(message: String) -> RouterError {
+    RouterError::command(87, "CannotSplit", message)
+}
+
+fn not_sharded(ns: &str) -> RouterError {
+    RouterError::command(118, "NamespaceNotSharded", format!("{ns} is not sharded"))
+}
+
+/// Reads the collection, its pattern, chunks and version for a chunk change.
+async fn load(state: &RouterState, ns: &str) -> Result<(CollectionType, ShardKeyPattern, Vec<(ChunkType, u64)>, (CollectionVersion, u64))> {
+    let coll = state.catalog.collection(ns).await?.ok_or_else(|| not_sharded(ns))?;
+    let pattern = ShardKeyPattern::parse(&coll.key).map_err(key_error)?;
+    let version = state.catalog.collection_version(ns).await?;
+    let chunks = state.catalog.chunks(ns).await?;
+    Ok((coll, pattern, chunks, version))
+}
+
+/// `split`: at `middle`, or at the median of the chunk holding `find`, or of
+/// the chunk with exactly `bounds`.
+pub(crate) async fn split(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
+    admin_only(req)?;
+    let ns = req
+        .body
+        .get_str(req.name)
+        .map_err(|_| RouterError::bad_value("split takes a namespace string"))?;
+    split_ns(ns)?;
+    for _attempt in 0..5 {
+        let (coll, pattern, chunks, version) = load(state, ns).await?;
+        let (index, at) = split_target(state, req, &pattern, &chunks).await?;
+        let (chunk, rev) = &chunks[index];
+        let at_key = pattern.encode_bound(&at).map_err(key_error)?;
+        let (lo, hi) = (
+            pattern.encode_bound(&chunk.min).map_err(key_error)?,
+            pattern.encode_bound(&chunk.max).map_err(key_error)?,
+        );
+        if at_key <= lo || at_key >= hi {
+            return Err(cannot_split(format!(
+                "cannot split chunk [{}, {}) at {at}: the split point must lie strictly inside the chunk",
+                chunk.min, chunk.max
+            )));
+        }
+        let now = now_ts();
+        let v = version.0;
+        let left = CollectionVersion { major: v.major, minor: v.minor + 1 };
+        let right = CollectionVersion { major: v.major, minor: v.minor + 2 };
+        let change = ChunkChange {
+            removed: vec![(chunk.clone(), *rev)],
+            added: vec![
+                carry(new_chunk(&coll, chunk.min.clone(), at.clone(), &chunk.shard, left, now), chunk),
+                carry(new_chunk(&coll, at.clone(), chunk.max.clone(), &chunk.shard, right, now), chunk),
+            ],
+        };
+        if state.catalog.apply_chunk_change(&coll, version, &change).await? {
+            state.routing.refresh(&state.catalog, ns).await?;
+            super::cluster::log_change(
+                state,
+                "split",
+                ns,
+                doc! {"before": {"min": &chunk.min, "max": &chunk.max}, "left": {"min": &chunk.min, "max": &at}, "right": {"min": &at, "max": &chunk.max}},
+            )
+            .await;
+            return Ok(Document::new());
+        }
+    }
+    Err(RouterError::command(117, "ConflictingOperationInProgress", format!("chunks of {ns} kept changing; retry the split")))
+}
+
+/// A split piece keeps the parent's ownership history.
+fn carry(mut piece: ChunkType, parent: &ChunkType) -> ChunkType {
+    piece.history = parent.history.clone();
+    piece.on_current_shard_since = parent.on_current_shard_since;
+    piece
+}
+
+/// The chunk to split and the split point.
+async fn split_target(
+    state: &RouterState,
+    req: &Request<'_>,
+    pattern: &ShardKeyPattern,
+    chunks: &[(ChunkType, u64)],
+) -> Result<(usize, Document)> {
+    let containing = |key: &shardgate_config_store::shard_key::KeyBytes| -> Result<usize> {
+        chunks
+            .iter()
+            .position(|(c, _)| {
+                let lo = pattern.encode_bound(&c.min).ok();
+                let hi = pattern.encode_bound(&c.max).ok();
+                lo.is_some_and(|l| l <= *key) && hi.is_some_and(|h| *key < h)
+            })
+            .ok_or_else(|| RouterError::command(1, "InternalError", "chunks do not cover the key"))
+    };
+    if req.body.get("middle").ok().flatten().is_some() {
+        let middle = document_arg(req.body, "middle")?;
+        let key = pattern.encode_bound(&middle).map_err(key_error)?;
+        let index = containing(&key)?;
+        if chunks[index].0.min == middle {
+            return Err(cannot_split(format!("cannot split at {middle}: it is already a chunk boundary")));
+        }
+        return Ok((index, middle));
+    }
+    let index = if req.body.get("find").ok().flatten().is_some() {
+        let find = document_arg(req.body, "find")?;
+        let raw = bson::RawDocumentBuf::try_from(&find).map_err(|e| RouterError::bad_value(e.to_string()))?;
+        containing(&pattern.extract_key(&raw).map_err(key_error)?)?
+    } else if let Ok(bounds) = req.body.get_array("bounds") {
+        let bounds: Vec<Document> = bounds
+            .into_iter()
+            .filter_map(|b| b.ok().and_then(|b| b.as_document()).and_then(|d| Document::try_from(d).ok()))
+            .collect();
+        let [min, max] = bounds.as_slice() else {
+            return Err(RouterError::bad_value("bounds must be [min, max]"));
+        };
+        chunks
+            .iter()
+            .position(|(c, _)| c.min == *min && c.max == *max)
+            .ok_or_else(|| cannot_split(format!("no chunk has bounds [{min}, {max})")))?
+    } else {
+        return Err(RouterError::bad_value("split needs one of 'middle', 'find' or 'bounds'"));
+    };
+    let point = median(state, req, pattern, &chunks[index].0).await?;
+    Ok((index, point))
+}
+
+/// The split point of a chunk: the middle of its hash range for a hashed
+/// key, else the median shard key of its documents on the owning shard.
+async fn median(state: &RouterState, req: &Request<'_>, pattern: &ShardKeyPattern, chunk: &ChunkType) -> Result<Document> {
+    let fields: Vec<(&str, KeyKind)> = pattern.fields().collect();
+    if let Some((hfield, KeyKind::Hashed)) = fields.first() {
+        let as_i64 = |d: &Document| match d.get(*hfield) {
+            Some(Bson::Int64(v)) => *v as i128,
+            Some(Bson::MaxKey) => i64::MAX as i128 + 1,
+            _ => i64::MIN as i128,
+        };
+        let mid = ((as_i64(&chunk.min) + as_i64(&chunk.max)) / 2) as i64;
+        let mut point = Document::new();
+        for (i, (f, _)) in fields.iter().enumerate() {
+            point.insert(*f, if i == 0 { Bson::Int64(mid) } else { Bson::MinKey });
+        }
+        return Ok(point);
+    }
+    if pattern.hashed_field().is_some() {
+        return Err(cannot_split(
+            "this shard key has a hashed field after its first field: give the split point with 'middle'".into(),
+        ));
+    }
+    let (db, coll) = split_ns(req.body.get_str(req.name).unwrap_or(""))?;
+    let shard = state.placement.shard(&chunk.shard)?;
+    let filter = range_filter(&fields, &chunk.min, &chunk.max);
+    let count = run_on_shard(state, &shard, doc! {"count": coll, "query": filter.clone(), "$db": db}).await?;
+    let n = count.get("n").and_then(|v| v.as_i64().or(v.as_i32().map(i64::from))).unwrap_or(0);
+    let mut sort = Document::new();
+    let mut projection = doc! {"_id": 0};
+    for (f, kind) in &fields {
+        sort.insert(*f, if *kind == KeyKind::Descending { -1 } else { 1 });
+        projection.insert(*f, 1);
+    }
+    let reply = run_on_shard(
+        state,
+        &shard,
+        doc! {"find": coll, "filter": filter, "sort": sort, "projection": projection, "skip": n / 2, "limit": 1, "singleBatch": true, "$db": db},
+    )
+    .await?;
+    let doc = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .ok()
+        .and_then(|b| b.first().and_then(Bson::as_document).cloned())
+        .ok_or_else(|| cannot_split(format!("chunk [{}, {}) has too few documents to split", chunk.min, chunk.max)))?;
+    let raw = bson::RawDocumentBuf::try_from(&doc).map_err(|e| RouterError::bad_value(e.to_string()))?;
+    let point = pattern.key_document(&raw).map_err(key_error)?;
+    if n < 2 || point == chunk.min {
+        return Err(cannot_split(format!(
+            "chunk [{}, {}) has no split point: its documents share one shard-key value",
+            chunk.min, chunk.max
+        )));
+    }
+    Ok(point)
+}
+
+/// A query filter for shard-key tuples in `[min, max)`, lexicographic over
+/// the key fields (descending fields compare the other way).
+pub(crate) fn range_filter(fields: &[(&str, KeyKind)], min: &Document, max: &Document) -> Document {
+    doc! {"$and": [bound_filter(fields, min, true), bound_filter(fields, max, false)]}
+}
+
+fn bound_filter(fields: &[(&str, KeyKind)], bound: &Document, lower: bool) -> Document {
+    let Some(((field, kind), rest)) = fields.split_first() else {
+        return Document::new();
+    };
+    let value = bound.get(*field).cloned().unwrap_or(Bson::Null);
+    let ascending = *kind != KeyKind::Descending;
+    // The key-space extreme on this side constrains nothing.
+    let unbounded = match (lower, ascending) {
+        (true, true) | (false, false) => value == Bson::MinKey,
+        (true, false) | (false, true) => value == Bson::MaxKey,
+    };
+    if unbounded {
+        return Document::new();
+    }
+    let strict = if lower == ascending { "$gt" } else { "$lt" };
+    if rest.is_empty() {
+        let last = match (lower, ascending) {
+            (true, true) => "$gte",
+            (true, false) => "$lte",
+            (false, _) => strict,
+        };
+        return doc! {*field: {last: value}};
+    }
+    doc! {"$or": [
+        {*field: {strict: value.clone()}},
+        {"$and": [{*field: value}, bound_filter(rest, bound, lower)]},
+    ]}
+}
+
+/// `mergeChunks`: the chunks exactly covering `bounds`, all on one shard,
+/// become one chunk.
+pub(crate) async fn merge_chunks(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
+    admin_only(req)?;
+    let ns = req
+        .body
+        .get_str(req.name)
+        .map_err(|_| RouterError::bad_value("mergeChunks takes a namespace string"))?;
+    let bounds: Vec<Document> = req
+        .body
+        .get_array("bounds")
+        .map_err(|_| RouterError::bad_value("mergeChunks needs bounds: [min, max]"))?
+        .into_iter()
+        .filter_map(|b| b.ok().and_then(|b| b.as_document()).and_then(|d| Document::try_from(d).ok()))
+        .collect();
+    let [min, max] = bounds.as_slice() else {
+        return Err(RouterError::bad_value("bounds must be [min, max]"));
+    };
+    let illegal = |m: String| RouterError::command(20, "IllegalOperation", m);
+    for _attempt in 0..5 {
+        let (coll, pattern, chunks, version) = load(state, ns).await?;
+        let (lo, hi) = (pattern.encode_bound(min).map_err(key_error)?, pattern.encode_bound(max).map_err(key_error)?);
+        let inside: Vec<(ChunkType, u64)> = chunks
+            .into_iter()
+            .filter(|(c, _)| {
+                let cl = pattern.encode_bound(&c.min).ok();
+                let ch = pattern.encode_bound(&c.max).ok();
+                cl.is_some_and(|cl| cl < hi) && ch.is_some_and(|ch| ch > lo)
+            })
+            .collect();
+        let (Some(first), Some(last)) = (inside.first(), inside.last()) else {
+            return Err(illegal(format!("no chunks of {ns} in [{min}, {max})")));
+        };
+        if first.0.min != *min || last.0.max != *max {
+            return Err(illegal(format!("could not merge chunks: [{min}, {max}) does not start and end at chunk boundaries")));
+        }
+        if inside.len() < 2 {
+            return Err(illegal(format!("could not merge chunks: [{min}, {max}) is a single chunk already")));
+        }
+        let shard = first.0.shard.clone();
+        if let Some((other, _)) = inside.iter().find(|(c, _)| c.shard != shard) {
+            return Err(illegal(format!(
+                "could not merge chunks: [{}, {}) is on shard {} but [{min}, …) starts on {shard}",
+                other.min, other.max, other.shard
+            )));
+        }
+        let v = version.0;
+        let merged = new_chunk(&coll, min.clone(), max.clone(), &shard, CollectionVersion { major: v.major, minor: v.minor + 1 }, now_ts());
+        let count = inside.len();
+        let change = ChunkChange { removed: inside, added: vec![merged] };
+        if state.catalog.apply_chunk_change(&coll, version, &change).await? {
+            state.routing.refresh(&state.catalog, ns).await?;
+            super::cluster::log_change(state, "merge", ns, doc! {"min": min, "max": max, "merged": count as i64, "shard": &shard}).await;
+            return Ok(Document::new());
+        }
+    }
+    Err(RouterError::command(117, "ConflictingOperationInProgress", format!("chunks of {ns} kept changing; retry the merge")))
+}

@@ -1,0 +1,141 @@
+//! Cluster commands: `removeShard`, the balancer state commands,
+//! `flushRouterConfig`, `getShardVersion`, and the changelog.
+
+use std::sync::Arc;
+
+use bson::{doc, Bson, Document};
+use shardgate_config_store::model::ChangelogEntry;
+
+use super::admin::admin_only;
+use super::Request;
+use crate::error::{Result, RouterError};
+use crate::state::RouterState;
+
+/// Appends to `config.changelog`; a failure is logged, never fatal.
+pub(crate) async fn log_change(state: &RouterState, what: &str, ns: &str, details: Document) {
+    let entry = ChangelogEntry {
+        id: format!("{}-{}", state.listen, bson::oid::ObjectId::new().to_hex()),
+        server: state.listen.clone(),
+        client_addr: String::new(),
+        time: bson::DateTime::now(),
+        what: what.to_owned(),
+        ns: ns.to_owned(),
+        details,
+    };
+    if let Err(e) = state.catalog.log_change(&entry).await {
+        tracing::warn!(error = %e, what, ns, "could not write the changelog");
+    }
+}
+
+/// `removeShard`: starts draining, reports progress, and removes the shard
+/// once it owns no chunk and is primary for no database.
+pub(crate) async fn remove_shard(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
+    admin_only(req)?;
+    let name = req
+        .body
+        .get_str(req.name)
+        .map_err(|_| RouterError::bad_value("removeShard takes a shard name"))?;
+    state.placement.refresh_shards(&state.catalog).await?;
+    let shards = state.placement.shards();
+    let shard = shards
+        .iter()
+        .find(|s| s.id == name)
+        .cloned()
+        .ok_or_else(|| RouterError::command(70, "ShardNotFound", format!("shard {name} not found")))?;
+    if shards.len() == 1 {
+        return Err(RouterError::command(
+            20,
+            "IllegalOperation",
+            "Operation not allowed because it would remove the last shard",
+        ));
+    }
+    let chunks = state.routing.chunks_on(&shard.id);
+    let dbs: Vec<String> = state
+        .placement
+        .databases()
+        .into_iter()
+        .filter(|d| d.primary == shard.id)
+        .map(|d| d.name)
+        .collect();
+    if !shard.draining {
+        state.catalog.set_draining(&shard.id, true).await?;
+        state.placement.refresh_shards(&state.catalog).await?;
+        if chunks > 0 || !dbs.is_empty() {
+            return Ok(doc! {
+                "msg": "draining started successfully",
+                "state": "started",
+                "shard": &shard.id,
+                "note": "you need to call movePrimary for the databases in dbsToMove; the balancer moves the chunks",
+                "dbsToMove": dbs,
+                "collectionsToMove": [],
+            });
+        }
+    }
+    if chunks == 0 && dbs.is_empty() {
+        state.catalog.remove_shard(&shard.id).await?;
+        state.placement.refresh_shards(&state.catalog).await?;
+        log_change(state, "removeShard", "", doc! {"shard": &shard.id}).await;
+        return Ok(doc! {"msg": "removeshard completed successfully", "state": "completed", "shard": &shard.id});
+    }
+    Ok(doc! {
+        "msg": "draining ongoing",
+        "state": "ongoing",
+        "remaining": {"chunks": chunks as i64, "dbs": dbs.len() as i64, "jumboChunks": 0i64},
+        "note": "you need to call movePrimary for the databases in dbsToMove; the balancer moves the chunks",
+        "dbsToMove": dbs,
+        "collectionsToMove": [],
+    })
+}
+
+/// `balancerStart` / `balancerStop`: the balancer mode in `config.settings`.
+pub(crate) async fn set_balancer(state: &RouterState, req: &Request<'_>, start: bool) -> Result<Document> {
+    admin_only(req)?;
+    let mut setting = state
+        .catalog
+        .setting("balancer")
+        .await?
+        .unwrap_or_else(|| doc! {"_id": "balancer"});
+    setting.insert("mode", if start { "full" } else { "off" });
+    setting.insert("stopped", !start);
+    state.catalog.put_setting("balancer", &setting).await?;
+    Ok(Document::new())
+}
+
+/// `balancerStatus`: the configured mode. No balancer rounds run yet, so
+/// `inBalancerRound` is false and `numBalancerRounds` 0.
+pub(crate) async fn balancer_status(state: &RouterState, req: &Request<'_>) -> Result<Document> {
+    admin_only(req)?;
+    let stopped = state.catalog.balancer_stopped().await?;
+    Ok(doc! {
+        "mode": if stopped { "off" } else { "full" },
+        "inBalancerRound": false,
+        "numBalancerRounds": 0i64,
+    })
+}
+
+/// `flushRouterConfig`: reloads every cached routing table and placement.
+pub(crate) async fn flush_router_config(state: &RouterState) -> Result<Document> {
+    state.placement.reload(&state.catalog).await?;
+    state.routing.load_all(&state.catalog).await?;
+    Ok(doc! {"flushed": true})
+}
+
+/// `getShardVersion`: the collection version this router holds.
+pub(crate) async fn get_shard_version(state: &RouterState, req: &Request<'_>) -> Result<Document> {
+    admin_only(req)?;
+    let ns = req
+        .body
+        .get_str(req.name)
+        .map_err(|_| RouterError::bad_value("getShardVersion takes a namespace string"))?;
+    let routing = state
+        .routing
+        .get(ns)
+        .ok_or_else(|| RouterError::command(118, "NamespaceNotSharded", format!("Collection {ns} is not sharded.")))?;
+    let v = routing.version();
+    Ok(doc! {
+        "version": Bson::Timestamp(bson::Timestamp { time: v.major, increment: v.minor }),
+        "versionEpoch": routing.collection.epoch,
+        "versionTimestamp": routing.collection.timestamp,
+        "numChunks": routing.chunks.len() as i64,
+    })
+}
