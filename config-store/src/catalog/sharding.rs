@@ -18,6 +18,8 @@ use crate::shard_key::ShardKeyPattern;
 use crate::store::{Txn, TxnOutcome};
 
 const COLLVERSION: &str = "collversion/";
+/// Most writes put in one transaction (etcd refuses more than 128 operations).
+const TXN_BATCH: usize = 100;
 
 /// A collection's version: the highest chunk version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -139,12 +141,30 @@ impl Catalog {
             .max()
             .unwrap_or(CollectionVersion { major: 1, minor: 0 });
         let coll_key = format!("{COLLECTIONS}{}", coll.ns);
+        let mut chunk_puts = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            chunk_puts.push((range_key(CHUNKS, &coll.ns, &pattern, &chunk.min)?, encode(chunk)?));
+        }
+        // Stores bound the size of one transaction (etcd: 128 operations), so
+        // many initial chunks are written first; they are invisible until
+        // the collection entry that names them commits.
+        let inline = chunk_puts.len() <= TXN_BATCH;
+        if !inline {
+            for batch in chunk_puts.chunks(TXN_BATCH) {
+                let txn = batch
+                    .iter()
+                    .fold(Txn::default(), |t, (k, v)| t.put(k.clone(), v.clone()));
+                self.store().txn(txn).await?;
+            }
+        }
         let mut txn = Txn::default()
             .absent(&coll_key)
             .put(&coll_key, encode(coll)?)
             .put(format!("{COLLVERSION}{}", coll.ns), encode(&version)?);
-        for chunk in chunks {
-            txn = txn.put(range_key(CHUNKS, &coll.ns, &pattern, &chunk.min)?, encode(chunk)?);
+        if inline {
+            for (k, v) in chunk_puts {
+                txn = txn.put(k, v);
+            }
         }
         Ok(matches!(self.store().txn(txn).await?, TxnOutcome::Committed(_)))
     }
@@ -193,18 +213,27 @@ impl Catalog {
         Ok(matches!(self.store().txn(txn).await?, TxnOutcome::Committed(_)))
     }
 
-    /// Forgets a dropped sharded collection: its entry, version, chunks and
-    /// zone ranges, in one transaction.
+    /// Forgets a dropped sharded collection: its entry and version first
+    /// (atomically), then its chunks and zone ranges.
     pub async fn drop_collection(&self, ns: &str) -> Result<()> {
-        let mut txn = Txn::default()
+        let head = Txn::default()
             .delete(format!("{COLLECTIONS}{ns}"))
             .delete(format!("{COLLVERSION}{ns}"));
+        self.store().txn(head).await?;
+        // Without the entry the chunks are unreachable; remove them in batches.
         for prefix in [CHUNKS, crate::model::keys::TAGS] {
-            for (key, _) in self.store().list(&format!("{prefix}{ns}/")).await? {
-                txn = txn.delete(key);
+            let keys: Vec<String> = self
+                .store()
+                .list(&format!("{prefix}{ns}/"))
+                .await?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            for batch in keys.chunks(TXN_BATCH) {
+                let txn = batch.iter().fold(Txn::default(), |t, k| t.delete(k.clone()));
+                self.store().txn(txn).await?;
             }
         }
-        self.store().txn(txn).await?;
         Ok(())
     }
 
