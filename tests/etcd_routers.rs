@@ -45,12 +45,18 @@ async fn two_routers_share_metadata_and_survive_losing_etcd_members() {
     admin(&c1, doc! {"enableSharding": "app"}).await;
     admin(&c1, doc! {"shardCollection": "app.c", "key": {"k": 1}}).await;
     let coll1 = c1.database("app").collection::<Document>("c");
-    coll1.insert_many((0..100).map(|i| doc! {"k": i})).await.unwrap();
+    coll1
+        .insert_many((0..100).map(|i| doc! {"k": i}))
+        .await
+        .unwrap();
 
     // Router 2 learns of the collection, then of a split made through router 1.
     let start = Instant::now();
     while minor_version(&c2, "app.c").await != Some(0) {
-        assert!(start.elapsed() < Duration::from_secs(5), "router 2 never saw app.c");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "router 2 never saw app.c"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     admin(&c1, doc! {"split": "app.c", "middle": {"k": 50}}).await;
@@ -75,7 +81,12 @@ async fn two_routers_share_metadata_and_survive_losing_etcd_members() {
     let coll2 = c2.database("app").collection::<Document>("c");
     assert_eq!(coll2.count_documents(doc! {"k": 7}).await.unwrap(), 1);
     admin(&c2, doc! {"split": "app.c", "middle": {"k": 25}}).await;
-    assert_eq!(support::config_docs(&c1, "chunks", doc! {"ns": "app.c"}, doc! {}).await.len(), 3);
+    assert_eq!(
+        support::config_docs(&c1, "chunks", doc! {"ns": "app.c"}, doc! {})
+            .await
+            .len(),
+        3
+    );
 
     // Two members down: admin writes fail with a clear error, quickly;
     // targeted reads still work from the cached routing tables.
@@ -87,12 +98,22 @@ async fn two_routers_share_metadata_and_survive_losing_etcd_members() {
         .run_command(doc! {"split": "app.c", "middle": {"k": 75}})
         .await
         .unwrap_err();
-    assert!(began.elapsed() < Duration::from_secs(20), "the failure is not a hang");
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "the failure is not a hang"
+    );
     let message = err.to_string();
-    assert!(message.contains("etcd") || message.contains("config store"), "{message}");
+    assert!(
+        message.contains("etcd") || message.contains("config store"),
+        "{message}"
+    );
     for client in [&c1, &c2] {
         let coll = client.database("app").collection::<Document>("c");
-        assert_eq!(coll.count_documents(doc! {"k": 42}).await.unwrap(), 1, "served from cache");
+        assert_eq!(
+            coll.count_documents(doc! {"k": 42}).await.unwrap(),
+            1,
+            "served from cache"
+        );
     }
 
     // A member back: writes succeed again.
@@ -100,7 +121,12 @@ async fn two_routers_share_metadata_and_survive_losing_etcd_members() {
     etcd.wait_ready(Duration::from_secs(20)).await.unwrap();
     let mut ok = false;
     for _ in 0..50 {
-        if c1.database("admin").run_command(doc! {"split": "app.c", "middle": {"k": 90}}).await.is_ok() {
+        if c1
+            .database("admin")
+            .run_command(doc! {"split": "app.c", "middle": {"k": 90}})
+            .await
+            .is_ok()
+        {
             ok = true;
             break;
         }

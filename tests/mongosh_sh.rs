@@ -54,7 +54,10 @@ sh.status();
         serde_json::json!(["shard0000=EU", "shard0001=", "shard0002=US"])
     );
     assert_eq!(status["balancer"], "no");
-    assert!(status["mongoses"][0].as_str().unwrap().contains("8.0.0"), "{status}");
+    assert!(
+        status["mongoses"][0].as_str().unwrap().contains("8.0.0"),
+        "{status}"
+    );
     assert_eq!(status["primary"], "shard0001");
     assert_eq!(status["shardKey"], serde_json::json!({"customerId": 1}));
     assert_eq!(

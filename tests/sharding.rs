@@ -19,45 +19,136 @@ fn shard_of(chunk: &Document) -> &str {
 async fn shard_split_merge_and_bad_input() {
     let cluster = TestCluster::start(3).await;
     let client = cluster.client().await;
-    admin(&client, doc! {"enableSharding": "app", "primaryShard": "shard0001"}).await;
+    admin(
+        &client,
+        doc! {"enableSharding": "app", "primaryShard": "shard0001"},
+    )
+    .await;
 
     // Bad shard keys and namespaces change nothing.
-    assert_eq!(admin_error(&client, doc! {"shardCollection": "app.x", "key": {"a": "text"}}).await, 2);
-    assert_eq!(admin_error(&client, doc! {"shardCollection": "app.x", "key": {"a": "hashed", "b": "hashed"}}).await, 2);
-    assert_eq!(admin_error(&client, doc! {"shardCollection": "app.x", "key": {}}).await, 2);
-    assert_eq!(admin_error(&client, doc! {"shardCollection": "nodb.x", "key": {"a": 1}}).await, 26);
-    assert_eq!(admin_error(&client, doc! {"shardCollection": "noDot", "key": {"a": 1}}).await, 73);
-    assert!(config_docs(&client, "collections", doc! {}, doc! {}).await.is_empty());
+    assert_eq!(
+        admin_error(
+            &client,
+            doc! {"shardCollection": "app.x", "key": {"a": "text"}}
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        admin_error(
+            &client,
+            doc! {"shardCollection": "app.x", "key": {"a": "hashed", "b": "hashed"}}
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        admin_error(&client, doc! {"shardCollection": "app.x", "key": {}}).await,
+        2
+    );
+    assert_eq!(
+        admin_error(&client, doc! {"shardCollection": "nodb.x", "key": {"a": 1}}).await,
+        26
+    );
+    assert_eq!(
+        admin_error(&client, doc! {"shardCollection": "noDot", "key": {"a": 1}}).await,
+        73
+    );
+    assert!(config_docs(&client, "collections", doc! {}, doc! {})
+        .await
+        .is_empty());
 
-    let r = admin(&client, doc! {"shardCollection": "app.orders", "key": {"customerId": 1}}).await;
+    let r = admin(
+        &client,
+        doc! {"shardCollection": "app.orders", "key": {"customerId": 1}},
+    )
+    .await;
     assert_eq!(r.get_str("collectionsharded").unwrap(), "app.orders");
     // Again with the same key: fine, as on mongos; with another key: refused.
-    admin(&client, doc! {"shardCollection": "app.orders", "key": {"customerId": 1}}).await;
-    assert_eq!(admin_error(&client, doc! {"shardCollection": "app.orders", "key": {"other": 1}}).await, 23);
+    admin(
+        &client,
+        doc! {"shardCollection": "app.orders", "key": {"customerId": 1}},
+    )
+    .await;
+    assert_eq!(
+        admin_error(
+            &client,
+            doc! {"shardCollection": "app.orders", "key": {"other": 1}}
+        )
+        .await,
+        23
+    );
     let chunks = chunks_of(&client, "app.orders").await;
     assert_eq!(chunks.len(), 1);
-    assert_eq!(shard_of(&chunks[0]), "shard0001", "the one chunk is on the primary");
-    assert_eq!(chunks[0].get_document("min").unwrap(), &doc! {"customerId": Bson::MinKey});
+    assert_eq!(
+        shard_of(&chunks[0]),
+        "shard0001",
+        "the one chunk is on the primary"
+    );
+    assert_eq!(
+        chunks[0].get_document("min").unwrap(),
+        &doc! {"customerId": Bson::MinKey}
+    );
     let colls = config_docs(&client, "collections", doc! {}, doc! {}).await;
-    assert_eq!(colls[0].get_document("key").unwrap(), &doc! {"customerId": 1});
+    assert_eq!(
+        colls[0].get_document("key").unwrap(),
+        &doc! {"customerId": 1}
+    );
 
     // Writes and reads go to the one owning shard.
     let orders = client.database("app").collection::<Document>("orders");
-    let docs: Vec<Document> = (0..100).map(|i| doc! {"customerId": format!("c{i:03}"), "n": i}).collect();
+    let docs: Vec<Document> = (0..100)
+        .map(|i| doc! {"customerId": format!("c{i:03}"), "n": i})
+        .collect();
     orders.insert_many(docs).await.unwrap();
     assert_eq!(orders.count_documents(doc! {}).await.unwrap(), 100);
 
     // split: middle, at an existing bound, find (median of the data).
-    admin(&client, doc! {"split": "app.orders", "middle": {"customerId": "c050"}}).await;
-    assert_eq!(admin_error(&client, doc! {"split": "app.orders", "middle": {"customerId": "c050"}}).await, 87);
-    assert_ne!(admin_error(&client, doc! {"split": "app.orders", "middle": {"wrong": 1}}).await, 0);
-    admin(&client, doc! {"split": "app.orders", "find": {"customerId": "c010"}}).await;
+    admin(
+        &client,
+        doc! {"split": "app.orders", "middle": {"customerId": "c050"}},
+    )
+    .await;
+    assert_eq!(
+        admin_error(
+            &client,
+            doc! {"split": "app.orders", "middle": {"customerId": "c050"}}
+        )
+        .await,
+        87
+    );
+    assert_ne!(
+        admin_error(
+            &client,
+            doc! {"split": "app.orders", "middle": {"wrong": 1}}
+        )
+        .await,
+        0
+    );
+    admin(
+        &client,
+        doc! {"split": "app.orders", "find": {"customerId": "c010"}},
+    )
+    .await;
     let chunks = chunks_of(&client, "app.orders").await;
     assert_eq!(chunks.len(), 3);
-    assert_eq!(chunks[1].get_document("min").unwrap(), &doc! {"customerId": "c025"}, "median of c000..c049");
-    assert_eq!(chunks[2].get_document("min").unwrap(), &doc! {"customerId": "c050"});
+    assert_eq!(
+        chunks[1].get_document("min").unwrap(),
+        &doc! {"customerId": "c025"},
+        "median of c000..c049"
+    );
+    assert_eq!(
+        chunks[2].get_document("min").unwrap(),
+        &doc! {"customerId": "c050"}
+    );
     let version = admin(&client, doc! {"getShardVersion": "app.orders"}).await;
-    assert_eq!(version.get_timestamp("version").unwrap(), bson::Timestamp { time: 1, increment: 4 });
+    assert_eq!(
+        version.get_timestamp("version").unwrap(),
+        bson::Timestamp {
+            time: 1,
+            increment: 4
+        }
+    );
 
     // mergeChunks needs exact chunk bounds.
     assert_eq!(
@@ -66,29 +157,75 @@ async fn shard_split_merge_and_bad_input() {
     );
     admin(&client, doc! {"mergeChunks": "app.orders", "bounds": [{"customerId": Bson::MinKey}, {"customerId": Bson::MaxKey}]}).await;
     assert_eq!(chunks_of(&client, "app.orders").await.len(), 1);
-    assert_eq!(orders.count_documents(doc! {}).await.unwrap(), 100, "no document lost");
+    assert_eq!(
+        orders.count_documents(doc! {}).await.unwrap(),
+        100,
+        "no document lost"
+    );
 
     // A non-empty collection needs a supporting index first.
     let items = client.database("app").collection::<Document>("items");
-    items.insert_many((0..10).map(|i| doc! {"sku": i})).await.unwrap();
-    assert_eq!(admin_error(&client, doc! {"shardCollection": "app.items", "key": {"sku": 1}}).await, 72);
-    items.create_index(mongodb::IndexModel::builder().keys(doc! {"sku": 1}).build()).await.unwrap();
-    admin(&client, doc! {"shardCollection": "app.items", "key": {"sku": 1}}).await;
+    items
+        .insert_many((0..10).map(|i| doc! {"sku": i}))
+        .await
+        .unwrap();
+    assert_eq!(
+        admin_error(
+            &client,
+            doc! {"shardCollection": "app.items", "key": {"sku": 1}}
+        )
+        .await,
+        72
+    );
+    items
+        .create_index(mongodb::IndexModel::builder().keys(doc! {"sku": 1}).build())
+        .await
+        .unwrap();
+    admin(
+        &client,
+        doc! {"shardCollection": "app.items", "key": {"sku": 1}},
+    )
+    .await;
 
     // Hashed: initial chunks spread over every shard.
-    admin(&client, doc! {"shardCollection": "app.events", "key": {"_id": "hashed"}, "numInitialChunks": 6}).await;
+    admin(
+        &client,
+        doc! {"shardCollection": "app.events", "key": {"_id": "hashed"}, "numInitialChunks": 6},
+    )
+    .await;
     let chunks = chunks_of(&client, "app.events").await;
     assert_eq!(chunks.len(), 6);
     for shard in ["shard0000", "shard0001", "shard0002"] {
-        assert_eq!(chunks.iter().filter(|c| shard_of(c) == shard).count(), 2, "{shard}");
+        assert_eq!(
+            chunks.iter().filter(|c| shard_of(c) == shard).count(),
+            2,
+            "{shard}"
+        );
     }
-    assert_eq!(admin_error(&client, doc! {"shardCollection": "app.u", "key": {"a": "hashed"}, "unique": true}).await, 72);
+    assert_eq!(
+        admin_error(
+            &client,
+            doc! {"shardCollection": "app.u", "key": {"a": "hashed"}, "unique": true}
+        )
+        .await,
+        72
+    );
     // Across shards, reads are refused clearly rather than answered wrongly.
-    let err = client.database("app").collection::<Document>("events").find_one(doc! {}).await.unwrap_err();
+    let err = client
+        .database("app")
+        .collection::<Document>("events")
+        .find_one(doc! {})
+        .await
+        .unwrap_err();
     assert_eq!(support::error_code(&err), 238);
 
     // Dropping a sharded collection forgets its metadata.
-    client.database("app").collection::<Document>("events").drop().await.unwrap();
+    client
+        .database("app")
+        .collection::<Document>("events")
+        .drop()
+        .await
+        .unwrap();
     assert!(chunks_of(&client, "app.events").await.is_empty());
 }
 
@@ -96,9 +233,16 @@ async fn shard_split_merge_and_bad_input() {
 async fn zones_balancer_settings_and_remove_shard() {
     let cluster = TestCluster::start(3).await;
     let client = cluster.client().await;
-    admin(&client, doc! {"enableSharding": "geo", "primaryShard": "shard0002"}).await;
+    admin(
+        &client,
+        doc! {"enableSharding": "geo", "primaryShard": "shard0002"},
+    )
+    .await;
 
-    assert_eq!(admin_error(&client, doc! {"addShardToZone": "nope", "zone": "EU"}).await, 70);
+    assert_eq!(
+        admin_error(&client, doc! {"addShardToZone": "nope", "zone": "EU"}).await,
+        70
+    );
     admin(&client, doc! {"addShardToZone": "shard0000", "zone": "EU"}).await;
     admin(&client, doc! {"addShardToZone": "shard0001", "zone": "US"}).await;
     let eu = doc! {"updateZoneKeyRange": "geo.users", "min": {"country": "DE"}, "max": {"country": "DF"}, "zone": "EU"};
@@ -116,13 +260,29 @@ async fn zones_balancer_settings_and_remove_shard() {
     );
     admin(&client, doc! {"addTagRange": "geo.users", "min": {"country": "US"}, "max": {"country": "UT"}, "tag": "US"}).await;
     // The last shard of a zone with ranges cannot leave it.
-    assert_eq!(admin_error(&client, doc! {"removeShardFromZone": "shard0000", "zone": "EU"}).await, 163);
+    assert_eq!(
+        admin_error(
+            &client,
+            doc! {"removeShardFromZone": "shard0000", "zone": "EU"}
+        )
+        .await,
+        163
+    );
 
-    admin(&client, doc! {"shardCollection": "geo.users", "key": {"country": 1}}).await;
+    admin(
+        &client,
+        doc! {"shardCollection": "geo.users", "key": {"country": 1}},
+    )
+    .await;
     let chunks = chunks_of(&client, "geo.users").await;
     let layout: Vec<(Document, String)> = chunks
         .iter()
-        .map(|c| (c.get_document("min").unwrap().clone(), shard_of(c).to_owned()))
+        .map(|c| {
+            (
+                c.get_document("min").unwrap().clone(),
+                shard_of(c).to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         layout,
@@ -139,17 +299,34 @@ async fn zones_balancer_settings_and_remove_shard() {
     assert_eq!(tags[1].get_str("tag").unwrap(), "US");
     // zone: null removes a range.
     admin(&client, doc! {"updateZoneKeyRange": "geo.users", "min": {"country": "US"}, "max": {"country": "UT"}, "zone": Bson::Null}).await;
-    assert_eq!(config_docs(&client, "tags", doc! {"ns": "geo.users"}, doc! {}).await.len(), 1);
+    assert_eq!(
+        config_docs(&client, "tags", doc! {"ns": "geo.users"}, doc! {})
+            .await
+            .len(),
+        1
+    );
     let shards = config_docs(&client, "shards", doc! {"tags": "EU"}, doc! {}).await;
     assert_eq!(shards.len(), 1);
 
     // Balancer state and config.settings writes (what mongosh's helpers do).
     admin(&client, doc! {"balancerStop": 1}).await;
-    assert_eq!(admin(&client, doc! {"balancerStatus": 1}).await.get_str("mode").unwrap(), "off");
+    assert_eq!(
+        admin(&client, doc! {"balancerStatus": 1})
+            .await
+            .get_str("mode")
+            .unwrap(),
+        "off"
+    );
     let settings = config_docs(&client, "settings", doc! {"_id": "balancer"}, doc! {}).await;
     assert!(settings[0].get_bool("stopped").unwrap());
     admin(&client, doc! {"balancerStart": 1}).await;
-    assert_eq!(admin(&client, doc! {"balancerStatus": 1}).await.get_str("mode").unwrap(), "full");
+    assert_eq!(
+        admin(&client, doc! {"balancerStatus": 1})
+            .await
+            .get_str("mode")
+            .unwrap(),
+        "full"
+    );
     let config_settings = client.database("config").collection::<Document>("settings");
     config_settings
         .update_one(doc! {"_id": "chunksize"}, doc! {"$set": {"value": 1}})
@@ -158,8 +335,17 @@ async fn zones_balancer_settings_and_remove_shard() {
         .unwrap();
     let chunksize = config_docs(&client, "settings", doc! {"_id": "chunksize"}, doc! {}).await;
     assert_eq!(chunksize[0].get_i32("value").unwrap(), 1);
-    let err = client.database("config").collection::<Document>("chunks").delete_many(doc! {}).await.unwrap_err();
-    assert_eq!(support::error_code(&err), 20, "the view refuses raw metadata writes");
+    let err = client
+        .database("config")
+        .collection::<Document>("chunks")
+        .delete_many(doc! {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        support::error_code(&err),
+        20,
+        "the view refuses raw metadata writes"
+    );
     // Aggregations mongosh runs over the view.
     use futures::TryStreamExt;
     let per_shard: Vec<Document> = client
@@ -190,17 +376,30 @@ async fn zones_balancer_settings_and_remove_shard() {
     assert_eq!(r.get_str("state").unwrap(), "started");
     let r = admin(&client, doc! {"removeShard": "shard0001"}).await;
     assert_eq!(r.get_str("state").unwrap(), "ongoing");
-    assert_eq!(r.get_document("remaining").unwrap().get_i64("chunks").unwrap(), 1);
+    assert_eq!(
+        r.get_document("remaining")
+            .unwrap()
+            .get_i64("chunks")
+            .unwrap(),
+        1
+    );
     let draining = config_docs(&client, "shards", doc! {"_id": "shard0001"}, doc! {}).await;
     assert!(draining[0].get_bool("draining").unwrap());
     // An empty shard is removed at once.
     let dir = tempfile::tempdir().unwrap();
     let extra = support::start_shards(dir.path(), 1, false).await;
-    let added = admin(&client, doc! {"addShard": extra[0].address(), "name": "spare"}).await;
+    let added = admin(
+        &client,
+        doc! {"addShard": extra[0].address(), "name": "spare"},
+    )
+    .await;
     assert_eq!(added.get_str("shardAdded").unwrap(), "spare");
     let r = admin(&client, doc! {"removeShard": "spare"}).await;
     assert_eq!(r.get_str("state").unwrap(), "completed");
-    assert_eq!(admin_error(&client, doc! {"removeShard": "spare"}).await, 70);
+    assert_eq!(
+        admin_error(&client, doc! {"removeShard": "spare"}).await,
+        70
+    );
     let version = config_docs(&client, "version", doc! {}, doc! {}).await;
     assert!(version[0].get_object_id("clusterId").is_ok());
     let mongos = config_docs(&client, "mongos", doc! {}, doc! {}).await;

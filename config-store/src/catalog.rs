@@ -134,7 +134,11 @@ impl Catalog {
                 .into_iter()
                 .find(|(s, _)| s.id == id)
             else {
-                return Err(StoreError::rejected(70, "ShardNotFound", format!("shard {id} not found")));
+                return Err(StoreError::rejected(
+                    70,
+                    "ShardNotFound",
+                    format!("shard {id} not found"),
+                ));
             };
             shard.draining = draining;
             if self.put_shard_if(&shard, rev).await? {
@@ -147,8 +151,13 @@ impl Catalog {
     /// since `read`; false on a conflict.
     pub(crate) async fn put_shard_if(&self, shard: &ShardType, read: u64) -> Result<bool> {
         let key = format!("{SHARDS}{}", shard.id);
-        let txn = Txn::default().unchanged(&key, read).put(&key, encode(shard)?);
-        Ok(matches!(self.store.txn(txn).await?, TxnOutcome::Committed(_)))
+        let txn = Txn::default()
+            .unchanged(&key, read)
+            .put(&key, encode(shard)?);
+        Ok(matches!(
+            self.store.txn(txn).await?,
+            TxnOutcome::Committed(_)
+        ))
     }
 
     /// Every shard with the revision of its entry.

@@ -183,8 +183,11 @@ impl EmbeddedStore {
             for op in &txn.ops {
                 match op {
                     Op::Put { key, value, lease } => {
-                        kv.insert(key.as_str(), (revision, lease.unwrap_or(0), value.as_slice()))
-                            .map_err(unavailable)?;
+                        kv.insert(
+                            key.as_str(),
+                            (revision, lease.unwrap_or(0), value.as_slice()),
+                        )
+                        .map_err(unavailable)?;
                         events.push(WatchEvent {
                             revision,
                             key: key.clone(),
@@ -222,7 +225,9 @@ impl EmbeddedStore {
     }
 
     fn attach_leases(&self, txn: &Txn) {
-        let Ok(mut leases) = self.inner.leases.lock() else { return };
+        let Ok(mut leases) = self.inner.leases.lock() else {
+            return;
+        };
         for op in &txn.ops {
             match op {
                 Op::Put { key, lease, .. } => {
@@ -296,9 +301,7 @@ impl EmbeddedStore {
             if keys.is_empty() {
                 continue;
             }
-            let txn = keys
-                .into_iter()
-                .fold(Txn::default(), |t, k| t.delete(k));
+            let txn = keys.into_iter().fold(Txn::default(), |t, k| t.delete(k));
             self.txn_sync(txn)?;
         }
         Ok(())
@@ -447,25 +450,40 @@ mod tests {
         }
         let s = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(s.get("k").await.unwrap().unwrap().value, b"v");
-        assert_eq!(s.get("routers/me").await.unwrap(), None, "leased keys die with the process");
+        assert_eq!(
+            s.get("routers/me").await.unwrap(),
+            None,
+            "leased keys die with the process"
+        );
     }
 
     #[tokio::test]
     async fn watch_replays_then_follows() {
         let dir = tempfile::tempdir().unwrap();
         let s = EmbeddedStore::open(dir.path()).unwrap();
-        s.txn(Txn::default().put("chunks/a", b"1".to_vec())).await.unwrap();
-        s.txn(Txn::default().put("other/x", b"1".to_vec())).await.unwrap();
+        s.txn(Txn::default().put("chunks/a", b"1".to_vec()))
+            .await
+            .unwrap();
+        s.txn(Txn::default().put("other/x", b"1".to_vec()))
+            .await
+            .unwrap();
         let mut w = s.watch("chunks/", 0).await.unwrap();
         let first = w.recv().await.unwrap();
         assert_eq!((first.revision, first.key.as_str()), (1, "chunks/a"));
-        s.txn(Txn::default().delete("chunks/a").put("chunks/b", b"2".to_vec()))
-            .await
-            .unwrap();
+        s.txn(
+            Txn::default()
+                .delete("chunks/a")
+                .put("chunks/b", b"2".to_vec()),
+        )
+        .await
+        .unwrap();
         let del = w.recv().await.unwrap();
         assert_eq!((del.revision, del.value.clone()), (3, None));
         let put = w.recv().await.unwrap();
-        assert_eq!((put.key.as_str(), put.value), ("chunks/b", Some(b"2".to_vec())));
+        assert_eq!(
+            (put.key.as_str(), put.value),
+            ("chunks/b", Some(b"2".to_vec()))
+        );
     }
 
     #[tokio::test]

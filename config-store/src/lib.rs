@@ -2,24 +2,26 @@
 //!
 //! # Layout
 //! - [`store`]: the [`ConfigStore`] trait: versioned reads, multi-key
-//!   compare-and-swap transactions. Every implementation keeps one
-//!   store-wide revision that each committed transaction advances.
+//!   compare-and-swap transactions, watches from a revision, leases.
 //! - [`embedded`]: the default implementation, one crash-safe `redb` file
 //!   owned by one process.
-//! - [`model`]: the metadata documents (`ShardType`, `DatabaseType`), shaped
-//!   as the `config` database documents of a real cluster.
-//! - [`catalog`]: typed reads and writes of the model over any store.
+//! - [`etcd`]: the replicated implementation over an etcd cluster (and, with
+//!   the `test-harness` feature, a local etcd cluster for tests).
+//! - [`model`]: the metadata documents (shards, databases, collections,
+//!   chunks, zone ranges, settings, routers, locks, migrations, changelog),
+//!   shaped as the `config` database of a real cluster, and their store keys.
+//! - [`catalog`]: typed reads and writes of the model over any store; chunk
+//!   changes keep the chunks of a collection tiling the key space.
+//! - [`shard_key`]: shard-key patterns, the order-preserving key encoding
+//!   and MongoDB's hashed-index hash.
+//! - [`chunk_map`]: [`chunk_map::ChunkMap`], chunk lookup by encoded key.
 //! - [`open`]: turning a `--config-store` URL into a store.
-//!
-//! Collections, chunks, zones, leases, watches and the etcd implementation
-//! arrive with the cluster-metadata issue; keys are namespaced
-//! (`shards/…`, `databases/…`) so they slot in beside these.
 
 pub mod catalog;
 pub mod chunk_map;
 pub mod embedded;
-pub mod etcd;
 pub mod error;
+pub mod etcd;
 pub mod model;
 pub mod open;
 pub mod shard_key;

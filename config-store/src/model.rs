@@ -9,9 +9,7 @@ mod shard;
 
 pub use collection::{ChunkHistory, ChunkType, CollectionType, OrphanRange, TagType};
 pub use database::{DatabaseType, DatabaseVersion};
-pub use misc::{
-    ChangelogEntry, LockType, MigrationState, MigrationType, MongosType, VersionType,
-};
+pub use misc::{ChangelogEntry, LockType, MigrationState, MigrationType, MongosType, VersionType};
 pub use shard::ShardType;
 
 /// Store key prefixes, one per metadata kind.

@@ -14,7 +14,11 @@ use crate::state::RouterState;
 /// Follows every change in the store from `revision` on, refreshing the
 /// placement and routing caches; on a broken watch it reloads everything
 /// and watches again. Serving continues from the caches meanwhile.
-pub(crate) async fn follow_store(state: Arc<RouterState>, mut revision: u64, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn follow_store(
+    state: Arc<RouterState>,
+    mut revision: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let store = state.catalog.store().clone();
     loop {
         let mut events = match store.watch("", revision).await {
@@ -48,7 +52,11 @@ pub(crate) async fn follow_store(state: Arc<RouterState>, mut revision: u64, mut
                 if ev.key.starts_with(keys::SHARDS) {
                     shards_changed = true;
                 } else if let Some(name) = ev.key.strip_prefix(keys::DATABASES) {
-                    match ev.value.as_deref().map(bson::deserialize_from_slice::<DatabaseType>) {
+                    match ev
+                        .value
+                        .as_deref()
+                        .map(bson::deserialize_from_slice::<DatabaseType>)
+                    {
                         Some(Ok(db)) => state.placement.remember(db),
                         Some(Err(_)) => {}
                         None => state.placement.forget(name),

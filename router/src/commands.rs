@@ -67,14 +67,11 @@ pub(crate) async fn dispatch(
         Ok(reply) => (reply, false),
         Err(e) => {
             tracing::debug!(error = %e, blame = ?e.blame(), "command failed");
-            let malformed = e.code().0 == INVALID_BSON;
+            let malformed = matches!(e, RouterError::Wire(_));
             (Reply::Body(e.to_reply()), malformed)
         }
     }
 }
-
-/// The code of a command body that does not parse as BSON.
-pub(crate) const INVALID_BSON: i32 = 22;
 
 async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Result<Reply> {
     let info = CommandInfo::parse(msg)?;
@@ -124,7 +121,9 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
         "balancerStart" => cluster::set_balancer(state, &req, true).await.and_then(ok),
         "balancerStop" => cluster::set_balancer(state, &req, false).await.and_then(ok),
         "balancerStatus" => cluster::balancer_status(state, &req).await.and_then(ok),
-        "flushRouterConfig" | "flushrouterconfig" => cluster::flush_router_config(state).await.and_then(ok),
+        "flushRouterConfig" | "flushrouterconfig" => {
+            cluster::flush_router_config(state).await.and_then(ok)
+        }
         "getShardVersion" | "getshardversion" => {
             cluster::get_shard_version(state, &req).await.and_then(ok)
         }

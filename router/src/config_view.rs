@@ -64,7 +64,9 @@ fn doc_arg(body: &RawDocument, field: &str) -> Result<Option<Document>> {
                 .map(Some)
                 .map_err(|e| RouterError::bad_value(format!("'{field}': {e}"))),
             None if matches!(v, bson::RawBsonRef::Null) => Ok(None),
-            None => Err(RouterError::bad_value(format!("'{field}' must be a document"))),
+            None => Err(RouterError::bad_value(format!(
+                "'{field}' must be a document"
+            ))),
         },
         _ => Ok(None),
     }
@@ -106,7 +108,12 @@ pub(crate) async fn documents(state: &RouterState, coll: &str) -> Result<Vec<Doc
         "chunks" => {
             let mut all = Vec::new();
             for coll in c.collections().await? {
-                all.extend(c.chunks(&coll.ns).await?.into_iter().map(|(chunk, _)| chunk));
+                all.extend(
+                    c.chunks(&coll.ns)
+                        .await?
+                        .into_iter()
+                        .map(|(chunk, _)| chunk),
+                );
             }
             to_docs(all)
         }
@@ -143,8 +150,15 @@ async fn find(state: &RouterState, req: &Request<'_>) -> Result<Document> {
     let projection = doc_arg(req.body, "projection")?;
     let skip = int_arg(req.body, "skip").max(0) as u64;
     let limit = int_arg(req.body, "limit");
-    let out = query::find(docs, &filter, sort.as_ref(), projection.as_ref(), skip, limit)
-        .map_err(query_error)?;
+    let out = query::find(
+        docs,
+        &filter,
+        sort.as_ref(),
+        projection.as_ref(),
+        skip,
+        limit,
+    )
+    .map_err(query_error)?;
     cursor_reply(format!("config.{coll}"), out)
 }
 

@@ -94,7 +94,10 @@ impl RouterError {
     /// A shard's `{ok: 0}` reply as an error that keeps its code.
     pub fn from_shard_reply(shard: &str, body: &bson::RawDocument) -> RouterError {
         let code = body.get_i32("code").unwrap_or(1);
-        let code_name = body.get_str("codeName").unwrap_or("UnknownError").to_owned();
+        let code_name = body
+            .get_str("codeName")
+            .unwrap_or("UnknownError")
+            .to_owned();
         let message = body.get_str("errmsg").unwrap_or("unknown error");
         RouterError::command(code, code_name, format!("shard {shard}: {message}"))
     }

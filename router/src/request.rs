@@ -57,11 +57,9 @@ impl<'a> CommandInfo<'a> {
 }
 
 fn invalid_bson(e: bson::error::Error) -> RouterError {
-    RouterError::command(
-        crate::commands::INVALID_BSON,
-        "InvalidBSON",
-        format!("invalid command body: {e}"),
-    )
+    RouterError::Wire(shardgate_wire::WireError::BadDocument(format!(
+        "invalid command body: {e}"
+    )))
 }
 
 #[cfg(test)]

@@ -103,7 +103,9 @@ impl RoutingTable {
 
     /// Installs `routing` unless the held one is newer.
     fn install(&self, routing: CollectionRouting, ns: &str) {
-        let Ok(mut m) = self.collections.write() else { return };
+        let Ok(mut m) = self.collections.write() else {
+            return;
+        };
         if let Some(held) = m.get(ns) {
             let same_epoch = held.collection.epoch == routing.collection.epoch;
             let older = if same_epoch {

@@ -53,7 +53,11 @@ pub async fn run(
     });
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");
     let background = [
-        tokio::spawn(crate::background::follow_store(state.clone(), revision, shutdown.clone())),
+        tokio::spawn(crate::background::follow_store(
+            state.clone(),
+            revision,
+            shutdown.clone(),
+        )),
         tokio::spawn(crate::background::register(state.clone(), shutdown.clone())),
     ];
     let mut tasks = JoinSet::new();

@@ -51,7 +51,10 @@ impl RouterHandle {
     }
 
     /// Starts a router over any config store.
-    pub async fn start_with_store(store: Arc<dyn ConfigStore>, config: RouterConfig) -> RouterHandle {
+    pub async fn start_with_store(
+        store: Arc<dyn ConfigStore>,
+        config: RouterConfig,
+    ) -> RouterHandle {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = watch::channel(false);
@@ -295,7 +298,12 @@ pub async fn admin(client: &mongodb::Client, cmd: Document) -> Document {
 }
 
 /// Reads a config view collection through the router, sorted as given.
-pub async fn config_docs(client: &mongodb::Client, coll: &str, filter: Document, sort: Document) -> Vec<Document> {
+pub async fn config_docs(
+    client: &mongodb::Client,
+    coll: &str,
+    filter: Document,
+    sort: Document,
+) -> Vec<Document> {
     use futures::TryStreamExt;
     client
         .database("config")

@@ -62,10 +62,9 @@ impl Catalog {
 
     /// Whether the balancer is stopped (`balancer` setting).
     pub async fn balancer_stopped(&self) -> Result<bool> {
-        Ok(self
-            .setting("balancer")
-            .await?
-            .is_some_and(|d| d.get_bool("stopped").unwrap_or(false) || d.get_str("mode").ok() == Some("off")))
+        Ok(self.setting("balancer").await?.is_some_and(|d| {
+            d.get_bool("stopped").unwrap_or(false) || d.get_str("mode").ok() == Some("off")
+        }))
     }
 
     /// The cluster id, created on first use.
@@ -90,7 +89,11 @@ impl Catalog {
     /// Registers (or refreshes) a live router under its lease.
     pub async fn register_router(&self, router: &MongosType, lease: LeaseId) -> Result<()> {
         self.store()
-            .txn(Txn::default().put_leased(format!("{MONGOS}{}", router.id), encode(router)?, lease))
+            .txn(Txn::default().put_leased(
+                format!("{MONGOS}{}", router.id),
+                encode(router)?,
+                lease,
+            ))
             .await?;
         Ok(())
     }
@@ -112,7 +115,9 @@ impl Catalog {
             entry.time.timestamp_millis(),
             ObjectId::new().to_hex()
         );
-        self.store().txn(Txn::default().put(key, encode(entry)?)).await?;
+        self.store()
+            .txn(Txn::default().put(key, encode(entry)?))
+            .await?;
         Ok(())
     }
 

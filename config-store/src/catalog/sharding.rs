@@ -41,8 +41,15 @@ pub struct ChunkChange {
 }
 
 /// The store key of a chunk (or zone range) starting at `min`.
-pub(crate) fn range_key(prefix: &str, ns: &str, pattern: &ShardKeyPattern, min: &Document) -> Result<String> {
-    let encoded = pattern.encode_bound(min).map_err(|e| StoreError::Invariant(e.to_string()))?;
+pub(crate) fn range_key(
+    prefix: &str,
+    ns: &str,
+    pattern: &ShardKeyPattern,
+    min: &Document,
+) -> Result<String> {
+    let encoded = pattern
+        .encode_bound(min)
+        .map_err(|e| StoreError::Invariant(e.to_string()))?;
     Ok(format!("{prefix}{ns}/{}", hex(&encoded.0)))
 }
 
@@ -70,7 +77,11 @@ pub(crate) fn check_tiling(
     let mut expected = enc(lo)?;
     for (min, max, chunk) in &ranges {
         if *min != expected {
-            let what = if *min > expected { "a gap" } else { "an overlap" };
+            let what = if *min > expected {
+                "a gap"
+            } else {
+                "an overlap"
+            };
             return Err(StoreError::Invariant(format!(
                 "chunks would leave {what} at {} (chunk [{}, {}))",
                 chunk.min, chunk.min, chunk.max
@@ -133,17 +144,29 @@ impl Catalog {
         coll: &CollectionType,
         chunks: &[ChunkType],
     ) -> Result<bool> {
-        let pattern = ShardKeyPattern::parse(&coll.key).map_err(|e| StoreError::Invariant(e.to_string()))?;
-        check_tiling(&pattern, chunks, &pattern.global_min(), &pattern.global_max())?;
+        let pattern =
+            ShardKeyPattern::parse(&coll.key).map_err(|e| StoreError::Invariant(e.to_string()))?;
+        check_tiling(
+            &pattern,
+            chunks,
+            &pattern.global_min(),
+            &pattern.global_max(),
+        )?;
         let version = chunks
             .iter()
-            .map(|c| CollectionVersion { major: c.major(), minor: c.minor() })
+            .map(|c| CollectionVersion {
+                major: c.major(),
+                minor: c.minor(),
+            })
             .max()
             .unwrap_or(CollectionVersion { major: 1, minor: 0 });
         let coll_key = format!("{COLLECTIONS}{}", coll.ns);
         let mut chunk_puts = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            chunk_puts.push((range_key(CHUNKS, &coll.ns, &pattern, &chunk.min)?, encode(chunk)?));
+            chunk_puts.push((
+                range_key(CHUNKS, &coll.ns, &pattern, &chunk.min)?,
+                encode(chunk)?,
+            ));
         }
         // Stores bound the size of one transaction (etcd: 128 operations), so
         // many initial chunks are written first; they are invisible until
@@ -166,7 +189,10 @@ impl Catalog {
                 txn = txn.put(k, v);
             }
         }
-        Ok(matches!(self.store().txn(txn).await?, TxnOutcome::Committed(_)))
+        Ok(matches!(
+            self.store().txn(txn).await?,
+            TxnOutcome::Committed(_)
+        ))
     }
 
     /// Applies a chunk change if the collection version and every removed
@@ -179,7 +205,8 @@ impl Catalog {
         read_version: (CollectionVersion, u64),
         change: &ChunkChange,
     ) -> Result<bool> {
-        let pattern = ShardKeyPattern::parse(&coll.key).map_err(|e| StoreError::Invariant(e.to_string()))?;
+        let pattern =
+            ShardKeyPattern::parse(&coll.key).map_err(|e| StoreError::Invariant(e.to_string()))?;
         let removed: Vec<ChunkType> = change.removed.iter().map(|(c, _)| c.clone()).collect();
         let (lo, hi) = span(&pattern, &removed)?;
         check_tiling(&pattern, &removed, &lo, &hi)?;
@@ -187,7 +214,10 @@ impl Catalog {
         let new_version = change
             .added
             .iter()
-            .map(|c| CollectionVersion { major: c.major(), minor: c.minor() })
+            .map(|c| CollectionVersion {
+                major: c.major(),
+                minor: c.minor(),
+            })
             .max()
             .unwrap_or(read_version.0)
             .max(read_version.0);
@@ -197,7 +227,10 @@ impl Catalog {
             .put(&vkey, encode(&new_version)?);
         let mut added = Vec::with_capacity(change.added.len());
         for chunk in &change.added {
-            added.push((range_key(CHUNKS, &coll.ns, &pattern, &chunk.min)?, encode(chunk)?));
+            added.push((
+                range_key(CHUNKS, &coll.ns, &pattern, &chunk.min)?,
+                encode(chunk)?,
+            ));
         }
         for (chunk, rev) in &change.removed {
             let key = range_key(CHUNKS, &coll.ns, &pattern, &chunk.min)?;
@@ -210,7 +243,10 @@ impl Catalog {
         for (key, value) in added {
             txn = txn.put(key, value);
         }
-        Ok(matches!(self.store().txn(txn).await?, TxnOutcome::Committed(_)))
+        Ok(matches!(
+            self.store().txn(txn).await?,
+            TxnOutcome::Committed(_)
+        ))
     }
 
     /// Forgets a dropped sharded collection: its entry and version first
@@ -230,7 +266,9 @@ impl Catalog {
                 .map(|(k, _)| k)
                 .collect();
             for batch in keys.chunks(TXN_BATCH) {
-                let txn = batch.iter().fold(Txn::default(), |t, k| t.delete(k.clone()));
+                let txn = batch
+                    .iter()
+                    .fold(Txn::default(), |t, k| t.delete(k.clone()));
                 self.store().txn(txn).await?;
             }
         }
@@ -240,14 +278,20 @@ impl Catalog {
     /// Updates fields of a collection entry (noBalance, chunk size).
     pub async fn update_collection(&self, coll: &CollectionType) -> Result<()> {
         let key = format!("{COLLECTIONS}{}", coll.ns);
-        self.store().txn(Txn::default().put(key, encode(coll)?)).await?;
+        self.store()
+            .txn(Txn::default().put(key, encode(coll)?))
+            .await?;
         Ok(())
     }
 }
 
 /// The lowest min and highest max of `chunks`.
 fn span(pattern: &ShardKeyPattern, chunks: &[ChunkType]) -> Result<(Document, Document)> {
-    let enc = |d: &Document| pattern.encode_bound(d).map_err(|e| StoreError::Invariant(e.to_string()));
+    let enc = |d: &Document| {
+        pattern
+            .encode_bound(d)
+            .map_err(|e| StoreError::Invariant(e.to_string()))
+    };
     let mut lo: Option<(crate::shard_key::KeyBytes, &Document)> = None;
     let mut hi: Option<(crate::shard_key::KeyBytes, &Document)> = None;
     for c in chunks {
@@ -261,7 +305,9 @@ fn span(pattern: &ShardKeyPattern, chunks: &[ChunkType]) -> Result<(Document, Do
     }
     match (lo, hi) {
         (Some((_, l)), Some((_, h))) => Ok((l.clone(), h.clone())),
-        _ => Err(StoreError::Invariant("a chunk change must replace at least one chunk".into())),
+        _ => Err(StoreError::Invariant(
+            "a chunk change must replace at least one chunk".into(),
+        )),
     }
 }
 
@@ -281,10 +327,16 @@ pub fn new_chunk(
         min,
         max,
         shard: shard.to_owned(),
-        lastmod: Timestamp { time: version.major, increment: version.minor },
+        lastmod: Timestamp {
+            time: version.major,
+            increment: version.minor,
+        },
         epoch: coll.epoch,
         on_current_shard_since: now,
-        history: vec![ChunkHistory { valid_after: now, shard: shard.to_owned() }],
+        history: vec![ChunkHistory {
+            valid_after: now,
+            shard: shard.to_owned(),
+        }],
         jumbo: false,
     }
 }

@@ -78,9 +78,9 @@ impl Catalog {
         zone: Option<&str>,
     ) -> Result<()> {
         let enc = |d: &Document| {
-            pattern
-                .encode_bound(d)
-                .map_err(|e| StoreError::rejected(2, "BadValue", format!("invalid zone bound {d}: {e}")))
+            pattern.encode_bound(d).map_err(|e| {
+                StoreError::rejected(2, "BadValue", format!("invalid zone bound {d}: {e}"))
+            })
         };
         let (lo, hi) = (enc(min)?, enc(max)?);
         if lo >= hi {
@@ -103,11 +103,18 @@ impl Catalog {
             }
             return Ok(());
         };
-        if !self.shards().await?.iter().any(|s| s.tags.iter().any(|t| t == zone)) {
+        if !self
+            .shards()
+            .await?
+            .iter()
+            .any(|s| s.tags.iter().any(|t| t == zone))
+        {
             return Err(StoreError::rejected(
                 177,
                 "ZoneNotFound",
-                format!("zone {zone} does not exist: assign it to a shard with addShardToZone first"),
+                format!(
+                    "zone {zone} does not exist: assign it to a shard with addShardToZone first"
+                ),
             ));
         }
         let listing = self.store().scan(&format!("{TAGS}{ns}/")).await?;

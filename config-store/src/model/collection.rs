@@ -28,7 +28,11 @@ pub struct CollectionType {
     #[serde(rename = "noBalance", default)]
     pub no_balance: bool,
     /// Per-collection chunk size (`configureCollectionBalancing`), bytes.
-    #[serde(rename = "maxChunkSizeBytes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxChunkSizeBytes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_chunk_size_bytes: Option<i64>,
 }
 

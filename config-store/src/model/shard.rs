@@ -52,7 +52,6 @@ impl ShardType {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

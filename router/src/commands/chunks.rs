@@ -23,8 +23,20 @@ fn not_sharded(ns: &str) -> RouterError {
 }
 
 /// Reads the collection, its pattern, chunks and version for a chunk change.
-async fn load(state: &RouterState, ns: &str) -> Result<(CollectionType, ShardKeyPattern, Vec<(ChunkType, u64)>, (CollectionVersion, u64))> {
-    let coll = state.catalog.collection(ns).await?.ok_or_else(|| not_sharded(ns))?;
+async fn load(
+    state: &RouterState,
+    ns: &str,
+) -> Result<(
+    CollectionType,
+    ShardKeyPattern,
+    Vec<(ChunkType, u64)>,
+    (CollectionVersion, u64),
+)> {
+    let coll = state
+        .catalog
+        .collection(ns)
+        .await?
+        .ok_or_else(|| not_sharded(ns))?;
     let pattern = ShardKeyPattern::parse(&coll.key).map_err(key_error)?;
     let version = state.catalog.collection_version(ns).await?;
     let chunks = state.catalog.chunks(ns).await?;
@@ -57,16 +69,46 @@ pub(crate) async fn split(state: &Arc<RouterState>, req: &Request<'_>) -> Result
         }
         let now = now_ts();
         let v = version.0;
-        let left = CollectionVersion { major: v.major, minor: v.minor + 1 };
-        let right = CollectionVersion { major: v.major, minor: v.minor + 2 };
+        let left = CollectionVersion {
+            major: v.major,
+            minor: v.minor + 1,
+        };
+        let right = CollectionVersion {
+            major: v.major,
+            minor: v.minor + 2,
+        };
         let change = ChunkChange {
             removed: vec![(chunk.clone(), *rev)],
             added: vec![
-                carry(new_chunk(&coll, chunk.min.clone(), at.clone(), &chunk.shard, left, now), chunk),
-                carry(new_chunk(&coll, at.clone(), chunk.max.clone(), &chunk.shard, right, now), chunk),
+                carry(
+                    new_chunk(
+                        &coll,
+                        chunk.min.clone(),
+                        at.clone(),
+                        &chunk.shard,
+                        left,
+                        now,
+                    ),
+                    chunk,
+                ),
+                carry(
+                    new_chunk(
+                        &coll,
+                        at.clone(),
+                        chunk.max.clone(),
+                        &chunk.shard,
+                        right,
+                        now,
+                    ),
+                    chunk,
+                ),
             ],
         };
-        if state.catalog.apply_chunk_change(&coll, version, &change).await? {
+        if state
+            .catalog
+            .apply_chunk_change(&coll, version, &change)
+            .await?
+        {
             state.routing.refresh(&state.catalog, ns).await?;
             super::cluster::log_change(
                 state,
@@ -78,7 +120,11 @@ pub(crate) async fn split(state: &Arc<RouterState>, req: &Request<'_>) -> Result
             return Ok(Document::new());
         }
     }
-    Err(RouterError::command(117, "ConflictingOperationInProgress", format!("chunks of {ns} kept changing; retry the split")))
+    Err(RouterError::command(
+        117,
+        "ConflictingOperationInProgress",
+        format!("chunks of {ns} kept changing; retry the split"),
+    ))
 }
 
 /// A split piece keeps the parent's ownership history.
@@ -110,18 +156,25 @@ async fn split_target(
         let key = pattern.encode_bound(&middle).map_err(key_error)?;
         let index = containing(&key)?;
         if chunks[index].0.min == middle {
-            return Err(cannot_split(format!("cannot split at {middle}: it is already a chunk boundary")));
+            return Err(cannot_split(format!(
+                "cannot split at {middle}: it is already a chunk boundary"
+            )));
         }
         return Ok((index, middle));
     }
     let index = if req.body.get("find").ok().flatten().is_some() {
         let find = document_arg(req.body, "find")?;
-        let raw = bson::RawDocumentBuf::try_from(&find).map_err(|e| RouterError::bad_value(e.to_string()))?;
+        let raw = bson::RawDocumentBuf::try_from(&find)
+            .map_err(|e| RouterError::bad_value(e.to_string()))?;
         containing(&pattern.extract_key(&raw).map_err(key_error)?)?
     } else if let Ok(bounds) = req.body.get_array("bounds") {
         let bounds: Vec<Document> = bounds
             .into_iter()
-            .filter_map(|b| b.ok().and_then(|b| b.as_document()).and_then(|d| Document::try_from(d).ok()))
+            .filter_map(|b| {
+                b.ok()
+                    .and_then(|b| b.as_document())
+                    .and_then(|d| Document::try_from(d).ok())
+            })
             .collect();
         let [min, max] = bounds.as_slice() else {
             return Err(RouterError::bad_value("bounds must be [min, max]"));
@@ -131,7 +184,9 @@ async fn split_target(
             .position(|(c, _)| c.min == *min && c.max == *max)
             .ok_or_else(|| cannot_split(format!("no chunk has bounds [{min}, {max})")))?
     } else {
-        return Err(RouterError::bad_value("split needs one of 'middle', 'find' or 'bounds'"));
+        return Err(RouterError::bad_value(
+            "split needs one of 'middle', 'find' or 'bounds'",
+        ));
     };
     let point = median(state, req, pattern, &chunks[index].0).await?;
     Ok((index, point))
@@ -139,7 +194,12 @@ async fn split_target(
 
 /// The split point of a chunk: the middle of its hash range for a hashed
 /// key, else the median shard key of its documents on the owning shard.
-async fn median(state: &RouterState, req: &Request<'_>, pattern: &ShardKeyPattern, chunk: &ChunkType) -> Result<Document> {
+async fn median(
+    state: &RouterState,
+    req: &Request<'_>,
+    pattern: &ShardKeyPattern,
+    chunk: &ChunkType,
+) -> Result<Document> {
     let fields: Vec<(&str, KeyKind)> = pattern.fields().collect();
     if let Some((hfield, KeyKind::Hashed)) = fields.first() {
         let as_i64 = |d: &Document| match d.get(*hfield) {
@@ -150,7 +210,14 @@ async fn median(state: &RouterState, req: &Request<'_>, pattern: &ShardKeyPatter
         let mid = ((as_i64(&chunk.min) + as_i64(&chunk.max)) / 2) as i64;
         let mut point = Document::new();
         for (i, (f, _)) in fields.iter().enumerate() {
-            point.insert(*f, if i == 0 { Bson::Int64(mid) } else { Bson::MinKey });
+            point.insert(
+                *f,
+                if i == 0 {
+                    Bson::Int64(mid)
+                } else {
+                    Bson::MinKey
+                },
+            );
         }
         return Ok(point);
     }
@@ -162,8 +229,16 @@ async fn median(state: &RouterState, req: &Request<'_>, pattern: &ShardKeyPatter
     let (db, coll) = split_ns(req.body.get_str(req.name).unwrap_or(""))?;
     let shard = state.placement.shard(&chunk.shard)?;
     let filter = range_filter(&fields, &chunk.min, &chunk.max);
-    let count = run_on_shard(state, &shard, doc! {"count": coll, "query": filter.clone(), "$db": db}).await?;
-    let n = count.get("n").and_then(|v| v.as_i64().or(v.as_i32().map(i64::from))).unwrap_or(0);
+    let count = run_on_shard(
+        state,
+        &shard,
+        doc! {"count": coll, "query": filter.clone(), "$db": db},
+    )
+    .await?;
+    let n = count
+        .get("n")
+        .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)))
+        .unwrap_or(0);
     let mut sort = Document::new();
     let mut projection = doc! {"_id": 0};
     for (f, kind) in &fields {
@@ -181,8 +256,14 @@ async fn median(state: &RouterState, req: &Request<'_>, pattern: &ShardKeyPatter
         .and_then(|c| c.get_array("firstBatch"))
         .ok()
         .and_then(|b| b.first().and_then(Bson::as_document).cloned())
-        .ok_or_else(|| cannot_split(format!("chunk [{}, {}) has too few documents to split", chunk.min, chunk.max)))?;
-    let raw = bson::RawDocumentBuf::try_from(&doc).map_err(|e| RouterError::bad_value(e.to_string()))?;
+        .ok_or_else(|| {
+            cannot_split(format!(
+                "chunk [{}, {}) has too few documents to split",
+                chunk.min, chunk.max
+            ))
+        })?;
+    let raw =
+        bson::RawDocumentBuf::try_from(&doc).map_err(|e| RouterError::bad_value(e.to_string()))?;
     let point = pattern.key_document(&raw).map_err(key_error)?;
     if n < 2 || point == chunk.min {
         return Err(cannot_split(format!(
@@ -241,7 +322,11 @@ pub(crate) async fn merge_chunks(state: &Arc<RouterState>, req: &Request<'_>) ->
         .get_array("bounds")
         .map_err(|_| RouterError::bad_value("mergeChunks needs bounds: [min, max]"))?
         .into_iter()
-        .filter_map(|b| b.ok().and_then(|b| b.as_document()).and_then(|d| Document::try_from(d).ok()))
+        .filter_map(|b| {
+            b.ok()
+                .and_then(|b| b.as_document())
+                .and_then(|d| Document::try_from(d).ok())
+        })
         .collect();
     let [min, max] = bounds.as_slice() else {
         return Err(RouterError::bad_value("bounds must be [min, max]"));
@@ -249,7 +334,10 @@ pub(crate) async fn merge_chunks(state: &Arc<RouterState>, req: &Request<'_>) ->
     let illegal = |m: String| RouterError::command(20, "IllegalOperation", m);
     for _attempt in 0..5 {
         let (coll, pattern, chunks, version) = load(state, ns).await?;
-        let (lo, hi) = (pattern.encode_bound(min).map_err(key_error)?, pattern.encode_bound(max).map_err(key_error)?);
+        let (lo, hi) = (
+            pattern.encode_bound(min).map_err(key_error)?,
+            pattern.encode_bound(max).map_err(key_error)?,
+        );
         let inside: Vec<(ChunkType, u64)> = chunks
             .into_iter()
             .filter(|(c, _)| {
@@ -262,10 +350,14 @@ pub(crate) async fn merge_chunks(state: &Arc<RouterState>, req: &Request<'_>) ->
             return Err(illegal(format!("no chunks of {ns} in [{min}, {max})")));
         };
         if first.0.min != *min || last.0.max != *max {
-            return Err(illegal(format!("could not merge chunks: [{min}, {max}) does not start and end at chunk boundaries")));
+            return Err(illegal(format!(
+                "could not merge chunks: [{min}, {max}) does not start and end at chunk boundaries"
+            )));
         }
         if inside.len() < 2 {
-            return Err(illegal(format!("could not merge chunks: [{min}, {max}) is a single chunk already")));
+            return Err(illegal(format!(
+                "could not merge chunks: [{min}, {max}) is a single chunk already"
+            )));
         }
         let shard = first.0.shard.clone();
         if let Some((other, _)) = inside.iter().find(|(c, _)| c.shard != shard) {
@@ -275,14 +367,41 @@ pub(crate) async fn merge_chunks(state: &Arc<RouterState>, req: &Request<'_>) ->
             )));
         }
         let v = version.0;
-        let merged = new_chunk(&coll, min.clone(), max.clone(), &shard, CollectionVersion { major: v.major, minor: v.minor + 1 }, now_ts());
+        let merged = new_chunk(
+            &coll,
+            min.clone(),
+            max.clone(),
+            &shard,
+            CollectionVersion {
+                major: v.major,
+                minor: v.minor + 1,
+            },
+            now_ts(),
+        );
         let count = inside.len();
-        let change = ChunkChange { removed: inside, added: vec![merged] };
-        if state.catalog.apply_chunk_change(&coll, version, &change).await? {
+        let change = ChunkChange {
+            removed: inside,
+            added: vec![merged],
+        };
+        if state
+            .catalog
+            .apply_chunk_change(&coll, version, &change)
+            .await?
+        {
             state.routing.refresh(&state.catalog, ns).await?;
-            super::cluster::log_change(state, "merge", ns, doc! {"min": min, "max": max, "merged": count as i64, "shard": &shard}).await;
+            super::cluster::log_change(
+                state,
+                "merge",
+                ns,
+                doc! {"min": min, "max": max, "merged": count as i64, "shard": &shard},
+            )
+            .await;
             return Ok(Document::new());
         }
     }
-    Err(RouterError::command(117, "ConflictingOperationInProgress", format!("chunks of {ns} kept changing; retry the merge")))
+    Err(RouterError::command(
+        117,
+        "ConflictingOperationInProgress",
+        format!("chunks of {ns} kept changing; retry the merge"),
+    ))
 }

@@ -41,7 +41,9 @@ pub(crate) async fn remove_shard(state: &Arc<RouterState>, req: &Request<'_>) ->
         .iter()
         .find(|s| s.id == name)
         .cloned()
-        .ok_or_else(|| RouterError::command(70, "ShardNotFound", format!("shard {name} not found")))?;
+        .ok_or_else(|| {
+            RouterError::command(70, "ShardNotFound", format!("shard {name} not found"))
+        })?;
     if shards.len() == 1 {
         return Err(RouterError::command(
             20,
@@ -75,7 +77,9 @@ pub(crate) async fn remove_shard(state: &Arc<RouterState>, req: &Request<'_>) ->
         state.catalog.remove_shard(&shard.id).await?;
         state.placement.refresh_shards(&state.catalog).await?;
         log_change(state, "removeShard", "", doc! {"shard": &shard.id}).await;
-        return Ok(doc! {"msg": "removeshard completed successfully", "state": "completed", "shard": &shard.id});
+        return Ok(
+            doc! {"msg": "removeshard completed successfully", "state": "completed", "shard": &shard.id},
+        );
     }
     Ok(doc! {
         "msg": "draining ongoing",
@@ -88,7 +92,11 @@ pub(crate) async fn remove_shard(state: &Arc<RouterState>, req: &Request<'_>) ->
 }
 
 /// `balancerStart` / `balancerStop`: the balancer mode in `config.settings`.
-pub(crate) async fn set_balancer(state: &RouterState, req: &Request<'_>, start: bool) -> Result<Document> {
+pub(crate) async fn set_balancer(
+    state: &RouterState,
+    req: &Request<'_>,
+    start: bool,
+) -> Result<Document> {
     admin_only(req)?;
     let mut setting = state
         .catalog
@@ -127,10 +135,13 @@ pub(crate) async fn get_shard_version(state: &RouterState, req: &Request<'_>) ->
         .body
         .get_str(req.name)
         .map_err(|_| RouterError::bad_value("getShardVersion takes a namespace string"))?;
-    let routing = state
-        .routing
-        .get(ns)
-        .ok_or_else(|| RouterError::command(118, "NamespaceNotSharded", format!("Collection {ns} is not sharded.")))?;
+    let routing = state.routing.get(ns).ok_or_else(|| {
+        RouterError::command(
+            118,
+            "NamespaceNotSharded",
+            format!("Collection {ns} is not sharded."),
+        )
+    })?;
     let v = routing.version();
     Ok(doc! {
         "version": Bson::Timestamp(bson::Timestamp { time: v.major, increment: v.minor }),

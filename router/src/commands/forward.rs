@@ -35,8 +35,10 @@ pub(crate) async fn run_on_shard(
     if !super::reply_ok(reply.body()) {
         return Err(RouterError::from_shard_reply(&shard.id, reply.body()));
     }
-    bson::Document::from_reader(&reply.body[..])
-        .map_err(|e| RouterError::ShardProtocol { shard: shard.id.clone(), reason: e.to_string() })
+    bson::Document::from_reader(&reply.body[..]).map_err(|e| RouterError::ShardProtocol {
+        shard: shard.id.clone(),
+        reason: e.to_string(),
+    })
 }
 
 /// Sends `msg` to the primary shard of `db`, placing the database first when

@@ -47,12 +47,18 @@ pub(crate) fn now_ts() -> Timestamp {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as u32);
-    Timestamp { time: secs, increment: 1 }
+    Timestamp {
+        time: secs,
+        increment: 1,
+    }
 }
 
 /// `shardCollection`: validates the key, checks or builds the supporting
 /// index on the primary shard, creates the initial chunks and records them.
-pub(crate) async fn shard_collection(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
+pub(crate) async fn shard_collection(
+    state: &Arc<RouterState>,
+    req: &Request<'_>,
+) -> Result<Document> {
     admin_only(req)?;
     let ns = req
         .body
@@ -63,7 +69,11 @@ pub(crate) async fn shard_collection(state: &Arc<RouterState>, req: &Request<'_>
     let pattern = ShardKeyPattern::parse(&key).map_err(key_error)?;
     let unique = req.body.get_bool("unique").unwrap_or(false);
     if unique && pattern.hashed_field().is_some() {
-        return Err(RouterError::command(72, "InvalidOptions", "hashed shard keys cannot be declared unique"));
+        return Err(RouterError::command(
+            72,
+            "InvalidOptions",
+            "hashed shard keys cannot be declared unique",
+        ));
     }
     let num_initial = match req.body.get("numInitialChunks") {
         Ok(Some(v)) => Some(
@@ -72,7 +82,13 @@ pub(crate) async fn shard_collection(state: &Arc<RouterState>, req: &Request<'_>
                 .or(v.as_i64())
                 .or(v.as_f64().map(|f| f as i64))
                 .filter(|n| (1..=8192).contains(n))
-                .ok_or_else(|| RouterError::command(72, "InvalidOptions", "numInitialChunks must be between 1 and 8192"))?,
+                .ok_or_else(|| {
+                    RouterError::command(
+                        72,
+                        "InvalidOptions",
+                        "numInitialChunks must be between 1 and 8192",
+                    )
+                })?,
         ),
         _ => None,
     };
@@ -86,7 +102,11 @@ pub(crate) async fn shard_collection(state: &Arc<RouterState>, req: &Request<'_>
     let database = match state.placement.cached(db) {
         Some(d) => d,
         None => state.catalog.database(db).await?.ok_or_else(|| {
-            RouterError::command(26, "NamespaceNotFound", format!("database {db} not found: create it or run enableSharding first"))
+            RouterError::command(
+                26,
+                "NamespaceNotFound",
+                format!("database {db} not found: create it or run enableSharding first"),
+            )
         })?,
     };
     if let Some(existing) = state.catalog.collection(ns).await? {
@@ -119,23 +139,45 @@ pub(crate) async fn shard_collection(state: &Arc<RouterState>, req: &Request<'_>
         max_chunk_size_bytes: None,
     };
     let chunks = if non_empty {
-        vec![new_chunk(&collection, pattern.global_min(), pattern.global_max(), &primary.id, CollectionVersion { major: 1, minor: 0 }, now_ts())]
+        vec![new_chunk(
+            &collection,
+            pattern.global_min(),
+            pattern.global_max(),
+            &primary.id,
+            CollectionVersion { major: 1, minor: 0 },
+            now_ts(),
+        )]
     } else if !zones.is_empty() {
         zone_chunks(&collection, &pattern, &zones, &shards, &primary.id)?
     } else if hashed_prefix(&pattern) {
         let n = num_initial.unwrap_or(2 * shards.len().max(1) as i64);
         hashed_chunks(&collection, &pattern, n, &shards)
     } else {
-        vec![new_chunk(&collection, pattern.global_min(), pattern.global_max(), &primary.id, CollectionVersion { major: 1, minor: 0 }, now_ts())]
+        vec![new_chunk(
+            &collection,
+            pattern.global_min(),
+            pattern.global_max(),
+            &primary.id,
+            CollectionVersion { major: 1, minor: 0 },
+            now_ts(),
+        )]
     };
     for shard in owners(&chunks, &shards) {
         if shard.id != primary.id {
             create_shard_key_index(state, &shard, db, coll_name, &pattern, unique).await?;
         }
     }
-    if !state.catalog.create_sharded_collection(&collection, &chunks).await? {
+    if !state
+        .catalog
+        .create_sharded_collection(&collection, &chunks)
+        .await?
+    {
         let existing = state.catalog.collection(ns).await?.ok_or_else(|| {
-            RouterError::command(117, "ConflictingOperationInProgress", format!("{ns} changed while being sharded; retry"))
+            RouterError::command(
+                117,
+                "ConflictingOperationInProgress",
+                format!("{ns} changed while being sharded; retry"),
+            )
         })?;
         return already_sharded(&existing, &pattern, unique);
     }
@@ -150,7 +192,11 @@ pub(crate) async fn shard_collection(state: &Arc<RouterState>, req: &Request<'_>
     Ok(doc! {"collectionsharded": ns, "collectionUUID": collection.uuid})
 }
 
-fn already_sharded(existing: &CollectionType, pattern: &ShardKeyPattern, unique: bool) -> Result<Document> {
+fn already_sharded(
+    existing: &CollectionType,
+    pattern: &ShardKeyPattern,
+    unique: bool,
+) -> Result<Document> {
     if existing.key == pattern.to_document() && existing.unique == unique {
         return Ok(doc! {"collectionsharded": &existing.ns, "collectionUUID": existing.uuid});
     }
@@ -175,7 +221,10 @@ fn number(v: Option<&Bson>) -> i64 {
 
 /// Whether the key starts with a hashed field (chunks can be pre-split by hash).
 fn hashed_prefix(pattern: &ShardKeyPattern) -> bool {
-    pattern.fields().next().is_some_and(|(_, kind)| kind == KeyKind::Hashed)
+    pattern
+        .fields()
+        .next()
+        .is_some_and(|(_, kind)| kind == KeyKind::Hashed)
 }
 
 async fn has_supporting_index(
@@ -197,7 +246,9 @@ async fn has_supporting_index(
         .map(|b| b.to_vec())
         .unwrap_or_default();
     Ok(batch.iter().filter_map(Bson::as_document).any(|ix| {
-        let key_ok = ix.get_document("key").is_ok_and(|k| pattern.is_prefix_of_index(k));
+        let key_ok = ix
+            .get_document("key")
+            .is_ok_and(|k| pattern.is_prefix_of_index(k));
         let is_id = ix.get_str("name").ok() == Some("_id_");
         key_ok && (!unique || is_id || ix.get_bool("unique").unwrap_or(false))
     }))
@@ -218,7 +269,12 @@ async fn create_shard_key_index(
     if unique {
         spec.insert("unique", true);
     }
-    let attempt = run_on_shard(state, shard, doc! {"createIndexes": coll, "indexes": [spec], "$db": db}).await;
+    let attempt = run_on_shard(
+        state,
+        shard,
+        doc! {"createIndexes": coll, "indexes": [spec], "$db": db},
+    )
+    .await;
     match attempt {
         Ok(_) => Ok(()),
         Err(e) if pattern.hashed_field().is_some() => {
@@ -228,10 +284,18 @@ async fn create_shard_key_index(
                 asc.insert(field, if kind == KeyKind::Descending { -1 } else { 1 });
             }
             let spec = doc! {"key": asc.clone(), "name": index_name(&asc)};
-            let created = run_on_shard(state, shard, doc! {"createIndexes": coll, "indexes": [spec], "$db": db}).await;
+            let created = run_on_shard(
+                state,
+                shard,
+                doc! {"createIndexes": coll, "indexes": [spec], "$db": db},
+            )
+            .await;
             match created {
                 // An equivalent index (e.g. `_id_` for {_id: 1}) is already there.
-                Ok(_) | Err(RouterError::Command { code: 68 | 85 | 86, .. }) => Ok(()),
+                Ok(_)
+                | Err(RouterError::Command {
+                    code: 68 | 85 | 86, ..
+                }) => Ok(()),
                 Err(e) => Err(e),
             }
         }
@@ -254,7 +318,12 @@ fn index_name(key: &Document) -> String {
 }
 
 /// `n` chunks over the hash space, in contiguous runs per shard.
-fn hashed_chunks(coll: &CollectionType, pattern: &ShardKeyPattern, n: i64, shards: &[ShardType]) -> Vec<ChunkType> {
+fn hashed_chunks(
+    coll: &CollectionType,
+    pattern: &ShardKeyPattern,
+    n: i64,
+    shards: &[ShardType],
+) -> Vec<ChunkType> {
     let mut points: Vec<Document> = Vec::new();
     for i in 1..n {
         let p = (i64::MIN as i128 + (i as i128 * (1i128 << 64)) / n as i128) as i64;
@@ -273,7 +342,10 @@ fn hashed_chunks(coll: &CollectionType, pattern: &ShardKeyPattern, n: i64, shard
         .enumerate()
         .map(|(i, w)| {
             let shard = &shards[(i * shards.len()) / n as usize];
-            let version = CollectionVersion { major: 1, minor: i as u32 };
+            let version = CollectionVersion {
+                major: 1,
+                minor: i as u32,
+            };
             new_chunk(coll, w[0].clone(), w[1].clone(), &shard.id, version, now)
         })
         .collect()
@@ -290,8 +362,12 @@ fn zone_chunks(
 ) -> Result<Vec<ChunkType>> {
     let mut ranges = Vec::new();
     for z in zones {
-        let lo = pattern.encode_bound(&z.min).map_err(|e| incompatible_zone(z, e))?;
-        pattern.encode_bound(&z.max).map_err(|e| incompatible_zone(z, e))?;
+        let lo = pattern
+            .encode_bound(&z.min)
+            .map_err(|e| incompatible_zone(z, e))?;
+        pattern
+            .encode_bound(&z.max)
+            .map_err(|e| incompatible_zone(z, e))?;
         ranges.push((lo, z));
     }
     ranges.sort_by(|a, b| a.0.cmp(&b.0));
@@ -300,16 +376,22 @@ fn zone_chunks(
     let mut per_zone: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let now = now_ts();
     let push = |min: Document, max: Document, shard: &str, out: &mut Vec<ChunkType>| {
-        let version = CollectionVersion { major: 1, minor: out.len() as u32 };
+        let version = CollectionVersion {
+            major: 1,
+            minor: out.len() as u32,
+        };
         out.push(new_chunk(coll, min, max, shard, version, now));
     };
     for (_, z) in ranges {
         if cursor != z.min {
             push(cursor.clone(), z.min.clone(), primary, &mut out);
         }
-        let zone_shards: Vec<&ShardType> = shards.iter().filter(|s| s.tags.contains(&z.tag)).collect();
+        let zone_shards: Vec<&ShardType> =
+            shards.iter().filter(|s| s.tags.contains(&z.tag)).collect();
         let turn = per_zone.entry(z.tag.as_str()).or_insert(0);
-        let shard = zone_shards.get(*turn % zone_shards.len().max(1)).map_or(primary, |s| s.id.as_str());
+        let shard = zone_shards
+            .get(*turn % zone_shards.len().max(1))
+            .map_or(primary, |s| s.id.as_str());
         *turn += 1;
         push(z.min.clone(), z.max.clone(), shard, &mut out);
         cursor = z.max.clone();
@@ -324,7 +406,10 @@ fn incompatible_zone(z: &TagType, e: ShardKeyError) -> RouterError {
     RouterError::command(
         72,
         "InvalidOptions",
-        format!("the proposed shard key is not compatible with zone range [{}, {}) of zone {}: {e}", z.min, z.max, z.tag),
+        format!(
+            "the proposed shard key is not compatible with zone range [{}, {}) of zone {}: {e}",
+            z.min, z.max, z.tag
+        ),
     )
 }
 
@@ -341,10 +426,17 @@ fn owners(chunks: &[ChunkType], shards: &[ShardType]) -> Vec<ShardType> {
 /// shard the command goes there whole; across shards it needs the
 /// scatter-gather read and split write paths, not built yet, so it is
 /// refused rather than answered wrongly. `None`: the collection is not sharded.
-pub(crate) async fn route_sharded(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Option<Reply>> {
-    let Some(coll) = req.collection else { return Ok(None) };
+pub(crate) async fn route_sharded(
+    state: &Arc<RouterState>,
+    req: &Request<'_>,
+) -> Result<Option<Reply>> {
+    let Some(coll) = req.collection else {
+        return Ok(None);
+    };
     let ns = format!("{}.{coll}", req.db);
-    let Some(routing) = state.routing.get(&ns) else { return Ok(None) };
+    let Some(routing) = state.routing.get(&ns) else {
+        return Ok(None);
+    };
     if req.name == "drop" {
         drop_sharded(state, &ns, req).await?;
         return Ok(Some(Reply::Body(
@@ -370,9 +462,20 @@ pub(crate) async fn route_sharded(state: &Arc<RouterState>, req: &Request<'_>) -
 
 /// Drops a sharded collection on every shard that owns a chunk (and the
 /// primary), then forgets its metadata.
-pub(crate) async fn drop_sharded(state: &Arc<RouterState>, ns: &str, req: &Request<'_>) -> Result<()> {
-    let Some(routing) = state.routing.get(ns) else { return Ok(()) };
-    let mut targets: Vec<String> = routing.chunks.shards().into_iter().map(str::to_owned).collect();
+pub(crate) async fn drop_sharded(
+    state: &Arc<RouterState>,
+    ns: &str,
+    req: &Request<'_>,
+) -> Result<()> {
+    let Some(routing) = state.routing.get(ns) else {
+        return Ok(());
+    };
+    let mut targets: Vec<String> = routing
+        .chunks
+        .shards()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     if let Some(db) = state.placement.cached(req.db) {
         if !targets.contains(&db.primary) {
             targets.push(db.primary);

@@ -13,7 +13,11 @@ use crate::error::{Result, RouterError};
 use crate::state::RouterState;
 
 /// `addShardToZone` / `removeShardFromZone`.
-pub(crate) async fn shard_zone(state: &Arc<RouterState>, req: &Request<'_>, add: bool) -> Result<Document> {
+pub(crate) async fn shard_zone(
+    state: &Arc<RouterState>,
+    req: &Request<'_>,
+    add: bool,
+) -> Result<Document> {
     admin_only(req)?;
     let shard = req
         .body
@@ -38,7 +42,10 @@ pub(crate) async fn shard_zone(state: &Arc<RouterState>, req: &Request<'_>, add:
 
 /// `updateZoneKeyRange` (`zone: null` removes the range), and the legacy
 /// `addTagRange` (`tag` or `zone`) and `removeTagRange`.
-pub(crate) async fn update_zone_key_range(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
+pub(crate) async fn update_zone_key_range(
+    state: &Arc<RouterState>,
+    req: &Request<'_>,
+) -> Result<Document> {
     admin_only(req)?;
     let ns = req
         .body
@@ -50,7 +57,12 @@ pub(crate) async fn update_zone_key_range(state: &Arc<RouterState>, req: &Reques
     let zone = if req.name == "removeTagRange" {
         None
     } else {
-        let value = req.body.get("zone").ok().flatten().or(req.body.get("tag").ok().flatten());
+        let value = req
+            .body
+            .get("zone")
+            .ok()
+            .flatten()
+            .or(req.body.get("tag").ok().flatten());
         match value {
             Some(bson::RawBsonRef::String(s)) if !s.is_empty() => Some(s.to_owned()),
             Some(bson::RawBsonRef::Null) => None,

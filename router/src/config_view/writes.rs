@@ -25,7 +25,9 @@ fn statements(body: &RawDocument, field: &str, req: &Request<'_>) -> Result<Vec<
                 .ok()
                 .and_then(|s| s.as_document())
                 .and_then(|d| Document::try_from(d).ok())
-                .ok_or_else(|| RouterError::bad_value(format!("'{field}' entries must be documents")))?;
+                .ok_or_else(|| {
+                    RouterError::bad_value(format!("'{field}' entries must be documents"))
+                })?;
             out.push(d);
         }
     }
@@ -98,7 +100,10 @@ pub(crate) async fn update(state: &RouterState, req: &Request<'_>) -> Result<Doc
     let coll = req.body.get_str("update").unwrap_or("");
     let (mut n, mut modified) = (0i64, 0i64);
     let mut upserted = Vec::new();
-    for (index, stmt) in statements(req.body, "updates", req)?.into_iter().enumerate() {
+    for (index, stmt) in statements(req.body, "updates", req)?
+        .into_iter()
+        .enumerate()
+    {
         let q = stmt.get_document("q").cloned().unwrap_or_default();
         let u = stmt
             .get_document("u")
@@ -109,7 +114,10 @@ pub(crate) async fn update(state: &RouterState, req: &Request<'_>) -> Result<Doc
             "settings" => {
                 let existing = state.catalog.setting(&id).await?;
                 let upsert = stmt.get_bool("upsert").unwrap_or(false);
-                let Some(before) = existing.clone().or_else(|| upsert.then(|| doc! {"_id": &id})) else {
+                let Some(before) = existing
+                    .clone()
+                    .or_else(|| upsert.then(|| doc! {"_id": &id}))
+                else {
                     continue;
                 };
                 let mut after = before.clone();
@@ -123,13 +131,19 @@ pub(crate) async fn update(state: &RouterState, req: &Request<'_>) -> Result<Doc
                 }
             }
             "collections" => {
-                let Some(mut entry) = state.catalog.collection(&id).await? else { continue };
+                let Some(mut entry) = state.catalog.collection(&id).await? else {
+                    continue;
+                };
                 let mut as_doc = doc! {"noBalance": entry.no_balance};
                 if let Some(size) = entry.max_chunk_size_bytes {
                     as_doc.insert("maxChunkSizeBytes", size);
                 }
                 let before = as_doc.clone();
-                apply(&mut as_doc, &u, Some(&["noBalance", "maxChunkSizeBytes", "enableAutoMerge"]))?;
+                apply(
+                    &mut as_doc,
+                    &u,
+                    Some(&["noBalance", "maxChunkSizeBytes", "enableAutoMerge"]),
+                )?;
                 entry.no_balance = as_doc.get_bool("noBalance").unwrap_or(false);
                 entry.max_chunk_size_bytes = match as_doc.get("maxChunkSizeBytes") {
                     Some(Bson::Int32(v)) => Some(*v as i64),
@@ -160,7 +174,10 @@ pub(crate) async fn insert(state: &RouterState, req: &Request<'_>) -> Result<Doc
     }
     let mut n = 0i64;
     let mut errors = Vec::new();
-    for (index, d) in statements(req.body, "documents", req)?.into_iter().enumerate() {
+    for (index, d) in statements(req.body, "documents", req)?
+        .into_iter()
+        .enumerate()
+    {
         let id = id_of(&d)?;
         if state.catalog.setting(&id).await?.is_some() {
             errors.push(doc! {
