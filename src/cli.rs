@@ -24,6 +24,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the shards, databases and pools of a running router.
     Status(StatusArgs),
+    /// Load-test any MongoDB endpoint (router or shard) and report throughput and latency.
+    Bench(BenchArgs),
 }
 
 /// `shardgate serve`.
@@ -71,6 +73,69 @@ pub struct StatusArgs {
     pub uri: String,
 }
 
+/// `shardgate bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Connection string of the endpoint to measure (a router or a shard server).
+    #[arg(long, default_value = "mongodb://127.0.0.1:27017")]
+    pub uri: String,
+    /// Name of --uri in the report.
+    #[arg(long, default_value = "endpoint1")]
+    pub label: String,
+    /// A second endpoint, measured after the first with the same settings; ratios follow.
+    #[arg(long)]
+    pub uri2: Option<String>,
+    /// Name of --uri2 in the report.
+    #[arg(long, default_value = "endpoint2")]
+    pub label2: String,
+    /// Concurrent clients (tokio tasks sharing one driver client per endpoint).
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Seconds of load before measuring, not recorded.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_secs: u64,
+    /// Operation weights: find_by_key, scatter_sorted_find, insert, insert_batch.
+    #[arg(
+        long,
+        default_value = "find_by_key=70,scatter_sorted_find=10,insert=15,insert_batch=5",
+        value_parser = crate::bench::parse_mix
+    )]
+    pub mix: crate::bench::Mix,
+    /// Documents loaded by --setup; find_by_key reads keys below this.
+    #[arg(long, default_value_t = 100_000)]
+    pub docs: u64,
+    /// Database.
+    #[arg(long, default_value = "benchdb")]
+    pub db: String,
+    /// Collection.
+    #[arg(long, default_value = "items")]
+    pub collection: String,
+    /// Documents per insert_batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Drop the collection and load --docs documents before measuring.
+    #[arg(long)]
+    pub setup: bool,
+    /// During --setup on a router: enableSharding and shardCollection on {key: 1}.
+    #[arg(long)]
+    pub shard_key: bool,
+    /// With --shard-key: split into this many chunks at even key points.
+    #[arg(long, default_value_t = 1)]
+    pub splits: u32,
+    /// Connect with directConnection=true (to one shard server).
+    #[arg(long)]
+    pub direct_connection: bool,
+    /// Seconds to wait for an endpoint before reporting it unreachable.
+    #[arg(long, default_value_t = 5)]
+    pub connect_timeout_secs: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -88,6 +153,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(a) => crate::demo::run(a).await,
         Command::Status(a) => status(&a.uri).await,
+        Command::Bench(a) => crate::bench::run(a).await,
     }
 }
 

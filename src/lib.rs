@@ -1,6 +1,7 @@
 //! The `shardgate` binary's library: CLI, wiring and shard processes.
 //!
 //! # Layout
+//! - [`bench`]: `shardgate bench`, the end-to-end load tool for any endpoint.
 //! - [`cli`]: clap definitions and the `serve`, `demo` and `status` commands.
 //! - [`settings`]: TOML file, then flags, then `validate()`.
 //! - [`shard_process`]: starting and stopping local shard servers
@@ -8,6 +9,7 @@
 //!   as a real `mongod`), shared by `demo` and the end-to-end tests.
 //! - [`demo`]: three shards, a router, a sample dataset.
 
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod settings;

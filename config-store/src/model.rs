@@ -34,7 +34,7 @@ pub mod keys {
     pub const LOCKS: &str = "locks/";
     /// `migrations/<ns>/<hex min>`
     pub const MIGRATIONS: &str = "migrations/";
-    /// `orphans/<shard>/<ns>/<hex min>`
+    /// `orphans/<ns>/<shard>/<hex min>`
     pub const ORPHANS: &str = "orphans/";
     /// `changelog/<20-digit sequence>`
     pub const CHANGELOG: &str = "changelog/";

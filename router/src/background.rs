@@ -67,6 +67,10 @@ pub(crate) async fn follow_store(
                     dirty.insert(ns.to_owned());
                 } else if let Some(ns) = keys::namespace_of(&ev.key, keys::CHUNKS) {
                     dirty.insert(ns);
+                } else if let Some(rest) = ev.key.strip_prefix(keys::ORPHANS) {
+                    if let Some((ns, _)) = rest.split_once('/') {
+                        dirty.insert(ns.to_owned());
+                    }
                 }
             }
             if shards_changed {
@@ -136,5 +140,17 @@ pub(crate) async fn register(state: Arc<RouterState>, mut shutdown: watch::Recei
                 return;
             }
         }
+    }
+}
+
+/// Closes router cursors idle past the configured timeout.
+pub(crate) async fn reap_cursors(state: Arc<RouterState>, mut shutdown: watch::Receiver<bool>) {
+    let idle = Duration::from_secs(state.config.cursor_idle_timeout_secs.max(1));
+    let every = (idle / 10).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        if pause(&mut shutdown, every).await {
+            return;
+        }
+        state.cursors.kill_idle(&state, idle).await;
     }
 }

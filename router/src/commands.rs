@@ -2,10 +2,10 @@
 //! it fans out to every shard, and which go to a database's primary shard.
 
 mod admin;
-mod chunks;
+pub(crate) mod chunks;
 mod cluster;
 mod diagnostic;
-mod forward;
+pub(crate) mod forward;
 mod handshake;
 mod sharding;
 mod zones;
@@ -141,12 +141,12 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
             "AuthenticationFailed",
             "authentication is not enabled on this router; connect without credentials",
         )),
-        _ => route(state, &req).await,
+        _ => route(state, session, &req).await,
     }
 }
 
 /// Routes a command the router does not answer itself.
-async fn route(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Reply> {
+async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -> Result<Reply> {
     match req.db {
         "admin" => {
             // Admin commands that name a namespace (`renameCollection`,
@@ -179,7 +179,7 @@ async fn route(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Reply> {
         )),
         db => {
             validate_db_name(db)?;
-            if let Some(reply) = sharding::route_sharded(state, req).await? {
+            if let Some(reply) = sharding::route_sharded(state, session, req).await? {
                 return Ok(reply);
             }
             forward::to_primary(state, db, req.msg)

@@ -17,6 +17,8 @@ pub struct RouterConfig {
     pub pool: PoolConfig,
     /// Forward test-only commands (`configureFailPoint`) to the shards.
     pub enable_test_commands: bool,
+    /// A router cursor unused this long is closed on every shard, in seconds.
+    pub cursor_idle_timeout_secs: u64,
     /// How long in-flight requests may run after shutdown begins, in seconds.
     pub shutdown_deadline_secs: u64,
     /// The command line the process was started with (`getCmdLineOpts`).
@@ -31,6 +33,7 @@ impl Default for RouterConfig {
             config_store: "embedded:./shardgate-data".into(),
             pool: PoolConfig::default(),
             enable_test_commands: false,
+            cursor_idle_timeout_secs: 600,
             shutdown_deadline_secs: 10,
             argv: Vec::new(),
         }

@@ -127,6 +127,10 @@ pub(crate) async fn serve<S>(
         }
     }
     let _ = wr.shutdown().await;
+    state
+        .cursors
+        .kill_for_connection(&state, session.connection_id)
+        .await;
 }
 
 /// Reads one whole frame, reserving room only after its length was checked.

@@ -33,6 +33,7 @@ mod pool;
 pub mod query;
 pub mod request;
 mod routing;
+pub mod scatter;
 pub mod server;
 mod state;
 mod stats;

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use shardgate_config_store::catalog::CollectionVersion;
 use shardgate_config_store::chunk_map::{ChunkMap, ChunkVersion, RoutingChunk};
-use shardgate_config_store::model::CollectionType;
+use shardgate_config_store::model::{CollectionType, OrphanRange};
 use shardgate_config_store::shard_key::ShardKeyPattern;
 use shardgate_config_store::{Catalog, StoreError};
 
@@ -21,6 +21,8 @@ pub(crate) struct CollectionRouting {
     pub pattern: ShardKeyPattern,
     /// Its chunks.
     pub chunks: ChunkMap,
+    /// Ranges some shard holds without owning them (excluded from its reads).
+    pub orphans: Vec<OrphanRange>,
 }
 
 impl CollectionRouting {
@@ -143,9 +145,11 @@ async fn build(catalog: &Catalog, coll: CollectionType) -> Result<CollectionRout
     }
     let chunks = ChunkMap::new(routing_chunks)
         .map_err(|e| RouterError::Store(StoreError::Invariant(format!("{}: {e}", coll.ns))))?;
+    let orphans = catalog.orphan_ranges(&coll.ns).await?;
     Ok(CollectionRouting {
         collection: coll,
         pattern,
         chunks,
+        orphans,
     })
 }

@@ -43,6 +43,7 @@ pub async fn run(
     let state = Arc::new(RouterState {
         shards: ShardRegistry::new(config.pool.clone()),
         routing,
+        cursors: Default::default(),
         config,
         catalog,
         placement,
@@ -59,6 +60,10 @@ pub async fn run(
             shutdown.clone(),
         )),
         tokio::spawn(crate::background::register(state.clone(), shutdown.clone())),
+        tokio::spawn(crate::background::reap_cursors(
+            state.clone(),
+            shutdown.clone(),
+        )),
     ];
     let mut tasks = JoinSet::new();
     loop {

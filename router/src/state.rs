@@ -21,6 +21,8 @@ pub(crate) struct RouterState {
     pub placement: Placement,
     /// Sharded collections and their chunk maps.
     pub routing: RoutingTable,
+    /// Open router cursors.
+    pub cursors: crate::scatter::cursors::CursorTable,
     /// Shard connection pools.
     pub shards: ShardRegistry,
     /// Counters for `serverStatus`.

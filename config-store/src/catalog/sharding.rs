@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, Catalog};
 use crate::error::{Result, StoreError};
-use crate::model::keys::{CHUNKS, COLLECTIONS};
-use crate::model::{ChunkHistory, ChunkType, CollectionType};
+use crate::model::keys::{CHUNKS, COLLECTIONS, ORPHANS};
+use crate::model::{ChunkHistory, ChunkType, CollectionType, OrphanRange};
 use crate::shard_key::ShardKeyPattern;
 use crate::store::{Txn, TxnOutcome};
 
@@ -272,6 +272,45 @@ impl Catalog {
                 self.store().txn(txn).await?;
             }
         }
+        Ok(())
+    }
+
+    /// The orphan ranges of `ns` on every shard.
+    pub async fn orphan_ranges(&self, ns: &str) -> Result<Vec<OrphanRange>> {
+        self.list(&format!("{ORPHANS}{ns}/")).await
+    }
+
+    /// Records that `range.shard` holds documents of `[min, max)` it does not own.
+    pub async fn add_orphan_range(
+        &self,
+        pattern: &ShardKeyPattern,
+        range: &OrphanRange,
+    ) -> Result<()> {
+        let key = range_key(
+            ORPHANS,
+            &format!("{}/{}", range.ns, range.shard),
+            pattern,
+            &range.min,
+        )?;
+        self.store()
+            .txn(Txn::default().put(key, encode(range)?))
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets an orphan range (its documents were deleted).
+    pub async fn remove_orphan_range(
+        &self,
+        pattern: &ShardKeyPattern,
+        range: &OrphanRange,
+    ) -> Result<()> {
+        let key = range_key(
+            ORPHANS,
+            &format!("{}/{}", range.ns, range.shard),
+            pattern,
+            &range.min,
+        )?;
+        self.store().txn(Txn::default().delete(key)).await?;
         Ok(())
     }
 

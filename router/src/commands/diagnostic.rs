@@ -72,6 +72,7 @@ pub(crate) fn server_status(state: &RouterState) -> Document {
             "command": Stats::get(&s.command),
         },
         "shardPools": pools,
+        "metrics": {"cursor": {"open": {"total": state.cursors.len() as i64}}},
         "configStore": state.catalog.store().describe(),
     }
 }

@@ -41,6 +41,23 @@ pub(crate) async fn run_on_shard(
     })
 }
 
+/// Like [`run_on_shard`], but keeps the reply raw (no decoding of the
+/// documents it carries).
+pub(crate) async fn run_on_shard_raw(
+    state: &RouterState,
+    shard: &ShardType,
+    command: bson::Document,
+) -> Result<bson::RawDocumentBuf> {
+    let body = command
+        .to_vec()
+        .map_err(|e| RouterError::command(1, "InternalError", e.to_string()))?;
+    let reply = to_shard(state, shard, &OpMsg::from_body(body)).await?;
+    if !super::reply_ok(reply.body()) {
+        return Err(RouterError::from_shard_reply(&shard.id, reply.body()));
+    }
+    Ok(reply.body().to_owned())
+}
+
 /// Sends `msg` to the primary shard of `db`, placing the database first when
 /// it is new.
 pub(crate) async fn to_primary(state: &Arc<RouterState>, db: &str, msg: &OpMsg) -> Result<OpMsg> {

@@ -10,7 +10,7 @@ use shardgate_config_store::ShardType;
 
 use super::admin::admin_only;
 use super::forward::{run_on_shard, to_shard};
-use super::{Reply, Request};
+use super::{Reply, Request, Session};
 use crate::error::{Result, RouterError};
 use crate::state::RouterState;
 
@@ -422,42 +422,88 @@ fn owners(chunks: &[ChunkType], shards: &[ShardType]) -> Vec<ShardType> {
         .collect()
 }
 
-/// Routes a command on a sharded collection. While every chunk is on one
-/// shard the command goes there whole; across shards it needs the
-/// scatter-gather read and split write paths, not built yet, so it is
-/// refused rather than answered wrongly. `None`: the collection is not sharded.
+/// Routes a command on a sharded collection (and `getMore`/`killCursors`
+/// on router cursors). Reads scatter to the shards that own the data and
+/// merge; inserts split by chunk owner; other commands go whole to the one
+/// shard holding every chunk, and are refused (NotImplemented) across
+/// shards rather than answered wrongly. `None`: not the router's business.
 pub(crate) async fn route_sharded(
     state: &Arc<RouterState>,
+    session: &Session,
     req: &Request<'_>,
 ) -> Result<Option<Reply>> {
-    let Some(coll) = req.collection else {
-        return Ok(None);
+    use crate::scatter::{aggregate, find, insert};
+    match req.name {
+        "getMore" => {
+            if let Some(reply) = find::get_more(state, session, req).await? {
+                return Ok(Some(reply));
+            }
+        }
+        "killCursors" => {
+            if let Some(reply) = find::kill_cursors(state, req).await? {
+                return Ok(Some(reply));
+            }
+        }
+        _ => {}
+    }
+    let explained = match req.name {
+        "explain" => req.body.get_document("explain").ok(),
+        _ => None,
     };
+    let coll = match explained {
+        Some(inner) => inner
+            .iter()
+            .next()
+            .and_then(|e| e.ok())
+            .and_then(|(_, v)| v.as_str()),
+        None => req.collection,
+    };
+    let Some(coll) = coll else { return Ok(None) };
     let ns = format!("{}.{coll}", req.db);
     let Some(routing) = state.routing.get(&ns) else {
         return Ok(None);
     };
-    if req.name == "drop" {
-        drop_sharded(state, &ns, req).await?;
-        return Ok(Some(Reply::Body(
-            doc! {"ns": &ns, "ok": 1.0}.to_vec().unwrap_or_default(),
-        )));
-    }
-    match routing.single_shard() {
-        Some(id) => {
-            let shard = state.placement.shard(&id)?;
-            to_shard(state, &shard, req.msg).await.map(|r| Some(Reply::Msg(r)))
+    let reply = match req.name {
+        "drop" => {
+            drop_sharded(state, &ns, req).await?;
+            Reply::Body(doc! {"ns": &ns, "ok": 1.0}.to_vec().unwrap_or_default())
         }
-        None => Err(RouterError::command(
-            238,
-            "NotImplemented",
-            format!(
-                "'{}' on {ns}, whose chunks span {} shards, needs scatter-gather routing, which this shardgate version does not have yet",
-                req.name,
-                routing.chunks.shards().len()
-            ),
-        )),
-    }
+        "find" => find::find(state, session, req, &routing, &ns).await?,
+        "count" => aggregate::count(state, req, &routing).await?,
+        "distinct" => aggregate::distinct(state, req, &routing).await?,
+        "aggregate" => aggregate::aggregate(state, session, req, &routing, &ns).await?,
+        "insert" => insert::insert(state, req, &routing).await?,
+        "explain" => {
+            let inner = explained.and_then(|d| Document::try_from(d).ok()).unwrap_or_default();
+            let filter = inner
+                .get_document("filter")
+                .or_else(|_| inner.get_document("query"))
+                .cloned()
+                .unwrap_or_default();
+            aggregate::explain_to_shards(state, req, &routing, &filter).await?
+        }
+        "getMore" => {
+            return Err(RouterError::command(43, "CursorNotFound", format!("cursor not found on {ns}")))
+        }
+        _ => match routing.single_shard() {
+            Some(id) => {
+                let shard = state.placement.shard(&id)?;
+                Reply::Msg(to_shard(state, &shard, req.msg).await?)
+            }
+            None => {
+                return Err(RouterError::command(
+                    238,
+                    "NotImplemented",
+                    format!(
+                        "'{}' on {ns}, whose chunks span {} shards, needs the sharded write path, which this shardgate version does not have yet",
+                        req.name,
+                        routing.chunks.shards().len()
+                    ),
+                ))
+            }
+        },
+    };
+    Ok(Some(reply))
 }
 
 /// Drops a sharded collection on every shard that owns a chunk (and the

@@ -1,0 +1,182 @@
+//! Reads on sharded collections: targeting, scatter-gather with a k-way
+//! sorted merge, router cursors, and the split of `count`, `distinct` and
+//! `aggregate` into a shard part and a router merge part.
+//!
+//! - `merge`: the k-way merge (pure).
+//! - `cursors`: the router cursor table.
+//! - `find`: `find` and the cursor commands (`getMore`, `killCursors`).
+//! - `aggregate`: `count`, `distinct`, `aggregate`, `explain`.
+//! - `insert`: splitting an `insert` batch by chunk owner.
+
+pub(crate) mod aggregate;
+pub(crate) mod cursors;
+pub(crate) mod find;
+pub(crate) mod insert;
+pub mod merge;
+
+use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
+use shardgate_config_store::ShardType;
+use std::collections::BTreeSet;
+
+use crate::commands::chunks::range_filter;
+use crate::error::{Result, RouterError};
+use crate::routing::CollectionRouting;
+use crate::state::RouterState;
+
+/// A sub-document argument of a command (`None` when absent or null).
+pub(crate) fn doc_field(body: &RawDocument, field: &str) -> Result<Option<Document>> {
+    match body.get(field) {
+        Ok(Some(bson::RawBsonRef::Document(d))) => Document::try_from(d)
+            .map(Some)
+            .map_err(|e| RouterError::bad_value(format!("'{field}': {e}"))),
+        Ok(Some(bson::RawBsonRef::Null)) | Ok(None) | Err(_) => Ok(None),
+        Ok(Some(_)) => Err(RouterError::command(
+            14,
+            "TypeMismatch",
+            format!("'{field}' must be a document"),
+        )),
+    }
+}
+
+/// A numeric argument (`None` when absent).
+pub(crate) fn int_field(body: &RawDocument, field: &str) -> Result<Option<i64>> {
+    match body.get(field) {
+        Ok(Some(v)) => v
+            .as_i64()
+            .or(v.as_i32().map(i64::from))
+            .or(v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            .map(Some)
+            .ok_or_else(|| {
+                RouterError::command(14, "TypeMismatch", format!("'{field}' must be a number"))
+            }),
+        _ => Ok(None),
+    }
+}
+
+/// The shards a filter must reach, in name order.
+pub(crate) fn target(
+    state: &RouterState,
+    routing: &CollectionRouting,
+    filter: &Document,
+) -> Result<Vec<ShardType>> {
+    // TEMPORARY until targeting lands: every owning shard.
+    let _ = filter;
+    let ids: BTreeSet<String> = routing
+        .chunks
+        .shards()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let ids = if ids.is_empty() {
+        // Nothing can match; ask one shard so the reply has the real shape.
+        routing
+            .chunks
+            .shards()
+            .into_iter()
+            .take(1)
+            .map(str::to_owned)
+            .collect()
+    } else {
+        ids
+    };
+    ids.iter().map(|id| state.placement.shard(id)).collect()
+}
+
+/// The filter a shard gets: the client's, minus the shard's orphan ranges
+/// (documents it holds but does not own), so a range present on two shards
+/// during a migration is returned once.
+pub(crate) fn shard_filter(
+    routing: &CollectionRouting,
+    shard: &str,
+    filter: &Document,
+) -> Document {
+    let fields: Vec<_> = routing.pattern.fields().collect();
+    let orphans: Vec<Bson> = routing
+        .orphans
+        .iter()
+        .filter(|o| o.shard == shard)
+        .map(|o| Bson::Document(range_filter(&fields, &o.min, &o.max)))
+        .collect();
+    if orphans.is_empty() {
+        return filter.clone();
+    }
+    doc! {"$and": [filter.clone(), {"$nor": orphans}]}
+}
+
+/// Whether any target shard holds orphan ranges of this collection.
+pub(crate) fn has_orphans(routing: &CollectionRouting, shards: &[ShardType]) -> bool {
+    routing
+        .orphans
+        .iter()
+        .any(|o| shards.iter().any(|s| s.id == o.shard))
+}
+
+/// A copy of a command body without `drop`ped fields, then `add`ed ones.
+pub(crate) fn rewrite(body: &RawDocument, drop: &[&str], add: Document) -> Result<RawDocumentBuf> {
+    let mut out = RawDocumentBuf::new();
+    for elem in body.iter() {
+        let (k, v) = elem.map_err(|e| RouterError::bad_value(e.to_string()))?;
+        if !drop.contains(&k.as_str()) && !add.contains_key(k.as_str()) {
+            out.append(k, v);
+        }
+    }
+    let extra =
+        RawDocumentBuf::try_from(&add).map_err(|e| RouterError::bad_value(e.to_string()))?;
+    for elem in extra.iter() {
+        let (k, v) = elem.map_err(|e| RouterError::bad_value(e.to_string()))?;
+        out.append(k, v);
+    }
+    Ok(out)
+}
+
+/// Runs a raw command body on a shard; `{ok: 0}` becomes an error.
+pub(crate) async fn run_raw(
+    state: &RouterState,
+    shard: &ShardType,
+    body: &RawDocumentBuf,
+) -> Result<RawDocumentBuf> {
+    let msg = shardgate_wire::OpMsg::from_body(body.as_bytes().to_vec());
+    let reply = crate::commands::forward::to_shard(state, shard, &msg).await?;
+    if !crate::commands::reply_ok(reply.body()) {
+        return Err(RouterError::from_shard_reply(&shard.id, reply.body()));
+    }
+    Ok(reply.body().to_owned())
+}
+
+/// Builds `{cursor: {id, ns, <field>: docs}, ok: 1}` and extra fields.
+pub(crate) fn cursor_reply(
+    id: i64,
+    ns: &str,
+    field: &str,
+    docs: &[RawDocumentBuf],
+    extra: Document,
+) -> Vec<u8> {
+    let mut batch = bson::RawArrayBuf::new();
+    for d in docs {
+        batch.push(d.clone());
+    }
+    let mut cursor = RawDocumentBuf::new();
+    cursor.append(bson::cstr!("id"), id);
+    cursor.append(bson::cstr!("ns"), ns);
+    if let Ok(key) = <&bson::raw::CStr>::try_from(field) {
+        cursor.append(key, batch);
+    }
+    let mut out = RawDocumentBuf::new();
+    out.append(bson::cstr!("cursor"), cursor);
+    if let Ok(extra) = RawDocumentBuf::try_from(&extra) {
+        for (k, v) in extra.iter().flatten() {
+            out.append(k, v);
+        }
+    }
+    out.append(bson::cstr!("ok"), 1.0);
+    out.into_bytes()
+}
+
+/// Kills shard cursors left open by a failed scatter.
+pub(crate) async fn kill_all(state: &RouterState, ns: &str, opened: Vec<(ShardType, i64)>) {
+    let (db, coll) = ns.split_once('.').unwrap_or(("", ""));
+    for (shard, id) in opened.into_iter().filter(|(_, id)| *id != 0) {
+        let cmd = doc! {"killCursors": coll, "cursors": [id], "$db": db};
+        let _ = crate::commands::forward::run_on_shard(state, &shard, cmd).await;
+    }
+}

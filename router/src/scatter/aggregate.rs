@@ -1,0 +1,356 @@
+//! `count`, `distinct`, `aggregate` and `explain` on a sharded collection.
+//!
+//! `aggregate` runs its leading per-document stages (`$match`, `$project`,
+//! `$addFields`, `$set`, `$unset`, `$unwind`, `$replaceRoot`) on the shards.
+//! When nothing follows them, the shard streams are merged like a `find`.
+//! Otherwise a `$group` of `$sum`/`$min`/`$max`/`$count` runs partially on
+//! the shards and is merged on the router; every other remaining stage runs
+//! on the router's query engine over the shards' output, and a stage it
+//! cannot run is a clear error, never a wrong answer.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bson::{doc, Bson, Document, RawDocumentBuf};
+
+use super::cursors::{cursor_batch, CursorKind, MergeCursor, RouterCursor, ShardStream};
+use super::merge::KWayMerge;
+use super::{cursor_reply, doc_field, int_field, rewrite, run_raw, shard_filter, target};
+use crate::commands::{Reply, Request, Session};
+use crate::error::{Result, RouterError};
+use crate::query;
+use crate::routing::CollectionRouting;
+use crate::state::RouterState;
+
+fn query_error(e: query::QueryError) -> RouterError {
+    let (code, name) = e.code();
+    RouterError::command(code, name, e.to_string())
+}
+
+/// `count`: summed over the target shards, then skip and limit applied.
+pub(crate) async fn count(
+    state: &RouterState,
+    req: &Request<'_>,
+    routing: &CollectionRouting,
+) -> Result<Reply> {
+    let filter = doc_field(req.body, "query")?.unwrap_or_default();
+    let skip = int_field(req.body, "skip")?.unwrap_or(0).max(0);
+    let limit = int_field(req.body, "limit")?.unwrap_or(0).abs();
+    let shards = target(state, routing, &filter)?;
+    let calls = shards.iter().map(|s| {
+        let mut add = doc! {"query": shard_filter(routing, &s.id, &filter)};
+        if limit > 0 {
+            add.insert("limit", limit + skip);
+        }
+        async move {
+            let cmd = rewrite(req.body, &["skip", "limit"], add)?;
+            run_raw(state, s, &cmd).await
+        }
+    });
+    let mut total: i64 = 0;
+    for reply in futures::future::join_all(calls).await {
+        let reply = reply?;
+        total += reply
+            .get("n")
+            .ok()
+            .flatten()
+            .and_then(|v| {
+                v.as_i64()
+                    .or(v.as_i32().map(i64::from))
+                    .or(v.as_f64().map(|f| f as i64))
+            })
+            .unwrap_or(0);
+    }
+    let mut n = (total - skip).max(0);
+    if limit > 0 {
+        n = n.min(limit);
+    }
+    Ok(Reply::Body(
+        doc! {"n": n as i32, "ok": 1.0}.to_vec().unwrap_or_default(),
+    ))
+}
+
+/// `distinct`: the union of the shards' values, deduplicated and in BSON order.
+pub(crate) async fn distinct(
+    state: &RouterState,
+    req: &Request<'_>,
+    routing: &CollectionRouting,
+) -> Result<Reply> {
+    let filter = doc_field(req.body, "query")?.unwrap_or_default();
+    let shards = target(state, routing, &filter)?;
+    let calls = shards.iter().map(|s| {
+        let add = doc! {"query": shard_filter(routing, &s.id, &filter)};
+        async move {
+            let cmd = rewrite(req.body, &[], add)?;
+            run_raw(state, s, &cmd).await
+        }
+    });
+    let mut values: Vec<Bson> = Vec::new();
+    for reply in futures::future::join_all(calls).await {
+        let reply = reply?;
+        if let Ok(arr) = reply.get_array("values") {
+            values.extend(
+                arr.into_iter()
+                    .filter_map(|v| v.ok().and_then(|v| Bson::try_from(v).ok())),
+            );
+        }
+    }
+    values.sort_by(query::compare_bson);
+    values.dedup_by(|a, b| query::compare_bson(a, b) == std::cmp::Ordering::Equal);
+    Ok(Reply::Body(
+        doc! {"values": values, "ok": 1.0}
+            .to_vec()
+            .unwrap_or_default(),
+    ))
+}
+
+/// Stages a shard can run on its own documents without changing the result.
+fn per_document(stage: &Document) -> bool {
+    matches!(
+        stage.keys().next().map(String::as_str),
+        Some(
+            "$match"
+                | "$project"
+                | "$addFields"
+                | "$set"
+                | "$unset"
+                | "$unwind"
+                | "$replaceRoot"
+                | "$replaceWith"
+        )
+    )
+}
+
+/// A `$group` whose accumulators can be merged: partial groups on the
+/// shards, and the merging `$group` for the router.
+fn split_group(stage: &Document) -> Option<(Document, Document)> {
+    let spec = stage.get_document("$group").ok()?;
+    let mut shard = Document::new();
+    let mut merge = doc! {"_id": "$_id"};
+    for (field, acc) in spec {
+        if field == "_id" {
+            shard.insert("_id", acc.clone());
+            continue;
+        }
+        let acc = acc.as_document()?;
+        let (op, arg) = acc.iter().next()?;
+        let (partial, merged) = match op.as_str() {
+            "$sum" => (
+                doc! {"$sum": arg.clone()},
+                doc! {"$sum": format!("${field}")},
+            ),
+            "$count" => (doc! {"$sum": 1}, doc! {"$sum": format!("${field}")}),
+            "$min" => (
+                doc! {"$min": arg.clone()},
+                doc! {"$min": format!("${field}")},
+            ),
+            "$max" => (
+                doc! {"$max": arg.clone()},
+                doc! {"$max": format!("${field}")},
+            ),
+            _ => return None,
+        };
+        shard.insert(field.clone(), partial);
+        merge.insert(field.clone(), merged);
+    }
+    Some((doc! {"$group": shard}, doc! {"$group": merge}))
+}
+
+/// `aggregate` on a sharded collection.
+pub(crate) async fn aggregate(
+    state: &RouterState,
+    session: &Session,
+    req: &Request<'_>,
+    routing: &CollectionRouting,
+    ns: &str,
+) -> Result<Reply> {
+    let pipeline: Vec<Document> = req
+        .body
+        .get_array("pipeline")
+        .map_err(|_| RouterError::command(14, "TypeMismatch", "'pipeline' must be an array"))?
+        .into_iter()
+        .map(|s| {
+            s.ok()
+                .and_then(|s| s.as_document())
+                .and_then(|d| Document::try_from(d).ok())
+                .ok_or_else(|| {
+                    RouterError::command(
+                        14,
+                        "TypeMismatch",
+                        "each pipeline stage must be a document",
+                    )
+                })
+        })
+        .collect::<Result<_>>()?;
+    if req.body.get_bool("explain").unwrap_or(false) {
+        return explain_to_shards(state, req, routing, &Document::new()).await;
+    }
+    let cut = pipeline
+        .iter()
+        .position(|s| !per_document(s))
+        .unwrap_or(pipeline.len());
+    let mut shard_part: Vec<Document> = pipeline[..cut].to_vec();
+    let mut router_part: Vec<Document> = pipeline[cut..].to_vec();
+    if let Some((partial, merged)) = router_part.first().and_then(split_group) {
+        shard_part.push(partial);
+        router_part[0] = merged;
+    }
+    let filter = match pipeline.first().and_then(|s| s.get_document("$match").ok()) {
+        Some(m) => m.clone(),
+        None => Document::new(),
+    };
+    let shards = target(state, routing, &filter)?;
+    let batch_size = req
+        .body
+        .get_document("cursor")
+        .ok()
+        .and_then(|c| c.get("batchSize").ok().flatten())
+        .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)));
+    let calls = shards.iter().map(|s| {
+        let mut stages = shard_part.clone();
+        stages.insert(
+            0,
+            doc! {"$match": shard_filter(routing, &s.id, &Document::new())},
+        );
+        let add = doc! {"pipeline": stages, "cursor": {"batchSize": 1000}};
+        async move {
+            let cmd = rewrite(req.body, &[], add)?;
+            run_raw(state, s, &cmd).await
+        }
+    });
+    let replies = futures::future::join_all(calls).await;
+    let mut streams = Vec::new();
+    let mut merge = KWayMerge::new(shards.len(), None);
+    let mut failure = None;
+    for (i, (shard, reply)) in shards.into_iter().zip(replies).enumerate() {
+        match reply {
+            Ok(r) => {
+                let (id, docs) = cursor_batch(&r, "firstBatch");
+                merge.push(i, docs, id == 0);
+                streams.push(ShardStream {
+                    shard,
+                    cursor_id: id,
+                });
+            }
+            Err(e) => {
+                failure = Some(e);
+                streams.push(ShardStream {
+                    shard,
+                    cursor_id: 0,
+                });
+            }
+        }
+    }
+    let mut cursor = MergeCursor {
+        ns: ns.to_owned(),
+        streams,
+        merge,
+        skip: 0,
+        remaining: None,
+        strip: false,
+        lsid: doc_field(req.body, "lsid")?,
+        shard_batch: 1000,
+        pending: None,
+    };
+    if let Some(e) = failure {
+        let mut rc = RouterCursor {
+            kind: CursorKind::Merge(Box::new(cursor)),
+            ns: ns.to_owned(),
+            connection: 0,
+            last_used: Instant::now(),
+        };
+        super::cursors::kill(state, &mut rc).await;
+        return Err(e);
+    }
+    let first = batch_size.unwrap_or(101).max(0) as usize;
+    if router_part.is_empty() {
+        let batch = cursor.next_batch(state, first).await?;
+        let done = cursor.is_exhausted();
+        return Ok(finish(
+            state,
+            session,
+            ns,
+            batch,
+            CursorKind::Merge(Box::new(cursor)),
+            done,
+        ));
+    }
+    let mut all = Vec::new();
+    loop {
+        let batch = cursor.next_batch(state, usize::MAX).await?;
+        if batch.is_empty() && cursor.is_exhausted() {
+            break;
+        }
+        all.extend(batch.into_iter().filter_map(|d| Document::try_from(d).ok()));
+    }
+    let out = query::aggregate(all, &router_part).map_err(query_error)?;
+    let mut docs: VecDeque<RawDocumentBuf> = out
+        .iter()
+        .filter_map(|d| RawDocumentBuf::try_from(d).ok())
+        .collect();
+    let n = first.min(docs.len());
+    let batch: Vec<RawDocumentBuf> = docs.drain(..n).collect();
+    let done = docs.is_empty();
+    Ok(finish(
+        state,
+        session,
+        ns,
+        batch,
+        CursorKind::Buffered(docs),
+        done,
+    ))
+}
+
+/// The first batch; the rest stays behind a router cursor unless `done`.
+fn finish(
+    state: &RouterState,
+    session: &Session,
+    ns: &str,
+    batch: Vec<RawDocumentBuf>,
+    kind: CursorKind,
+    done: bool,
+) -> Reply {
+    let id = if done {
+        0
+    } else {
+        state.cursors.insert(
+            None,
+            RouterCursor {
+                kind,
+                ns: ns.to_owned(),
+                connection: session.connection_id,
+                last_used: Instant::now(),
+            },
+        )
+    };
+    Reply::Body(cursor_reply(id, ns, "firstBatch", &batch, Document::new()))
+}
+
+/// `explain` of a command on a sharded collection: each target shard's
+/// explain, as mongos nests them under `shards`.
+pub(crate) async fn explain_to_shards(
+    state: &RouterState,
+    req: &Request<'_>,
+    routing: &CollectionRouting,
+    filter: &Document,
+) -> Result<Reply> {
+    let shards = target(state, routing, filter)?;
+    let mut per_shard = Vec::new();
+    for s in &shards {
+        let cmd = rewrite(req.body, &[], Document::new())?;
+        let reply = run_raw(state, s, &cmd).await?;
+        let explained = Document::try_from(reply.as_ref()).unwrap_or_default();
+        per_shard
+            .push(doc! {"shardName": &s.id, "connectionString": &s.host, "explain": explained});
+    }
+    let stage = if shards.len() == 1 {
+        "SINGLE_SHARD"
+    } else {
+        "SHARD_MERGE"
+    };
+    let reply = doc! {
+        "queryPlanner": {"mongosPlannerVersion": 1, "winningPlan": {"stage": stage, "shards": per_shard}},
+        "ok": 1.0,
+    };
+    Ok(Reply::Body(reply.to_vec().unwrap_or_default()))
+}

@@ -1,0 +1,263 @@
+//! Router cursors: one client cursor id over several shard cursors.
+//!
+//! A `MergeCursor` keeps, per shard, the shard's cursor id and what it has
+//! buffered, and refills a stream with `getMore` (same `lsid`) only when the
+//! merge needs it. A `PassThrough` cursor is a single shard's own cursor,
+//! recorded so `getMore`/`killCursors` reach that shard. Cursors idle past
+//! the timeout, and those last used by a closed connection, are killed on
+//! every shard.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bson::{doc, Document, RawDocument, RawDocumentBuf};
+use shardgate_config_store::ShardType;
+
+use super::merge::{strip_sort_key, KWayMerge};
+use crate::commands::forward::{run_on_shard, run_on_shard_raw};
+use crate::error::Result;
+use crate::state::RouterState;
+
+/// Largest batch the router returns (16 MB less room for the reply envelope).
+pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
+
+/// One shard's part of a merged cursor.
+pub(crate) struct ShardStream {
+    /// The shard.
+    pub shard: ShardType,
+    /// The shard's cursor id (0 once exhausted).
+    pub cursor_id: i64,
+}
+
+/// A cursor merging shard streams.
+pub(crate) struct MergeCursor {
+    /// `db.coll`.
+    pub ns: String,
+    /// The streams, indexed like the merge's streams.
+    pub streams: Vec<ShardStream>,
+    /// The merge itself.
+    pub merge: KWayMerge,
+    /// Documents still to skip.
+    pub skip: u64,
+    /// Documents still to return (`None`: no limit).
+    pub remaining: Option<u64>,
+    /// Whether `$sortKey` must be stripped from results.
+    pub strip: bool,
+    /// The client's `lsid`, sent with every shard `getMore`.
+    pub lsid: Option<Document>,
+    /// Batch size for shard `getMore`s.
+    pub shard_batch: i64,
+    /// A document held back because the previous batch was full.
+    pub pending: Option<RawDocumentBuf>,
+}
+
+/// What a cursor id stands for.
+pub(crate) enum CursorKind {
+    /// Merged shard streams.
+    Merge(Box<MergeCursor>),
+    /// Results computed on the router, handed out in batches.
+    Buffered(std::collections::VecDeque<RawDocumentBuf>),
+    /// A single shard's own cursor.
+    PassThrough(ShardType),
+}
+
+/// An entry of the cursor table.
+pub(crate) struct RouterCursor {
+    /// What it is.
+    pub kind: CursorKind,
+    /// `db.coll`.
+    pub ns: String,
+    /// The connection that last used it.
+    pub connection: i32,
+    /// When it was last used.
+    pub last_used: Instant,
+}
+
+/// Every open router cursor, by client cursor id.
+#[derive(Default)]
+pub(crate) struct CursorTable {
+    cursors: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<RouterCursor>>>>,
+}
+
+impl CursorTable {
+    /// Registers a cursor under a fresh id (or the shard's id for a
+    /// pass-through cursor) and returns the id.
+    pub(crate) fn insert(&self, id: Option<i64>, cursor: RouterCursor) -> i64 {
+        let Ok(mut map) = self.cursors.lock() else {
+            return 0;
+        };
+        let id = id.unwrap_or_else(|| loop {
+            let candidate = (rand_u64() >> 1) as i64;
+            if candidate != 0 && !map.contains_key(&candidate) {
+                break candidate;
+            }
+        });
+        map.insert(id, Arc::new(tokio::sync::Mutex::new(cursor)));
+        id
+    }
+
+    /// The cursor with this id.
+    pub(crate) fn get(&self, id: i64) -> Option<Arc<tokio::sync::Mutex<RouterCursor>>> {
+        self.cursors.lock().ok()?.get(&id).cloned()
+    }
+
+    /// Forgets a cursor (its shard cursors must be closed by the caller).
+    pub(crate) fn remove(&self, id: i64) -> Option<Arc<tokio::sync::Mutex<RouterCursor>>> {
+        self.cursors.lock().ok()?.remove(&id)
+    }
+
+    /// How many cursors are open.
+    pub(crate) fn len(&self) -> usize {
+        self.cursors.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Removes and returns the cursors matching `pred`.
+    fn take_where(
+        &self,
+        mut pred: impl FnMut(&RouterCursor) -> bool,
+    ) -> Vec<Arc<tokio::sync::Mutex<RouterCursor>>> {
+        let Ok(mut map) = self.cursors.lock() else {
+            return Vec::new();
+        };
+        let ids: Vec<i64> = map
+            .iter()
+            .filter(|(_, c)| c.try_lock().map(|c| pred(&c)).unwrap_or(false))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter().filter_map(|id| map.remove(id)).collect()
+    }
+
+    /// Kills the cursors last used by a closed connection.
+    pub(crate) async fn kill_for_connection(&self, state: &RouterState, connection: i32) {
+        for c in self.take_where(|c| c.connection == connection) {
+            kill(state, &mut *c.lock().await).await;
+        }
+    }
+
+    /// Kills cursors idle longer than `idle`.
+    pub(crate) async fn kill_idle(&self, state: &RouterState, idle: Duration) {
+        for c in self.take_where(|c| c.last_used.elapsed() > idle) {
+            kill(state, &mut *c.lock().await).await;
+        }
+    }
+}
+
+/// A random 64-bit number (cursor ids must not be guessable in sequence).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+/// Closes every shard cursor behind a router cursor.
+pub(crate) async fn kill(state: &RouterState, cursor: &mut RouterCursor) {
+    let coll = cursor.ns.split_once('.').map_or("", |(_, c)| c).to_owned();
+    let db = cursor.ns.split_once('.').map_or("", |(d, _)| d).to_owned();
+    let targets: Vec<(ShardType, i64)> = match &mut cursor.kind {
+        CursorKind::Merge(m) => m
+            .streams
+            .iter_mut()
+            .filter(|s| s.cursor_id != 0)
+            .map(|s| (s.shard.clone(), std::mem::take(&mut s.cursor_id)))
+            .collect(),
+        CursorKind::Buffered(_) => Vec::new(),
+        CursorKind::PassThrough(_) => Vec::new(),
+    };
+    for (shard, id) in targets {
+        let cmd = doc! {"killCursors": &coll, "cursors": [id], "$db": &db};
+        if let Err(e) = run_on_shard(state, &shard, cmd).await {
+            tracing::debug!(shard = %shard.id, error = %e, "killCursors on shard failed");
+        }
+    }
+}
+
+impl MergeCursor {
+    /// The next batch: at most `max_docs` documents and `MAX_BATCH_BYTES`.
+    pub(crate) async fn next_batch(
+        &mut self,
+        state: &RouterState,
+        max_docs: usize,
+    ) -> Result<Vec<RawDocumentBuf>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while out.len() < max_docs && self.remaining != Some(0) {
+            let next = match self.pending.take() {
+                Some(doc) => Some(doc),
+                None => self.merge.next(),
+            };
+            if let Some(doc) = next {
+                if self.skip > 0 {
+                    self.skip -= 1;
+                    continue;
+                }
+                let doc = if self.strip {
+                    strip_sort_key(&doc)
+                } else {
+                    doc
+                };
+                bytes += doc.as_bytes().len();
+                if bytes > MAX_BATCH_BYTES && !out.is_empty() {
+                    self.pending = Some(doc);
+                    break;
+                }
+                out.push(doc);
+                if let Some(r) = self.remaining.as_mut() {
+                    *r -= 1;
+                }
+                continue;
+            }
+            let refill = self.merge.needs_refill();
+            if refill.is_empty() {
+                break; // every stream is drained
+            }
+            self.refill(state, &refill).await?;
+        }
+        Ok(out)
+    }
+
+    /// Whether no more documents will come.
+    pub(crate) fn is_exhausted(&self) -> bool {
+        self.remaining == Some(0) || (self.pending.is_none() && self.merge.is_done())
+    }
+
+    /// Runs `getMore` on the given streams at once.
+    async fn refill(&mut self, state: &RouterState, streams: &[usize]) -> Result<()> {
+        let (db, coll) = self.ns.split_once('.').unwrap_or(("", ""));
+        let calls = streams.iter().map(|i| {
+            let s = &self.streams[*i];
+            let mut cmd = doc! {"getMore": s.cursor_id, "collection": coll, "batchSize": self.shard_batch, "$db": db};
+            if let Some(lsid) = &self.lsid {
+                cmd.insert("lsid", lsid.clone());
+            }
+            run_on_shard_raw(state, &s.shard, cmd)
+        });
+        let replies = futures::future::join_all(calls).await;
+        for (i, reply) in streams.iter().zip(replies) {
+            let reply = reply?;
+            let (id, docs) = cursor_batch(&reply, "nextBatch");
+            self.streams[*i].cursor_id = id;
+            self.merge.push(*i, docs, id == 0);
+        }
+        Ok(())
+    }
+}
+
+/// The cursor id and documents of a shard's cursor reply.
+pub(crate) fn cursor_batch(reply: &RawDocument, field: &str) -> (i64, Vec<RawDocumentBuf>) {
+    let Ok(cursor) = reply.get_document("cursor") else {
+        return (0, Vec::new());
+    };
+    let id = cursor.get_i64("id").unwrap_or(0);
+    let docs = cursor
+        .get_array(field)
+        .map(|a| {
+            a.into_iter()
+                .filter_map(|d| d.ok().and_then(|d| d.as_document()))
+                .map(|d| d.to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    (id, docs)
+}

@@ -1,0 +1,270 @@
+//! `shardgate bench`: an end-to-end load tool for any MongoDB endpoint — a
+//! shardgate router, a real mongos, or a shard server directly — so that one
+//! run can measure the router and a shard side by side.
+//!
+//! For each endpoint (`--uri`, then `--uri2` with the same settings) the tool
+//! connects with ONE `mongodb::Client` whose pool holds at least `--clients`
+//! connections, checks the endpoint with `hello` (a router answers
+//! `msg: "isdbgrid"`), optionally runs [`setup`](setup::setup) (`--setup`:
+//! drop, shard on `{key: 1}` and split when `--shard-key` is given and the
+//! endpoint is a router, load `--docs` documents, index `key`), then starts
+//! `--clients` tokio tasks sharing that client. Each task draws operations
+//! from the weighted `--mix` back to back for `--warmup-secs` (not recorded)
+//! plus `--duration-secs`, recording per operation the latency of every
+//! success in a log-linear histogram and counting failures. Nothing is sent
+//! anywhere but the given URIs, and the run stops by itself: an operation
+//! still in flight 10 s after the end is abandoned and counted as an error.
+//!
+//! Documents are `{_id: i, key: i, cat: i % 10, payload: <100 bytes>}` for
+//! `i` in `0..docs`. The operations ([`Op`]): `find_by_key`
+//! (`find_one({key: random existing})`), `scatter_sorted_find`
+//! (`find({cat: random}).sort({key: -1}).limit(20)`), `insert` (one new
+//! document) and `insert_batch` (`--batch-size` new documents); new documents
+//! get a driver-generated `_id` and fresh keys above `--docs` and above every
+//! key already present, so repeated runs on the same data never collide.
+
+mod histogram;
+mod json;
+mod mix;
+mod report;
+mod setup;
+mod worker;
+
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::{doc, Document};
+use mongodb::options::ClientOptions;
+use mongodb::Client;
+
+pub use histogram::Histogram;
+pub use mix::{parse_mix, Mix, Op};
+pub use report::{EndpointReport, OpReport, Ratio, Report};
+pub use worker::PAYLOAD;
+
+use crate::cli::BenchArgs;
+use worker::{short_error, Workload};
+
+/// How to load and measure an endpoint (the same for both endpoints).
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Concurrent client tasks.
+    pub clients: usize,
+    /// Warm-up before measuring (operations run but are not recorded).
+    pub warmup: Duration,
+    /// How long to measure.
+    pub duration: Duration,
+    /// The operation mix.
+    pub mix: Mix,
+    /// Documents loaded by `--setup`; `find_by_key` reads keys below this.
+    pub docs: u64,
+    /// Database name.
+    pub db: String,
+    /// Collection name.
+    pub collection: String,
+    /// Documents per `insert_batch`.
+    pub batch_size: usize,
+    /// Drop and load the collection before measuring.
+    pub setup: bool,
+    /// On a router, shard the collection on `{key: 1}` during setup.
+    pub shard_key: bool,
+    /// Chunks to split the sharded collection into (at even key points).
+    pub splits: u32,
+    /// Force `directConnection=true`.
+    pub direct_connection: bool,
+    /// Server selection and connect timeout.
+    pub connect_timeout: Duration,
+}
+
+impl BenchConfig {
+    /// `db.collection`.
+    pub fn ns(&self) -> String {
+        format!("{}.{}", self.db, self.collection)
+    }
+}
+
+/// An endpoint to measure.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Its name in the report.
+    pub label: String,
+    /// Its connection string.
+    pub uri: String,
+}
+
+impl Endpoint {
+    /// An endpoint named `label` at `uri`.
+    pub fn new(label: &str, uri: &str) -> Endpoint {
+        Endpoint {
+            label: label.to_owned(),
+            uri: uri.to_owned(),
+        }
+    }
+}
+
+/// Endpoints and settings from the command line.
+pub fn from_args(a: &BenchArgs) -> anyhow::Result<(Vec<Endpoint>, BenchConfig)> {
+    anyhow::ensure!(a.clients >= 1, "--clients must be at least 1");
+    anyhow::ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
+    anyhow::ensure!(a.splits >= 1, "--splits must be at least 1");
+    anyhow::ensure!(
+        !a.shard_key || a.setup,
+        "--shard-key shards the collection during --setup; add --setup"
+    );
+    anyhow::ensure!(
+        a.splits == 1 || a.shard_key,
+        "--splits needs --shard-key (and --setup)"
+    );
+    let mut endpoints = vec![Endpoint::new(&a.label, &a.uri)];
+    if let Some(uri2) = &a.uri2 {
+        anyhow::ensure!(a.label2 != a.label, "--label and --label2 must differ");
+        endpoints.push(Endpoint::new(&a.label2, uri2));
+    }
+    let config = BenchConfig {
+        clients: a.clients,
+        warmup: Duration::from_secs(a.warmup_secs),
+        duration: Duration::from_secs(a.duration_secs),
+        mix: a.mix.clone(),
+        docs: a.docs,
+        db: a.db.clone(),
+        collection: a.collection.clone(),
+        batch_size: a.batch_size,
+        setup: a.setup,
+        shard_key: a.shard_key,
+        splits: a.splits,
+        direct_connection: a.direct_connection,
+        connect_timeout: Duration::from_secs(a.connect_timeout_secs.max(1)),
+    };
+    Ok((endpoints, config))
+}
+
+/// `shardgate bench`: measures, prints the report (text or `--json`), and
+/// fails when an endpoint could not be measured.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (endpoints, config) = from_args(&args)?;
+    let report = bench(&endpoints, &config).await;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    let failed: Vec<String> = report
+        .endpoints
+        .iter()
+        .filter_map(|e| e.error.as_ref().map(|err| format!("{}: {err}", e.label)))
+        .collect();
+    anyhow::ensure!(failed.is_empty(), "bench failed: {}", failed.join("; "));
+    Ok(())
+}
+
+/// Measures each endpoint in turn with the same settings.
+pub async fn bench(endpoints: &[Endpoint], config: &BenchConfig) -> Report {
+    let mut reports = Vec::new();
+    for e in endpoints {
+        reports.push(run_endpoint(e, config).await);
+    }
+    Report::new(reports)
+}
+
+/// Sets up and measures one endpoint. Never fails: an unreachable endpoint
+/// or a failed setup is reported in [`EndpointReport::error`].
+pub async fn run_endpoint(endpoint: &Endpoint, config: &BenchConfig) -> EndpointReport {
+    let mut report =
+        EndpointReport::new(&endpoint.label, &endpoint.uri, config.clients, &config.mix);
+    if let Err(e) = measure(endpoint, config, &mut report).await {
+        eprintln!("bench: {}: {e}", endpoint.label);
+        report.error = Some(e);
+    }
+    report
+}
+
+async fn measure(
+    endpoint: &Endpoint,
+    config: &BenchConfig,
+    report: &mut EndpointReport,
+) -> Result<(), String> {
+    let client = connect(&endpoint.uri, config).await.map_err(|e| {
+        format!(
+            "bad connection string {}: {}",
+            endpoint.uri,
+            short_error(&e)
+        )
+    })?;
+    let is_router = is_router(&client)
+        .await
+        .map_err(|e| format!("cannot reach {}: {}", endpoint.uri, short_error(&e)))?;
+    report.server = Some(if is_router { "router" } else { "mongod" }.to_owned());
+    if config.setup {
+        eprintln!(
+            "bench: {}: loading {} documents",
+            endpoint.label, config.docs
+        );
+        setup::setup(&client, is_router, config, &mut report.notes)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let coll = client
+        .database(&config.db)
+        .collection::<Document>(&config.collection);
+    let first_key = setup::first_fresh_key(&coll, config.docs, &mut report.notes).await;
+    let workload = Arc::new(Workload {
+        coll,
+        mix: config.mix.clone(),
+        docs: config.docs,
+        batch_size: config.batch_size,
+        next_key: AtomicI64::new(first_key),
+    });
+    eprintln!(
+        "bench: {}: {} clients, {:.1} s warm-up + {:.1} s measured, mix {}",
+        endpoint.label,
+        config.clients,
+        config.warmup.as_secs_f64(),
+        config.duration.as_secs_f64(),
+        config.mix
+    );
+    let (stats, measured) = worker::run_clients(
+        workload,
+        config.clients,
+        config.warmup,
+        config.duration,
+        seed(),
+    )
+    .await;
+    report.fill(&config.mix, &stats, measured);
+    Ok(())
+}
+
+/// One driver client for the endpoint, its pool big enough for every task.
+async fn connect(uri: &str, config: &BenchConfig) -> mongodb::error::Result<Client> {
+    let mut opts = ClientOptions::parse(uri).await?;
+    let pool = opts
+        .max_pool_size
+        .unwrap_or(0)
+        .max(u32::try_from(config.clients).unwrap_or(u32::MAX))
+        .max(1);
+    opts.max_pool_size = Some(pool);
+    if config.direct_connection {
+        opts.direct_connection = Some(true);
+    }
+    opts.server_selection_timeout = Some(config.connect_timeout);
+    opts.connect_timeout = Some(config.connect_timeout);
+    opts.app_name
+        .get_or_insert_with(|| "shardgate-bench".into());
+    Client::with_options(opts)
+}
+
+/// Whether the endpoint is a router: `hello` answers `msg: "isdbgrid"`.
+async fn is_router(client: &Client) -> mongodb::error::Result<bool> {
+    let hello = client
+        .database("admin")
+        .run_command(doc! {"hello": 1})
+        .await?;
+    Ok(hello.get_str("msg").ok() == Some("isdbgrid"))
+}
+
+fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x5EED, |d| d.as_nanos() as u64)
+}

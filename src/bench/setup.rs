@@ -1,0 +1,129 @@
+//! `--setup`: drop, optionally shard and split (router only), load the
+//! documents, index the shard key; and where fresh insert keys start.
+
+use std::time::Instant;
+
+use bson::{doc, Document};
+use futures::{StreamExt, TryStreamExt};
+use mongodb::{Client, Collection, IndexModel};
+
+use super::worker::{bench_doc, short_error};
+use super::BenchConfig;
+
+/// Documents per `insert_many` while loading.
+const LOAD_BATCH: u64 = 1000;
+/// Loading batches in flight at once.
+const LOAD_CONCURRENCY: usize = 4;
+
+/// Drops and reloads the collection; shards it first when asked and the
+/// endpoint is a router. Sharding steps are best effort (noted, not fatal);
+/// dropping and loading must succeed.
+pub async fn setup(
+    client: &Client,
+    is_router: bool,
+    cfg: &BenchConfig,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let coll = client
+        .database(&cfg.db)
+        .collection::<Document>(&cfg.collection);
+    coll.drop()
+        .await
+        .map_err(|e| anyhow::anyhow!("setup: drop {}: {}", cfg.ns(), short_error(&e)))?;
+    if cfg.shard_key {
+        if is_router {
+            shard(client, cfg, notes).await;
+        } else {
+            notes.push("--shard-key ignored: not a router (hello.msg != \"isdbgrid\")".into());
+        }
+    }
+    let started = Instant::now();
+    load(&coll, cfg.docs).await?;
+    notes.push(format!(
+        "setup: dropped {} and loaded {} documents in {:.1} s",
+        cfg.ns(),
+        cfg.docs,
+        started.elapsed().as_secs_f64()
+    ));
+    let index = IndexModel::builder().keys(doc! {"key": 1}).build();
+    if let Err(e) = coll.create_index(index).await {
+        notes.push(format!("setup: index {{key: 1}}: {}", short_error(&e)));
+    }
+    Ok(())
+}
+
+/// Inserts `{_id: i, key: i, cat: i % 10, payload}` for `i` in `0..docs`.
+async fn load(coll: &Collection<Document>, docs: u64) -> anyhow::Result<()> {
+    let batches = (0..docs).step_by(LOAD_BATCH as usize).map(|first| {
+        let last = (first + LOAD_BATCH).min(docs);
+        let batch: Vec<Document> = (first..last).map(|i| bench_doc(i as i64, true)).collect();
+        async move { coll.insert_many(batch).await.map(|_| ()) }
+    });
+    futures::stream::iter(batches)
+        .buffer_unordered(LOAD_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .map_err(|e| anyhow::anyhow!("setup: loading documents: {}", short_error(&e)))?;
+    Ok(())
+}
+
+/// `enableSharding`, `shardCollection` on `{key: 1}` and `--splits - 1`
+/// splits at even points of `0..docs`. Every chunk stays on the database's
+/// primary shard: this router has no chunk migration yet.
+async fn shard(client: &Client, cfg: &BenchConfig, notes: &mut Vec<String>) {
+    let admin = client.database("admin");
+    let ns = cfg.ns();
+    if let Err(e) = admin.run_command(doc! {"enableSharding": &cfg.db}).await {
+        notes.push(format!("enableSharding {}: {}", cfg.db, short_error(&e)));
+    }
+    let sharded = admin
+        .run_command(doc! {"shardCollection": &ns, "key": {"key": 1}})
+        .await;
+    if let Err(e) = sharded {
+        notes.push(format!("shardCollection {ns}: {}", short_error(&e)));
+        return;
+    }
+    let splits = u64::from(cfg.splits.max(1));
+    let mut chunks = 1;
+    for j in 1..splits {
+        let middle = (j * cfg.docs / splits) as i64;
+        match admin
+            .run_command(doc! {"split": &ns, "middle": {"key": middle}})
+            .await
+        {
+            Ok(_) => chunks += 1,
+            Err(e) => notes.push(format!("split {ns} at key {middle}: {}", short_error(&e))),
+        }
+    }
+    notes.push(format!("sharded {ns} on {{key: 1}} in {chunks} chunk(s)"));
+}
+
+/// Where fresh insert keys start: above `docs` and above every key present.
+pub async fn first_fresh_key(
+    coll: &Collection<Document>,
+    docs: u64,
+    notes: &mut Vec<String>,
+) -> i64 {
+    let top = coll
+        .find_one(doc! {})
+        .sort(doc! {"key": -1})
+        .projection(doc! {"key": 1, "_id": 0})
+        .await;
+    let floor = docs as i64;
+    match top {
+        Ok(Some(d)) => match d.get("key") {
+            Some(bson::Bson::Int64(k)) => floor.max(k.saturating_add(1)),
+            Some(bson::Bson::Int32(k)) => floor.max(i64::from(*k) + 1),
+            Some(bson::Bson::Double(k)) => floor.max(*k as i64 + 1),
+            _ => floor,
+        },
+        Ok(None) => floor,
+        Err(e) => {
+            notes.push(format!(
+                "cannot read the largest key ({}); new keys start at {floor}",
+                short_error(&e)
+            ));
+            floor
+        }
+    }
+}
