@@ -37,7 +37,7 @@ fn bench(c: &mut Criterion) {
                     merge.push(i, s, true);
                 }
                 let mut n = 0usize;
-                while let Some(doc) = merge.next() {
+                while let Some(doc) = merge.pop_next() {
                     n += strip_sort_key(&doc).as_bytes().len();
                 }
                 n

@@ -6,8 +6,10 @@
 //! connects with ONE `mongodb::Client` whose pool holds at least `--clients`
 //! connections, checks the endpoint with `hello` (a router answers
 //! `msg: "isdbgrid"`), optionally runs [`setup`](setup::setup) (`--setup`:
-//! drop, shard on `{key: 1}` and split when `--shard-key` is given and the
-//! endpoint is a router, load `--docs` documents, index `key`), then starts
+//! drop; when `--shard-key` is given and the endpoint is a router, shard on
+//! `{key: 1}` in `--splits` chunks, all on the primary shard, or with
+//! `--spread` round-robin over the shards through zone ranges named
+//! `shardgate-bench-<shard>`; index `key`; load `--docs` documents), then starts
 //! `--clients` tokio tasks sharing that client. Each task draws operations
 //! from the weighted `--mix` back to back for `--warmup-secs` (not recorded)
 //! plus `--duration-secs`, recording per operation the latency of every
@@ -71,6 +73,8 @@ pub struct BenchConfig {
     pub shard_key: bool,
     /// Chunks to split the sharded collection into (at even key points).
     pub splits: u32,
+    /// Place the chunks round-robin on the shards (through zones).
+    pub spread: bool,
     /// Force `directConnection=true`.
     pub direct_connection: bool,
     /// Server selection and connect timeout.
@@ -113,8 +117,8 @@ pub fn from_args(a: &BenchArgs) -> anyhow::Result<(Vec<Endpoint>, BenchConfig)> 
         "--shard-key shards the collection during --setup; add --setup"
     );
     anyhow::ensure!(
-        a.splits == 1 || a.shard_key,
-        "--splits needs --shard-key (and --setup)"
+        (a.splits == 1 && !a.spread) || a.shard_key,
+        "--splits and --spread need --shard-key (and --setup)"
     );
     let mut endpoints = vec![Endpoint::new(&a.label, &a.uri)];
     if let Some(uri2) = &a.uri2 {
@@ -133,6 +137,7 @@ pub fn from_args(a: &BenchArgs) -> anyhow::Result<(Vec<Endpoint>, BenchConfig)> 
         setup: a.setup,
         shard_key: a.shard_key,
         splits: a.splits,
+        spread: a.spread,
         direct_connection: a.direct_connection,
         connect_timeout: Duration::from_secs(a.connect_timeout_secs.max(1)),
     };

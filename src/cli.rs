@@ -125,6 +125,9 @@ pub struct BenchArgs {
     /// With --shard-key: split into this many chunks at even key points.
     #[arg(long, default_value_t = 1)]
     pub splits: u32,
+    /// With --shard-key: place the chunks round-robin on the shards (via zones).
+    #[arg(long)]
+    pub spread: bool,
     /// Connect with directConnection=true (to one shard server).
     #[arg(long)]
     pub direct_connection: bool,

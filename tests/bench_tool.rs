@@ -28,6 +28,7 @@ fn config() -> BenchConfig {
         setup: true,
         shard_key: true,
         splits: 4,
+        spread: false,
         direct_connection: false,
         connect_timeout: Duration::from_secs(10),
     }
@@ -82,7 +83,10 @@ async fn measures_a_router_and_a_direct_shard_with_every_operation() {
     check_endpoint(router, "router");
     check_endpoint(shard, "mongod");
     assert!(
-        router.notes.iter().any(|n| n.contains("in 4 chunk(s)")),
+        router
+            .notes
+            .iter()
+            .any(|n| n.ends_with(": 4 chunk(s) on shard0000")),
         "{:?}",
         router.notes
     );
@@ -115,6 +119,42 @@ async fn measures_a_router_and_a_direct_shard_with_every_operation() {
         json.contains("\"ratios\":[{\"op\":\"find_by_key\""),
         "{json}"
     );
+}
+
+/// `--spread` places the chunks on every shard through zones (what the
+/// operations then do across shards is the router's business, not asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spread_places_chunks_on_every_shard() {
+    let cluster = support::TestCluster::start(2).await;
+    let config = BenchConfig {
+        clients: 2,
+        warmup: Duration::ZERO,
+        duration: Duration::from_millis(300),
+        mix: Mix::only(Op::FindByKey),
+        docs: 300,
+        spread: true,
+        ..config()
+    };
+    let report =
+        bench::run_endpoint(&Endpoint::new("router", &cluster.router.uri()), &config).await;
+    assert_eq!(report.error, None, "{report:?}");
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.ends_with("4 chunk(s) on shard0000, shard0001")),
+        "{:?}",
+        report.notes
+    );
+    let chunks = support::config_docs(
+        &cluster.client().await,
+        "chunks",
+        doc! {"ns": "benchdb.items"},
+        doc! {"min": 1},
+    )
+    .await;
+    let owners: Vec<&str> = chunks.iter().map(|c| c.get_str("shard").unwrap()).collect();
+    assert_eq!(owners, ["shard0000", "shard0001", "shard0000", "shard0001"]);
 }
 
 #[test]

@@ -442,3 +442,42 @@ async fn targeted_queries_reach_only_owning_shards_and_cursors_page_exactly_once
         .unwrap_err();
     assert_eq!(support::error_code(&gone), 43);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_shard_fails_the_query_unless_partial_results_are_allowed() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "part", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"addShardToZone": "shard0002", "zone": "far"}).await;
+    admin(&client, doc! {"updateZoneKeyRange": "part.c", "min": {"k": 50}, "max": {"k": Bson::MaxKey}, "zone": "far"}).await;
+    admin(&client, doc! {"shardCollection": "part.c", "key": {"k": 1}}).await;
+    let coll = client.database("part").collection::<Document>("c");
+    coll.insert_many((0..100).map(|i| doc! {"_id": i, "k": i}))
+        .await
+        .unwrap();
+    cluster.shards[2].kill();
+
+    let err = match coll.find(doc! {}).await {
+        Err(e) => e,
+        Ok(cursor) => cursor.try_collect::<Vec<_>>().await.unwrap_err(),
+    };
+    assert_eq!(support::error_code(&err), 6, "HostUnreachable: {err}");
+    let partial: Vec<Document> = coll
+        .find(doc! {})
+        .allow_partial_results(true)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(partial.len(), 50, "the live shard's documents");
+    // A query that targets only the live shard is unaffected.
+    assert_eq!(
+        coll.count_documents(doc! {"k": {"$lt": 50}}).await.unwrap(),
+        50
+    );
+}

@@ -37,6 +37,7 @@ pub mod scatter;
 pub mod server;
 mod state;
 mod stats;
+pub mod targeting;
 
 pub use config::{PoolConfig, RouterConfig};
 pub use error::RouterError;

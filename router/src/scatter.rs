@@ -59,14 +59,8 @@ pub(crate) fn target(
     routing: &CollectionRouting,
     filter: &Document,
 ) -> Result<Vec<ShardType>> {
-    // TEMPORARY until targeting lands: every owning shard.
-    let _ = filter;
-    let ids: BTreeSet<String> = routing
-        .chunks
-        .shards()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let ids: BTreeSet<String> =
+        crate::targeting::target_shards(&routing.pattern, &routing.chunks, filter);
     let ids = if ids.is_empty() {
         // Nothing can match; ask one shard so the reply has the real shape.
         routing

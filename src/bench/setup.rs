@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use bson::{doc, Document};
+use bson::{doc, Bson, Document};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::{Client, Collection, IndexModel};
 
@@ -37,6 +37,12 @@ pub async fn setup(
             notes.push("--shard-key ignored: not a router (hello.msg != \"isdbgrid\")".into());
         }
     }
+    // The index comes first everywhere: shardCollection builds it on an
+    // empty collection, so loading must pay for it on every endpoint alike.
+    let index = IndexModel::builder().keys(doc! {"key": 1}).build();
+    if let Err(e) = coll.create_index(index).await {
+        notes.push(format!("setup: index {{key: 1}}: {}", short_error(&e)));
+    }
     let started = Instant::now();
     load(&coll, cfg.docs).await?;
     notes.push(format!(
@@ -45,10 +51,6 @@ pub async fn setup(
         cfg.docs,
         started.elapsed().as_secs_f64()
     ));
-    let index = IndexModel::builder().keys(doc! {"key": 1}).build();
-    if let Err(e) = coll.create_index(index).await {
-        notes.push(format!("setup: index {{key: 1}}: {}", short_error(&e)));
-    }
     Ok(())
 }
 
@@ -67,14 +69,20 @@ async fn load(coll: &Collection<Document>, docs: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `enableSharding`, `shardCollection` on `{key: 1}` and `--splits - 1`
-/// splits at even points of `0..docs`. Every chunk stays on the database's
-/// primary shard: this router has no chunk migration yet.
+/// `enableSharding`, then `shardCollection` on `{key: 1}` cut into
+/// `--splits` chunks at even points of `0..docs`: with `--spread`, zone
+/// ranges laid out before `shardCollection` place the chunks round-robin on
+/// the shards (this router cannot move chunks); without, `split` commands cut
+/// the one chunk on the primary shard.
 async fn shard(client: &Client, cfg: &BenchConfig, notes: &mut Vec<String>) {
     let admin = client.database("admin");
     let ns = cfg.ns();
     if let Err(e) = admin.run_command(doc! {"enableSharding": &cfg.db}).await {
         notes.push(format!("enableSharding {}: {}", cfg.db, short_error(&e)));
+    }
+    let points = split_points(cfg);
+    if cfg.spread {
+        spread(client, &ns, &points, notes).await;
     }
     let sharded = admin
         .run_command(doc! {"shardCollection": &ns, "key": {"key": 1}})
@@ -83,19 +91,88 @@ async fn shard(client: &Client, cfg: &BenchConfig, notes: &mut Vec<String>) {
         notes.push(format!("shardCollection {ns}: {}", short_error(&e)));
         return;
     }
-    let splits = u64::from(cfg.splits.max(1));
-    let mut chunks = 1;
-    for j in 1..splits {
-        let middle = (j * cfg.docs / splits) as i64;
-        match admin
-            .run_command(doc! {"split": &ns, "middle": {"key": middle}})
-            .await
-        {
-            Ok(_) => chunks += 1,
-            Err(e) => notes.push(format!("split {ns} at key {middle}: {}", short_error(&e))),
+    if !cfg.spread {
+        for middle in &points {
+            let split = admin
+                .run_command(doc! {"split": &ns, "middle": {"key": middle}})
+                .await;
+            if let Err(e) = split {
+                notes.push(format!("split {ns} at key {middle}: {}", short_error(&e)));
+            }
         }
     }
-    notes.push(format!("sharded {ns} on {{key: 1}} in {chunks} chunk(s)"));
+    notes.push(chunk_summary(client, &ns).await);
+}
+
+/// The `--splits - 1` inner split points, evenly over `0..docs`.
+fn split_points(cfg: &BenchConfig) -> Vec<i64> {
+    let splits = u64::from(cfg.splits.max(1));
+    (1..splits)
+        .map(|j| (j * cfg.docs / splits) as i64)
+        .collect()
+}
+
+/// Zone `shardgate-bench-<shard>` on every shard, and the key ranges between
+/// `points` assigned to them round-robin.
+async fn spread(client: &Client, ns: &str, points: &[i64], notes: &mut Vec<String>) {
+    let admin = client.database("admin");
+    let shards = match admin.run_command(doc! {"listShards": 1}).await {
+        Ok(r) => r
+            .get_array("shards")
+            .map(|a| a.to_vec())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s.as_document()?.get_str("_id").ok().map(str::to_owned))
+            .collect::<Vec<_>>(),
+        Err(e) => {
+            notes.push(format!("--spread: listShards: {}", short_error(&e)));
+            return;
+        }
+    };
+    let mut bounds = vec![Bson::MinKey];
+    bounds.extend(points.iter().map(|p| Bson::Int64(*p)));
+    bounds.push(Bson::MaxKey);
+    for (i, pair) in bounds.windows(2).enumerate() {
+        let Some(shard) = shards.get(i % shards.len().max(1)) else {
+            notes.push("--spread: the router has no shards".into());
+            return;
+        };
+        let zone = format!("shardgate-bench-{shard}");
+        let steps = [
+            doc! {"addShardToZone": shard, "zone": &zone},
+            doc! {"updateZoneKeyRange": ns, "min": {"key": pair[0].clone()},
+            "max": {"key": pair[1].clone()}, "zone": &zone},
+        ];
+        for cmd in steps {
+            if let Err(e) = admin.run_command(cmd.clone()).await {
+                notes.push(format!("--spread: {cmd}: {}", short_error(&e)));
+            }
+        }
+    }
+}
+
+/// `sharded NS on {key: 1}: 3 chunk(s) on shard0000, shard0001, shard0002`.
+async fn chunk_summary(client: &Client, ns: &str) -> String {
+    let chunks = client
+        .database("config")
+        .collection::<Document>("chunks")
+        .find(doc! {"ns": ns})
+        .await;
+    let chunks: Vec<Document> = match chunks {
+        Ok(cursor) => cursor.try_collect().await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let mut shards: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c.get_str("shard").ok())
+        .collect();
+    shards.sort_unstable();
+    shards.dedup();
+    format!(
+        "sharded {ns} on {{key: 1}}: {} chunk(s) on {}",
+        chunks.len(),
+        shards.join(", ")
+    )
 }
 
 /// Where fresh insert keys start: above `docs` and above every key present.

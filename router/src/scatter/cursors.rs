@@ -185,7 +185,7 @@ impl MergeCursor {
         while out.len() < max_docs && self.remaining != Some(0) {
             let next = match self.pending.take() {
                 Some(doc) => Some(doc),
-                None => self.merge.next(),
+                None => self.merge.pop_next(),
             };
             if let Some(doc) = next {
                 if self.skip > 0 {

@@ -182,7 +182,7 @@ impl KWayMerge {
 
     /// The next document in merge order, or `None` when a refill (or the
     /// end) comes first.
-    pub fn next(&mut self) -> Option<RawDocumentBuf> {
+    pub fn pop_next(&mut self) -> Option<RawDocumentBuf> {
         if !self.needs_refill().is_empty() {
             return None;
         }
@@ -223,7 +223,7 @@ mod tests {
 
     fn drain(m: &mut KWayMerge) -> Vec<i32> {
         let mut out = Vec::new();
-        while let Some(d) = m.next() {
+        while let Some(d) = m.pop_next() {
             out.push(d.get_i32("v").unwrap());
         }
         out
@@ -281,7 +281,7 @@ mod tests {
         let mut m = KWayMerge::new(2, Some(spec));
         m.push(0, vec![c, a], true);
         m.push(1, vec![b], true);
-        let order: Vec<i32> = std::iter::from_fn(|| m.next())
+        let order: Vec<i32> = std::iter::from_fn(|| m.pop_next())
             .map(|d| d.get_i32("x").unwrap())
             .collect();
         assert_eq!(order, vec![3, 2, 1], "numbers before strings; b descending");
