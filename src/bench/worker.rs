@@ -120,9 +120,28 @@ impl Workload {
     }
 }
 
-/// A driver error on one line, at most 300 characters.
-pub fn short_error(e: &impl std::fmt::Display) -> String {
-    let text = e.to_string().replace('\n', " ");
+/// A driver error on one line, at most 300 characters: code, name and
+/// message for server errors, the driver's text otherwise.
+pub fn short_error(e: &mongodb::error::Error) -> String {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    let text = match &*e.kind {
+        ErrorKind::Command(c) => format!("error {} ({}): {}", c.code, c.code_name, c.message),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => {
+            format!("write error {}: {}", w.code, w.message)
+        }
+        ErrorKind::InsertMany(m) => match m.write_errors.as_deref().and_then(|w| w.first()) {
+            Some(w) => format!(
+                "write error {} at document {}: {}",
+                w.code, w.index, w.message
+            ),
+            None => e.to_string(),
+        },
+        ErrorKind::ServerSelection { message, .. } => {
+            format!("no server available: {message}")
+        }
+        _ => e.to_string(),
+    };
+    let text = text.replace('\n', " ");
     match text.char_indices().nth(300) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
