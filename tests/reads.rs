@@ -481,3 +481,95 @@ async fn a_dead_shard_fails_the_query_unless_partial_results_are_allowed() {
         50
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_ranges_are_never_counted_twice() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let shards = support::start_shards(dir.path(), 2, false).await;
+    let store: Arc<dyn shardgate_config_store::ConfigStore> =
+        Arc::new(shardgate_config_store::EmbeddedStore::open(dir.path().join("config")).unwrap());
+    let router = support::RouterHandle::start_with_store(
+        store.clone(),
+        shardgate_router::RouterConfig::default(),
+    )
+    .await;
+    let client = support::client(&router.uri()).await;
+    for s in &shards {
+        admin(&client, doc! {"addShard": s.address()}).await;
+    }
+    admin(
+        &client,
+        doc! {"enableSharding": "orph", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"addShardToZone": "shard0001", "zone": "hi"}).await;
+    admin(&client, doc! {"updateZoneKeyRange": "orph.c", "min": {"k": 50}, "max": {"k": Bson::MaxKey}, "zone": "hi"}).await;
+    admin(&client, doc! {"shardCollection": "orph.c", "key": {"k": 1}}).await;
+    let coll = client.database("orph").collection::<Document>("c");
+    coll.insert_many((0..100).map(|i| doc! {"_id": i, "k": i}))
+        .await
+        .unwrap();
+
+    // A migration of [50, 60) to shard0000 has copied the documents but not
+    // committed: shard0000 holds them without owning them.
+    let copies: Vec<Document> = (50..60).map(|i| doc! {"_id": i, "k": i}).collect();
+    support::direct_client(&shards[0])
+        .await
+        .database("orph")
+        .collection::<Document>("c")
+        .insert_many(copies)
+        .await
+        .unwrap();
+    let catalog = shardgate_config_store::Catalog::new(store);
+    let pattern =
+        shardgate_config_store::shard_key::ShardKeyPattern::parse(&doc! {"k": 1}).unwrap();
+    let orphan = shardgate_config_store::model::OrphanRange {
+        ns: "orph.c".into(),
+        shard: "shard0000".into(),
+        min: doc! {"k": 50},
+        max: doc! {"k": 60},
+    };
+    catalog.add_orphan_range(&pattern, &orphan).await.unwrap();
+    // The router learns of it through its watch.
+    let mut counted = 0;
+    for _ in 0..50 {
+        counted = coll.count_documents(doc! {}).await.unwrap();
+        if counted == 100 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted, 100, "each document counted once");
+    let all: Vec<Document> = coll
+        .find(doc! {})
+        .sort(doc! {"k": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let ks: Vec<i64> = all.iter().map(|d| d.get_i32("k").unwrap() as i64).collect();
+    assert_eq!(
+        ks,
+        (0..100).collect::<Vec<i64>>(),
+        "each document returned once, in order"
+    );
+    let n = router_count(&client).await;
+    assert_eq!(n, 100);
+    let distinct = coll
+        .distinct("k", doc! {"k": {"$gte": 45, "$lt": 65}})
+        .await
+        .unwrap();
+    assert_eq!(distinct.len(), 20);
+}
+
+async fn router_count(client: &mongodb::Client) -> i32 {
+    client
+        .database("orph")
+        .run_command(doc! {"count": "c"})
+        .await
+        .unwrap()
+        .get_i32("n")
+        .unwrap()
+}

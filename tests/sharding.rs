@@ -229,7 +229,10 @@ async fn shard_split_merge_and_bad_input() {
         spread.push(n);
     }
     assert_eq!(spread.iter().sum::<u64>(), 60);
-    assert!(spread.iter().all(|n| *n > 0), "every shard got documents: {spread:?}");
+    assert!(
+        spread.iter().all(|n| *n > 0),
+        "every shard got documents: {spread:?}"
+    );
     // Updates across shards are refused clearly rather than done wrongly.
     let err = events
         .update_many(doc! {}, doc! {"$set": {"x": 1}})

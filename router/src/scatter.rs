@@ -53,14 +53,29 @@ pub(crate) fn int_field(body: &RawDocument, field: &str) -> Result<Option<i64>> 
     }
 }
 
-/// The shards a filter must reach, in name order.
+/// The shards a filter must reach, in name order. Under a non-simple
+/// collation string comparisons do not follow byte order, so the query
+/// reaches every shard owning a chunk.
 pub(crate) fn target(
     state: &RouterState,
     routing: &CollectionRouting,
     filter: &Document,
+    body: &RawDocument,
 ) -> Result<Vec<ShardType>> {
-    let ids: BTreeSet<String> =
-        crate::targeting::target_shards(&routing.pattern, &routing.chunks, filter);
+    let simple = match body.get_document("collation") {
+        Ok(c) => c.get_str("locale").ok() == Some("simple"),
+        Err(_) => true,
+    };
+    let ids: BTreeSet<String> = if simple {
+        crate::targeting::target_shards(&routing.pattern, &routing.chunks, filter)
+    } else {
+        routing
+            .chunks
+            .shards()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
     let ids = if ids.is_empty() {
         // Nothing can match; ask one shard so the reply has the real shape.
         routing

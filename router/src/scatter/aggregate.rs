@@ -36,7 +36,7 @@ pub(crate) async fn count(
     let filter = doc_field(req.body, "query")?.unwrap_or_default();
     let skip = int_field(req.body, "skip")?.unwrap_or(0).max(0);
     let limit = int_field(req.body, "limit")?.unwrap_or(0).abs();
-    let shards = target(state, routing, &filter)?;
+    let shards = target(state, routing, &filter, req.body)?;
     let calls = shards.iter().map(|s| {
         let mut add = doc! {"query": shard_filter(routing, &s.id, &filter)};
         if limit > 0 {
@@ -77,7 +77,7 @@ pub(crate) async fn distinct(
     routing: &CollectionRouting,
 ) -> Result<Reply> {
     let filter = doc_field(req.body, "query")?.unwrap_or_default();
-    let shards = target(state, routing, &filter)?;
+    let shards = target(state, routing, &filter, req.body)?;
     let calls = shards.iter().map(|s| {
         let add = doc! {"query": shard_filter(routing, &s.id, &filter)};
         async move {
@@ -199,7 +199,7 @@ pub(crate) async fn aggregate(
         Some(m) => m.clone(),
         None => Document::new(),
     };
-    let shards = target(state, routing, &filter)?;
+    let shards = target(state, routing, &filter, req.body)?;
     let batch_size = req
         .body
         .get_document("cursor")
@@ -334,7 +334,7 @@ pub(crate) async fn explain_to_shards(
     routing: &CollectionRouting,
     filter: &Document,
 ) -> Result<Reply> {
-    let shards = target(state, routing, filter)?;
+    let shards = target(state, routing, filter, req.body)?;
     let mut per_shard = Vec::new();
     for s in &shards {
         let cmd = rewrite(req.body, &[], Document::new())?;

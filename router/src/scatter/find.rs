@@ -29,7 +29,7 @@ pub(crate) async fn find(
 ) -> Result<Reply> {
     let body = req.body;
     let filter = doc_field(body, "filter")?.unwrap_or_default();
-    let shards = target(state, routing, &filter)?;
+    let shards = target(state, routing, &filter, req.body)?;
     if shards.len() == 1 && !has_orphans(routing, &shards) {
         return pass_through(state, session, req, &shards[0], ns).await;
     }
