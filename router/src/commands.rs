@@ -201,6 +201,14 @@ fn ok(mut d: Document) -> Result<Reply> {
         .map_err(|e| RouterError::command(1, "InternalError", format!("reply encoding: {e}")))
 }
 
+/// A numeric field of a raw document as i64 (int32, int64 or double).
+pub(crate) fn number_field(doc: &RawDocument, field: &str) -> Option<i64> {
+    let v = doc.get(field).ok().flatten()?;
+    v.as_i64()
+        .or(v.as_i32().map(i64::from))
+        .or(v.as_f64().map(|f| f as i64))
+}
+
 /// Whether a reply body says `ok: 1`.
 pub(crate) fn reply_ok(body: &RawDocument) -> bool {
     match body.get("ok") {

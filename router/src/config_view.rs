@@ -73,14 +73,7 @@ fn doc_arg(body: &RawDocument, field: &str) -> Result<Option<Document>> {
 }
 
 fn int_arg(body: &RawDocument, field: &str) -> i64 {
-    match body.get(field) {
-        Ok(Some(v)) => v
-            .as_i64()
-            .or(v.as_i32().map(i64::from))
-            .or(v.as_f64().map(|f| f as i64))
-            .unwrap_or(0),
-        _ => 0,
-    }
+    crate::commands::number_field(body, field).unwrap_or(0)
 }
 
 fn query_error(e: query::QueryError) -> RouterError {

@@ -235,16 +235,7 @@ pub(crate) async fn list_databases(state: &RouterState, req: &Request<'_>) -> Re
             if matches!(name, "admin" | "config" | "local") {
                 continue;
             }
-            let size = d
-                .get("sizeOnDisk")
-                .ok()
-                .flatten()
-                .and_then(|v| {
-                    v.as_i64()
-                        .or(v.as_i32().map(i64::from))
-                        .or(v.as_f64().map(|f| f as i64))
-                })
-                .unwrap_or(0);
+            let size = super::number_field(d, "sizeOnDisk").unwrap_or(0);
             let empty = d.get_bool("empty").unwrap_or(size == 0);
             let entry = merged.entry(name.to_owned()).or_insert((0, true));
             entry.0 += size;

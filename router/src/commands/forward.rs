@@ -28,14 +28,8 @@ pub(crate) async fn run_on_shard(
     shard: &ShardType,
     command: bson::Document,
 ) -> Result<bson::Document> {
-    let body = command
-        .to_vec()
-        .map_err(|e| RouterError::command(1, "InternalError", e.to_string()))?;
-    let reply = to_shard(state, shard, &OpMsg::from_body(body)).await?;
-    if !super::reply_ok(reply.body()) {
-        return Err(RouterError::from_shard_reply(&shard.id, reply.body()));
-    }
-    bson::Document::from_reader(&reply.body[..]).map_err(|e| RouterError::ShardProtocol {
+    let reply = run_on_shard_raw(state, shard, command).await?;
+    bson::Document::try_from(reply.as_ref()).map_err(|e| RouterError::ShardProtocol {
         shard: shard.id.clone(),
         reason: e.to_string(),
     })
@@ -125,12 +119,5 @@ pub(crate) async fn least_loaded_shard(state: &RouterState) -> Result<String> {
 }
 
 fn total_size(reply: &OpMsg) -> i64 {
-    match reply.body().get("totalSize") {
-        Ok(Some(v)) => v
-            .as_i64()
-            .or(v.as_i32().map(i64::from))
-            .or(v.as_f64().map(|f| f as i64))
-            .unwrap_or(0),
-        _ => 0,
-    }
+    super::number_field(reply.body(), "totalSize").unwrap_or(0)
 }

@@ -50,16 +50,7 @@ pub(crate) async fn count(
     let mut total: i64 = 0;
     for reply in futures::future::join_all(calls).await {
         let reply = reply?;
-        total += reply
-            .get("n")
-            .ok()
-            .flatten()
-            .and_then(|v| {
-                v.as_i64()
-                    .or(v.as_i32().map(i64::from))
-                    .or(v.as_f64().map(|f| f as i64))
-            })
-            .unwrap_or(0);
+        total += crate::commands::number_field(&reply, "n").unwrap_or(0);
     }
     let mut n = (total - skip).max(0);
     if limit > 0 {
