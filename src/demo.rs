@@ -64,7 +64,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     println!("shardgate demo is up. Connect with:");
     println!("  mongosh \"{uri}\"");
-    println!("then try: db.adminCommand({{listShards: 1}}), use shop, db.orders.find().limit(3)");
+    println!("then try: sh.status(), use analytics, db.events.find().sort({{n: -1}}).limit(3)");
     println!("Press Ctrl-C to stop everything.");
 
     let mut stop = shutdown;
@@ -120,6 +120,14 @@ async fn load_sample(client: &mongodb::Client) -> anyhow::Result<()> {
         .collection("posts")
         .insert_many(posts)
         .await?;
+    // One sharded collection, spread over every shard by a hashed key.
+    let admin = client.database("admin");
+    admin
+        .run_command(doc! {"enableSharding": "analytics"})
+        .await?;
+    admin
+        .run_command(doc! {"shardCollection": "analytics.events", "key": {"_id": "hashed"}})
+        .await?;
     let events: Vec<_> = (0..500)
         .map(|i| doc! {"kind": (["view", "click"][i % 2]), "n": i as i64})
         .collect();
@@ -129,7 +137,7 @@ async fn load_sample(client: &mongodb::Client) -> anyhow::Result<()> {
         .insert_many(events)
         .await?;
     println!(
-        "  loaded shop.orders (1000), shop.customers (97), blog.posts (50), analytics.events (500)"
+        "  loaded shop.orders (1000), shop.customers (97), blog.posts (50), analytics.events (500, sharded on hashed _id)"
     );
     Ok(())
 }
