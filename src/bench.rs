@@ -5,7 +5,7 @@
 //! For each endpoint (`--uri`, then `--uri2` with the same settings) the tool
 //! connects with ONE `mongodb::Client` whose pool holds at least `--clients`
 //! connections, checks the endpoint with `hello` (a router answers
-//! `msg: "isdbgrid"`), optionally runs [`setup`](setup::setup) (`--setup`:
+//! `msg: "isdbgrid"`), optionally runs the setup (`--setup`:
 //! drop; when `--shard-key` is given and the endpoint is a router, shard on
 //! `{key: 1}` in `--splits` chunks, all on the primary shard, or with
 //! `--spread` round-robin over the shards through zone ranges named

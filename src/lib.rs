@@ -1,7 +1,7 @@
 //! The `shardgate` binary's library: CLI, wiring and shard processes.
 //!
 //! # Layout
-//! - [`bench`]: `shardgate bench`, the end-to-end load tool for any endpoint.
+//! - [`bench`](mod@bench): `shardgate bench`, the end-to-end load tool for any endpoint.
 //! - [`cli`]: clap definitions and the `serve`, `demo` and `status` commands.
 //! - [`settings`]: TOML file, then flags, then `validate()`.
 //! - [`shard_process`]: starting and stopping local shard servers

@@ -83,10 +83,10 @@ async fn measures_a_router_and_a_direct_shard_with_every_operation() {
     check_endpoint(router, "router");
     check_endpoint(shard, "mongod");
     assert!(
-        router
-            .notes
-            .iter()
-            .any(|n| n.ends_with(": 4 chunk(s) on shard0000")),
+        router.notes.iter().any(|n| n.ends_with(&format!(
+            ": 4 chunk(s) on shard0000 ({})",
+            cluster.shards[0].address()
+        ))),
         "{:?}",
         router.notes
     );
@@ -139,10 +139,11 @@ async fn spread_places_chunks_on_every_shard() {
         bench::run_endpoint(&Endpoint::new("router", &cluster.router.uri()), &config).await;
     assert_eq!(report.error, None, "{report:?}");
     assert!(
-        report
-            .notes
-            .iter()
-            .any(|n| n.ends_with("4 chunk(s) on shard0000, shard0001")),
+        report.notes.iter().any(|n| n.ends_with(&format!(
+            ": 4 chunk(s) on shard0000 ({}), shard0001 ({})",
+            cluster.shards[0].address(),
+            cluster.shards[1].address()
+        ))),
         "{:?}",
         report.notes
     );

@@ -30,18 +30,22 @@ pub async fn setup(
     coll.drop()
         .await
         .map_err(|e| anyhow::anyhow!("setup: drop {}: {}", cfg.ns(), short_error(&e)))?;
+    let mut sharded = false;
     if cfg.shard_key {
         if is_router {
-            shard(client, cfg, notes).await;
+            sharded = shard(client, cfg, notes).await;
         } else {
             notes.push("--shard-key ignored: not a router (hello.msg != \"isdbgrid\")".into());
         }
     }
-    // The index comes first everywhere: shardCollection builds it on an
-    // empty collection, so loading must pay for it on every endpoint alike.
-    let index = IndexModel::builder().keys(doc! {"key": 1}).build();
-    if let Err(e) = coll.create_index(index).await {
-        notes.push(format!("setup: index {{key: 1}}: {}", short_error(&e)));
+    // The index comes before the documents everywhere: shardCollection
+    // builds it (on every chunk owner) on the empty collection, so loading
+    // pays for it on every endpoint alike.
+    if !sharded {
+        let index = IndexModel::builder().keys(doc! {"key": 1}).build();
+        if let Err(e) = coll.create_index(index).await {
+            notes.push(format!("setup: index {{key: 1}}: {}", short_error(&e)));
+        }
     }
     let started = Instant::now();
     load(&coll, cfg.docs).await?;
@@ -73,8 +77,9 @@ async fn load(coll: &Collection<Document>, docs: u64) -> anyhow::Result<()> {
 /// `--splits` chunks at even points of `0..docs`: with `--spread`, zone
 /// ranges laid out before `shardCollection` place the chunks round-robin on
 /// the shards (this router cannot move chunks); without, `split` commands cut
-/// the one chunk on the primary shard.
-async fn shard(client: &Client, cfg: &BenchConfig, notes: &mut Vec<String>) {
+/// the one chunk on the primary shard. Returns whether the collection is
+/// sharded.
+async fn shard(client: &Client, cfg: &BenchConfig, notes: &mut Vec<String>) -> bool {
     let admin = client.database("admin");
     let ns = cfg.ns();
     if let Err(e) = admin.run_command(doc! {"enableSharding": &cfg.db}).await {
@@ -89,7 +94,7 @@ async fn shard(client: &Client, cfg: &BenchConfig, notes: &mut Vec<String>) {
         .await;
     if let Err(e) = sharded {
         notes.push(format!("shardCollection {ns}: {}", short_error(&e)));
-        return;
+        return false;
     }
     if !cfg.spread {
         for middle in &points {
@@ -102,6 +107,7 @@ async fn shard(client: &Client, cfg: &BenchConfig, notes: &mut Vec<String>) {
         }
     }
     notes.push(chunk_summary(client, &ns).await);
+    true
 }
 
 /// The `--splits - 1` inner split points, evenly over `0..docs`.
@@ -116,14 +122,8 @@ fn split_points(cfg: &BenchConfig) -> Vec<i64> {
 /// `points` assigned to them round-robin.
 async fn spread(client: &Client, ns: &str, points: &[i64], notes: &mut Vec<String>) {
     let admin = client.database("admin");
-    let shards = match admin.run_command(doc! {"listShards": 1}).await {
-        Ok(r) => r
-            .get_array("shards")
-            .map(|a| a.to_vec())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|s| s.as_document()?.get_str("_id").ok().map(str::to_owned))
-            .collect::<Vec<_>>(),
+    let shards: Vec<String> = match shard_hosts(client).await {
+        Ok(s) => s.into_iter().map(|(id, _)| id).collect(),
         Err(e) => {
             notes.push(format!("--spread: listShards: {}", short_error(&e)));
             return;
@@ -151,7 +151,30 @@ async fn spread(client: &Client, ns: &str, points: &[i64], notes: &mut Vec<Strin
     }
 }
 
-/// `sharded NS on {key: 1}: 3 chunk(s) on shard0000, shard0001, shard0002`.
+/// The shard ids and hosts of the router's shards.
+async fn shard_hosts(client: &Client) -> mongodb::error::Result<Vec<(String, String)>> {
+    let reply = client
+        .database("admin")
+        .run_command(doc! {"listShards": 1})
+        .await?;
+    let shards = reply
+        .get_array("shards")
+        .map(|a| a.to_vec())
+        .unwrap_or_default();
+    Ok(shards
+        .iter()
+        .filter_map(Bson::as_document)
+        .filter_map(|s| {
+            Some((
+                s.get_str("_id").ok()?.into(),
+                s.get_str("host").ok()?.into(),
+            ))
+        })
+        .collect())
+}
+
+/// `sharded NS on {key: 1}: 3 chunk(s) on shard0000 (HOST), …`: where to
+/// point a direct comparison.
 async fn chunk_summary(client: &Client, ns: &str) -> String {
     let chunks = client
         .database("config")
@@ -162,16 +185,24 @@ async fn chunk_summary(client: &Client, ns: &str) -> String {
         Ok(cursor) => cursor.try_collect().await.unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    let mut shards: Vec<&str> = chunks
+    let hosts = shard_hosts(client).await.unwrap_or_default();
+    let mut owners: Vec<&str> = chunks
         .iter()
         .filter_map(|c| c.get_str("shard").ok())
         .collect();
-    shards.sort_unstable();
-    shards.dedup();
+    owners.sort_unstable();
+    owners.dedup();
+    let owners: Vec<String> = owners
+        .iter()
+        .map(|id| match hosts.iter().find(|(i, _)| i == id) {
+            Some((_, host)) => format!("{id} ({host})"),
+            None => (*id).to_owned(),
+        })
+        .collect();
     format!(
         "sharded {ns} on {{key: 1}}: {} chunk(s) on {}",
         chunks.len(),
-        shards.join(", ")
+        owners.join(", ")
     )
 }
 
