@@ -29,8 +29,8 @@ mod reference;
 #[cfg(test)]
 mod tests;
 
-pub use encode::encode_value;
 pub(crate) use encode::global_max_matching;
+pub use encode::{canonical_type, encode_value};
 pub use hash::hash_value;
 pub use key_bytes::KeyBytes;
 pub use pattern::{KeyKind, ShardKeyPattern};

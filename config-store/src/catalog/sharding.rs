@@ -286,12 +286,7 @@ impl Catalog {
         pattern: &ShardKeyPattern,
         range: &OrphanRange,
     ) -> Result<()> {
-        let key = range_key(
-            ORPHANS,
-            &format!("{}/{}", range.ns, range.shard),
-            pattern,
-            &range.min,
-        )?;
+        let key = orphan_key(pattern, range)?;
         self.store()
             .txn(Txn::default().put(key, encode(range)?))
             .await?;
@@ -304,12 +299,7 @@ impl Catalog {
         pattern: &ShardKeyPattern,
         range: &OrphanRange,
     ) -> Result<()> {
-        let key = range_key(
-            ORPHANS,
-            &format!("{}/{}", range.ns, range.shard),
-            pattern,
-            &range.min,
-        )?;
+        let key = orphan_key(pattern, range)?;
         self.store().txn(Txn::default().delete(key)).await?;
         Ok(())
     }
@@ -322,6 +312,16 @@ impl Catalog {
             .await?;
         Ok(())
     }
+}
+
+/// `orphans/<ns>/<shard>/<hex min>`.
+fn orphan_key(pattern: &ShardKeyPattern, range: &OrphanRange) -> Result<String> {
+    range_key(
+        ORPHANS,
+        &format!("{}/{}", range.ns, range.shard),
+        pattern,
+        &range.min,
+    )
 }
 
 /// The lowest min and highest max of `chunks`.

@@ -35,7 +35,7 @@ impl From<bson::error::Error> for ValueError {
 
 /// The server's canonical type number (`canonicalizeBSONType`); values with
 /// the same number compare by value, different numbers compare by number.
-pub(crate) fn canonical_type(value: &Bson) -> i32 {
+pub fn canonical_type(value: &Bson) -> i32 {
     match value {
         Bson::MinKey => -1,
         Bson::Undefined => 0,

@@ -10,26 +10,7 @@ use super::number::{as_num, compare_nums};
 /// different ranks order by rank; `None` is a missing value, ranked with
 /// `undefined`.
 pub(crate) fn canonical_rank(v: Option<&Bson>) -> i32 {
-    let Some(v) = v else { return 0 };
-    match v {
-        Bson::MinKey => -1,
-        Bson::Undefined => 0,
-        Bson::Null => 5,
-        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => 10,
-        Bson::String(_) | Bson::Symbol(_) => 15,
-        Bson::Document(_) => 20,
-        Bson::Array(_) => 25,
-        Bson::Binary(_) => 30,
-        Bson::ObjectId(_) => 35,
-        Bson::Boolean(_) => 40,
-        Bson::DateTime(_) => 45,
-        Bson::Timestamp(_) => 47,
-        Bson::RegularExpression(_) => 50,
-        Bson::DbPointer(_) => 55,
-        Bson::JavaScriptCode(_) => 60,
-        Bson::JavaScriptCodeWithScope(_) => 65,
-        Bson::MaxKey => 127,
-    }
+    v.map_or(0, shardgate_config_store::shard_key::canonical_type)
 }
 
 /// Compares two BSON values in MongoDB's order: MinKey < undefined < null <
