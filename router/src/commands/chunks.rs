@@ -9,7 +9,7 @@ use shardgate_config_store::shard_key::{KeyKind, ShardKeyPattern};
 
 use super::admin::admin_only;
 use super::forward::run_on_shard;
-use super::sharding::{document_arg, key_error, now_ts, split_ns};
+use super::sharding::{document_arg, key_error, name_arg, now_ts, split_ns};
 use super::Request;
 use crate::error::{Result, RouterError};
 use crate::state::RouterState;
@@ -47,10 +47,7 @@ async fn load(
 /// the chunk with exactly `bounds`.
 pub(crate) async fn split(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
     admin_only(req)?;
-    let ns = req
-        .body
-        .get_str(req.name)
-        .map_err(|_| RouterError::bad_value("split takes a namespace string"))?;
+    let ns = name_arg(req, "a namespace string")?;
     split_ns(ns)?;
     for _attempt in 0..5 {
         let (coll, pattern, chunks, version) = load(state, ns).await?;
@@ -104,19 +101,8 @@ pub(crate) async fn split(state: &Arc<RouterState>, req: &Request<'_>) -> Result
                 ),
             ],
         };
-        if state
-            .catalog
-            .apply_chunk_change(&coll, version, &change)
-            .await?
-        {
-            state.routing.refresh(&state.catalog, ns).await?;
-            super::cluster::log_change(
-                state,
-                "split",
-                ns,
-                doc! {"before": {"min": &chunk.min, "max": &chunk.max}, "left": {"min": &chunk.min, "max": &at}, "right": {"min": &at, "max": &chunk.max}},
-            )
-            .await;
+        let details = doc! {"before": {"min": &chunk.min, "max": &chunk.max}, "left": {"min": &chunk.min, "max": &at}, "right": {"min": &at, "max": &chunk.max}};
+        if commit(state, &coll, version, &change, "split", details).await? {
             return Ok(Document::new());
         }
     }
@@ -125,6 +111,28 @@ pub(crate) async fn split(state: &Arc<RouterState>, req: &Request<'_>) -> Result
         "ConflictingOperationInProgress",
         format!("chunks of {ns} kept changing; retry the split"),
     ))
+}
+
+/// Applies a chunk change; on success refreshes this router's routing table
+/// and logs `what` to the changelog. False on a conflict (re-read, retry).
+async fn commit(
+    state: &RouterState,
+    coll: &CollectionType,
+    version: (CollectionVersion, u64),
+    change: &ChunkChange,
+    what: &str,
+    details: Document,
+) -> Result<bool> {
+    if !state
+        .catalog
+        .apply_chunk_change(coll, version, change)
+        .await?
+    {
+        return Ok(false);
+    }
+    state.routing.refresh(&state.catalog, &coll.ns).await?;
+    super::cluster::log_change(state, what, &coll.ns, details).await;
+    Ok(true)
 }
 
 /// A split piece keeps the parent's ownership history.
@@ -313,10 +321,7 @@ fn bound_filter(fields: &[(&str, KeyKind)], bound: &Document, lower: bool) -> Do
 /// become one chunk.
 pub(crate) async fn merge_chunks(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
     admin_only(req)?;
-    let ns = req
-        .body
-        .get_str(req.name)
-        .map_err(|_| RouterError::bad_value("mergeChunks takes a namespace string"))?;
+    let ns = name_arg(req, "a namespace string")?;
     let bounds: Vec<Document> = req
         .body
         .get_array("bounds")
@@ -383,19 +388,8 @@ pub(crate) async fn merge_chunks(state: &Arc<RouterState>, req: &Request<'_>) ->
             removed: inside,
             added: vec![merged],
         };
-        if state
-            .catalog
-            .apply_chunk_change(&coll, version, &change)
-            .await?
-        {
-            state.routing.refresh(&state.catalog, ns).await?;
-            super::cluster::log_change(
-                state,
-                "merge",
-                ns,
-                doc! {"min": min, "max": max, "merged": count as i64, "shard": &shard},
-            )
-            .await;
+        let details = doc! {"min": min, "max": max, "merged": count as i64, "shard": &shard};
+        if commit(state, &coll, version, &change, "merge", details).await? {
             return Ok(Document::new());
         }
     }

@@ -7,6 +7,7 @@ use bson::{doc, Bson, Document};
 use shardgate_config_store::model::ChangelogEntry;
 
 use super::admin::admin_only;
+use super::sharding::name_arg;
 use super::Request;
 use crate::error::{Result, RouterError};
 use crate::state::RouterState;
@@ -31,10 +32,7 @@ pub(crate) async fn log_change(state: &RouterState, what: &str, ns: &str, detail
 /// once it owns no chunk and is primary for no database.
 pub(crate) async fn remove_shard(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
     admin_only(req)?;
-    let name = req
-        .body
-        .get_str(req.name)
-        .map_err(|_| RouterError::bad_value("removeShard takes a shard name"))?;
+    let name = name_arg(req, "a shard name")?;
     state.placement.refresh_shards(&state.catalog).await?;
     let shards = state.placement.shards();
     let shard = shards
@@ -131,10 +129,7 @@ pub(crate) async fn flush_router_config(state: &RouterState) -> Result<Document>
 /// `getShardVersion`: the collection version this router holds.
 pub(crate) async fn get_shard_version(state: &RouterState, req: &Request<'_>) -> Result<Document> {
     admin_only(req)?;
-    let ns = req
-        .body
-        .get_str(req.name)
-        .map_err(|_| RouterError::bad_value("getShardVersion takes a namespace string"))?;
+    let ns = name_arg(req, "a namespace string")?;
     let routing = state.routing.get(ns).ok_or_else(|| {
         RouterError::command(
             118,

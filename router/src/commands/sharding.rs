@@ -28,6 +28,14 @@ pub(crate) fn split_ns(ns: &str) -> Result<(&str, &str)> {
     }
 }
 
+/// The command's first value as a string (a namespace, shard or zone
+/// name); BadValue naming `what` otherwise.
+pub(crate) fn name_arg<'a>(req: &Request<'a>, what: &str) -> Result<&'a str> {
+    req.body
+        .get_str(req.name)
+        .map_err(|_| RouterError::bad_value(format!("{} takes {what}", req.name)))
+}
+
 /// A shard-key error with its MongoDB code.
 pub(crate) fn key_error(e: ShardKeyError) -> RouterError {
     let (code, name) = e.code();
@@ -60,10 +68,7 @@ pub(crate) async fn shard_collection(
     req: &Request<'_>,
 ) -> Result<Document> {
     admin_only(req)?;
-    let ns = req
-        .body
-        .get_str(req.name)
-        .map_err(|_| RouterError::bad_value("shardCollection takes a namespace string"))?;
+    let ns = name_arg(req, "a namespace string")?;
     let (db, coll_name) = split_ns(ns)?;
     let key = document_arg(req.body, "key")?;
     let pattern = ShardKeyPattern::parse(&key).map_err(key_error)?;
@@ -138,18 +143,11 @@ pub(crate) async fn shard_collection(
         no_balance: false,
         max_chunk_size_bytes: None,
     };
-    let chunks = if non_empty {
-        vec![new_chunk(
-            &collection,
-            pattern.global_min(),
-            pattern.global_max(),
-            &primary.id,
-            CollectionVersion { major: 1, minor: 0 },
-            now_ts(),
-        )]
-    } else if !zones.is_empty() {
+    // An empty collection is pre-split by zones or by hash; anything else
+    // starts as one chunk on the primary.
+    let chunks = if !non_empty && !zones.is_empty() {
         zone_chunks(&collection, &pattern, &zones, &shards, &primary.id)?
-    } else if hashed_prefix(&pattern) {
+    } else if !non_empty && hashed_prefix(&pattern) {
         let n = num_initial.unwrap_or(2 * shards.len().max(1) as i64);
         hashed_chunks(&collection, &pattern, n, &shards)
     } else {

@@ -7,7 +7,7 @@ use bson::{Bson, Document};
 use shardgate_config_store::shard_key::ShardKeyPattern;
 
 use super::admin::admin_only;
-use super::sharding::{document_arg, key_error, split_ns};
+use super::sharding::{document_arg, key_error, name_arg, split_ns};
 use super::Request;
 use crate::error::{Result, RouterError};
 use crate::state::RouterState;
@@ -19,10 +19,7 @@ pub(crate) async fn shard_zone(
     add: bool,
 ) -> Result<Document> {
     admin_only(req)?;
-    let shard = req
-        .body
-        .get_str(req.name)
-        .map_err(|_| RouterError::bad_value(format!("{} takes a shard name", req.name)))?;
+    let shard = name_arg(req, "a shard name")?;
     let zone = req
         .body
         .get_str("zone")
@@ -47,10 +44,7 @@ pub(crate) async fn update_zone_key_range(
     req: &Request<'_>,
 ) -> Result<Document> {
     admin_only(req)?;
-    let ns = req
-        .body
-        .get_str(req.name)
-        .map_err(|_| RouterError::bad_value(format!("{} takes a namespace string", req.name)))?;
+    let ns = name_arg(req, "a namespace string")?;
     split_ns(ns)?;
     let min = document_arg(req.body, "min")?;
     let max = document_arg(req.body, "max")?;
