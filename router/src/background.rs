@@ -65,7 +65,9 @@ pub(crate) async fn follow_store(
                     dirty.insert(ns.to_owned());
                 } else if let Some(ns) = ev.key.strip_prefix("collversion/") {
                     dirty.insert(ns.to_owned());
-                } else if let Some(ns) = keys::namespace_of(&ev.key, keys::CHUNKS) {
+                } else if let Some(ns) = keys::namespace_of(&ev.key, keys::CHUNKS)
+                    .or_else(|| keys::namespace_of(&ev.key, keys::MIGRATIONS))
+                {
                     dirty.insert(ns);
                 } else if let Some(rest) = ev.key.strip_prefix(keys::ORPHANS) {
                     if let Some((ns, _)) = rest.split_once('/') {

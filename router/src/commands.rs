@@ -133,6 +133,9 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
             admin::to_every_shard(state, &req).await.and_then(ok)
         }
         "configureFailPoint" if state.config.enable_test_commands => {
+            if body.get_str(name).ok() == Some(admin::CLOSE_AFTER_WRITE) {
+                return admin::router_fail_point(state, body).and_then(ok);
+            }
             admin::to_every_shard(state, &req).await.and_then(ok)
         }
         "configureFailPoint" => Err(RouterError::command_not_found(name)),

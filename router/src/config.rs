@@ -21,6 +21,9 @@ pub struct RouterConfig {
     pub cursor_idle_timeout_secs: u64,
     /// How long in-flight requests may run after shutdown begins, in seconds.
     pub shutdown_deadline_secs: u64,
+    /// How long a write to a range in a migration's critical section waits
+    /// for the commit before it fails with a retryable StaleConfig, in ms.
+    pub critical_section_wait_ms: u64,
     /// The command line the process was started with (`getCmdLineOpts`).
     #[serde(skip)]
     pub argv: Vec<String>,
@@ -35,6 +38,7 @@ impl Default for RouterConfig {
             enable_test_commands: false,
             cursor_idle_timeout_secs: 600,
             shutdown_deadline_secs: 10,
+            critical_section_wait_ms: 10_000,
             argv: Vec::new(),
         }
     }

@@ -86,6 +86,13 @@ pub(crate) async fn serve<S>(
             Message::Msg(msg) => {
                 let (reply, malformed) = dispatch(&state, &mut session, &msg).await;
                 close_after = malformed;
+                if state.config.enable_test_commands
+                    && is_write(&msg)
+                    && state.take_close_after_write()
+                {
+                    tracing::info!("test fault: closing the connection after a write");
+                    break;
+                }
                 if msg.flags.more_to_come() && !malformed {
                     continue;
                 }
@@ -234,4 +241,18 @@ fn legacy_query(session: &mut Session, q: &OpQuery) -> OpReply {
         response_flags: flags,
         document: body.into(),
     }
+}
+
+/// Whether a message is a write command (for the test-only fault hook).
+fn is_write(msg: &OpMsg) -> bool {
+    let name = msg
+        .body()
+        .iter()
+        .next()
+        .and_then(|e| e.ok())
+        .map(|(k, _)| k);
+    matches!(
+        name.map(|n| n.as_str()),
+        Some("insert" | "update" | "delete" | "findAndModify")
+    )
 }

@@ -153,7 +153,8 @@ impl RouterError {
             "code": code,
             "codeName": code_name,
         };
-        if matches!(self.blame(), Blame::Shard) && self.is_retryable() {
+        // StaleConfig from a held write is safe to retry: nothing was sent.
+        if (matches!(self.blame(), Blame::Shard) && self.is_retryable()) || code == 13388 {
             d.insert("errorLabels", vec!["RetryableWriteError"]);
         }
         d.to_vec().unwrap_or_default()

@@ -38,6 +38,7 @@ pub mod server;
 mod state;
 mod stats;
 pub mod targeting;
+pub mod write_plan;
 
 pub use config::{PoolConfig, RouterConfig};
 pub use error::RouterError;

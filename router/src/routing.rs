@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 
 use shardgate_config_store::catalog::CollectionVersion;
 use shardgate_config_store::chunk_map::{ChunkMap, ChunkVersion, RoutingChunk};
-use shardgate_config_store::model::{CollectionType, OrphanRange};
-use shardgate_config_store::shard_key::ShardKeyPattern;
+use shardgate_config_store::model::{CollectionType, MigrationState, OrphanRange};
+use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
 use shardgate_config_store::{Catalog, StoreError};
 
 use crate::error::{Result, RouterError};
@@ -23,6 +23,9 @@ pub(crate) struct CollectionRouting {
     pub chunks: ChunkMap,
     /// Ranges some shard holds without owning them (excluded from its reads).
     pub orphans: Vec<OrphanRange>,
+    /// Encoded `[min, max)` of ranges in a migration's critical section:
+    /// writes to them wait.
+    pub critical: Vec<(KeyBytes, KeyBytes)>,
 }
 
 impl CollectionRouting {
@@ -46,15 +49,30 @@ impl CollectionRouting {
 }
 
 /// Every sharded collection this router knows, by namespace.
-#[derive(Default)]
 pub(crate) struct RoutingTable {
     collections: RwLock<HashMap<String, Arc<CollectionRouting>>>,
+    /// Bumped whenever a collection's routing is installed or removed.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for RoutingTable {
+    fn default() -> Self {
+        RoutingTable {
+            collections: RwLock::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl RoutingTable {
     /// The routing of `ns`, if it is sharded.
     pub(crate) fn get(&self, ns: &str) -> Option<Arc<CollectionRouting>> {
         self.collections.read().ok()?.get(ns).cloned()
+    }
+
+    /// A receiver that sees every later routing change.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Every sharded collection.
@@ -98,6 +116,7 @@ impl RoutingTable {
                 if let Ok(mut m) = self.collections.write() {
                     m.remove(ns);
                 }
+                self.changes.send_modify(|v| *v += 1);
             }
         }
         Ok(())
@@ -120,6 +139,8 @@ impl RoutingTable {
             }
         }
         m.insert(ns.to_owned(), Arc::new(routing));
+        drop(m);
+        self.changes.send_modify(|v| *v += 1);
     }
 }
 
@@ -146,10 +167,26 @@ async fn build(catalog: &Catalog, coll: CollectionType) -> Result<CollectionRout
     let chunks = ChunkMap::new(routing_chunks)
         .map_err(|e| RouterError::Store(StoreError::Invariant(format!("{}: {e}", coll.ns))))?;
     let orphans = catalog.orphan_ranges(&coll.ns).await?;
+    let mut critical = Vec::new();
+    for m in catalog.migrations(&coll.ns).await? {
+        if m.state == MigrationState::Critical {
+            let bad = |e: shardgate_config_store::shard_key::ShardKeyError| {
+                RouterError::Store(StoreError::Invariant(format!(
+                    "migration of {}: {e}",
+                    coll.ns
+                )))
+            };
+            critical.push((
+                pattern.encode_bound(&m.min).map_err(bad)?,
+                pattern.encode_bound(&m.max).map_err(bad)?,
+            ));
+        }
+    }
     Ok(CollectionRouting {
         collection: coll,
         pattern,
         chunks,
         orphans,
+        critical,
     })
 }

@@ -6,13 +6,13 @@
 //! - `cursors`: the router cursor table.
 //! - `find`: `find` and the cursor commands (`getMore`, `killCursors`).
 //! - `aggregate`: `count`, `distinct`, `aggregate`, `explain`.
-//! - `insert`: splitting an `insert` batch by chunk owner.
+//! - `write`: `insert`, `update`, `delete` and `findAndModify`, per shard.
 
 pub(crate) mod aggregate;
 pub(crate) mod cursors;
 pub(crate) mod find;
-pub(crate) mod insert;
 pub mod merge;
+pub(crate) mod write;
 
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
 use shardgate_config_store::ShardType;

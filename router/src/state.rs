@@ -1,6 +1,6 @@
 //! The state every connection task shares, handed in at construction.
 
-use std::sync::atomic::AtomicI32;
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::time::Instant;
 
 use shardgate_config_store::Catalog;
@@ -33,4 +33,22 @@ pub(crate) struct RouterState {
     pub next_connection_id: AtomicI32,
     /// The address the router listens on.
     pub listen: String,
+    /// Test-only fault (`--enable-test-commands`): how many more client
+    /// connections to close right after a write command was applied,
+    /// without replying (-1: every one). Set by the router's own fail point
+    /// `shardgateCloseConnectionAfterWrite`.
+    pub close_after_write: AtomicI64,
+}
+
+impl RouterState {
+    /// Whether the fault hook wants this write's connection closed.
+    pub(crate) fn take_close_after_write(&self) -> bool {
+        self.close_after_write
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+                0 => None,
+                -1 => Some(-1),
+                n => Some(n - 1),
+            })
+            .is_ok()
+    }
 }

@@ -50,7 +50,7 @@ mod parse;
 mod proptests;
 mod ranges;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Most key ranges one filter turns into before falling back to hulls.
 pub const MAX_RANGES: usize = 10_000;

@@ -274,9 +274,16 @@ impl RawConn {
 
 /// The error code of a failed driver call.
 pub fn error_code(e: &mongodb::error::Error) -> i32 {
+    use mongodb::error::{ErrorKind, WriteFailure};
     match &*e.kind {
-        mongodb::error::ErrorKind::Command(c) => c.code,
-        other => panic!("not a command error: {other:?}"),
+        ErrorKind::Command(c) => c.code,
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code,
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => w.code,
+        ErrorKind::InsertMany(m) => match &m.write_errors {
+            Some(errors) if !errors.is_empty() => errors[0].code,
+            _ => panic!("insert_many error without write errors: {m:?}"),
+        },
+        other => panic!("not a command or write error: {other:?}"),
     }
 }
 

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, Catalog};
 use crate::error::{Result, StoreError};
-use crate::model::keys::{CHUNKS, COLLECTIONS, ORPHANS};
-use crate::model::{ChunkHistory, ChunkType, CollectionType, OrphanRange};
+use crate::model::keys::{CHUNKS, COLLECTIONS, MIGRATIONS, ORPHANS};
+use crate::model::{ChunkHistory, ChunkType, CollectionType, MigrationType, OrphanRange};
 use crate::shard_key::ShardKeyPattern;
 use crate::store::{Txn, TxnOutcome};
 
@@ -300,6 +300,36 @@ impl Catalog {
         range: &OrphanRange,
     ) -> Result<()> {
         let key = orphan_key(pattern, range)?;
+        self.store().txn(Txn::default().delete(key)).await?;
+        Ok(())
+    }
+
+    /// The migration records of `ns`.
+    pub async fn migrations(&self, ns: &str) -> Result<Vec<MigrationType>> {
+        self.list(&format!("{MIGRATIONS}{ns}/")).await
+    }
+
+    /// Writes a migration record (`migrations/<ns>/<hex min>`). Routers hold
+    /// writes to its range while it is in the critical section.
+    pub async fn put_migration(
+        &self,
+        pattern: &ShardKeyPattern,
+        migration: &MigrationType,
+    ) -> Result<()> {
+        let key = range_key(MIGRATIONS, &migration.ns, pattern, &migration.min)?;
+        self.store()
+            .txn(Txn::default().put(key, encode(migration)?))
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a migration record.
+    pub async fn remove_migration(
+        &self,
+        pattern: &ShardKeyPattern,
+        migration: &MigrationType,
+    ) -> Result<()> {
+        let key = range_key(MIGRATIONS, &migration.ns, pattern, &migration.min)?;
         self.store().txn(Txn::default().delete(key)).await?;
         Ok(())
     }

@@ -303,6 +303,31 @@ pub(crate) async fn end_sessions(state: &RouterState, req: &Request<'_>) -> Resu
     Ok(Document::new())
 }
 
+/// The router's own fail point: close the client connection after a write
+/// command was applied, without replying (a test-only fault).
+pub(crate) const CLOSE_AFTER_WRITE: &str = "shardgateCloseConnectionAfterWrite";
+
+/// `configureFailPoint` for [`CLOSE_AFTER_WRITE`]: `mode` is `"off"`,
+/// `"alwaysOn"` or `{times: n}`.
+pub(crate) fn router_fail_point(state: &RouterState, body: &bson::RawDocument) -> Result<Document> {
+    let times = match body.get("mode") {
+        Ok(Some(bson::RawBsonRef::String("off"))) => 0,
+        Ok(Some(bson::RawBsonRef::String("alwaysOn"))) => -1,
+        Ok(Some(bson::RawBsonRef::Document(d))) => crate::commands::number_field(d, "times")
+            .filter(|n| *n > 0)
+            .ok_or_else(|| RouterError::bad_value("mode.times must be a positive number"))?,
+        _ => {
+            return Err(RouterError::bad_value(
+                "mode must be 'off', 'alwaysOn' or {times: n}",
+            ))
+        }
+    };
+    let was = state
+        .close_after_write
+        .swap(times, std::sync::atomic::Ordering::SeqCst);
+    Ok(bson::doc! {"count": was})
+}
+
 /// Runs the command on every shard; fails with the first shard's error.
 pub(crate) async fn to_every_shard(state: &RouterState, req: &Request<'_>) -> Result<Document> {
     for (shard, reply) in to_all(state, req.msg).await {

@@ -430,7 +430,8 @@ pub(crate) async fn route_sharded(
     session: &Session,
     req: &Request<'_>,
 ) -> Result<Option<Reply>> {
-    use crate::scatter::{aggregate, find, insert};
+    use crate::scatter::{aggregate, find, write};
+    use crate::write_plan::WriteKind;
     match req.name {
         "getMore" => {
             if let Some(reply) = find::get_more(state, session, req).await? {
@@ -470,7 +471,11 @@ pub(crate) async fn route_sharded(
         "count" => aggregate::count(state, req, &routing).await?,
         "distinct" => aggregate::distinct(state, req, &routing).await?,
         "aggregate" => aggregate::aggregate(state, session, req, &routing, &ns).await?,
-        "insert" => insert::insert(state, req, &routing).await?,
+        "insert" | "update" | "delete" => {
+            let kind = WriteKind::of(req.name).expect("a write command");
+            write::write(state, req, &ns, kind).await?
+        }
+        "findAndModify" | "findandmodify" => write::find_and_modify(state, req, &ns).await?,
         "explain" => {
             let inner = explained.and_then(|d| Document::try_from(d).ok()).unwrap_or_default();
             let filter = inner

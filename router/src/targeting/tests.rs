@@ -12,7 +12,7 @@ use super::{target, target_shards, KeyRange, Targets};
 
 /// A routing table over `pattern`: chunk `i` starts at `splits[i - 1]`
 /// (the global minimum for the first) and lives on `shards[i]`.
-pub(super) fn table(pattern: &ShardKeyPattern, splits: &[Document], shards: &[&str]) -> ChunkMap {
+pub(crate) fn table(pattern: &ShardKeyPattern, splits: &[Document], shards: &[&str]) -> ChunkMap {
     assert_eq!(splits.len() + 1, shards.len());
     let mut bounds = vec![pattern.min_bytes()];
     bounds.extend(splits.iter().map(|b| pattern.encode_bound(b).unwrap()));
@@ -34,7 +34,7 @@ pub(super) fn table(pattern: &ShardKeyPattern, splits: &[Document], shards: &[&s
     ChunkMap::for_pattern(pattern, chunks).unwrap()
 }
 
-pub(super) fn pattern(key: Document) -> ShardKeyPattern {
+pub(crate) fn pattern(key: Document) -> ShardKeyPattern {
     ShardKeyPattern::parse(&key).unwrap()
 }
 

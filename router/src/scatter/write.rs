@@ -1,0 +1,489 @@
+//! `insert`, `update`, `delete` and `findAndModify` on sharded collections.
+//!
+//! Statements are routed and split by [`crate::write_plan`]; this module
+//! waits out migration critical sections, sends the per-shard batches (as
+//! OP_MSG document sequences), and merges the replies as mongos does: `n`,
+//! `nModified` and `upserted` summed with indexes mapped back to the
+//! client's batch, `writeErrors` in index order, one `writeConcernError`.
+//!
+//! `lsid`, `txnNumber` and `writeConcern` pass through; a retryable write
+//! also gets `stmtIds` (the statements' client indexes), so a shard that
+//! keeps per-statement records applies a retried statement once. A network
+//! failure of a retryable write is a top-level retryable error, so the
+//! driver retries the whole command; otherwise it becomes write errors.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use bson::{doc, Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf};
+use bytes::Bytes;
+use shardgate_wire::{DocumentSequence, OpMsg};
+
+use super::{rewrite, shard_filter};
+use crate::commands::forward::to_shard;
+use crate::commands::{reply_ok, Reply, Request};
+use crate::error::{Result, RouterError};
+use crate::routing::CollectionRouting;
+use crate::state::RouterState;
+use crate::targeting;
+use crate::write_plan::{self, Batch, Routed, Step, StmtError, WriteKind};
+
+/// The statements of a write command, from the body array and any document
+/// sequence of the same name.
+fn statements<'a>(req: &'a Request<'_>, field: &str) -> Vec<&'a RawDocument> {
+    let mut docs: Vec<&RawDocument> = req
+        .body
+        .get_array(field)
+        .map(|a| {
+            a.into_iter()
+                .filter_map(|d| d.ok().and_then(|d| d.as_document()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for seq in req.msg.sequences.iter().filter(|s| s.identifier == field) {
+        docs.extend(seq.iter());
+    }
+    docs
+}
+
+/// An inserted document without `_id` gets one here, as on mongos, so every
+/// shard and every retry sees the same document.
+fn with_id(d: &RawDocument) -> Cow<'_, RawDocument> {
+    if matches!(d.get("_id"), Ok(Some(_))) {
+        return Cow::Borrowed(d);
+    }
+    let mut out = RawDocumentBuf::new();
+    out.append(bson::cstr!("_id"), bson::oid::ObjectId::new());
+    for (k, v) in d.iter().flatten() {
+        out.append(k, v);
+    }
+    Cow::Owned(out)
+}
+
+/// Merged results of the batches sent so far.
+#[derive(Default)]
+struct Outcome {
+    n: i64,
+    n_modified: i64,
+    upserted: Vec<(usize, Bson)>,
+    write_errors: Vec<Document>,
+    write_concern_errors: Vec<(String, Document)>,
+}
+
+/// `insert`, `update` or `delete` on a sharded collection.
+pub(crate) async fn write(
+    state: &RouterState,
+    req: &Request<'_>,
+    ns: &str,
+    kind: WriteKind,
+) -> Result<Reply> {
+    let raw = statements(req, kind.field());
+    let stmts: Vec<Cow<'_, RawDocument>> = match kind {
+        WriteKind::Insert => raw.iter().map(|d| with_id(d)).collect(),
+        _ => raw.iter().map(|d| Cow::Borrowed(*d)).collect(),
+    };
+    if stmts.is_empty() {
+        return Err(RouterError::command(
+            72,
+            "InvalidLength",
+            "Write batch sizes must be between 1 and 100000. Got 0 operations.",
+        ));
+    }
+    let ordered = req.body.get_bool("ordered").unwrap_or(true);
+    let retryable = matches!(req.body.get("txnNumber"), Ok(Some(_)));
+    let (routing, routes) = route_when_writable(state, ns, kind, &stmts).await?;
+    let sizes: Vec<usize> = stmts.iter().map(|s| s.as_bytes().len()).collect();
+    let mut total = Outcome::default();
+    for step in write_plan::plan(&routes, &sizes, ordered) {
+        match step {
+            Step::Fail(i) => {
+                if let Err(e) = &routes[i] {
+                    total.write_errors.push(e.to_write_error(i));
+                }
+                break;
+            }
+            Step::Send(batches) => {
+                let sends = batches.iter().map(|b| {
+                    send(
+                        state, req, &routing, kind, &stmts, &routes, b, ordered, retryable,
+                    )
+                });
+                let outs = futures::future::join_all(sends).await;
+                let mut failed = false;
+                for out in outs {
+                    let out = out?;
+                    failed |= !out.write_errors.is_empty();
+                    merge(&mut total, out);
+                }
+                if ordered && failed {
+                    break;
+                }
+            }
+        }
+    }
+    if !ordered {
+        for (i, r) in routes.iter().enumerate() {
+            if let Err(e) = r {
+                total.write_errors.push(e.to_write_error(i));
+            }
+        }
+    }
+    Ok(Reply::Body(reply(kind, total)))
+}
+
+/// Routes every statement, waiting (up to the configured bound) while any
+/// of them writes to a range in a migration's critical section; then the
+/// fresh routing sends it to the new owner. Past the bound: StaleConfig.
+async fn route_when_writable(
+    state: &RouterState,
+    ns: &str,
+    kind: WriteKind,
+    stmts: &[Cow<'_, RawDocument>],
+) -> Result<(
+    std::sync::Arc<CollectionRouting>,
+    Vec<std::result::Result<Routed, StmtError>>,
+)> {
+    let deadline = Instant::now() + Duration::from_millis(state.config.critical_section_wait_ms);
+    let mut changes = state.routing.subscribe();
+    loop {
+        let routing = state
+            .routing
+            .get(ns)
+            .ok_or_else(|| stale(ns, "the collection is no longer sharded"))?;
+        let routes: Vec<_> = stmts
+            .iter()
+            .map(|s| write_plan::route_statement(kind, &routing.pattern, &routing.chunks, s))
+            .collect();
+        let held = !routing.critical.is_empty()
+            && stmts
+                .iter()
+                .zip(&routes)
+                .any(|(s, r)| is_held(&routing, kind, s, r));
+        if !held {
+            return Ok((routing, routes));
+        }
+        changes.borrow_and_update();
+        let now = Instant::now();
+        if now >= deadline
+            || tokio::time::timeout(deadline - now, changes.changed())
+                .await
+                .is_err()
+        {
+            return Err(stale(
+                ns,
+                "a migration's critical section holds writes to this range; retry",
+            ));
+        }
+    }
+}
+
+fn stale(ns: &str, why: &str) -> RouterError {
+    RouterError::command(13388, "StaleConfig", format!("{ns}: {why}"))
+}
+
+/// Whether a statement writes into a range in a critical section.
+fn is_held(
+    routing: &CollectionRouting,
+    kind: WriteKind,
+    stmt: &RawDocument,
+    routed: &std::result::Result<Routed, StmtError>,
+) -> bool {
+    let Ok(routed) = routed else { return false };
+    if let Some(key) = &routed.key {
+        return routing
+            .critical
+            .iter()
+            .any(|(min, max)| min <= key && key < max);
+    }
+    let q = match (kind, stmt.get_document("q")) {
+        (WriteKind::Insert, _) | (_, Err(_)) => return true,
+        (_, Ok(q)) => Document::try_from(q).unwrap_or_default(),
+    };
+    overlaps_critical(routing, &targeting::target(&routing.pattern, &q))
+}
+
+fn overlaps_critical(routing: &CollectionRouting, targets: &targeting::Targets) -> bool {
+    match targets {
+        targeting::Targets::All => !routing.critical.is_empty(),
+        targeting::Targets::Ranges(ranges) => ranges.iter().any(|r| {
+            routing.critical.iter().any(|(min, max)| {
+                r.min < *max && (*min < r.max || (r.max_inclusive && *min <= r.max))
+            })
+        }),
+    }
+}
+
+/// Sends one batch to its shard and maps the reply to client indexes.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    state: &RouterState,
+    req: &Request<'_>,
+    routing: &CollectionRouting,
+    kind: WriteKind,
+    stmts: &[Cow<'_, RawDocument>],
+    routes: &[std::result::Result<Routed, StmtError>],
+    batch: &Batch,
+    ordered: bool,
+    retryable: bool,
+) -> Result<Outcome> {
+    let shard = state.placement.shard(&batch.shard)?;
+    let orphans =
+        kind != WriteKind::Insert && routing.orphans.iter().any(|o| o.shard == batch.shard);
+    let mut documents = Vec::with_capacity(batch.bytes);
+    for &i in &batch.indexes {
+        let keyed = matches!(&routes[i], Ok(r) if r.key.is_some());
+        if orphans && !keyed {
+            // A statement targeted by its filter must not touch documents
+            // the shard holds but does not own.
+            let mut s = Document::try_from(stmts[i].as_ref())
+                .map_err(|e| RouterError::bad_value(e.to_string()))?;
+            let q = s.get_document("q").cloned().unwrap_or_default();
+            s.insert("q", shard_filter(routing, &batch.shard, &q));
+            s.to_writer(&mut documents)
+                .map_err(|e| RouterError::bad_value(e.to_string()))?;
+        } else {
+            documents.extend_from_slice(stmts[i].as_bytes());
+        }
+    }
+    let mut extra = Document::new();
+    if retryable {
+        let ids: Vec<Bson> = batch
+            .indexes
+            .iter()
+            .map(|i| Bson::Int32(*i as i32))
+            .collect();
+        extra.insert("stmtIds", ids);
+    }
+    let body = rewrite(req.body, &[kind.field(), "stmtIds"], extra)?;
+    let msg = OpMsg {
+        flags: Default::default(),
+        body: Bytes::from(body.into_bytes()),
+        sequences: vec![DocumentSequence {
+            identifier: kind.field().to_owned(),
+            documents: Bytes::from(documents),
+        }],
+    };
+    let failed = |code: i32, errmsg: String| {
+        let indexes: &[usize] = if ordered {
+            &batch.indexes[..1]
+        } else {
+            &batch.indexes
+        };
+        Outcome {
+            write_errors: indexes
+                .iter()
+                .map(|i| doc! {"index": *i as i32, "code": code, "errmsg": &errmsg})
+                .collect(),
+            ..Outcome::default()
+        }
+    };
+    let reply = match to_shard(state, &shard, &msg).await {
+        Ok(r) => r,
+        Err(e) if retryable && e.is_retryable() => return Err(e),
+        Err(e) => return Ok(failed(e.code().0, e.to_string())),
+    };
+    let body = reply.body();
+    if !reply_ok(body) {
+        let e = RouterError::from_shard_reply(&shard.id, body);
+        return Ok(failed(e.code().0, e.to_string()));
+    }
+    let global = |local: i32| {
+        batch
+            .indexes
+            .get(local.max(0) as usize)
+            .copied()
+            .unwrap_or(batch.indexes[0])
+    };
+    let mut out = Outcome {
+        n: number(body, "n"),
+        n_modified: number(body, "nModified"),
+        ..Outcome::default()
+    };
+    for u in documents_of(body, "upserted") {
+        let index = global(u.get_i32("index").unwrap_or(0));
+        if let Ok(Some(id)) = u.get("_id") {
+            out.upserted
+                .push((index, Bson::try_from(id).unwrap_or(Bson::Null)));
+        }
+    }
+    for e in documents_of(body, "writeErrors") {
+        let mut e = Document::try_from(e).map_err(|e| RouterError::bad_value(e.to_string()))?;
+        let index = global(e.get_i32("index").unwrap_or(0));
+        e.insert("index", index as i32);
+        out.write_errors.push(e);
+    }
+    if let Ok(wce) = body.get_document("writeConcernError") {
+        if let Ok(wce) = Document::try_from(wce) {
+            out.write_concern_errors.push((shard.id.clone(), wce));
+        }
+    }
+    Ok(out)
+}
+
+fn number(body: &RawDocument, field: &str) -> i64 {
+    crate::commands::number_field(body, field).unwrap_or(0)
+}
+
+fn documents_of<'a>(body: &'a RawDocument, field: &str) -> Vec<&'a RawDocument> {
+    body.get_array(field)
+        .map(|a| {
+            a.into_iter()
+                .filter_map(|v| match v {
+                    Ok(RawBsonRef::Document(d)) => Some(d),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn merge(total: &mut Outcome, out: Outcome) {
+    total.n += out.n;
+    total.n_modified += out.n_modified;
+    total.upserted.extend(out.upserted);
+    total.write_errors.extend(out.write_errors);
+    total.write_concern_errors.extend(out.write_concern_errors);
+}
+
+/// The client's reply, shaped like mongos's for `kind`.
+fn reply(kind: WriteKind, mut total: Outcome) -> Vec<u8> {
+    let mut reply = doc! {"n": total.n as i32};
+    if kind == WriteKind::Update {
+        reply.insert("nModified", total.n_modified as i32);
+        if !total.upserted.is_empty() {
+            total.upserted.sort_by_key(|(i, _)| *i);
+            let upserted: Vec<Bson> = total
+                .upserted
+                .into_iter()
+                .map(|(i, id)| Bson::Document(doc! {"index": i as i32, "_id": id}))
+                .collect();
+            reply.insert("upserted", upserted);
+        }
+    }
+    if !total.write_errors.is_empty() {
+        total
+            .write_errors
+            .sort_by_key(|e| e.get_i32("index").unwrap_or(i32::MAX));
+        // A statement sent to several shards reports its first error once.
+        total
+            .write_errors
+            .dedup_by_key(|e| e.get_i32("index").unwrap_or(i32::MAX));
+        reply.insert("writeErrors", total.write_errors);
+    }
+    match total.write_concern_errors.len() {
+        0 => {}
+        1 => {
+            let (_, wce) = total.write_concern_errors.remove(0);
+            reply.insert("writeConcernError", wce);
+        }
+        _ => {
+            // As mongos: one error naming every shard's.
+            let code = total.write_concern_errors[0]
+                .1
+                .get_i32("code")
+                .unwrap_or(64);
+            let msg = total
+                .write_concern_errors
+                .iter()
+                .map(|(s, e)| format!("{s}: {}", e.get_str("errmsg").unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(" :: and :: ");
+            reply.insert(
+                "writeConcernError",
+                doc! {"code": code, "errmsg": format!("multiple errors reported : {msg}")},
+            );
+        }
+    }
+    reply.insert("ok", 1.0);
+    reply.to_vec().unwrap_or_default()
+}
+
+/// `findAndModify` on a sharded collection: to the owner of the key its
+/// query pins, or (an exact `_id` without upsert) to every shard the query
+/// reaches, answering with the one that found the document.
+pub(crate) async fn find_and_modify(
+    state: &RouterState,
+    req: &Request<'_>,
+    ns: &str,
+) -> Result<Reply> {
+    let query = super::doc_field(req.body, "query")?.unwrap_or_default();
+    let update = match req.body.get("update") {
+        Ok(Some(v)) => Some(Bson::try_from(v).map_err(|e| RouterError::bad_value(e.to_string()))?),
+        _ => None,
+    };
+    let upsert = req.body.get_bool("upsert").unwrap_or(false);
+    let simple = write_plan::simple_collation(req.body);
+    let deadline = Instant::now() + Duration::from_millis(state.config.critical_section_wait_ms);
+    let mut changes = state.routing.subscribe();
+    let (routing, routed) = loop {
+        let routing = state
+            .routing
+            .get(ns)
+            .ok_or_else(|| stale(ns, "the collection is no longer sharded"))?;
+        let routed = write_plan::route_find_and_modify(
+            &routing.pattern,
+            &routing.chunks,
+            &query,
+            update.as_ref(),
+            upsert,
+            simple,
+        )
+        .map_err(|e| RouterError::command(e.code, e.code_name, e.errmsg))?;
+        let held = match &routed.key {
+            Some(key) => routing
+                .critical
+                .iter()
+                .any(|(min, max)| min <= key && key < max),
+            None => overlaps_critical(&routing, &targeting::target(&routing.pattern, &query)),
+        };
+        if !held {
+            break (routing, routed);
+        }
+        changes.borrow_and_update();
+        let now = Instant::now();
+        if now >= deadline
+            || tokio::time::timeout(deadline - now, changes.changed())
+                .await
+                .is_err()
+        {
+            return Err(stale(
+                ns,
+                "a migration's critical section holds writes to this range; retry",
+            ));
+        }
+    };
+    if routed.key.is_some() {
+        let shard = state.placement.shard(&routed.shards[0])?;
+        return Ok(Reply::Msg(to_shard(state, &shard, req.msg).await?));
+    }
+    let sends = routed.shards.iter().map(|id| {
+        let routing = &routing;
+        let query = &query;
+        async move {
+            let shard = state.placement.shard(id)?;
+            let filter = shard_filter(routing, id, query);
+            let body = rewrite(req.body, &[], doc! {"query": filter})?;
+            to_shard(state, &shard, &OpMsg::from_body(body.into_bytes())).await
+        }
+    });
+    let mut chosen: Option<OpMsg> = None;
+    for reply in futures::future::join_all(sends).await {
+        let reply = reply?;
+        let body = reply.body();
+        if !reply_ok(body) {
+            return Ok(Reply::Msg(reply));
+        }
+        let found = body
+            .get_document("lastErrorObject")
+            .ok()
+            .and_then(|l| crate::commands::number_field(l, "n"))
+            .unwrap_or(0)
+            > 0;
+        if found || chosen.is_none() {
+            chosen = Some(reply);
+        }
+    }
+    chosen
+        .map(Reply::Msg)
+        .ok_or_else(|| RouterError::command(1, "InternalError", "findAndModify reached no shard"))
+}

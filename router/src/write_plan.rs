@@ -1,0 +1,616 @@
+//! Planning a write batch on a sharded collection (pure: no I/O).
+//!
+//! Each statement of an `insert`, `update` or `delete` is routed on its own
+//! ([`route_statement`]), under mongos's rules:
+//! - an insert goes to the owner of its document's key (missing key fields
+//!   are null);
+//! - an operator update, a delete and a `findAndModify` are targeted by their
+//!   filter, a replacement update by its replacement document when the filter
+//!   does not pin the key;
+//! - an upsert needs the full shard key by equality, and a single-document
+//!   update or delete needs it or an exact `_id` match (ShardKeyNotFound, 61);
+//! - an update that would change a document's shard key is refused
+//!   (ImmutableField, 66) unless it provably sets the key to the value the
+//!   filter already pins.
+//!
+//! [`plan`] then splits the routed statements into per-shard batches: for
+//! an ordered batch, consecutive statements bound for the same one shard form
+//! a run and runs go one after another (a statement for several shards is a
+//! run of its own), so the first error stops everything after it, as on
+//! mongos; an unordered batch becomes one step of per-shard batches sent at
+//! once. Every batch stays within [`MAX_BATCH_COUNT`] statements and
+//! [`MAX_BATCH_BYTES`].
+
+use std::collections::BTreeMap;
+
+use bson::{doc, Bson, Document, RawBsonRef, RawDocument};
+use shardgate_config_store::chunk_map::ChunkMap;
+use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
+
+use crate::targeting::{self, Targets};
+
+/// Most statements in one batch sent to a shard (`maxWriteBatchSize`).
+pub const MAX_BATCH_COUNT: usize = 100_000;
+/// Most statement bytes in one batch sent to a shard: the 48 MB message
+/// limit less room for the command body.
+pub const MAX_BATCH_BYTES: usize = 48_000_000 - 1_000_000;
+
+/// The three write commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// `insert`: statements are documents.
+    Insert,
+    /// `update`: statements are `{q, u, multi, upsert, …}`.
+    Update,
+    /// `delete`: statements are `{q, limit, …}`.
+    Delete,
+}
+
+impl WriteKind {
+    /// The kind of a command name.
+    pub fn of(command: &str) -> Option<WriteKind> {
+        match command {
+            "insert" => Some(WriteKind::Insert),
+            "update" => Some(WriteKind::Update),
+            "delete" => Some(WriteKind::Delete),
+            _ => None,
+        }
+    }
+
+    /// The command field holding the statements.
+    pub fn field(self) -> &'static str {
+        match self {
+            WriteKind::Insert => "documents",
+            WriteKind::Update => "updates",
+            WriteKind::Delete => "deletes",
+        }
+    }
+}
+
+/// Why a statement cannot be sent: becomes a `writeErrors` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StmtError {
+    /// MongoDB error code.
+    pub code: i32,
+    /// Its name.
+    pub code_name: &'static str,
+    /// What went wrong.
+    pub errmsg: String,
+}
+
+impl StmtError {
+    fn new(code: i32, code_name: &'static str, errmsg: impl Into<String>) -> StmtError {
+        StmtError {
+            code,
+            code_name,
+            errmsg: errmsg.into(),
+        }
+    }
+
+    /// The `writeErrors` entry for the statement at `index`.
+    pub fn to_write_error(&self, index: usize) -> Document {
+        doc! {"index": index as i32, "code": self.code, "codeName": self.code_name, "errmsg": &self.errmsg}
+    }
+}
+
+/// Where one statement goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    /// The shards, in name order (one for a keyed statement).
+    pub shards: Vec<String>,
+    /// The exact shard key, when the statement is targeted by it.
+    pub key: Option<KeyBytes>,
+}
+
+impl Routed {
+    fn one(shard: &str, key: KeyBytes) -> Routed {
+        Routed {
+            shards: vec![shard.to_owned()],
+            key: Some(key),
+        }
+    }
+}
+
+/// Routes one statement of a `kind` command.
+pub fn route_statement(
+    kind: WriteKind,
+    pattern: &ShardKeyPattern,
+    chunks: &ChunkMap,
+    stmt: &RawDocument,
+) -> Result<Routed, StmtError> {
+    match kind {
+        WriteKind::Insert => {
+            let key = pattern
+                .extract_key(stmt)
+                .map_err(|e| StmtError::new(e.code().0, e.code().1, e.to_string()))?;
+            Ok(Routed::one(&chunks.chunk_for(&key).shard, key))
+        }
+        WriteKind::Update => {
+            let q = sub_document(stmt, "q")?;
+            let u = match stmt.get("u") {
+                Ok(Some(v)) => Bson::try_from(v).map_err(bad_value)?,
+                _ => {
+                    return Err(StmtError::new(
+                        9,
+                        "FailedToParse",
+                        "update statement needs 'u'",
+                    ))
+                }
+            };
+            let multi = flag(stmt, "multi");
+            let upsert = flag(stmt, "upsert");
+            let simple = simple_collation(stmt);
+            route_update(pattern, chunks, &q, &u, multi, upsert, simple, "update")
+        }
+        WriteKind::Delete => {
+            let q = sub_document(stmt, "q")?;
+            let multi = match stmt.get("limit") {
+                Ok(Some(v)) => number(v) == Some(0),
+                _ => {
+                    return Err(StmtError::new(
+                        9,
+                        "FailedToParse",
+                        "delete statement needs 'limit'",
+                    ))
+                }
+            };
+            route_by_query(pattern, chunks, &q, simple_collation(stmt), multi, "delete")
+        }
+    }
+}
+
+/// Routes a `findAndModify` (`update` is `None` for `remove: true`).
+pub fn route_find_and_modify(
+    pattern: &ShardKeyPattern,
+    chunks: &ChunkMap,
+    query: &Document,
+    update: Option<&Bson>,
+    upsert: bool,
+    simple: bool,
+) -> Result<Routed, StmtError> {
+    let key = simple
+        .then(|| targeting::exact_key(pattern, query))
+        .flatten();
+    if let Some(u) = update {
+        check_key_unchanged(pattern, query, u, key.as_ref())?;
+    }
+    match key {
+        Some(key) => Ok(Routed::one(&chunks.chunk_for(&key).shard, key)),
+        None if !upsert && simple && is_exact_id(query) => Ok(Routed {
+            shards: sorted(targeting::target_shards(pattern, chunks, query)),
+            key: None,
+        }),
+        None => Err(StmtError::new(
+            61,
+            "ShardKeyNotFound",
+            format!(
+                "Query for sharded findAndModify must contain the shard key. Query: {query}, shard key pattern: {}",
+                pattern.to_document()
+            ),
+        )),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route_update(
+    pattern: &ShardKeyPattern,
+    chunks: &ChunkMap,
+    q: &Document,
+    u: &Bson,
+    multi: bool,
+    upsert: bool,
+    simple: bool,
+    what: &str,
+) -> Result<Routed, StmtError> {
+    let query_key = simple.then(|| targeting::exact_key(pattern, q)).flatten();
+    check_key_unchanged(pattern, q, u, query_key.as_ref())?;
+    // A replacement without the key in the filter is targeted by the
+    // replacement document when that holds every key field (as mongos does).
+    let key = query_key.or_else(|| match (u, simple, multi) {
+        (Bson::Document(r), true, false)
+            if !is_operator_update(r)
+                && pattern
+                    .fields()
+                    .all(|(f, _)| f == "_id" || lookup(r, f).is_some()) =>
+        {
+            let mut r = r.clone();
+            if !r.contains_key("_id") {
+                if let Some(id) = exact_id(q) {
+                    r.insert("_id", id.clone());
+                }
+            }
+            bson::RawDocumentBuf::try_from(&r)
+                .ok()
+                .and_then(|raw| pattern.extract_key(&raw).ok())
+        }
+        _ => None,
+    });
+    if let Some(key) = key {
+        return Ok(Routed::one(&chunks.chunk_for(&key).shard, key));
+    }
+    if upsert {
+        return Err(StmtError::new(
+            61,
+            "ShardKeyNotFound",
+            format!(
+                "An upsert on a sharded collection must contain the shard key and have the simple collation. Update request: {{ q: {q}, u: {u}, multi: {multi}, upsert: true }}, shard key pattern: {}",
+                pattern.to_document()
+            ),
+        ));
+    }
+    route_by_query(pattern, chunks, q, simple, multi, what)
+}
+
+/// A statement targeted by its filter: a multi-document one goes to every
+/// shard the filter can reach; a single-document one needs the full key or
+/// an exact `_id`.
+fn route_by_query(
+    pattern: &ShardKeyPattern,
+    chunks: &ChunkMap,
+    q: &Document,
+    simple: bool,
+    multi: bool,
+    what: &str,
+) -> Result<Routed, StmtError> {
+    if simple {
+        if let Some(key) = targeting::exact_key(pattern, q) {
+            return Ok(Routed::one(&chunks.chunk_for(&key).shard, key));
+        }
+    }
+    if !(multi || simple && is_exact_id(q)) {
+        let label = if what == "delete" { "Delete" } else { "Update" };
+        return Err(StmtError::new(
+            61,
+            "ShardKeyNotFound",
+            format!(
+                "A single {what} on a sharded collection must contain an exact match on _id (and have the collection default collation) or contain the shard key (and have the simple collation). {label} request: {{ q: {q} }}, shard key pattern: {}",
+                pattern.to_document()
+            ),
+        ));
+    }
+    let targets = if simple {
+        targeting::target(pattern, q)
+    } else {
+        Targets::All
+    };
+    let mut shards = sorted(targeting::shards_for(chunks, &targets));
+    if shards.is_empty() {
+        // Nothing can match; one shard still answers with the right shape.
+        shards = chunks
+            .shards()
+            .into_iter()
+            .take(1)
+            .map(str::to_owned)
+            .collect();
+    }
+    Ok(Routed { shards, key: None })
+}
+
+fn sorted(set: std::collections::BTreeSet<String>) -> Vec<String> {
+    set.into_iter().collect()
+}
+
+/// Refuses an update that would change a document's shard key. `query_key`
+/// is the key the filter pins, if it pins one.
+fn check_key_unchanged(
+    pattern: &ShardKeyPattern,
+    q: &Document,
+    u: &Bson,
+    query_key: Option<&KeyBytes>,
+) -> Result<(), StmtError> {
+    let fields: Vec<&str> = pattern.fields().map(|(f, _)| f).collect();
+    let altered = |field: &str, value: &dyn std::fmt::Display| {
+        StmtError::new(
+            66,
+            "ImmutableField",
+            format!("After applying the update, the (immutable) field '{field}' was found to have been altered to {field}: {value}"),
+        )
+    };
+    let touched = |path: &str, field: &str| {
+        StmtError::new(
+            66,
+            "ImmutableField",
+            format!("Performing an update on the path '{path}' would modify the shard key field '{field}'"),
+        )
+    };
+    match u {
+        Bson::Document(update) if is_operator_update(update) => {
+            // Paths set by `$set`/`$setOnInsert` to a value the filter pins
+            // are allowed; any other operator on a key path is not.
+            let mut sets = Document::new();
+            for (op, args) in update {
+                let Bson::Document(args) = args else { continue };
+                for (path, value) in args {
+                    let mut paths = vec![path.as_str()];
+                    if op == "$rename" {
+                        if let Bson::String(to) = value {
+                            paths.push(to.as_str());
+                        }
+                    }
+                    for p in paths {
+                        for field in &fields {
+                            match relation(p, field) {
+                                Relation::None => {}
+                                Relation::SameOrParent if op == "$set" || op == "$setOnInsert" => {
+                                    sets.insert(p, value.clone());
+                                }
+                                _ => return Err(touched(p, field)),
+                            }
+                        }
+                    }
+                }
+            }
+            if sets.is_empty() {
+                return Ok(());
+            }
+            let combined = doc! {"$and": [q.clone(), sets.clone()]};
+            match (query_key, targeting::exact_key(pattern, &combined)) {
+                (Some(k), Some(c)) if *k == c => Ok(()),
+                _ => {
+                    let (path, value) = sets.iter().next().expect("not empty");
+                    Err(altered(path, value))
+                }
+            }
+        }
+        Bson::Document(replacement) => {
+            let Some(k) = query_key else { return Ok(()) };
+            let mut r = replacement.clone();
+            if !r.contains_key("_id") {
+                if let Some(id) = exact_id(q) {
+                    r.insert("_id", id.clone());
+                }
+            }
+            let raw = bson::RawDocumentBuf::try_from(&r).map_err(bad_value)?;
+            match pattern.extract_key(&raw) {
+                Ok(new) if new == *k => Ok(()),
+                Ok(_) => {
+                    let field = fields
+                        .iter()
+                        .find(|f| lookup(&r, f) != lookup(q, f) || lookup(q, f).is_none())
+                        .unwrap_or(&fields[0]);
+                    let value = lookup(&r, field).cloned().unwrap_or(Bson::Null);
+                    Err(altered(field, &value))
+                }
+                Err(e) => Err(StmtError::new(e.code().0, e.code().1, e.to_string())),
+            }
+        }
+        Bson::Array(stages) => {
+            for stage in stages {
+                let Bson::Document(stage) = stage else {
+                    continue;
+                };
+                for (name, spec) in stage {
+                    let paths: Vec<&str> = match (name.as_str(), spec) {
+                        ("$set" | "$addFields", Bson::Document(d)) => {
+                            d.keys().map(String::as_str).collect()
+                        }
+                        ("$unset", Bson::String(s)) => vec![s.as_str()],
+                        ("$unset", Bson::Array(a)) => a.iter().filter_map(Bson::as_str).collect(),
+                        ("$project" | "$replaceRoot" | "$replaceWith", _) => {
+                            return Err(touched(name, fields[0]))
+                        }
+                        _ => Vec::new(),
+                    };
+                    for p in paths {
+                        if let Some(field) =
+                            fields.iter().find(|f| relation(p, f) != Relation::None)
+                        {
+                            return Err(touched(p, field));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Relation {
+    None,
+    /// The path is the key field or one of its parents.
+    SameOrParent,
+    /// The path is inside the key field.
+    Child,
+}
+
+fn relation(path: &str, field: &str) -> Relation {
+    let below = |long: &str, short: &str| {
+        long.len() > short.len() && long.starts_with(short) && long.as_bytes()[short.len()] == b'.'
+    };
+    if path == field || below(field, path) {
+        Relation::SameOrParent
+    } else if below(path, field) {
+        Relation::Child
+    } else {
+        Relation::None
+    }
+}
+
+/// The value at a dotted path.
+fn lookup<'a>(d: &'a Document, path: &str) -> Option<&'a Bson> {
+    if let Some(v) = d.get(path) {
+        return Some(v);
+    }
+    let (head, rest) = path.split_once('.')?;
+    match d.get(head)? {
+        Bson::Document(inner) => lookup(inner, rest),
+        _ => None,
+    }
+}
+
+/// Whether an update document is operator style (`{$set: …}`).
+pub fn is_operator_update(u: &Document) -> bool {
+    u.keys().next().is_some_and(|k| k.starts_with('$'))
+}
+
+/// The value of an exact `_id` equality in `q`, as mongos's
+/// `isExactIdQuery` accepts it: a plain value or `{$eq: value}` that is not
+/// an array, a regex or an operator document.
+fn exact_id(q: &Document) -> Option<&Bson> {
+    let v = q.get("_id")?;
+    let v = match v {
+        Bson::Document(d) if d.len() == 1 && d.contains_key("$eq") => d.get("$eq")?,
+        other => other,
+    };
+    match v {
+        Bson::Array(_) | Bson::RegularExpression(_) | Bson::Undefined => None,
+        Bson::Document(d) if d.keys().any(|k| k.starts_with('$')) => None,
+        v => Some(v),
+    }
+}
+
+/// Whether `q` is an exact `_id` match.
+pub fn is_exact_id(q: &Document) -> bool {
+    exact_id(q).is_some()
+}
+
+/// Whether a statement or command uses the simple collation.
+pub fn simple_collation(body: &RawDocument) -> bool {
+    match body.get_document("collation") {
+        Ok(c) => c.get_str("locale").ok() == Some("simple"),
+        Err(_) => true,
+    }
+}
+
+fn sub_document(stmt: &RawDocument, field: &str) -> Result<Document, StmtError> {
+    match stmt.get(field) {
+        Ok(Some(RawBsonRef::Document(d))) => Document::try_from(d).map_err(bad_value),
+        _ => Err(StmtError::new(
+            9,
+            "FailedToParse",
+            format!("write statement needs a document '{field}'"),
+        )),
+    }
+}
+
+fn flag(stmt: &RawDocument, field: &str) -> bool {
+    match stmt.get(field) {
+        Ok(Some(RawBsonRef::Boolean(b))) => b,
+        Ok(Some(v)) => number(v).is_some_and(|n| n != 0),
+        _ => false,
+    }
+}
+
+fn number(v: RawBsonRef<'_>) -> Option<i64> {
+    match v {
+        RawBsonRef::Int32(i) => Some(i64::from(i)),
+        RawBsonRef::Int64(i) => Some(i),
+        RawBsonRef::Double(d) => Some(d as i64),
+        _ => None,
+    }
+}
+
+fn bad_value(e: impl std::fmt::Display) -> StmtError {
+    StmtError::new(2, "BadValue", e.to_string())
+}
+
+/// Statements for one shard, by their index in the client's batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// The shard.
+    pub shard: String,
+    /// Client indexes, ascending.
+    pub indexes: Vec<usize>,
+    /// Their total size in bytes.
+    pub bytes: usize,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Send these batches at once (to different shards, or in turn to one).
+    Send(Vec<Batch>),
+    /// Ordered batches only: the statement at this index could not be
+    /// routed; report it and stop.
+    Fail(usize),
+}
+
+/// Splits routed statements into steps. `sizes` are the statements' byte
+/// sizes. Statements that failed to route are a `Fail` step when ordered,
+/// and left out (the caller reports them) when unordered.
+pub fn plan(routes: &[Result<Routed, StmtError>], sizes: &[usize], ordered: bool) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if !ordered {
+        let mut by_shard: BTreeMap<&str, Vec<Batch>> = BTreeMap::new();
+        for (i, route) in routes.iter().enumerate() {
+            let Ok(route) = route else { continue };
+            for shard in &route.shards {
+                let batches = by_shard.entry(shard).or_default();
+                push_limited(batches, shard, i, sizes);
+            }
+        }
+        let batches: Vec<Batch> = by_shard.into_values().flatten().collect();
+        if !batches.is_empty() {
+            steps.push(Step::Send(batches));
+        }
+        return steps;
+    }
+    let mut run: Vec<Batch> = Vec::new();
+    for (i, route) in routes.iter().enumerate() {
+        let route = match route {
+            Ok(r) => r,
+            Err(_) => {
+                if !run.is_empty() {
+                    steps.push(Step::Send(std::mem::take(&mut run)));
+                }
+                steps.push(Step::Fail(i));
+                return steps;
+            }
+        };
+        if let [shard] = route.shards.as_slice() {
+            let continues = run.last().is_some_and(|b| b.shard == *shard);
+            if !continues && !run.is_empty() {
+                steps.push(Step::Send(std::mem::take(&mut run)));
+            }
+            if push_limited(&mut run, shard, i, sizes) && run.len() > 1 {
+                // The last batch overflowed into a new one: the full one goes
+                // first, alone (the order within a shard is kept by steps).
+                let next = run.pop().expect("two batches");
+                steps.push(Step::Send(std::mem::take(&mut run)));
+                run.push(next);
+            }
+        } else {
+            if !run.is_empty() {
+                steps.push(Step::Send(std::mem::take(&mut run)));
+            }
+            steps.push(Step::Send(
+                route
+                    .shards
+                    .iter()
+                    .map(|s| Batch {
+                        shard: s.clone(),
+                        indexes: vec![i],
+                        bytes: sizes[i],
+                    })
+                    .collect(),
+            ));
+        }
+    }
+    if !run.is_empty() {
+        steps.push(Step::Send(run));
+    }
+    steps
+}
+
+/// Appends statement `i` to the last batch in `batches` (all for `shard`),
+/// or to a new one when the last is full. True when a new batch began.
+fn push_limited(batches: &mut Vec<Batch>, shard: &str, i: usize, sizes: &[usize]) -> bool {
+    if let Some(last) = batches.last_mut() {
+        if last.indexes.len() < MAX_BATCH_COUNT && last.bytes + sizes[i] <= MAX_BATCH_BYTES {
+            last.indexes.push(i);
+            last.bytes += sizes[i];
+            return false;
+        }
+    }
+    batches.push(Batch {
+        shard: shard.to_owned(),
+        indexes: vec![i],
+        bytes: sizes[i],
+    });
+    true
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! Routing rules and batch splitting over a three-shard table on `{x: 1}`:
+//! [MinKey, 0) s0, [0, 100) s1, [100, MaxKey) s2.
+
+use bson::{doc, Bson, Document, RawDocumentBuf};
+
+use super::*;
+use crate::targeting::tests::{pattern, table};
+
+fn setup() -> (ShardKeyPattern, ChunkMap) {
+    let p = pattern(doc! {"x": 1});
+    let map = table(&p, &[doc! {"x": 0}, doc! {"x": 100}], &["s0", "s1", "s2"]);
+    (p, map)
+}
+
+fn route(kind: WriteKind, stmt: Document) -> Result<Routed, StmtError> {
+    let (p, map) = setup();
+    route_statement(kind, &p, &map, &RawDocumentBuf::try_from(&stmt).unwrap())
+}
+
+fn shards(kind: WriteKind, stmt: Document) -> Vec<String> {
+    route(kind, stmt).expect("routes").shards
+}
+
+fn code(kind: WriteKind, stmt: Document) -> i32 {
+    route(kind, stmt).expect_err("refused").code
+}
+
+#[test]
+fn inserts_go_to_the_owner_and_missing_keys_route_as_null() {
+    assert_eq!(shards(WriteKind::Insert, doc! {"x": -5}), ["s0"]);
+    assert_eq!(shards(WriteKind::Insert, doc! {"x": 150}), ["s2"]);
+    // null sorts below numbers: the MinKey chunk.
+    assert_eq!(shards(WriteKind::Insert, doc! {"y": 1}), ["s0"]);
+    assert_eq!(code(WriteKind::Insert, doc! {"x": [1, 2]}), 61);
+}
+
+#[test]
+fn updates_follow_mongos_targeting_rules() {
+    let upd = WriteKind::Update;
+    assert_eq!(
+        shards(upd, doc! {"q": {"x": 50}, "u": {"$set": {"a": 1}}}),
+        ["s1"]
+    );
+    // multi: every shard the filter reaches.
+    assert_eq!(
+        shards(
+            upd,
+            doc! {"q": {"x": {"$gte": 50}}, "u": {"$set": {"a": 1}}, "multi": true}
+        ),
+        ["s1", "s2"]
+    );
+    // single by _id: broadcast.
+    assert_eq!(
+        shards(upd, doc! {"q": {"_id": 7}, "u": {"$set": {"a": 1}}}),
+        ["s0", "s1", "s2"]
+    );
+    // single without the key or _id.
+    assert_eq!(code(upd, doc! {"q": {"a": 1}, "u": {"$set": {"b": 1}}}), 61);
+    assert_eq!(
+        code(upd, doc! {"q": {"x": {"$gt": 1}}, "u": {"$set": {"b": 1}}}),
+        61
+    );
+    // upsert without the full key, even by _id.
+    assert_eq!(
+        code(
+            upd,
+            doc! {"q": {"_id": 1}, "u": {"$set": {"b": 1}}, "upsert": true}
+        ),
+        61
+    );
+    // replacement targeted by the replacement document.
+    assert_eq!(
+        shards(upd, doc! {"q": {"_id": 1}, "u": {"x": 120, "b": 1}}),
+        ["s2"]
+    );
+    // a non-simple collation cannot use the key.
+    assert_eq!(
+        shards(
+            upd,
+            doc! {"q": {"x": 5}, "u": {"$set": {"b": 1}}, "multi": true, "collation": {"locale": "fr"}}
+        ),
+        ["s0", "s1", "s2"]
+    );
+}
+
+#[test]
+fn shard_key_changes_are_refused() {
+    let upd = WriteKind::Update;
+    assert_eq!(code(upd, doc! {"q": {"x": 5}, "u": {"$set": {"x": 6}}}), 66);
+    assert_eq!(code(upd, doc! {"q": {"x": 5}, "u": {"$inc": {"x": 1}}}), 66);
+    assert_eq!(
+        code(upd, doc! {"q": {"x": 5}, "u": {"$unset": {"x": ""}}}),
+        66
+    );
+    assert_eq!(
+        code(upd, doc! {"q": {"x": 5}, "u": {"$rename": {"a": "x"}}}),
+        66
+    );
+    assert_eq!(code(upd, doc! {"q": {"x": 5}, "u": {"y": 1}}), 66);
+    assert_eq!(code(upd, doc! {"q": {"x": 5}, "u": {"x": 6}}), 66);
+    assert_eq!(
+        code(
+            upd,
+            doc! {"q": {"a": 1}, "u": {"$set": {"x": 1}}, "multi": true}
+        ),
+        66
+    );
+    assert_eq!(
+        code(upd, doc! {"q": {"x": 5}, "u": [{"$set": {"x": 9}}]}),
+        66
+    );
+    // Setting the value the filter pins is no change.
+    assert_eq!(
+        shards(upd, doc! {"q": {"x": 5}, "u": {"$set": {"x": 5, "a": 1}}}),
+        ["s1"]
+    );
+    assert_eq!(
+        shards(upd, doc! {"q": {"x": 5}, "u": {"$set": {"x": 5.0}}}),
+        ["s1"]
+    );
+    assert_eq!(
+        shards(upd, doc! {"q": {"x": 5}, "u": {"x": 5, "a": 1}}),
+        ["s1"]
+    );
+    assert_eq!(
+        shards(upd, doc! {"q": {"x": 5}, "u": [{"$set": {"a": 1}}]}),
+        ["s1"]
+    );
+}
+
+#[test]
+fn deletes_need_the_key_or_id_for_limit_one() {
+    let del = WriteKind::Delete;
+    assert_eq!(shards(del, doc! {"q": {"x": 150}, "limit": 1}), ["s2"]);
+    assert_eq!(
+        shards(del, doc! {"q": {"_id": 3}, "limit": 1}),
+        ["s0", "s1", "s2"]
+    );
+    assert_eq!(
+        shards(del, doc! {"q": {"x": {"$lt": 0}}, "limit": 0}),
+        ["s0"]
+    );
+    assert_eq!(code(del, doc! {"q": {"a": 1}, "limit": 1}), 61);
+    assert_eq!(
+        code(del, doc! {"q": {"_id": {"$in": [1, 2]}}, "limit": 1}),
+        61
+    );
+}
+
+#[test]
+fn find_and_modify_needs_the_key() {
+    let (p, map) = setup();
+    let set = Bson::Document(doc! {"$set": {"a": 1}});
+    let r = route_find_and_modify(&p, &map, &doc! {"x": 3}, Some(&set), true, true).unwrap();
+    assert_eq!(r.shards, ["s1"]);
+    let e = route_find_and_modify(&p, &map, &doc! {"a": 3}, None, false, true).unwrap_err();
+    assert_eq!(e.code, 61);
+    let inc = Bson::Document(doc! {"$inc": {"x": 1}});
+    let e = route_find_and_modify(&p, &map, &doc! {"x": 3}, Some(&inc), false, true).unwrap_err();
+    assert_eq!(e.code, 66);
+}
+
+fn ok(shards: &[&str]) -> Result<Routed, StmtError> {
+    Ok(Routed {
+        shards: shards.iter().map(|s| (*s).to_owned()).collect(),
+        key: None,
+    })
+}
+
+fn batch(shard: &str, indexes: &[usize]) -> Batch {
+    Batch {
+        shard: shard.to_owned(),
+        indexes: indexes.to_vec(),
+        bytes: indexes.len() * 10,
+    }
+}
+
+#[test]
+fn ordered_batches_are_runs_and_stop_at_a_routing_error() {
+    let routes = vec![
+        ok(&["a"]),
+        ok(&["a"]),
+        ok(&["b"]),
+        ok(&["a", "b"]),
+        ok(&["a"]),
+        Err(StmtError::new(61, "ShardKeyNotFound", "x")),
+        ok(&["b"]),
+    ];
+    let steps = plan(&routes, &[10; 7], true);
+    assert_eq!(
+        steps,
+        vec![
+            Step::Send(vec![batch("a", &[0, 1])]),
+            Step::Send(vec![batch("b", &[2])]),
+            Step::Send(vec![batch("a", &[3]), batch("b", &[3])]),
+            Step::Send(vec![batch("a", &[4])]),
+            Step::Fail(5),
+        ]
+    );
+}
+
+#[test]
+fn unordered_batches_group_by_shard_and_skip_errors() {
+    let routes = vec![
+        ok(&["a"]),
+        ok(&["b"]),
+        Err(StmtError::new(61, "ShardKeyNotFound", "x")),
+        ok(&["a", "b"]),
+        ok(&["a"]),
+    ];
+    let steps = plan(&routes, &[10; 5], false);
+    assert_eq!(
+        steps,
+        vec![Step::Send(vec![
+            batch("a", &[0, 3, 4]),
+            batch("b", &[1, 3])
+        ])]
+    );
+}
+
+#[test]
+fn batches_stay_within_the_byte_limit() {
+    let routes: Vec<_> = (0..5).map(|_| ok(&["a"])).collect();
+    let big = MAX_BATCH_BYTES / 2;
+    let sizes = [big; 5];
+    let ordered = plan(&routes, &sizes, true);
+    let counts: Vec<Vec<usize>> = ordered
+        .iter()
+        .map(|s| match s {
+            Step::Send(b) => b.iter().map(|b| b.indexes.len()).collect(),
+            Step::Fail(_) => vec![],
+        })
+        .collect();
+    assert_eq!(counts, vec![vec![2], vec![2], vec![1]]);
+    let unordered = plan(&routes, &sizes, false);
+    let [Step::Send(batches)] = unordered.as_slice() else {
+        panic!("{unordered:?}")
+    };
+    assert_eq!(batches.len(), 3);
+    assert!(batches.iter().all(|b| b.bytes <= MAX_BATCH_BYTES));
+}

@@ -1,0 +1,486 @@
+//! Sharded writes: mongos's shard-key rules with their codes, 100,000
+//! inserts each on the shard owning its chunk, a retried write applied
+//! once, and writes held by a migration's critical section.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use futures::TryStreamExt;
+use mongodb::options::InsertManyOptions;
+use support::{admin, error_code, TestCluster};
+
+/// Shards `<db>.c` on `{k: 1}`: [MinKey, 0) on shard0000 (the primary),
+/// [0, 100) on shard0001, [100, MaxKey) on shard0002.
+async fn shard_three_ways(client: &mongodb::Client, db: &str) {
+    admin(
+        client,
+        doc! {"enableSharding": db, "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(client, doc! {"addShardToZone": "shard0001", "zone": "mid"}).await;
+    admin(client, doc! {"addShardToZone": "shard0002", "zone": "hi"}).await;
+    let ns = format!("{db}.c");
+    admin(
+        client,
+        doc! {"updateZoneKeyRange": &ns, "min": {"k": 0}, "max": {"k": 100}, "zone": "mid"},
+    )
+    .await;
+    admin(
+        client,
+        doc! {"updateZoneKeyRange": &ns, "min": {"k": 100}, "max": {"k": Bson::MaxKey}, "zone": "hi"},
+    )
+    .await;
+    admin(client, doc! {"shardCollection": &ns, "key": {"k": 1}}).await;
+}
+
+/// The documents of `db.c` on one shard, by `_id`.
+async fn on_shard(shard: &shardgate::shard_process::ShardProcess, db: &str) -> Vec<Document> {
+    support::direct_client(shard)
+        .await
+        .database(db)
+        .collection::<Document>("c")
+        .find(doc! {})
+        .sort(doc! {"_id": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_key_rules_answer_with_mongos_codes() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    shard_three_ways(&client, "rules").await;
+    let coll = client.database("rules").collection::<Document>("c");
+    coll.insert_many((0..6).map(|i| doc! {"_id": i, "k": i * 50 - 100, "v": 0}))
+        .await
+        .unwrap();
+    let before = sorted(&coll).await;
+
+    // A single-document update or delete needs the shard key or _id.
+    let e = coll
+        .update_one(doc! {"v": 0}, doc! {"$set": {"w": 1}})
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 61, "{e}");
+    let e = coll.delete_one(doc! {"v": 0}).await.unwrap_err();
+    assert_eq!(error_code(&e), 61, "{e}");
+    let e = coll
+        .replace_one(doc! {"v": 0}, doc! {"v": 1})
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 61, "{e}");
+    let e = coll
+        .find_one_and_update(doc! {"v": 0}, doc! {"$set": {"w": 1}})
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 61, "{e}");
+    let e = coll
+        .find_one_and_delete(doc! {"k": {"$gt": 0}})
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 61, "{e}");
+    // An upsert needs the full shard key by equality, even with _id.
+    let e = coll
+        .update_one(doc! {"_id": 99}, doc! {"$set": {"w": 1}})
+        .upsert(true)
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 61, "{e}");
+    // Changing a document's shard key is refused.
+    let e = coll
+        .update_one(doc! {"k": 50}, doc! {"$set": {"k": 150}})
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 66, "{e}");
+    let e = coll
+        .update_many(doc! {"v": 0}, doc! {"$inc": {"k": 1}})
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 66, "{e}");
+    let e = coll
+        .replace_one(doc! {"k": 50}, doc! {"k": 51, "v": 0})
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 66, "{e}");
+    let e = coll
+        .find_one_and_update(doc! {"k": 50}, doc! {"$unset": {"k": ""}})
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 66, "{e}");
+    assert_eq!(
+        sorted(&coll).await,
+        before,
+        "refused writes changed nothing"
+    );
+
+    // What is allowed: by _id (every shard, one match), by key, multi.
+    let r = coll
+        .update_one(doc! {"_id": 3}, doc! {"$set": {"w": 1}})
+        .await
+        .unwrap();
+    assert_eq!((r.matched_count, r.modified_count), (1, 1));
+    let r = coll
+        .update_one(doc! {"k": 50, "_id": 3}, doc! {"$set": {"k": 50, "w": 2}})
+        .await
+        .unwrap();
+    assert_eq!(
+        r.modified_count, 1,
+        "setting the key to its own value is allowed"
+    );
+    let r = coll
+        .update_many(doc! {"k": {"$gte": 0}}, doc! {"$inc": {"v": 1}})
+        .await
+        .unwrap();
+    assert_eq!((r.matched_count, r.modified_count), (4, 4));
+    let r = coll
+        .update_one(doc! {"k": 500}, doc! {"$set": {"v": 7}})
+        .upsert(true)
+        .await
+        .unwrap();
+    assert!(r.upserted_id.is_some());
+    let found = coll
+        .find_one_and_update(doc! {"k": 150}, doc! {"$set": {"v": 9}})
+        .return_document(mongodb::options::ReturnDocument::After)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.get_i32("v").unwrap(), 9);
+    let found = coll
+        .find_one_and_delete(doc! {"_id": 0})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.get_i32("k").unwrap(), -100);
+    assert_eq!(
+        coll.delete_one(doc! {"_id": 1})
+            .await
+            .unwrap()
+            .deleted_count,
+        1
+    );
+    assert_eq!(coll.delete_many(doc! {}).await.unwrap().deleted_count, 5);
+
+    // A document missing the key field routes as null: the MinKey chunk.
+    coll.insert_one(doc! {"_id": "nokey"}).await.unwrap();
+    let low = on_shard(&cluster.shards[0], "rules").await;
+    assert_eq!(low, vec![doc! {"_id": "nokey"}]);
+    // An array in the key is refused.
+    let e = coll.insert_one(doc! {"k": [1, 2]}).await.unwrap_err();
+    assert_eq!(error_code(&e), 61, "{e}");
+}
+
+async fn sorted(coll: &mongodb::Collection<Document>) -> Vec<Document> {
+    coll.find(doc! {})
+        .sort(doc! {"_id": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_inserts_land_on_the_owning_shards() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    shard_three_ways(&client, "bulk").await;
+    for (ns, middle) in [("bulk.c", 50), ("bulk.c", 1_000), ("bulk.c", 50_000)] {
+        admin(&client, doc! {"split": ns, "middle": {"k": middle}}).await;
+    }
+    let coll = client.database("bulk").collection::<Document>("c");
+    // Keys scattered over every chunk; half the batches ordered, half not.
+    let total = 100_000i64;
+    for batch in 0..100i64 {
+        let docs: Vec<Document> = (0..1000i64)
+            .map(|j| {
+                let i = batch * 1000 + j;
+                doc! {"_id": i, "k": (i * 7919) % 120_000 - 10_000}
+            })
+            .collect();
+        let ordered = batch % 2 == 0;
+        let r = coll
+            .insert_many(docs)
+            .with_options(InsertManyOptions::builder().ordered(ordered).build())
+            .await
+            .unwrap();
+        assert_eq!(r.inserted_ids.len(), 1000);
+    }
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), total as u64);
+
+    // Every document is on the shard that owns its chunk, and only there.
+    let owner = |k: i64| match k {
+        k if k < 0 => 0,
+        k if k < 100 => 1,
+        _ => 2,
+    };
+    let mut seen = 0;
+    for (i, shard) in cluster.shards.iter().enumerate() {
+        let docs: Vec<Document> = support::direct_client(shard)
+            .await
+            .database("bulk")
+            .collection::<Document>("c")
+            .find(doc! {})
+            .projection(doc! {"k": 1})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        for d in &docs {
+            let k = d.get_i64("k").unwrap();
+            assert_eq!(owner(k), i, "{d} is on shard{i}");
+        }
+        assert!(!docs.is_empty(), "shard{i} got documents");
+        seen += docs.len();
+    }
+    assert_eq!(seen, total as usize, "no document lost or duplicated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_write_is_applied_once() {
+    let config = shardgate_router::RouterConfig {
+        enable_test_commands: true,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, config, true).await;
+    let client = cluster.client().await;
+    shard_three_ways(&client, "retry").await;
+    let coll = client.database("retry").collection::<Document>("c");
+    coll.insert_one(doc! {"_id": 1, "k": 150, "n": 0})
+        .await
+        .unwrap();
+
+    // The router applies the next write on the shard, then drops the
+    // client's connection instead of replying; the driver retries it.
+    let arm = || async {
+        admin(
+            &client,
+            doc! {"configureFailPoint": "shardgateCloseConnectionAfterWrite", "mode": {"times": 1}},
+        )
+        .await
+    };
+    let fired = || async {
+        let r = admin(
+            &client,
+            doc! {"configureFailPoint": "shardgateCloseConnectionAfterWrite", "mode": "off"},
+        )
+        .await;
+        r.get_i64("count").unwrap() == 0
+    };
+    arm().await;
+    let r = coll
+        .update_one(doc! {"k": 150}, doc! {"$inc": {"n": 1}})
+        .await
+        .unwrap();
+    assert_eq!(r.modified_count, 1);
+    assert!(fired().await, "the connection was cut once");
+    let d = coll.find_one(doc! {"_id": 1}).await.unwrap().unwrap();
+    assert_eq!(
+        d.get_i32("n").unwrap(),
+        1,
+        "the increment applied once: {d}"
+    );
+
+    arm().await;
+    coll.insert_one(doc! {"_id": 2, "k": 5}).await.unwrap();
+    assert!(fired().await);
+    arm().await;
+    let r = coll
+        .update_one(doc! {"k": -7}, doc! {"$inc": {"n": 1}})
+        .upsert(true)
+        .await
+        .unwrap();
+    assert!(r.upserted_id.is_some());
+    assert!(fired().await);
+    arm().await;
+    let before = coll
+        .find_one_and_update(doc! {"k": 150}, doc! {"$inc": {"n": 10}})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(before.get_i32("n").unwrap(), 1);
+    assert!(fired().await);
+
+    let all = sorted(&coll).await;
+    assert_eq!(all.len(), 3, "one document per write: {all:?}");
+    assert_eq!(coll.count_documents(doc! {"k": 5}).await.unwrap(), 1);
+    assert_eq!(
+        coll.count_documents(doc! {"k": -7, "n": 1}).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        coll.count_documents(doc! {"k": 150, "n": 11})
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_out_a_critical_section_then_reach_the_new_owner() {
+    use shardgate_config_store::catalog::{new_chunk, ChunkChange, CollectionVersion};
+    use shardgate_config_store::model::{MigrationState, MigrationType};
+    use shardgate_config_store::shard_key::ShardKeyPattern;
+    use shardgate_config_store::{Catalog, ConfigStore, EmbeddedStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let shards = support::start_shards(dir.path(), 3, false).await;
+    let store: Arc<dyn ConfigStore> =
+        Arc::new(EmbeddedStore::open(dir.path().join("config")).unwrap());
+    let config = shardgate_router::RouterConfig {
+        critical_section_wait_ms: 3_000,
+        ..Default::default()
+    };
+    let router = support::RouterHandle::start_with_store(store.clone(), config).await;
+    let client = support::client(&router.uri()).await;
+    for s in &shards {
+        admin(&client, doc! {"addShard": s.address()}).await;
+    }
+    shard_three_ways(&client, "crit").await;
+    admin(&client, doc! {"split": "crit.c", "middle": {"k": 50}}).await;
+    admin(&client, doc! {"split": "crit.c", "middle": {"k": 60}}).await;
+    let coll = client.database("crit").collection::<Document>("c");
+    coll.insert_many((45..65).map(|k| doc! {"_id": k, "k": k}))
+        .await
+        .unwrap();
+
+    // A migration of [50, 60) from shard0001 to shard0000 has copied the
+    // documents and entered its critical section.
+    let catalog = Catalog::new(store);
+    let pattern = ShardKeyPattern::parse(&doc! {"k": 1}).unwrap();
+    let copies: Vec<Document> = (50..60).map(|k| doc! {"_id": k, "k": k}).collect();
+    let dest = support::direct_client(&shards[0]).await;
+    dest.database("crit")
+        .collection::<Document>("c")
+        .insert_many(copies)
+        .await
+        .unwrap();
+    let orphan = shardgate_config_store::model::OrphanRange {
+        ns: "crit.c".into(),
+        shard: "shard0000".into(),
+        min: doc! {"k": 50},
+        max: doc! {"k": 60},
+    };
+    catalog.add_orphan_range(&pattern, &orphan).await.unwrap();
+    let mut migration = MigrationType {
+        ns: "crit.c".into(),
+        min: doc! {"k": 50},
+        max: doc! {"k": 60},
+        from_shard: "shard0001".into(),
+        to_shard: "shard0000".into(),
+        state: MigrationState::Critical,
+        fencing: 1,
+    };
+    catalog.put_migration(&pattern, &migration).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Writes outside the range go through; writes inside it wait.
+    coll.insert_one(doc! {"_id": 70, "k": 70}).await.unwrap();
+    let held = {
+        let coll = coll.clone();
+        tokio::spawn(async move {
+            coll.update_one(doc! {"k": 55}, doc! {"$set": {"moved": true}})
+                .await
+                .map(|r| r.modified_count)
+        })
+    };
+    let insert = {
+        let coll = coll.clone();
+        tokio::spawn(async move { coll.insert_one(doc! {"_id": 57.5, "k": 57.5}).await })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !held.is_finished() && !insert.is_finished(),
+        "writes are held"
+    );
+
+    // Commit: shard0000 owns [50, 60); the source's copy becomes the orphan.
+    let coll_entry = catalog.collection("crit.c").await.unwrap().unwrap();
+    let version = catalog.collection_version("crit.c").await.unwrap();
+    let (chunk, rev) = catalog
+        .chunks("crit.c")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(c, _)| c.min == doc! {"k": 50})
+        .unwrap();
+    let moved = new_chunk(
+        &coll_entry,
+        chunk.min.clone(),
+        chunk.max.clone(),
+        "shard0000",
+        CollectionVersion {
+            major: version.0.major + 1,
+            minor: 0,
+        },
+        chunk.on_current_shard_since,
+    );
+    let change = ChunkChange {
+        removed: vec![(chunk, rev)],
+        added: vec![moved],
+    };
+    assert!(catalog
+        .apply_chunk_change(&coll_entry, version, &change)
+        .await
+        .unwrap());
+    catalog
+        .remove_orphan_range(&pattern, &orphan)
+        .await
+        .unwrap();
+    let source_orphan = shardgate_config_store::model::OrphanRange {
+        shard: "shard0001".into(),
+        ..orphan.clone()
+    };
+    catalog
+        .add_orphan_range(&pattern, &source_orphan)
+        .await
+        .unwrap();
+    migration.state = MigrationState::Committed;
+    catalog.put_migration(&pattern, &migration).await.unwrap();
+
+    assert_eq!(held.await.unwrap().unwrap(), 1);
+    insert.await.unwrap().unwrap();
+    let on_dest = on_shard(&shards[0], "crit").await;
+    let d55 = on_dest
+        .iter()
+        .find(|d| d.get_i32("k").ok() == Some(55))
+        .unwrap();
+    assert_eq!(
+        d55.get_bool("moved").ok(),
+        Some(true),
+        "the new owner got the update"
+    );
+    assert!(
+        on_dest.iter().any(|d| d.get_f64("k").ok() == Some(57.5)),
+        "and the insert"
+    );
+    let on_source = on_shard(&shards[1], "crit").await;
+    assert!(
+        on_source
+            .iter()
+            .all(|d| d.get("moved").is_none() && d.get_f64("k").is_err()),
+        "the old owner got neither"
+    );
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 22);
+
+    // Past the bound, a held write fails with a retryable StaleConfig.
+    migration.min = doc! {"k": 60};
+    migration.max = doc! {"k": 100};
+    migration.state = MigrationState::Critical;
+    catalog.put_migration(&pattern, &migration).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = client
+        .database("crit")
+        .run_command(doc! {"insert": "c", "documents": [{"_id": 610, "k": 61.5}]})
+        .await;
+    let e = reply.unwrap_err();
+    assert_eq!(error_code(&e), 13388, "{e}");
+    assert!(e.contains_label("RetryableWriteError"), "{e}");
+    assert_eq!(coll.count_documents(doc! {"k": 61.5}).await.unwrap(), 0);
+}
