@@ -50,7 +50,11 @@ fn split(c: &mut Criterion) {
     let mut group = c.benchmark_group("write_split");
     group.throughput(Throughput::Elements(docs.len() as u64));
     for ordered in [false, true] {
-        let name = if ordered { "insert_1000_ordered" } else { "insert_1000_unordered" };
+        let name = if ordered {
+            "insert_1000_ordered"
+        } else {
+            "insert_1000_unordered"
+        };
         group.bench_function(name, |b| {
             b.iter(|| {
                 let routes: Vec<_> = docs

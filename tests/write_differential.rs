@@ -57,7 +57,9 @@ fn update_statement(rng: &mut StdRng) -> Document {
     let id = rng.random_range(0..300i64);
     match rng.random_range(0..9) {
         0 => doc! {"q": range(rng, 120), "u": {"$inc": {"v": 1}}, "multi": true},
-        1 => doc! {"q": {"g": rng.random_range(0..5i32)}, "u": {"$set": {"w": rng.random_range(0..9i32)}}, "multi": true},
+        1 => {
+            doc! {"q": {"g": rng.random_range(0..5i32)}, "u": {"$set": {"w": rng.random_range(0..9i32)}}, "multi": true}
+        }
         2 => doc! {"q": {"_id": id}, "u": {"$inc": {"v": 10}}},
         3 => doc! {"q": by_key(id), "u": {"$set": {"w": "one"}}, "hint": {"_id": 1}},
         4 => doc! {"q": by_key(id), "u": {"$set": {"up": true}}, "upsert": true},
@@ -178,10 +180,18 @@ async fn generated_write_batches_match_an_unsharded_server() {
         ("shard0002", "hi", Bson::Int64(120), Bson::MaxKey),
     ] {
         admin(&client, doc! {"addShardToZone": shard, "zone": zone}).await;
-        admin(&client, doc! {"updateZoneKeyRange": "wd.c", "min": {"k": min}, "max": {"k": max}, "zone": zone}).await;
+        admin(
+            &client,
+            doc! {"updateZoneKeyRange": "wd.c", "min": {"k": min}, "max": {"k": max}, "zone": zone},
+        )
+        .await;
     }
     admin(&client, doc! {"shardCollection": "wd.c", "key": {"k": 1}}).await;
-    for middle in [Bson::Int64(60), Bson::Int64(200), Bson::String("s100".into())] {
+    for middle in [
+        Bson::Int64(60),
+        Bson::Int64(200),
+        Bson::String("s100".into()),
+    ] {
         admin(&client, doc! {"split": "wd.c", "middle": {"k": middle}}).await;
     }
     let routed = client.database("wd");
@@ -227,9 +237,19 @@ async fn generated_write_batches_match_an_unsharded_server() {
         "{batches} batches: {} documents at the end, {errors_seen} write errors, {upserts_seen} upserts",
         x.len()
     );
-    assert!(x.len() > 50, "seed {seed}: the data set stayed small ({})", x.len());
-    assert!(errors_seen > 10, "seed {seed}: few write errors ({errors_seen})");
-    assert!(upserts_seen > 5, "seed {seed}: few upserts ({upserts_seen})");
+    assert!(
+        x.len() > 50,
+        "seed {seed}: the data set stayed small ({})",
+        x.len()
+    );
+    assert!(
+        errors_seen > 10,
+        "seed {seed}: few write errors ({errors_seen})"
+    );
+    assert!(
+        upserts_seen > 5,
+        "seed {seed}: few upserts ({upserts_seen})"
+    );
     // Every shard got a share.
     for shard in &cluster.shards {
         let n = support::direct_client(shard)

@@ -484,3 +484,137 @@ async fn writes_wait_out_a_critical_section_then_reach_the_new_owner() {
     assert!(e.contains_label("RetryableWriteError"), "{e}");
     assert_eq!(coll.count_documents(doc! {"k": 61.5}).await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_bulk_write_routes_every_operation() {
+    use mongodb::error::ErrorKind;
+    use mongodb::options::{
+        DeleteManyModel, DeleteOneModel, InsertOneModel, ReplaceOneModel, UpdateManyModel,
+        UpdateOneModel, WriteModel,
+    };
+    let config = shardgate_router::RouterConfig {
+        enable_test_commands: true,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, config, true).await;
+    let client = cluster.client().await;
+    shard_three_ways(&client, "bw").await;
+    let sharded = client.database("bw").collection::<Document>("c");
+    let plain = client.database("bw").collection::<Document>("plain");
+    let (s, p) = (sharded.namespace(), plain.namespace());
+    let insert = |ns: &mongodb::Namespace, d: Document| -> WriteModel {
+        InsertOneModel::builder()
+            .namespace(ns.clone())
+            .document(d)
+            .build()
+            .into()
+    };
+    let models: Vec<WriteModel> = vec![
+        insert(&s, doc! {"_id": 1, "k": -5}),
+        insert(&s, doc! {"_id": 2, "k": 50}),
+        insert(&s, doc! {"_id": 3, "k": 500}),
+        insert(&p, doc! {"_id": 1}),
+        UpdateOneModel::builder()
+            .namespace(s.clone())
+            .filter(doc! {"k": 50})
+            .update(doc! {"$set": {"v": 1}})
+            .build()
+            .into(),
+        UpdateManyModel::builder()
+            .namespace(s.clone())
+            .filter(doc! {})
+            .update(doc! {"$inc": {"n": 1}})
+            .build()
+            .into(),
+        UpdateOneModel::builder()
+            .namespace(s.clone())
+            .filter(doc! {"k": 150})
+            .update(doc! {"$set": {"v": 2}})
+            .upsert(true)
+            .build()
+            .into(),
+        ReplaceOneModel::builder()
+            .namespace(s.clone())
+            .filter(doc! {"_id": 3})
+            .replacement(doc! {"k": 500, "replaced": true})
+            .build()
+            .into(),
+        DeleteOneModel::builder()
+            .namespace(s.clone())
+            .filter(doc! {"_id": 1})
+            .build()
+            .into(),
+        DeleteManyModel::builder()
+            .namespace(p.clone())
+            .filter(doc! {})
+            .build()
+            .into(),
+    ];
+    let r = client.bulk_write(models).verbose_results().await.unwrap();
+    assert_eq!(r.summary.inserted_count, 4);
+    assert_eq!(r.summary.matched_count, 5, "1 + 3 + 1 matched");
+    assert_eq!(r.summary.modified_count, 5);
+    assert_eq!(r.summary.upserted_count, 1);
+    assert_eq!(r.summary.deleted_count, 2);
+    assert_eq!(r.update_results[&5].matched_count, 3);
+    assert!(r.update_results[&6].upserted_id.is_some());
+    assert_eq!(r.delete_results[&8].deleted_count, 1);
+    assert_eq!(
+        on_shard(&cluster.shards[1], "bw").await,
+        vec![doc! {"_id": 2, "k": 50, "v": 1, "n": 1}]
+    );
+    let high = on_shard(&cluster.shards[2], "bw").await;
+    assert_eq!(high.len(), 2, "{high:?}");
+    assert!(high.contains(&doc! {"_id": 3, "k": 500, "replaced": true}));
+    assert_eq!(plain.count_documents(doc! {}).await.unwrap(), 0);
+
+    // Ordered: a duplicate key stops the rest; a shard-key change is refused.
+    let models: Vec<WriteModel> = vec![
+        insert(&s, doc! {"_id": 10, "k": 10}),
+        insert(&s, doc! {"_id": 2, "k": 50}),
+        insert(&s, doc! {"_id": 11, "k": 11}),
+    ];
+    let e = client.bulk_write(models).await.unwrap_err();
+    let ErrorKind::BulkWrite(bw) = &*e.kind else {
+        panic!("{e}")
+    };
+    assert_eq!(bw.write_errors.keys().copied().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(bw.write_errors[&1].code, 11000);
+    assert_eq!(
+        sharded
+            .count_documents(doc! {"_id": {"$in": [10, 11]}})
+            .await
+            .unwrap(),
+        1
+    );
+    let models: Vec<WriteModel> = vec![UpdateOneModel::builder()
+        .namespace(s.clone())
+        .filter(doc! {"k": 10})
+        .update(doc! {"$set": {"k": 900}})
+        .build()
+        .into()];
+    let e = client.bulk_write(models).await.unwrap_err();
+    let ErrorKind::BulkWrite(bw) = &*e.kind else {
+        panic!("{e}")
+    };
+    assert_eq!(bw.write_errors[&0].code, 66);
+
+    // Retried once after the router cut the connection: applied once.
+    admin(
+        &client,
+        doc! {"configureFailPoint": "shardgateCloseConnectionAfterWrite", "mode": {"times": 1}},
+    )
+    .await;
+    let models: Vec<WriteModel> = vec![
+        insert(&s, doc! {"_id": 20, "k": 20}),
+        UpdateOneModel::builder()
+            .namespace(s.clone())
+            .filter(doc! {"k": 20})
+            .update(doc! {"$inc": {"n": 1}})
+            .build()
+            .into(),
+    ];
+    client.bulk_write(models).await.unwrap();
+    let d = sharded.find_one(doc! {"_id": 20}).await.unwrap().unwrap();
+    assert_eq!(d, doc! {"_id": 20, "k": 20, "n": 1});
+}

@@ -2,6 +2,7 @@
 //! it fans out to every shard, and which go to a database's primary shard.
 
 mod admin;
+mod bulk_write;
 pub(crate) mod chunks;
 mod cluster;
 mod diagnostic;
@@ -18,6 +19,7 @@ use shardgate_wire::{Compressor, OpMsg};
 use crate::error::{Result, RouterError};
 use crate::placement::validate_db_name;
 use crate::request::CommandInfo;
+use crate::retry_cache::Claim;
 use crate::state::RouterState;
 
 pub(crate) use handshake::hello;
@@ -42,6 +44,7 @@ pub(crate) enum Reply {
 }
 
 /// One command as the handlers see it.
+#[derive(Clone, Copy)]
 pub(crate) struct Request<'a> {
     /// The command name (first key of the body).
     pub name: &'a str,
@@ -88,6 +91,39 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
         body,
         msg,
     };
+    if !matches!(
+        name,
+        "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "bulkWrite"
+    ) {
+        return execute(state, session, &req).await;
+    }
+    // A retryable write: replay a lost reply instead of writing again.
+    let ticket = match state.retries.claim(msg).await {
+        Claim::Untracked => None,
+        Claim::Replay(reply) => return Ok(Reply::Body(reply)),
+        Claim::Run(ticket) => Some(ticket),
+    };
+    let result = execute(state, session, &req).await;
+    if let Some(ticket) = ticket {
+        let body = match &result {
+            Ok(Reply::Body(b)) => RawDocument::from_bytes(b).ok(),
+            Ok(Reply::Msg(m)) => Some(m.body()),
+            Err(_) => None,
+        };
+        let recorded = body.filter(|b| reply_ok(b)).map(|b| b.as_bytes());
+        state.retries.finish(ticket, recorded);
+    }
+    result
+}
+
+/// Runs one command.
+async fn execute(
+    state: &Arc<RouterState>,
+    session: &mut Session,
+    req: &Request<'_>,
+) -> Result<Reply> {
+    let (name, body) = (req.name, req.body);
+    let req = *req;
     match name {
         "hello" | "isMaster" | "ismaster" => ok(hello(session, body, name != "hello")),
         "ping" => ok(Document::new()),
@@ -139,6 +175,7 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
             admin::to_every_shard(state, &req).await.and_then(ok)
         }
         "configureFailPoint" => Err(RouterError::command_not_found(name)),
+        "bulkWrite" => bulk_write::bulk_write(state, session, &req).await,
         "saslStart" | "saslContinue" | "authenticate" => Err(RouterError::command(
             18,
             "AuthenticationFailed",

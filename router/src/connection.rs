@@ -253,6 +253,6 @@ fn is_write(msg: &OpMsg) -> bool {
         .map(|(k, _)| k);
     matches!(
         name.map(|n| n.as_str()),
-        Some("insert" | "update" | "delete" | "findAndModify")
+        Some("insert" | "update" | "delete" | "findAndModify" | "bulkWrite")
     )
 }

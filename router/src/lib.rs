@@ -32,6 +32,7 @@ mod placement;
 mod pool;
 pub mod query;
 pub mod request;
+mod retry_cache;
 mod routing;
 pub mod scatter;
 pub mod server;

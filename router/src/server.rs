@@ -51,6 +51,7 @@ pub async fn run(
         started: Instant::now(),
         next_connection_id: AtomicI32::new(1),
         close_after_write: Default::default(),
+        retries: Default::default(),
         listen: listen.clone(),
     });
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");

@@ -38,6 +38,8 @@ pub(crate) struct RouterState {
     /// without replying (-1: every one). Set by the router's own fail point
     /// `shardgateCloseConnectionAfterWrite`.
     pub close_after_write: AtomicI64,
+    /// Replies of retryable writes, for replaying to a driver's retry.
+    pub retries: crate::retry_cache::RetryCache,
 }
 
 impl RouterState {

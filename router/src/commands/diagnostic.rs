@@ -72,7 +72,10 @@ pub(crate) fn server_status(state: &RouterState) -> Document {
             "command": Stats::get(&s.command),
         },
         "shardPools": pools,
-        "metrics": {"cursor": {"open": {"total": state.cursors.len() as i64}}},
+        "metrics": {
+            "cursor": {"open": {"total": state.cursors.len() as i64}},
+            "retryableWrites": {"records": state.retries.len() as i64},
+        },
         "configStore": state.catalog.store().describe(),
     }
 }

@@ -84,7 +84,7 @@ pub(crate) async fn write(
     };
     if stmts.is_empty() {
         return Err(RouterError::command(
-            72,
+            16,
             "InvalidLength",
             "Write batch sizes must be between 1 and 100000. Got 0 operations.",
         ));
@@ -247,10 +247,21 @@ async fn send(
     }
     let mut extra = Document::new();
     if retryable {
+        // The client's statement ids when it sent them (a `bulkWrite` split
+        // by the router does), else the statements' indexes.
+        let given: Vec<Bson> = req
+            .body
+            .get_array("stmtIds")
+            .map(|a| {
+                a.into_iter()
+                    .filter_map(|v| v.ok().and_then(|v| Bson::try_from(v).ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let ids: Vec<Bson> = batch
             .indexes
             .iter()
-            .map(|i| Bson::Int32(*i as i32))
+            .map(|i| given.get(*i).cloned().unwrap_or(Bson::Int32(*i as i32)))
             .collect();
         extra.insert("stmtIds", ids);
     }
