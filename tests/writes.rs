@@ -618,3 +618,58 @@ async fn client_bulk_write_routes_every_operation() {
     let d = sharded.find_one(doc! {"_id": 20}).await.unwrap().unwrap();
     assert_eq!(d, doc! {"_id": 20, "k": 20, "n": 1});
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymongo_bulk_writes_on_a_sharded_collection() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    shard_three_ways(&client, "py").await;
+    let out = support::pymongo(
+        &cluster.router.uri(),
+        r#"
+import os
+from pymongo import MongoClient, InsertOne, UpdateOne, UpdateMany, ReplaceOne, DeleteOne, DeleteMany
+from pymongo.errors import BulkWriteError
+c = MongoClient(os.environ["URI"])
+coll = c.py.c
+# Collection-level bulk: insert, update and delete commands.
+r = coll.bulk_write([
+    InsertOne({"_id": 1, "k": -1}),
+    InsertOne({"_id": 2, "k": 20}),
+    InsertOne({"_id": 3, "k": 300}),
+    UpdateOne({"k": 20}, {"$set": {"a": 1}}),
+    UpdateMany({"k": {"$gte": -5}}, {"$inc": {"n": 1}}),
+    ReplaceOne({"k": 300, "_id": 3}, {"k": 300, "b": 2}),
+    UpdateOne({"k": 150}, {"$set": {"c": 3}}, upsert=True),
+    DeleteOne({"_id": 1}),
+], ordered=False)
+print("collection", r.inserted_count, r.matched_count, r.modified_count, r.upserted_count, r.deleted_count)
+try:
+    coll.bulk_write([InsertOne({"_id": 9, "k": 9}), InsertOne({"_id": 2, "k": 20}), InsertOne({"_id": 10, "k": 10})])
+except BulkWriteError as e:
+    print("ordered", e.details["nInserted"], [w["index"] for w in e.details["writeErrors"]], [w["code"] for w in e.details["writeErrors"]])
+try:
+    coll.update_one({"a": 1}, {"$set": {"z": 1}})
+except Exception as e:
+    print("no key", e.code)
+# Client-level bulk: the bulkWrite command.
+r = c.bulk_write([
+    InsertOne({"_id": 11, "k": 111}, namespace="py.c"),
+    InsertOne({"_id": 1}, namespace="py.other"),
+    UpdateOne({"k": 111}, {"$set": {"d": 4}}, namespace="py.c"),
+    DeleteMany({"k": {"$lt": 0}}, namespace="py.c"),
+])
+print("client", r.inserted_count, r.matched_count, r.modified_count, r.deleted_count)
+print("total", coll.count_documents({}), sorted(d["_id"] for d in coll.find({}, {"_id": 1}) if isinstance(d["_id"], int)))
+"#,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "collection 3 5 5 1 1", "{out}");
+    assert_eq!(lines[1], "ordered 1 [1] [11000]", "{out}");
+    assert_eq!(lines[2], "no key 61", "{out}");
+    assert_eq!(lines[3], "client 2 1 1 0", "{out}");
+    assert_eq!(lines[4], "total 5 [2, 3, 9, 11]", "{out}");
+    let mid = on_shard(&cluster.shards[1], "py").await;
+    let ids: Vec<i32> = mid.iter().filter_map(|d| d.get_i32("_id").ok()).collect();
+    assert_eq!(ids, vec![2, 9], "{mid:?}");
+}
