@@ -14,7 +14,7 @@
 //! the envelope fields a retry may change); entries expire after
 //! [`LIFETIME`] and the table holds at most [`CAPACITY`] of them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -73,7 +73,7 @@ pub(crate) struct Ticket {
 /// Records of retryable writes, by `(lsid, txnNumber)`.
 #[derive(Default)]
 pub(crate) struct RetryCache {
-    entries: Mutex<HashMap<Key, Entry>>,
+    entries: Mutex<Table>,
 }
 
 impl RetryCache {
@@ -101,7 +101,6 @@ impl RetryCache {
                         ..
                     }) => rx.clone(),
                     None => {
-                        prune(&mut entries);
                         let (tx, rx) = watch::channel(None);
                         entries.insert(
                             key.clone(),
@@ -137,14 +136,14 @@ impl RetryCache {
         };
         match reply {
             Some(reply) => {
-                if let Some(e) = entries.get_mut(&ticket.key) {
+                if let Some(e) = entries.map.get_mut(&ticket.key) {
+                    // Keeps its place in the order: it expires from its start.
                     e.state = State::Done(reply.to_vec());
-                    e.at = Instant::now();
                 }
                 let _ = ticket.done.send(Some(reply.to_vec()));
             }
             None => {
-                entries.remove(&ticket.key);
+                entries.map.remove(&ticket.key);
                 // Dropping the sender wakes waiters, which then run.
             }
         }
@@ -152,23 +151,46 @@ impl RetryCache {
 
     /// Number of records held.
     pub(crate) fn len(&self) -> usize {
-        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+        self.entries.lock().map(|e| e.map.len()).unwrap_or(0)
     }
 }
 
-fn prune(entries: &mut HashMap<Key, Entry>) {
-    let now = Instant::now();
-    entries
-        .retain(|_, e| now.duration_since(e.at) < LIFETIME || matches!(e.state, State::Running(_)));
-    if entries.len() >= CAPACITY {
-        let mut ages: Vec<(Instant, Key)> = entries
-            .iter()
-            .filter(|(_, e)| matches!(e.state, State::Done(_)))
-            .map(|(k, e)| (e.at, k.clone()))
-            .collect();
-        ages.sort();
-        for (_, k) in ages.into_iter().take(entries.len() + 1 - CAPACITY) {
-            entries.remove(&k);
+/// The records and their insertion order (oldest first), so expiry and
+/// eviction cost O(1) per insert.
+#[derive(Default)]
+struct Table {
+    map: HashMap<Key, Entry>,
+    order: VecDeque<(Key, Instant)>,
+}
+
+impl Table {
+    fn get(&self, key: &Key) -> Option<&Entry> {
+        self.map.get(key)
+    }
+
+    fn insert(&mut self, key: Key, entry: Entry) {
+        self.prune();
+        self.order.push_back((key.clone(), entry.at));
+        self.map.insert(key, entry);
+    }
+
+    /// Drops expired records, then the oldest while over capacity; stops at
+    /// an attempt still running.
+    fn prune(&mut self) {
+        let now = Instant::now();
+        while let Some((key, at)) = self.order.front() {
+            let current = self.map.get(key).filter(|e| e.at == *at);
+            let Some(entry) = current else {
+                // Removed, or re-inserted later: a stale position.
+                self.order.pop_front();
+                continue;
+            };
+            let old = now.duration_since(*at) >= LIFETIME || self.map.len() >= CAPACITY;
+            if !old || matches!(entry.state, State::Running(_)) {
+                break;
+            }
+            let (key, _) = self.order.pop_front().expect("front exists");
+            self.map.remove(&key);
         }
     }
 }
@@ -269,5 +291,25 @@ mod tests {
         cache.finish(ticket, None);
         assert!(matches!(cache.claim(&msg(9, 1)).await, Claim::Run(_)));
         assert_eq!(cache.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_table_stays_within_capacity() {
+        let cache = RetryCache::default();
+        for txn in 0..(CAPACITY as i64 + 50) {
+            let Claim::Run(ticket) = cache.claim(&msg(txn, 1)).await else {
+                panic!()
+            };
+            cache.finish(ticket, Some(b"r"));
+        }
+        assert!(cache.len() <= CAPACITY, "{}", cache.len());
+        assert!(matches!(
+            cache.claim(&msg(CAPACITY as i64 + 49, 1)).await,
+            Claim::Replay(_)
+        ));
+        assert!(
+            matches!(cache.claim(&msg(0, 1)).await, Claim::Run(_)),
+            "the oldest went first"
+        );
     }
 }
