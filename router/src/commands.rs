@@ -4,11 +4,11 @@
 mod admin;
 mod bulk_write;
 pub(crate) mod chunks;
-mod cluster;
+pub(crate) mod cluster;
 mod diagnostic;
 pub(crate) mod forward;
 mod handshake;
-mod sharding;
+pub(crate) mod sharding;
 mod zones;
 
 use std::sync::Arc;
@@ -146,6 +146,9 @@ async fn execute(
         }
         "split" => chunks::split(state, &req).await.and_then(ok),
         "mergeChunks" => chunks::merge_chunks(state, &req).await.and_then(ok),
+        "moveChunk" | "movechunk" | "moveRange" => {
+            chunks::move_range(state, &req).await.and_then(ok)
+        }
         "addShardToZone" | "addShardTag" => zones::shard_zone(state, &req, true).await.and_then(ok),
         "removeShardFromZone" | "removeShardTag" => {
             zones::shard_zone(state, &req, false).await.and_then(ok)

@@ -24,6 +24,13 @@ pub struct RouterConfig {
     /// How long a write to a range in a migration's critical section waits
     /// for the commit before it fails with a retryable StaleConfig, in ms.
     pub critical_section_wait_ms: u64,
+    /// How long a migrated range stays on its old owner before it is
+    /// deleted there (open cursors may still read it), in seconds.
+    pub orphan_cleanup_delay_secs: u64,
+    /// Run the balancer task on this router (only the lock holder acts).
+    pub balancer: bool,
+    /// Seconds between balancer rounds.
+    pub balancer_interval_secs: u64,
     /// The command line the process was started with (`getCmdLineOpts`).
     #[serde(skip)]
     pub argv: Vec<String>,
@@ -39,6 +46,9 @@ impl Default for RouterConfig {
             cursor_idle_timeout_secs: 600,
             shutdown_deadline_secs: 10,
             critical_section_wait_ms: 10_000,
+            orphan_cleanup_delay_secs: 60,
+            balancer: true,
+            balancer_interval_secs: 10,
             argv: Vec::new(),
         }
     }

@@ -28,6 +28,7 @@ pub mod config;
 mod config_view;
 mod connection;
 pub mod error;
+mod migration;
 mod placement;
 mod pool;
 pub mod query;

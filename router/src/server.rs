@@ -52,6 +52,7 @@ pub async fn run(
         next_connection_id: AtomicI32::new(1),
         close_after_write: Default::default(),
         retries: Default::default(),
+        write_gate: Default::default(),
         listen: listen.clone(),
     });
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");

@@ -40,6 +40,10 @@ pub(crate) struct RouterState {
     pub close_after_write: AtomicI64,
     /// Replies of retryable writes, for replaying to a driver's retry.
     pub retries: crate::retry_cache::RetryCache,
+    /// Writes to sharded collections hold the read side while they run; a
+    /// critical-section acknowledgement takes the write side to wait for
+    /// the writes in flight.
+    pub write_gate: tokio::sync::RwLock<()>,
 }
 
 impl RouterState {

@@ -108,6 +108,49 @@ impl Catalog {
         self.list(LOCKS).await
     }
 
+    /// Takes the lock `name` under `lease` if nobody holds it. Returns the
+    /// fencing token (the store revision that wrote the lock): a holder's
+    /// later writes compare it with [`lock_fence`](Self::lock_fence), so a
+    /// holder whose lease ended cannot commit anything.
+    pub async fn try_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        why: &str,
+        lease: LeaseId,
+    ) -> Result<Option<u64>> {
+        let key = format!("{LOCKS}{name}");
+        let lock = LockType {
+            id: name.to_owned(),
+            state: 2,
+            process: holder.to_owned(),
+            when: bson::DateTime::now(),
+            why: why.to_owned(),
+        };
+        let txn = Txn::default()
+            .absent(&key)
+            .put_leased(&key, encode(&lock)?, lease);
+        Ok(match self.store().txn(txn).await? {
+            TxnOutcome::Committed(rev) => Some(rev),
+            TxnOutcome::Conflict => None,
+        })
+    }
+
+    /// The compare that holds while the lock `name` is still the one taken
+    /// at `token`.
+    pub fn lock_fence(&self, name: &str, token: u64) -> Txn {
+        Txn::default().unchanged(format!("{LOCKS}{name}"), token)
+    }
+
+    /// Releases the lock `name` if it is still the one taken at `token`.
+    pub async fn unlock(&self, name: &str, token: u64) -> Result<()> {
+        let key = format!("{LOCKS}{name}");
+        self.store()
+            .txn(Txn::default().unchanged(&key, token).delete(key))
+            .await?;
+        Ok(())
+    }
+
     /// Appends a changelog entry; its key orders entries by time.
     pub async fn log_change(&self, entry: &ChangelogEntry) -> Result<()> {
         let key = format!(

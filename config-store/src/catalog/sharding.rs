@@ -205,6 +205,19 @@ impl Catalog {
         read_version: (CollectionVersion, u64),
         change: &ChunkChange,
     ) -> Result<bool> {
+        self.apply_chunk_change_with(coll, read_version, change, Txn::default())
+            .await
+    }
+
+    /// [`apply_chunk_change`](Self::apply_chunk_change) with more compares
+    /// and writes in the same transaction (a migration's commit).
+    pub async fn apply_chunk_change_with(
+        &self,
+        coll: &CollectionType,
+        read_version: (CollectionVersion, u64),
+        change: &ChunkChange,
+        extra: Txn,
+    ) -> Result<bool> {
         let pattern =
             ShardKeyPattern::parse(&coll.key).map_err(|e| StoreError::Invariant(e.to_string()))?;
         let removed: Vec<ChunkType> = change.removed.iter().map(|(c, _)| c.clone()).collect();
@@ -243,6 +256,8 @@ impl Catalog {
         for (key, value) in added {
             txn = txn.put(key, value);
         }
+        txn.compares.extend(extra.compares);
+        txn.ops.extend(extra.ops);
         Ok(matches!(
             self.store().txn(txn).await?,
             TxnOutcome::Committed(_)
@@ -331,6 +346,89 @@ impl Catalog {
     ) -> Result<()> {
         let key = range_key(MIGRATIONS, &migration.ns, pattern, &migration.min)?;
         self.store().txn(Txn::default().delete(key)).await?;
+        Ok(())
+    }
+
+    /// The writes that commit a migration with `change` (the chunk's new
+    /// owner): the destination's orphan range goes, the source's copy
+    /// becomes one, and the record says `committed`. `fence` is a compare
+    /// (the balancer lock) that must still hold.
+    pub fn migration_commit_ops(
+        &self,
+        pattern: &ShardKeyPattern,
+        migration: &MigrationType,
+        fence: Txn,
+    ) -> Result<Txn> {
+        let dest = OrphanRange {
+            ns: migration.ns.clone(),
+            shard: migration.to_shard.clone(),
+            min: migration.min.clone(),
+            max: migration.max.clone(),
+        };
+        let source = OrphanRange {
+            shard: migration.from_shard.clone(),
+            ..dest.clone()
+        };
+        let mut committed = migration.clone();
+        committed.state = crate::model::MigrationState::Committed;
+        let key = range_key(MIGRATIONS, &migration.ns, pattern, &migration.min)?;
+        Ok(fence
+            .delete(orphan_key(pattern, &dest)?)
+            .put(orphan_key(pattern, &source)?, encode(&source)?)
+            .put(key, encode(&committed)?))
+    }
+
+    /// Starts a migration: the record (`cloning`) and the destination's
+    /// orphan range, if no migration of this collection is recorded.
+    pub async fn start_migration(
+        &self,
+        pattern: &ShardKeyPattern,
+        migration: &MigrationType,
+        fence: Txn,
+    ) -> Result<bool> {
+        if !self.migrations(&migration.ns).await?.is_empty() {
+            return Ok(false);
+        }
+        let dest = OrphanRange {
+            ns: migration.ns.clone(),
+            shard: migration.to_shard.clone(),
+            min: migration.min.clone(),
+            max: migration.max.clone(),
+        };
+        let key = range_key(MIGRATIONS, &migration.ns, pattern, &migration.min)?;
+        let txn = fence
+            .absent(&key)
+            .put(key, encode(migration)?)
+            .put(orphan_key(pattern, &dest)?, encode(&dest)?);
+        Ok(matches!(
+            self.store().txn(txn).await?,
+            TxnOutcome::Committed(_)
+        ))
+    }
+
+    /// Ends a migration: removes its record and the orphan range of
+    /// `holder` (the destination after an abort, the source after its range
+    /// was deleted).
+    pub async fn finish_migration(
+        &self,
+        pattern: &ShardKeyPattern,
+        migration: &MigrationType,
+        holder: &str,
+    ) -> Result<()> {
+        let orphan = OrphanRange {
+            ns: migration.ns.clone(),
+            shard: holder.to_owned(),
+            min: migration.min.clone(),
+            max: migration.max.clone(),
+        };
+        let key = range_key(MIGRATIONS, &migration.ns, pattern, &migration.min)?;
+        self.store()
+            .txn(
+                Txn::default()
+                    .delete(key)
+                    .delete(orphan_key(pattern, &orphan)?),
+            )
+            .await?;
         Ok(())
     }
 

@@ -52,6 +52,59 @@ pub(crate) async fn split(state: &Arc<RouterState>, req: &Request<'_>) -> Result
     for _attempt in 0..5 {
         let (coll, pattern, chunks, version) = load(state, ns).await?;
         let (index, at) = split_target(state, req, &pattern, &chunks).await?;
+        if split_chunk(state, &coll, &pattern, &chunks, version, index, at).await? {
+            return Ok(Document::new());
+        }
+    }
+    Err(RouterError::command(
+        117,
+        "ConflictingOperationInProgress",
+        format!("chunks of {ns} kept changing; retry the split"),
+    ))
+}
+
+/// Splits `ns` at `at` (no-op when `at` is already a chunk bound), for the
+/// balancer and migrations.
+pub(crate) async fn split_at(state: &RouterState, ns: &str, at: &Document) -> Result<()> {
+    for _attempt in 0..5 {
+        let (coll, pattern, chunks, version) = load(state, ns).await?;
+        let key = pattern.encode_bound(at).map_err(key_error)?;
+        let index = chunks
+            .iter()
+            .position(|(c, _)| {
+                let lo = pattern.encode_bound(&c.min).ok();
+                let hi = pattern.encode_bound(&c.max).ok();
+                lo.is_some_and(|l| l <= key) && hi.is_some_and(|h| key < h)
+            })
+            .ok_or_else(|| {
+                RouterError::command(1, "InternalError", "chunks do not cover the key")
+            })?;
+        if pattern.encode_bound(&chunks[index].0.min).ok() == Some(key) {
+            return Ok(());
+        }
+        if split_chunk(state, &coll, &pattern, &chunks, version, index, at.clone()).await? {
+            return Ok(());
+        }
+    }
+    Err(RouterError::command(
+        117,
+        "ConflictingOperationInProgress",
+        format!("chunks of {ns} kept changing; retry the split"),
+    ))
+}
+
+/// Splits chunk `index` at `at`; false on a conflict (re-read and retry).
+async fn split_chunk(
+    state: &RouterState,
+    coll: &CollectionType,
+    pattern: &ShardKeyPattern,
+    chunks: &[(ChunkType, u64)],
+    version: (CollectionVersion, u64),
+    index: usize,
+    at: Document,
+) -> Result<bool> {
+    let coll = coll.clone();
+    {
         let (chunk, rev) = &chunks[index];
         let at_key = pattern.encode_bound(&at).map_err(key_error)?;
         let (lo, hi) = (
@@ -102,15 +155,8 @@ pub(crate) async fn split(state: &Arc<RouterState>, req: &Request<'_>) -> Result
             ],
         };
         let details = doc! {"before": {"min": &chunk.min, "max": &chunk.max}, "left": {"min": &chunk.min, "max": &at}, "right": {"min": &at, "max": &chunk.max}};
-        if commit(state, &coll, version, &change, "split", details).await? {
-            return Ok(Document::new());
-        }
+        commit(state, &coll, version, &change, "split", details).await
     }
-    Err(RouterError::command(
-        117,
-        "ConflictingOperationInProgress",
-        format!("chunks of {ns} kept changing; retry the split"),
-    ))
 }
 
 /// Applies a chunk change; on success refreshes this router's routing table
@@ -398,4 +444,92 @@ pub(crate) async fn merge_chunks(state: &Arc<RouterState>, req: &Request<'_>) ->
         "ConflictingOperationInProgress",
         format!("chunks of {ns} kept changing; retry the merge"),
     ))
+}
+
+/// `moveChunk` (`find` or `bounds`, `to`, `_waitForDelete`) and `moveRange`
+/// (`min`, optional `max`, `toShard`, `waitForDelete`): one migration, run
+/// synchronously under the migration lock.
+pub(crate) async fn move_range(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
+    admin_only(req)?;
+    let ns = name_arg(req, "a namespace string")?;
+    split_ns(ns)?;
+    let routing = state.routing.get(ns).ok_or_else(|| not_sharded(ns))?;
+    let pattern = routing.pattern.clone();
+    let to = req
+        .body
+        .get_str(if req.name == "moveRange" {
+            "toShard"
+        } else {
+            "to"
+        })
+        .map_err(|_| RouterError::bad_value(format!("{} needs the destination shard", req.name)))?;
+    let wait_for_delete = req.body.get_bool("_waitForDelete").unwrap_or(false)
+        || req.body.get_bool("waitForDelete").unwrap_or(false);
+    let (min, max) = if req.name == "moveRange" {
+        let min = document_arg(req.body, "min")?;
+        let min_key = pattern.encode_bound(&min).map_err(key_error)?;
+        let max = match req.body.get_document("max") {
+            Ok(_) => document_arg(req.body, "max")?,
+            Err(_) => containing_chunk(state, ns, &pattern, &min_key).await?.1,
+        };
+        // A range inside a chunk: split it out first.
+        split_at(state, ns, &min).await?;
+        if max != pattern.global_max() {
+            split_at(state, ns, &max).await?;
+        }
+        (min, max)
+    } else if let Ok(find) = req.body.get_document("find") {
+        let find = Document::try_from(find).map_err(|e| RouterError::bad_value(e.to_string()))?;
+        let raw = bson::RawDocumentBuf::try_from(&find)
+            .map_err(|e| RouterError::bad_value(e.to_string()))?;
+        let key = pattern.extract_key(&raw).map_err(key_error)?;
+        containing_chunk(state, ns, &pattern, &key).await?
+    } else {
+        let bounds = req
+            .body
+            .get_array("bounds")
+            .map_err(|_| RouterError::bad_value("moveChunk needs 'find' or 'bounds'"))?;
+        let mut it = bounds
+            .into_iter()
+            .filter_map(|b| b.ok().and_then(|b| b.as_document()));
+        match (it.next(), it.next()) {
+            (Some(a), Some(b)) => (
+                Document::try_from(a).map_err(|e| RouterError::bad_value(e.to_string()))?,
+                Document::try_from(b).map_err(|e| RouterError::bad_value(e.to_string()))?,
+            ),
+            _ => return Err(RouterError::bad_value("'bounds' must be [min, max]")),
+        }
+    };
+    let started = std::time::Instant::now();
+    let guard = crate::migration::lock(
+        state,
+        &format!("{} {ns}", req.name),
+        std::time::Duration::from_secs(30),
+    )
+    .await?;
+    let outcome =
+        crate::migration::move_chunk(state, &guard, ns, &min, &max, to, wait_for_delete).await;
+    guard.release().await;
+    outcome?;
+    Ok(doc! {"millis": started.elapsed().as_millis() as i64})
+}
+
+/// The bounds of the chunk of `ns` holding `key`.
+async fn containing_chunk(
+    state: &RouterState,
+    ns: &str,
+    pattern: &ShardKeyPattern,
+    key: &shardgate_config_store::shard_key::KeyBytes,
+) -> Result<(Document, Document)> {
+    let (_, _, chunks, _) = load(state, ns).await?;
+    chunks
+        .into_iter()
+        .map(|(c, _)| c)
+        .find(|c| {
+            let lo = pattern.encode_bound(&c.min).ok();
+            let hi = pattern.encode_bound(&c.max).ok();
+            lo.is_some_and(|l| l <= *key) && hi.is_some_and(|h| *key < h)
+        })
+        .map(|c| (c.min, c.max))
+        .ok_or_else(|| RouterError::command(1, "InternalError", "chunks do not cover the key"))
 }

@@ -91,7 +91,7 @@ pub(crate) async fn write(
     }
     let ordered = req.body.get_bool("ordered").unwrap_or(true);
     let retryable = matches!(req.body.get("txnNumber"), Ok(Some(_)));
-    let (routing, routes) = route_when_writable(state, ns, kind, &stmts).await?;
+    let (routing, routes, _gate) = route_when_writable(state, ns, kind, &stmts).await?;
     let sizes: Vec<usize> = stmts.iter().map(|s| s.as_bytes().len()).collect();
     let mut total = Outcome::default();
     for step in write_plan::plan(&routes, &sizes, ordered) {
@@ -134,18 +134,23 @@ pub(crate) async fn write(
 /// Routes every statement, waiting (up to the configured bound) while any
 /// of them writes to a range in a migration's critical section; then the
 /// fresh routing sends it to the new owner. Past the bound: StaleConfig.
-async fn route_when_writable(
-    state: &RouterState,
+async fn route_when_writable<'s>(
+    state: &'s RouterState,
     ns: &str,
     kind: WriteKind,
     stmts: &[Cow<'_, RawDocument>],
 ) -> Result<(
     std::sync::Arc<CollectionRouting>,
     Vec<std::result::Result<Routed, StmtError>>,
+    tokio::sync::RwLockReadGuard<'s, ()>,
 )> {
     let deadline = Instant::now() + Duration::from_millis(state.config.critical_section_wait_ms);
     let mut changes = state.routing.subscribe();
     loop {
+        // Held while the write runs, so a critical-section acknowledgement
+        // waits for it.
+        let gate = state.write_gate.read().await;
+        changes.borrow_and_update();
         let routing = state
             .routing
             .get(ns)
@@ -160,9 +165,9 @@ async fn route_when_writable(
                 .zip(&routes)
                 .any(|(s, r)| is_held(&routing, kind, s, r));
         if !held {
-            return Ok((routing, routes));
+            return Ok((routing, routes, gate));
         }
-        changes.borrow_and_update();
+        drop(gate);
         let now = Instant::now();
         if now >= deadline
             || tokio::time::timeout(deadline - now, changes.changed())
@@ -426,7 +431,9 @@ pub(crate) async fn find_and_modify(
     let simple = write_plan::simple_collation(req.body);
     let deadline = Instant::now() + Duration::from_millis(state.config.critical_section_wait_ms);
     let mut changes = state.routing.subscribe();
-    let (routing, routed) = loop {
+    let (routing, routed, _gate) = loop {
+        let gate = state.write_gate.read().await;
+        changes.borrow_and_update();
         let routing = state
             .routing
             .get(ns)
@@ -448,9 +455,9 @@ pub(crate) async fn find_and_modify(
             None => overlaps_critical(&routing, &targeting::target(&routing.pattern, &query)),
         };
         if !held {
-            break (routing, routed);
+            break (routing, routed, gate);
         }
-        changes.borrow_and_update();
+        drop(gate);
         let now = Instant::now();
         if now >= deadline
             || tokio::time::timeout(deadline - now, changes.changed())

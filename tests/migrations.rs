@@ -1,0 +1,272 @@
+//! Chunk migration: `moveChunk`/`moveRange` while writers and readers run,
+//! with every acknowledged write present exactly once afterwards and no
+//! read ever seeing a document twice or missing a stable one.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use futures::TryStreamExt;
+use support::{admin, admin_error, config_docs, TestCluster};
+
+/// `mig.c` sharded on `{k: 1}`, three chunks on shard0000:
+/// [MinKey, 1000), [1000, 2000), [2000, MaxKey).
+async fn setup(client: &mongodb::Client) {
+    admin(
+        client,
+        doc! {"enableSharding": "mig", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(client, doc! {"shardCollection": "mig.c", "key": {"k": 1}}).await;
+    for at in [1000, 2000] {
+        admin(client, doc! {"split": "mig.c", "middle": {"k": at}}).await;
+    }
+}
+
+async fn on_shard(shard: &shardgate::shard_process::ShardProcess) -> Vec<Document> {
+    support::direct_client(shard)
+        .await
+        .database("mig")
+        .collection::<Document>("c")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrations_under_load_lose_and_duplicate_nothing() {
+    let config = shardgate_router::RouterConfig {
+        orphan_cleanup_delay_secs: 1,
+        balancer: false,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, config, false).await;
+    let client = cluster.client().await;
+    setup(&client).await;
+    let coll = client.database("mig").collection::<Document>("c");
+    // Stable documents: never deleted, only incremented.
+    let stable: Vec<Document> = (0..3000)
+        .map(|i| doc! {"_id": i, "k": i, "n": 0, "pad": "x".repeat(200)})
+        .collect();
+    coll.insert_many(stable).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let increments: Arc<Mutex<BTreeMap<i64, i32>>> = Arc::default();
+    let inserted: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
+    let deleted: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
+    let mut tasks = Vec::new();
+    // Writers: increments on stable documents, inserts of new ones, and
+    // deletes of some of those new ones.
+    for w in 0..3i64 {
+        let (coll, stop) = (coll.clone(), stop.clone());
+        let (increments, inserted, deleted) =
+            (increments.clone(), inserted.clone(), deleted.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let id = (i * 7 + w * 1013) % 3000;
+                if coll
+                    .update_one(doc! {"k": id}, doc! {"$inc": {"n": 1}})
+                    .await
+                    .map(|r| r.modified_count == 1)
+                    .unwrap_or(false)
+                {
+                    *increments.lock().unwrap().entry(id).or_default() += 1;
+                }
+                let new_id = 10_000 + w * 100_000 + i;
+                let k = (i * 37 + w * 500) % 3000;
+                if coll
+                    .insert_one(doc! {"_id": new_id, "k": k, "n": 0})
+                    .await
+                    .is_ok()
+                {
+                    inserted.lock().unwrap().insert(new_id);
+                }
+                if i % 3 == 0 {
+                    let victim = new_id - 1;
+                    let vk = ((i - 1) * 37 + w * 500) % 3000;
+                    if let Ok(r) = coll.delete_one(doc! {"_id": victim, "k": vk}).await {
+                        if r.deleted_count == 1 {
+                            deleted.lock().unwrap().insert(victim);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // Readers: every scan sees each stable document once; counts never
+    // fall below the stable set.
+    let scans = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for _ in 0..2 {
+        let (coll, stop, scans) = (coll.clone(), stop.clone(), scans.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let docs: Vec<Document> = coll
+                    .find(doc! {})
+                    .projection(doc! {"_id": 1})
+                    .await
+                    .unwrap()
+                    .try_collect()
+                    .await
+                    .unwrap();
+                let mut ids = BTreeSet::new();
+                for d in &docs {
+                    let id = d.get("_id").cloned().unwrap();
+                    assert!(ids.insert(id.to_string()), "a scan saw {id} twice");
+                }
+                for i in 0..3000 {
+                    assert!(
+                        ids.contains(&Bson::Int32(i).to_string()),
+                        "a scan missed stable document {i}"
+                    );
+                }
+                let n = coll.count_documents(doc! {}).await.unwrap();
+                assert!(n >= 3000, "a count missed stable documents: {n}");
+                scans.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let moves = [
+        doc! {"moveChunk": "mig.c", "find": {"k": 5}, "to": "shard0001"},
+        doc! {"moveChunk": "mig.c", "bounds": [{"k": 1000}, {"k": 2000}], "to": "shard0002"},
+        doc! {"moveRange": "mig.c", "min": {"k": 2000}, "max": {"k": 2500}, "toShard": "shard0001"},
+        doc! {"moveChunk": "mig.c", "find": {"k": 1500}, "to": "shard0000", "_waitForDelete": true},
+    ];
+    for m in moves {
+        let r = admin(&client, m.clone()).await;
+        assert!(r.get_i64("millis").is_ok(), "{m}: {r}");
+        println!("{m}: {r}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(scans.load(Ordering::Relaxed) > 0);
+
+    // Every acknowledged write is there exactly once.
+    let all: Vec<Document> = coll
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut by_id: BTreeMap<String, Document> = BTreeMap::new();
+    for d in all {
+        let id = d.get("_id").unwrap().to_string();
+        assert!(by_id.insert(id.clone(), d).is_none(), "{id} twice");
+    }
+    let increments = increments.lock().unwrap().clone();
+    for i in 0..3000i64 {
+        let d = &by_id[&Bson::Int32(i as i32).to_string()];
+        let expected = increments.get(&i).copied().unwrap_or(0);
+        assert_eq!(d.get_i32("n").unwrap(), expected, "increments of {i}");
+    }
+    let inserted = inserted.lock().unwrap().clone();
+    let deleted = deleted.lock().unwrap().clone();
+    for id in &inserted {
+        let present = by_id.contains_key(&Bson::Int64(*id).to_string());
+        assert_eq!(present, !deleted.contains(id), "inserted document {id}");
+    }
+    assert_eq!(by_id.len(), 3000 + inserted.len() - deleted.len());
+
+    // Chunks are where the moves put them, and after range deletion each
+    // document is stored on exactly one shard: its owner.
+    let chunks = config_docs(&client, "chunks", doc! {}, doc! {"min": 1}).await;
+    let owners: Vec<(Bson, String)> = chunks
+        .iter()
+        .map(|c| {
+            (
+                c.get_document("min").unwrap().get("k").cloned().unwrap(),
+                c.get_str("shard").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        vec![
+            (Bson::MinKey, "shard0001".to_owned()),
+            (Bson::Int32(1000), "shard0000".to_owned()),
+            (Bson::Int32(2000), "shard0001".to_owned()),
+            (Bson::Int32(2500), "shard0000".to_owned()),
+        ]
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let owner = |k: i64| match k {
+        k if k < 1000 => 1,
+        k if k < 2000 => 0,
+        k if k < 2500 => 1,
+        _ => 0,
+    };
+    let mut stored = 0;
+    for (i, shard) in cluster.shards.iter().enumerate() {
+        for d in on_shard(shard).await {
+            let k = match d.get("k").unwrap() {
+                Bson::Int32(k) => *k as i64,
+                Bson::Int64(k) => *k,
+                other => panic!("{other}"),
+            };
+            assert_eq!(owner(k), i, "{d} on shard{i}");
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, by_id.len(), "no orphan left behind");
+
+    // The changelog tells the story.
+    let log = config_docs(
+        &client,
+        "changelog",
+        doc! {"what": "moveChunk.commit"},
+        doc! {"time": 1},
+    )
+    .await;
+    assert_eq!(log.len(), 4);
+    let details = log[0].get_document("details").unwrap();
+    assert!(details.get_i64("cloned").unwrap() > 0, "{details}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_chunk_refuses_bad_input() {
+    let cluster = TestCluster::start(2).await;
+    let client = cluster.client().await;
+    setup(&client).await;
+    assert_eq!(
+        admin_error(
+            &client,
+            doc! {"moveChunk": "mig.c", "find": {"k": 5}, "to": "nope"}
+        )
+        .await,
+        70
+    );
+    assert_eq!(
+        admin_error(
+            &client,
+            doc! {"moveChunk": "mig.c", "bounds": [{"k": 0}, {"k": 5}], "to": "shard0001"}
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        admin_error(
+            &client,
+            doc! {"moveChunk": "mig.nope", "find": {"k": 5}, "to": "shard0001"}
+        )
+        .await,
+        118
+    );
+    assert_eq!(
+        admin_error(&client, doc! {"moveChunk": "mig.c", "to": "shard0001"}).await,
+        2
+    );
+}
