@@ -23,6 +23,7 @@
 //! - `stats`: counters behind `serverStatus`.
 
 mod background;
+mod balancer;
 mod commands;
 pub mod config;
 mod config_view;

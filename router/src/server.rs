@@ -53,6 +53,7 @@ pub async fn run(
         close_after_write: Default::default(),
         retries: Default::default(),
         write_gate: Default::default(),
+        balancer: Default::default(),
         listen: listen.clone(),
     });
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");
@@ -67,6 +68,14 @@ pub async fn run(
             state.clone(),
             shutdown.clone(),
         )),
+        tokio::spawn({
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            async move {
+                if state.config.balancer {
+                    crate::balancer::run(state, shutdown).await;
+                }
+            }
+        }),
     ];
     let mut tasks = JoinSet::new();
     loop {

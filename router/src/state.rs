@@ -44,6 +44,8 @@ pub(crate) struct RouterState {
     /// critical-section acknowledgement takes the write side to wait for
     /// the writes in flight.
     pub write_gate: tokio::sync::RwLock<()>,
+    /// Balancer counters for `balancerStatus`.
+    pub balancer: crate::balancer::BalancerStats,
 }
 
 impl RouterState {

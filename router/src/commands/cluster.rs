@@ -71,7 +71,18 @@ pub(crate) async fn remove_shard(state: &Arc<RouterState>, req: &Request<'_>) ->
             });
         }
     }
-    if chunks == 0 && dbs.is_empty() {
+    // Migrations still deleting a moved range there (or copying to it).
+    let mut pending = 0i64;
+    for coll in state.catalog.collections().await? {
+        pending += state
+            .catalog
+            .migrations(&coll.ns)
+            .await?
+            .iter()
+            .filter(|m| m.from_shard == shard.id || m.to_shard == shard.id)
+            .count() as i64;
+    }
+    if chunks == 0 && dbs.is_empty() && pending == 0 {
         state.catalog.remove_shard(&shard.id).await?;
         state.placement.refresh_shards(&state.catalog).await?;
         log_change(state, "removeShard", "", doc! {"shard": &shard.id}).await;
@@ -82,7 +93,7 @@ pub(crate) async fn remove_shard(state: &Arc<RouterState>, req: &Request<'_>) ->
     Ok(doc! {
         "msg": "draining ongoing",
         "state": "ongoing",
-        "remaining": {"chunks": chunks as i64, "dbs": dbs.len() as i64, "jumboChunks": 0i64},
+        "remaining": {"chunks": chunks as i64, "dbs": dbs.len() as i64, "jumboChunks": 0i64, "migrations": pending},
         "note": "you need to call movePrimary for the databases in dbsToMove; the balancer moves the chunks",
         "dbsToMove": dbs,
         "collectionsToMove": [],
@@ -107,15 +118,19 @@ pub(crate) async fn set_balancer(
     Ok(Document::new())
 }
 
-/// `balancerStatus`: the configured mode. No balancer rounds run yet, so
-/// `inBalancerRound` is false and `numBalancerRounds` 0.
+/// `balancerStatus`: the configured mode, and this router's rounds (each
+/// router runs rounds only while it holds the migration lock).
 pub(crate) async fn balancer_status(state: &RouterState, req: &Request<'_>) -> Result<Document> {
+    use std::sync::atomic::Ordering;
     admin_only(req)?;
     let stopped = state.catalog.balancer_stopped().await?;
+    let b = &state.balancer;
     Ok(doc! {
         "mode": if stopped { "off" } else { "full" },
-        "inBalancerRound": false,
-        "numBalancerRounds": 0i64,
+        "inBalancerRound": b.in_round.load(Ordering::SeqCst),
+        "numBalancerRounds": b.rounds.load(Ordering::SeqCst),
+        "numMigrations": b.migrations.load(Ordering::SeqCst),
+        "balancerEnabledOnThisRouter": state.config.balancer,
     })
 }
 

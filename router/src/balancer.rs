@@ -1,0 +1,443 @@
+//! The balancer task. Every router runs it (unless `balancer = false`);
+//! each round first takes the migration lock, so only one router acts at a
+//! time, and the lock's fencing token guards every metadata change.
+//!
+//! A round, per sharded collection with balancing on: split chunks at zone
+//! boundaries; estimate chunk sizes (`dataSize` where the shard has it,
+//! else the range's document count × `collStats.avgObjSize`) and split
+//! chunks above the chunk size at points from a sorted key scan, marking
+//! those that cannot be split (one key value) jumbo; then run the moves
+//! `shardgate_balancer::moves` decides (zones, draining shards, balance by
+//! data size), one migration at a time. `balancerStop` (or leaving the
+//! active window) is checked before every step, so a round stops after the
+//! running migration completes.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::{doc, Bson, Document, RawDocumentBuf};
+use shardgate_balancer::{self as policy, Chunk, Shard, ZoneRange};
+use shardgate_config_store::catalog::ChunkChange;
+use shardgate_config_store::model::CollectionType;
+use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
+use tokio::sync::watch;
+
+use crate::commands::chunks::{range_filter, split_at};
+use crate::commands::forward::{run_on_shard, run_on_shard_raw};
+use crate::error::{Result, RouterError};
+use crate::migration::{self, LockGuard};
+use crate::state::RouterState;
+
+/// Counters `balancerStatus` reports.
+#[derive(Default)]
+pub(crate) struct BalancerStats {
+    /// A round is running on this router.
+    pub in_round: AtomicBool,
+    /// Rounds this router ran (holding the lock).
+    pub rounds: AtomicI64,
+    /// Migrations those rounds ran.
+    pub migrations: AtomicI64,
+}
+
+/// Runs rounds every `balancer_interval_secs` until shutdown.
+pub(crate) async fn run(state: Arc<RouterState>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_secs(state.config.balancer_interval_secs.max(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = round(&state).await {
+            tracing::warn!(error = %e, "balancer round failed");
+        }
+    }
+}
+
+/// Whether the balancer may act now: not stopped, and inside the active
+/// window (`config.settings` `balancer.activeWindow {start, stop}`, "HH:MM"
+/// UTC) when one is set.
+async fn enabled(state: &RouterState) -> Result<bool> {
+    if state.catalog.balancer_stopped().await? {
+        return Ok(false);
+    }
+    let Some(setting) = state.catalog.setting("balancer").await? else {
+        return Ok(true);
+    };
+    let Ok(window) = setting.get_document("activeWindow") else {
+        return Ok(true);
+    };
+    let minutes = |s: &str| -> Option<u32> {
+        let (h, m) = s.split_once(':')?;
+        Some(h.trim().parse::<u32>().ok()? * 60 + m.trim().parse::<u32>().ok()?)
+    };
+    let (Some(start), Some(stop)) = (
+        window.get_str("start").ok().and_then(minutes),
+        window.get_str("stop").ok().and_then(minutes),
+    ) else {
+        return Ok(true);
+    };
+    let now = (bson::DateTime::now().timestamp_millis() / 60_000 % 1440) as u32;
+    Ok(if start <= stop {
+        start <= now && now < stop
+    } else {
+        now >= start || now < stop
+    })
+}
+
+/// One round, if this router gets the lock.
+pub(crate) async fn round(state: &Arc<RouterState>) -> Result<()> {
+    if !enabled(state).await? {
+        return Ok(());
+    }
+    let guard = match migration::lock(state, "balancer round", Duration::ZERO).await {
+        Ok(g) => g,
+        Err(e) if e.code().0 == 46 => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    state.balancer.in_round.store(true, Ordering::SeqCst);
+    let outcome = round_locked(state, &guard).await;
+    state.balancer.in_round.store(false, Ordering::SeqCst);
+    state.balancer.rounds.fetch_add(1, Ordering::SeqCst);
+    guard.release().await;
+    outcome
+}
+
+async fn round_locked(state: &Arc<RouterState>, guard: &LockGuard) -> Result<()> {
+    let default_chunk = state.catalog.chunk_size_bytes().await?;
+    for coll in state.catalog.collections().await? {
+        if coll.no_balance {
+            continue;
+        }
+        if !enabled(state).await? {
+            return Ok(());
+        }
+        let chunk_size = coll
+            .max_chunk_size_bytes
+            .filter(|b| *b > 0)
+            .unwrap_or(default_chunk)
+            .max(1) as u64;
+        if let Err(e) = balance_collection(state, guard, &coll, chunk_size).await {
+            tracing::warn!(ns = %coll.ns, error = %e, "balancing stopped for this round");
+        }
+    }
+    Ok(())
+}
+
+async fn balance_collection(
+    state: &Arc<RouterState>,
+    guard: &LockGuard,
+    coll: &CollectionType,
+    chunk_size: u64,
+) -> Result<()> {
+    let ns = &coll.ns;
+    let pattern =
+        ShardKeyPattern::parse(&coll.key).map_err(|e| RouterError::bad_value(e.to_string()))?;
+    let enc = |d: &Document| {
+        pattern
+            .encode_bound(d)
+            .map_err(|e| RouterError::bad_value(e.to_string()))
+    };
+    // 1. Split at zone boundaries.
+    let tags = state.catalog.zone_ranges(ns).await?;
+    let zones: Vec<ZoneRange> = tags
+        .iter()
+        .map(|t| {
+            Ok(ZoneRange {
+                min: enc(&t.min)?,
+                max: enc(&t.max)?,
+                zone: t.tag.clone(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let bounds: Vec<(KeyBytes, Document)> = tags
+        .iter()
+        .flat_map(|t| [t.min.clone(), t.max.clone()])
+        .filter_map(|d| enc(&d).ok().map(|k| (k, d)))
+        .collect();
+    let chunks = snapshot(state, &pattern, ns).await?;
+    for (_, at) in policy::zone_splits(&chunks.0, &zones) {
+        if let Some((_, doc)) = bounds.iter().find(|(k, _)| *k == at) {
+            split_at(state, ns, doc).await?;
+        }
+    }
+    // 2. Sizes, and splits of chunks above the chunk size.
+    let (chunks, docs) = snapshot(state, &pattern, ns).await?;
+    let sizes = estimate(state, &pattern, ns, &chunks, &docs).await?;
+    for (i, (bytes, count)) in sizes.iter().enumerate() {
+        if *bytes <= chunk_size || chunks[i].jumbo || *count < 2 {
+            continue;
+        }
+        if !enabled(state).await? {
+            return Ok(());
+        }
+        let per_piece = ((chunk_size / 2).max(1) * count / bytes).max(1);
+        let points = split_points(state, &pattern, ns, &chunks[i], &docs[i], per_piece).await?;
+        if points.is_empty() {
+            mark_jumbo(state, coll, &docs[i]).await?;
+            continue;
+        }
+        for p in points {
+            split_at(state, ns, &p).await?;
+        }
+    }
+    // 3. Moves.
+    let shards: Vec<Shard> = state
+        .catalog
+        .shards()
+        .await?
+        .into_iter()
+        .map(|s| Shard {
+            id: s.id,
+            zones: s.tags.into_iter().collect(),
+            draining: s.draining,
+        })
+        .collect();
+    let (chunks, docs) = snapshot(state, &pattern, ns).await?;
+    let sizes = estimate(state, &pattern, ns, &chunks, &docs).await?;
+    let chunks: Vec<Chunk> = chunks
+        .into_iter()
+        .zip(&sizes)
+        .map(|(mut c, (bytes, _))| {
+            c.bytes = *bytes;
+            c
+        })
+        .collect();
+    let threshold = 3 * chunk_size;
+    for mv in policy::moves(&shards, &chunks, &zones, threshold) {
+        if !enabled(state).await? {
+            return Ok(());
+        }
+        let d = &docs[mv.chunk];
+        tracing::info!(%ns, min = %d.0, to = %mv.to, reason = ?mv.reason, "balancer moves a chunk");
+        migration::move_chunk(state, guard, ns, &d.0, &d.1, &mv.to, false).await?;
+        state.balancer.migrations.fetch_add(1, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// The chunks of `ns` (encoded, for the policy) and their bounds as
+/// documents, in key order.
+async fn snapshot(
+    state: &RouterState,
+    pattern: &ShardKeyPattern,
+    ns: &str,
+) -> Result<(Vec<Chunk>, Vec<(Document, Document)>)> {
+    let mut rows = Vec::new();
+    for (c, _) in state.catalog.chunks(ns).await? {
+        let min = pattern
+            .encode_bound(&c.min)
+            .map_err(|e| RouterError::bad_value(e.to_string()))?;
+        let max = pattern
+            .encode_bound(&c.max)
+            .map_err(|e| RouterError::bad_value(e.to_string()))?;
+        rows.push((
+            Chunk {
+                min,
+                max,
+                shard: c.shard.clone(),
+                bytes: 0,
+                jumbo: c.jumbo,
+            },
+            (c.min, c.max),
+        ));
+    }
+    rows.sort_by(|a, b| a.0.min.cmp(&b.0.min));
+    Ok(rows.into_iter().unzip())
+}
+
+/// `(bytes, documents)` per chunk.
+async fn estimate(
+    state: &RouterState,
+    pattern: &ShardKeyPattern,
+    ns: &str,
+    chunks: &[Chunk],
+    docs: &[(Document, Document)],
+) -> Result<Vec<(u64, u64)>> {
+    let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+    let fields: Vec<_> = pattern.fields().collect();
+    let hashed = pattern.hashed_field().is_some();
+    let mut avg: std::collections::BTreeMap<String, (f64, u64)> = Default::default();
+    let mut out = Vec::with_capacity(chunks.len());
+    for (c, (min, max)) in chunks.iter().zip(docs) {
+        let shard = state.placement.shard(&c.shard)?;
+        if !avg.contains_key(&c.shard) {
+            let stats = run_on_shard(state, &shard, doc! {"collStats": coll, "$db": db})
+                .await
+                .unwrap_or_default();
+            let size = number(&stats, "avgObjSize");
+            let count = number(&stats, "count") as u64;
+            avg.insert(c.shard.clone(), (size, count));
+        }
+        let (avg_size, shard_count) = avg[&c.shard];
+        // `dataSize` where the shard has it.
+        if !hashed {
+            let data_size = run_on_shard(
+                state,
+                &shard,
+                doc! {"dataSize": ns, "keyPattern": pattern.to_document(), "min": min.clone(), "max": max.clone(), "$db": db},
+            )
+            .await;
+            if let Ok(r) = data_size {
+                out.push((number(&r, "size") as u64, number(&r, "numObjects") as u64));
+                continue;
+            }
+        }
+        let count = if hashed {
+            // A hashed range cannot be queried: share the shard's documents
+            // evenly among its chunks.
+            let on_shard = chunks.iter().filter(|x| x.shard == c.shard).count().max(1) as u64;
+            shard_count / on_shard
+        } else {
+            let r = run_on_shard(
+                state,
+                &shard,
+                doc! {"count": coll, "query": range_filter(&fields, min, max), "$db": db},
+            )
+            .await?;
+            number(&r, "n") as u64
+        };
+        out.push(((count as f64 * avg_size) as u64, count));
+    }
+    Ok(out)
+}
+
+fn number(d: &Document, f: &str) -> f64 {
+    match d.get(f) {
+        Some(Bson::Int32(v)) => *v as f64,
+        Some(Bson::Int64(v)) => *v as f64,
+        Some(Bson::Double(v)) => *v,
+        _ => 0.0,
+    }
+}
+
+/// Split points of one chunk: the key of every `per_piece`-th document in
+/// key order, skipping points equal to the chunk's min or to the previous
+/// point. Empty when the chunk holds a single key value (jumbo).
+async fn split_points(
+    state: &RouterState,
+    pattern: &ShardKeyPattern,
+    ns: &str,
+    chunk: &Chunk,
+    bounds: &(Document, Document),
+    per_piece: u64,
+) -> Result<Vec<Document>> {
+    if pattern.hashed_field().is_some() {
+        // Hashed chunks split at the middle of their hash range.
+        return Ok(hashed_middle(pattern, bounds).into_iter().collect());
+    }
+    let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+    let fields: Vec<_> = pattern.fields().collect();
+    let mut projection = doc! {"_id": 0};
+    let mut sort = Document::new();
+    for (f, kind) in &fields {
+        projection.insert(*f, 1);
+        let dir = if *kind == shardgate_config_store::shard_key::KeyKind::Descending {
+            -1
+        } else {
+            1
+        };
+        sort.insert(*f, dir);
+    }
+    let shard = state.placement.shard(&chunk.shard)?;
+    let reply = run_on_shard_raw(
+        state,
+        &shard,
+        doc! {"find": coll, "filter": range_filter(&fields, &bounds.0, &bounds.1), "projection": projection, "sort": sort, "batchSize": 1_000_000, "$db": db},
+    )
+    .await?;
+    let keys: Vec<RawDocumentBuf> = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .map(|a| {
+            a.into_iter()
+                .filter_map(|v| v.ok().and_then(|v| v.as_document()))
+                .map(|d| d.to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut points = Vec::new();
+    let mut last: Option<KeyBytes> = Some(chunk.min.clone());
+    let mut since = 0u64;
+    let mut seen: BTreeSet<KeyBytes> = BTreeSet::new();
+    for k in keys {
+        since += 1;
+        let Ok(key) = pattern.extract_key(&k) else {
+            continue;
+        };
+        seen.insert(key.clone());
+        if since >= per_piece && last.as_ref().is_none_or(|l| key > *l) && key < chunk.max {
+            if let Ok(doc) = pattern.key_document(&k) {
+                points.push(doc);
+                last = Some(key);
+                since = 0;
+            }
+        }
+    }
+    Ok(points)
+}
+
+/// The middle of a hashed chunk's range, when it has room.
+fn hashed_middle(pattern: &ShardKeyPattern, bounds: &(Document, Document)) -> Option<Document> {
+    let field = pattern.hashed_field()?;
+    let as_i128 = |d: &Document, default: i128| match d.get(field) {
+        Some(Bson::Int64(v)) => *v as i128,
+        Some(Bson::Int32(v)) => *v as i128,
+        _ => default,
+    };
+    let lo = as_i128(&bounds.0, i64::MIN as i128);
+    let hi = as_i128(&bounds.1, i64::MAX as i128);
+    if hi - lo < 2 {
+        return None;
+    }
+    let mid = ((lo + hi) / 2) as i64;
+    let mut doc = Document::new();
+    for (f, _) in pattern.fields() {
+        if f == field {
+            doc.insert(f, mid);
+        } else {
+            doc.insert(f, Bson::MinKey);
+        }
+    }
+    Some(doc)
+}
+
+/// Marks a chunk jumbo: too big, one key value, never moved for balance.
+async fn mark_jumbo(
+    state: &RouterState,
+    coll: &CollectionType,
+    bounds: &(Document, Document),
+) -> Result<()> {
+    let version = state.catalog.collection_version(&coll.ns).await?;
+    let Some((chunk, rev)) = state
+        .catalog
+        .chunks(&coll.ns)
+        .await?
+        .into_iter()
+        .find(|(c, _)| c.min == bounds.0 && c.max == bounds.1)
+    else {
+        return Ok(());
+    };
+    let mut jumbo = chunk.clone();
+    jumbo.jumbo = true;
+    let change = ChunkChange {
+        removed: vec![(chunk, rev)],
+        added: vec![jumbo],
+    };
+    if state
+        .catalog
+        .apply_chunk_change(coll, version, &change)
+        .await?
+    {
+        tracing::info!(ns = %coll.ns, min = %bounds.0, "chunk marked jumbo");
+        crate::commands::cluster::log_change(
+            state,
+            "jumbo",
+            &coll.ns,
+            doc! {"min": &bounds.0, "max": &bounds.1},
+        )
+        .await;
+    }
+    Ok(())
+}
