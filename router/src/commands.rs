@@ -149,6 +149,9 @@ async fn execute(
         "moveChunk" | "movechunk" | "moveRange" => {
             chunks::move_range(state, &req).await.and_then(ok)
         }
+        "configureCollectionBalancing" => cluster::configure_collection_balancing(state, &req)
+            .await
+            .and_then(ok),
         "addShardToZone" | "addShardTag" => zones::shard_zone(state, &req, true).await.and_then(ok),
         "removeShardFromZone" | "removeShardTag" => {
             zones::shard_zone(state, &req, false).await.and_then(ok)
@@ -174,6 +177,9 @@ async fn execute(
         "configureFailPoint" if state.config.enable_test_commands => {
             if body.get_str(name).ok() == Some(admin::CLOSE_AFTER_WRITE) {
                 return admin::router_fail_point(state, body).and_then(ok);
+            }
+            if body.get_str(name).ok() == Some(admin::PAUSE_MIGRATION) {
+                return admin::pause_fail_point(state, body).and_then(ok);
             }
             admin::to_every_shard(state, &req).await.and_then(ok)
         }

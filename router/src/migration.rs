@@ -43,6 +43,9 @@ pub(crate) const LOCK: &str = "balancer";
 pub(crate) const ACKS: &str = "migration_acks/";
 /// Documents per copy batch.
 const BATCH: i32 = 1_000;
+/// The lease of the migration lock: a holder that dies loses the lock this
+/// long after its last keep-alive.
+const LOCK_TTL: Duration = Duration::from_secs(5);
 /// How long the critical section may wait for routers' acknowledgements.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
@@ -75,7 +78,7 @@ pub(crate) async fn lock(state: &Arc<RouterState>, why: &str, wait: Duration) ->
     let deadline = Instant::now() + wait;
     let store = state.catalog.store().clone();
     loop {
-        let lease = store.grant_lease(Duration::from_secs(10)).await?;
+        let lease = store.grant_lease(LOCK_TTL).await?;
         if let Some(token) = state
             .catalog
             .try_lock(LOCK, &state.listen, why, lease)
@@ -85,7 +88,7 @@ pub(crate) async fn lock(state: &Arc<RouterState>, why: &str, wait: Duration) ->
                 let store = store.clone();
                 tokio::spawn(async move {
                     loop {
-                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        tokio::time::sleep(LOCK_TTL / 4).await;
                         if store.keep_alive(lease).await.is_err() {
                             tracing::warn!("lost the migration lock's lease");
                             return;
@@ -339,7 +342,12 @@ async fn run(
     // Leftovers of an earlier attempt.
     delete_range(state, &dest.id, pattern, m).await?;
     let mut stream = ChangeStream::open(state, source, db, coll).await?;
+    pause_point(state, "cloning").await;
     clone_range(state, source, dest, db, coll, &range, stats).await?;
+    let mut catchup = m.clone();
+    catchup.state = MigrationState::Catchup;
+    put_fenced(state, guard, pattern, &catchup).await?;
+    pause_point(state, "catchup").await;
     // Catch up until the lag is small (bounded: writers may never pause).
     for _ in 0..20 {
         let ids = stream.next_ids(state, &range, dest).await?;
@@ -356,6 +364,7 @@ async fn run(
     let held = Instant::now();
     state.routing.refresh(&state.catalog, &m.ns).await?;
     wait_for_acks(state, &m.ns, &range.min_hex).await?;
+    pause_point(state, "critical").await;
     // Writes to the range are held now: drain until nothing is left.
     for pass in 0.. {
         let ids = stream.next_ids(state, &range, dest).await?;
@@ -423,7 +432,29 @@ async fn run(
     stats.critical = held.elapsed();
     state.routing.refresh(&state.catalog, &m.ns).await?;
     clear_acks(state, &m.ns).await;
+    pause_point(state, "committed").await;
     Ok(())
+}
+
+/// Test-only: waits here while the `shardgatePauseMigrationAt` fail point
+/// names this state (a test kills the process meanwhile).
+async fn pause_point(state: &RouterState, at: &str) {
+    if !state.config.enable_test_commands {
+        return;
+    }
+    let paused = || {
+        state
+            .migration_pause
+            .lock()
+            .map(|p| p.as_deref() == Some(at))
+            .unwrap_or(false)
+    };
+    if paused() {
+        tracing::info!(state = at, "test fault: migration paused");
+    }
+    while paused() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn put_fenced(

@@ -54,6 +54,7 @@ pub async fn run(
         retries: Default::default(),
         write_gate: Default::default(),
         balancer: Default::default(),
+        migration_pause: Default::default(),
         listen: listen.clone(),
     });
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");

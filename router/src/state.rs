@@ -46,6 +46,10 @@ pub(crate) struct RouterState {
     pub write_gate: tokio::sync::RwLock<()>,
     /// Balancer counters for `balancerStatus`.
     pub balancer: crate::balancer::BalancerStats,
+    /// Test-only fault (`--enable-test-commands`): a migration reaching this
+    /// state waits there until the fail point is turned off (fail point
+    /// `shardgatePauseMigrationAt`, `data: {state}`).
+    pub migration_pause: std::sync::Mutex<Option<String>>,
 }
 
 impl RouterState {

@@ -98,9 +98,14 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// `n` shards and a router with default settings, shards added.
+    /// `n` shards and a router with default settings but no balancer (its
+    /// rounds would add queries the tests count), shards added.
     pub async fn start(n: usize) -> TestCluster {
-        TestCluster::start_with(n, RouterConfig::default(), false).await
+        let config = RouterConfig {
+            balancer: false,
+            ..RouterConfig::default()
+        };
+        TestCluster::start_with(n, config, false).await
     }
 
     /// `n` shards (test commands on if asked) and a router with `config`.

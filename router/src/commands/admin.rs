@@ -328,6 +328,29 @@ pub(crate) fn router_fail_point(state: &RouterState, body: &bson::RawDocument) -
     Ok(bson::doc! {"count": was})
 }
 
+/// The router's fail point that pauses a migration at a state.
+pub(crate) const PAUSE_MIGRATION: &str = "shardgatePauseMigrationAt";
+
+/// `configureFailPoint` for [`PAUSE_MIGRATION`]: `mode: "alwaysOn"` with
+/// `data: {state: "cloning" | "catchup" | "critical" | "committed"}`, or
+/// `mode: "off"`.
+pub(crate) fn pause_fail_point(state: &RouterState, body: &bson::RawDocument) -> Result<Document> {
+    let on = match body.get_str("mode") {
+        Ok("off") => None,
+        Ok("alwaysOn") => Some(
+            body.get_document("data")
+                .and_then(|d| d.get_str("state"))
+                .map_err(|_| RouterError::bad_value("data.state names the migration state"))?
+                .to_owned(),
+        ),
+        _ => return Err(RouterError::bad_value("mode must be 'alwaysOn' or 'off'")),
+    };
+    if let Ok(mut p) = state.migration_pause.lock() {
+        *p = on;
+    }
+    Ok(Document::new())
+}
+
 /// Runs the command on every shard; fails with the first shard's error.
 pub(crate) async fn to_every_shard(state: &RouterState, req: &Request<'_>) -> Result<Document> {
     for (shard, reply) in to_all(state, req.msg).await {

@@ -160,3 +160,26 @@ pub(crate) async fn get_shard_version(state: &RouterState, req: &Request<'_>) ->
         "numChunks": routing.chunks.len() as i64,
     })
 }
+
+/// `configureCollectionBalancing`: `chunkSize` (MB; 0 restores the cluster
+/// default) for one collection.
+pub(crate) async fn configure_collection_balancing(
+    state: &RouterState,
+    req: &Request<'_>,
+) -> Result<Document> {
+    admin_only(req)?;
+    let ns = name_arg(req, "a namespace string")?;
+    let mut coll = state.catalog.collection(ns).await?.ok_or_else(|| {
+        RouterError::command(118, "NamespaceNotSharded", format!("{ns} is not sharded"))
+    })?;
+    if let Some(mb) = crate::commands::number_field(req.body, "chunkSize") {
+        if !(0..=1024).contains(&mb) {
+            return Err(RouterError::bad_value(
+                "chunkSize must be between 0 and 1024 MB",
+            ));
+        }
+        coll.max_chunk_size_bytes = (mb > 0).then_some(mb * 1024 * 1024);
+    }
+    state.catalog.update_collection(&coll).await?;
+    Ok(Document::new())
+}
