@@ -309,3 +309,52 @@ async fn remove_shard_drains_the_shard_then_removes_it() {
         .unwrap();
     assert_eq!(ids.len(), n as usize);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_of_one_key_value_is_marked_jumbo_and_shown_by_sh_status() {
+    let cluster = TestCluster::start_with(2, config(), false).await;
+    let client = cluster.client().await;
+    set_chunk_size_mb(&client, 1).await;
+    admin(
+        &client,
+        doc! {"enableSharding": "jb", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "jb.c", "key": {"k": 1}}).await;
+    admin(&client, doc! {"split": "jb.c", "middle": {"k": 10}}).await;
+    // [10, MaxKey): 2 MB, every document with k = 10.
+    let docs: Vec<Document> = (0..2000)
+        .map(|i| doc! {"_id": i, "k": 10, "pad": "x".repeat(1000)})
+        .collect();
+    client
+        .database("jb")
+        .collection::<Document>("c")
+        .insert_many(docs)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let jumbo = config_docs(
+            &client,
+            "chunks",
+            doc! {"ns": "jb.c", "jumbo": true},
+            doc! {},
+        )
+        .await;
+        if !jumbo.is_empty() {
+            assert_eq!(jumbo[0].get_document("min").unwrap(), &doc! {"k": 10});
+            break;
+        }
+        assert!(Instant::now() < deadline, "no chunk was marked jumbo");
+    }
+    let out = support::mongosh(&cluster.router.uri(), "sh.status()");
+    assert!(
+        out.contains("jumbo"),
+        "sh.status() shows the jumbo chunk: {out}"
+    );
+    // The jumbo chunk is not moved for balance (2 MB vs 0 is within 3 MB
+    // anyway; the balancer must not have split it either).
+    let chunks = config_docs(&client, "chunks", doc! {"ns": "jb.c"}, doc! {"min": 1}).await;
+    assert_eq!(chunks.len(), 2);
+}

@@ -58,6 +58,7 @@ async fn migrations_under_load_lose_and_duplicate_nothing() {
     coll.insert_many(stable).await.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
+    let longest_write = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let increments: Arc<Mutex<BTreeMap<i64, i32>>> = Arc::default();
     let inserted: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
     let deleted: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
@@ -65,7 +66,7 @@ async fn migrations_under_load_lose_and_duplicate_nothing() {
     // Writers: increments on stable documents, inserts of new ones, and
     // deletes of some of those new ones.
     for w in 0..3i64 {
-        let (coll, stop) = (coll.clone(), stop.clone());
+        let (coll, stop, longest_write) = (coll.clone(), stop.clone(), longest_write.clone());
         let (increments, inserted, deleted) =
             (increments.clone(), inserted.clone(), deleted.clone());
         tasks.push(tokio::spawn(async move {
@@ -73,6 +74,7 @@ async fn migrations_under_load_lose_and_duplicate_nothing() {
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
                 let id = (i * 7 + w * 1013) % 3000;
+                let started = std::time::Instant::now();
                 if coll
                     .update_one(doc! {"k": id}, doc! {"$inc": {"n": 1}})
                     .await
@@ -81,6 +83,7 @@ async fn migrations_under_load_lose_and_duplicate_nothing() {
                 {
                     *increments.lock().unwrap().entry(id).or_default() += 1;
                 }
+                longest_write.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                 let new_id = 10_000 + w * 100_000 + i;
                 let k = (i * 37 + w * 500) % 3000;
                 if coll
@@ -234,6 +237,24 @@ async fn migrations_under_load_lose_and_duplicate_nothing() {
     assert_eq!(log.len(), 4);
     let details = log[0].get_document("details").unwrap();
     assert!(details.get_i64("cloned").unwrap() > 0, "{details}");
+    for entry in &log {
+        let d = entry.get_document("details").unwrap();
+        let bytes = d.get_i64("clonedBytes").unwrap() as f64;
+        let millis = d.get_i64("totalMillis").unwrap().max(1) as f64;
+        println!(
+            "migration {}: {} documents, {:.2} MB in {} ms = {:.2} MB/s, critical section {} ms",
+            d.get_document("min").unwrap(),
+            d.get_i64("cloned").unwrap(),
+            bytes / 1e6,
+            millis,
+            bytes / 1e6 / (millis / 1000.0),
+            d.get_i64("criticalSectionMillis").unwrap(),
+        );
+    }
+    println!(
+        "longest single write seen by a writer: {} ms",
+        longest_write.load(Ordering::Relaxed)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
