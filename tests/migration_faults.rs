@@ -333,3 +333,80 @@ async fn a_destination_killed_mid_clone_aborts_with_the_source_unchanged() {
     assert_eq!(aborted.len(), 1, "{aborted:?}");
     let _ = Bson::Null;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_without_change_streams_copies_inside_the_critical_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = support::start_shards(dir.path(), 2, true).await;
+    let router = RouterHandle::start(
+        &dir.path().join("config"),
+        RouterConfig {
+            balancer: false,
+            orphan_cleanup_delay_secs: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let client = support::client(&router.uri()).await;
+    for s in &shards {
+        admin(&client, doc! {"addShard": s.address()}).await;
+    }
+    admin(
+        &client,
+        doc! {"enableSharding": "mf", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "mf.c", "key": {"k": 1}}).await;
+    for at in [1000, 2000] {
+        admin(&client, doc! {"split": "mf.c", "middle": {"k": at}}).await;
+    }
+    client
+        .database("mf")
+        .collection::<Document>("c")
+        .insert_many((0..N).map(|i| doc! {"_id": i, "k": i}))
+        .await
+        .unwrap();
+    // The source refuses `$changeStream` once, as a standalone mongod does.
+    support::direct_client(&shards[0])
+        .await
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 1},
+            "data": {"failCommands": ["aggregate"], "errorCode": 40573},
+        })
+        .await
+        .unwrap();
+    admin(
+        &client,
+        doc! {"moveChunk": "mf.c", "bounds": [{"k": 1000}, {"k": 2000}], "to": "shard0001", "_waitForDelete": true},
+    )
+    .await;
+    assert_eq!(owner(&client).await, "shard0001");
+    assert_eq!(range_docs(&shards[1]).await, 1000);
+    assert_eq!(range_docs(&shards[0]).await, 0);
+    all_once_plain(&client).await;
+    let log = config_docs(
+        &client,
+        "changelog",
+        doc! {"what": "moveChunk.commit"},
+        doc! {},
+    )
+    .await;
+    let details = log[0].get_document("details").unwrap();
+    assert_eq!(
+        details.get_bool("copiedInCriticalSection").ok(),
+        Some(true),
+        "{details}"
+    );
+}
+
+async fn all_once_plain(client: &mongodb::Client) {
+    let n = client
+        .database("mf")
+        .collection::<Document>("c")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(n, N as u64);
+}

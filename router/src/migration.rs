@@ -163,6 +163,8 @@ pub(crate) struct MoveStats {
     pub caught_up: u64,
     /// How long writes to the range were held.
     pub critical: Duration,
+    /// The source had no change stream: the copy ran in the critical section.
+    pub copied_in_critical: bool,
     /// The whole migration.
     pub total: Duration,
 }
@@ -252,6 +254,7 @@ pub(crate) async fn move_chunk(
         "cloned": stats.cloned as i64, "clonedBytes": stats.bytes as i64,
         "caughtUp": stats.caught_up as i64,
         "criticalSectionMillis": stats.critical.as_millis() as i64,
+        "copiedInCriticalSection": stats.copied_in_critical,
         "totalMillis": stats.total.as_millis() as i64,
     };
     log(state, "moveChunk.commit", &migration, details).await;
@@ -341,46 +344,52 @@ async fn run(
     copy_indexes(state, source, dest, db, coll).await?;
     // Leftovers of an earlier attempt.
     delete_range(state, &dest.id, pattern, m).await?;
-    let mut stream = ChangeStream::open(state, source, db, coll).await?;
-    pause_point(state, "cloning").await;
-    clone_range(state, source, dest, db, coll, &range, stats).await?;
-    let mut catchup = m.clone();
-    catchup.state = MigrationState::Catchup;
-    put_fenced(state, guard, pattern, &catchup).await?;
-    pause_point(state, "catchup").await;
-    // Catch up until the lag is small (bounded: writers may never pause).
-    for _ in 0..20 {
-        let ids = stream.next_ids(state, &range, dest).await?;
-        let small = ids.len() < 100;
-        stats.caught_up += resync(state, source, dest, db, coll, &range, ids).await?;
-        if small {
-            break;
+    let held;
+    match ChangeStream::open(state, source, db, coll).await {
+        Ok(mut stream) => {
+            pause_point(state, "cloning").await;
+            clone_range(state, source, dest, db, coll, &range, stats).await?;
+            let mut catchup = m.clone();
+            catchup.state = MigrationState::Catchup;
+            put_fenced(state, guard, pattern, &catchup).await?;
+            pause_point(state, "catchup").await;
+            // Catch up until the lag is small (bounded: writers may never pause).
+            for _ in 0..20 {
+                let ids = stream.next_ids(state, &range, dest).await?;
+                let small = ids.len() < 100;
+                stats.caught_up += resync(state, source, dest, db, coll, &range, ids).await?;
+                if small {
+                    break;
+                }
+            }
+            // Critical section: hold writes on every router, then drain.
+            held = enter_critical(state, guard, pattern, m, &range).await?;
+            // Writes to the range are held now: drain until nothing is left.
+            for pass in 0.. {
+                let ids = stream.next_ids(state, &range, dest).await?;
+                if ids.is_empty() {
+                    break;
+                }
+                if pass == 100 {
+                    return Err(RouterError::command(
+                        50,
+                        "MaxTimeMSExpired",
+                        "the range kept changing during the critical section",
+                    ));
+                }
+                stats.caught_up += resync(state, source, dest, db, coll, &range, ids).await?;
+            }
+            stream.close(state).await;
+        }
+        Err(e) => {
+            // No change stream on this shard: the critical section covers
+            // the whole copy.
+            tracing::info!(error = %e, "no change stream on the source; copying inside the critical section");
+            held = enter_critical(state, guard, pattern, m, &range).await?;
+            stats.copied_in_critical = true;
+            clone_range(state, source, dest, db, coll, &range, stats).await?;
         }
     }
-    // Critical section: hold writes on every router, then drain.
-    let mut critical = m.clone();
-    critical.state = MigrationState::Critical;
-    put_fenced(state, guard, pattern, &critical).await?;
-    let held = Instant::now();
-    state.routing.refresh(&state.catalog, &m.ns).await?;
-    wait_for_acks(state, &m.ns, &range.min_hex).await?;
-    pause_point(state, "critical").await;
-    // Writes to the range are held now: drain until nothing is left.
-    for pass in 0.. {
-        let ids = stream.next_ids(state, &range, dest).await?;
-        if ids.is_empty() {
-            break;
-        }
-        if pass == 100 {
-            return Err(RouterError::command(
-                50,
-                "MaxTimeMSExpired",
-                "the range kept changing during the critical section",
-            ));
-        }
-        stats.caught_up += resync(state, source, dest, db, coll, &range, ids).await?;
-    }
-    stream.close(state).await;
     // Commit: the chunk moves to the destination with a major version bump.
     let coll_entry = state.catalog.collection(&m.ns).await?.ok_or_else(|| {
         RouterError::command(118, "NamespaceNotSharded", format!("{} was dropped", m.ns))
@@ -434,6 +443,25 @@ async fn run(
     clear_acks(state, &m.ns).await;
     pause_point(state, "committed").await;
     Ok(())
+}
+
+/// Records the critical section and waits until every live router holds
+/// writes to the range; returns when it began.
+async fn enter_critical(
+    state: &RouterState,
+    guard: &LockGuard,
+    pattern: &ShardKeyPattern,
+    m: &MigrationType,
+    range: &Range,
+) -> Result<Instant> {
+    let mut critical = m.clone();
+    critical.state = MigrationState::Critical;
+    put_fenced(state, guard, pattern, &critical).await?;
+    let held = Instant::now();
+    state.routing.refresh(&state.catalog, &m.ns).await?;
+    wait_for_acks(state, &m.ns, &range.min_hex).await?;
+    pause_point(state, "critical").await;
+    Ok(held)
 }
 
 /// Test-only: waits here while the `shardgatePauseMigrationAt` fail point
