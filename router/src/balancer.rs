@@ -173,7 +173,10 @@ async fn balance_collection(
             return Ok(());
         }
         let per_piece = ((chunk_size / 2).max(1) * count / bytes).max(1);
-        let points = split_points(state, &pattern, ns, &chunks[i], &docs[i], per_piece).await?;
+        let points = split_points(
+            state, &pattern, ns, &chunks[i], &docs[i], per_piece, chunk_size,
+        )
+        .await?;
         if points.is_empty() {
             mark_jumbo(state, coll, &docs[i]).await?;
             continue;
@@ -312,9 +315,10 @@ fn number(d: &Document, f: &str) -> f64 {
     }
 }
 
-/// Split points of one chunk: the key of every `per_piece`-th document in
-/// key order, skipping points equal to the chunk's min or to the previous
-/// point. Empty when the chunk holds a single key value (jumbo).
+/// Split points of one chunk: the shard's `splitVector` where it has one,
+/// else the key of every `per_piece`-th document in key order, skipping
+/// points equal to the chunk's min or to the previous point. Empty when the
+/// chunk holds a single key value (jumbo).
 async fn split_points(
     state: &RouterState,
     pattern: &ShardKeyPattern,
@@ -322,12 +326,36 @@ async fn split_points(
     chunk: &Chunk,
     bounds: &(Document, Document),
     per_piece: u64,
+    chunk_size: u64,
 ) -> Result<Vec<Document>> {
     if pattern.hashed_field().is_some() {
         // Hashed chunks split at the middle of their hash range.
         return Ok(hashed_middle(pattern, bounds).into_iter().collect());
     }
     let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+    let shard = state.placement.shard(&chunk.shard)?;
+    // `splitVector` where the shard has it.
+    let vector = run_on_shard(
+        state,
+        &shard,
+        doc! {
+            "splitVector": ns, "keyPattern": pattern.to_document(),
+            "min": bounds.0.clone(), "max": bounds.1.clone(),
+            "maxChunkObjects": per_piece as i64 * 2,
+            "maxChunkSizeBytes": chunk_size as i64, "$db": "admin",
+        },
+    )
+    .await;
+    if let Ok(reply) = vector {
+        let keys = reply.get_array("splitKeys").cloned().unwrap_or_default();
+        return Ok(keys
+            .into_iter()
+            .filter_map(|k| match k {
+                Bson::Document(d) => Some(d),
+                _ => None,
+            })
+            .collect());
+    }
     let fields: Vec<_> = pattern.fields().collect();
     let mut projection = doc! {"_id": 0};
     let mut sort = Document::new();
@@ -340,7 +368,6 @@ async fn split_points(
         };
         sort.insert(*f, dir);
     }
-    let shard = state.placement.shard(&chunk.shard)?;
     let reply = run_on_shard_raw(
         state,
         &shard,
