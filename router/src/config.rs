@@ -15,6 +15,8 @@ pub struct RouterConfig {
     pub config_store: String,
     /// Shard connection pools.
     pub pool: PoolConfig,
+    /// Limits on what clients may hold.
+    pub limits: LimitsConfig,
     /// Forward test-only commands (`configureFailPoint`) to the shards.
     pub enable_test_commands: bool,
     /// A router cursor unused this long is closed on every shard, in seconds.
@@ -42,6 +44,7 @@ impl Default for RouterConfig {
             listen: "127.0.0.1:27017".into(),
             config_store: "embedded:./shardgate-data".into(),
             pool: PoolConfig::default(),
+            limits: LimitsConfig::default(),
             enable_test_commands: false,
             cursor_idle_timeout_secs: 600,
             shutdown_deadline_secs: 10,
@@ -50,6 +53,37 @@ impl Default for RouterConfig {
             balancer: true,
             balancer_interval_secs: 10,
             argv: Vec::new(),
+        }
+    }
+}
+
+/// Limits on client connections, so that no client (or address) can take
+/// the router down. Requests on one connection are served one at a time, in
+/// order, so a connection has at most one request in flight and buffers at
+/// most one frame (48 MB at most).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Most client connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Most bytes of incoming frames buffered over all connections, in MB;
+    /// a frame that does not fit waits up to half of `frame_timeout_secs`,
+    /// then its connection gets an error and is closed.
+    pub max_buffered_mb: u64,
+    /// A frame that has begun must arrive whole within this many seconds
+    /// (slow clients are disconnected); idle connections are not affected.
+    pub frame_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 20_000,
+            max_connections_per_ip: 5_000,
+            max_buffered_mb: 2_048,
+            frame_timeout_secs: 30,
         }
     }
 }
@@ -111,6 +145,20 @@ impl RouterConfig {
                 "pool.max_size must be between 1 and 10000, got {}",
                 self.pool.max_size
             ));
+        }
+        if self.limits.max_connections == 0 || self.limits.max_connections_per_ip == 0 {
+            return Err(
+                "limits.max_connections and limits.max_connections_per_ip must be above 0".into(),
+            );
+        }
+        if self.limits.max_buffered_mb < 48 {
+            return Err(format!(
+                "limits.max_buffered_mb must be at least 48 (one whole message), got {}",
+                self.limits.max_buffered_mb
+            ));
+        }
+        if self.limits.frame_timeout_secs == 0 {
+            return Err("limits.frame_timeout_secs must be above 0".into());
         }
         if self.pool.wait_timeout_ms == 0 {
             return Err("pool.wait_timeout_ms must be above 0".into());

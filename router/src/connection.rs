@@ -38,6 +38,8 @@ enum ReadError {
     Wire(WireError, Option<MsgHeader>),
     /// The socket failed.
     Io(std::io::Error),
+    /// A limit was hit (slow client, buffered-bytes budget).
+    Limit(String),
 }
 
 /// Serves one client until it disconnects, sends garbage, or shutdown begins.
@@ -53,14 +55,26 @@ pub(crate) async fn serve<S>(
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = Vec::with_capacity(16 * 1024);
     let mut ids = ReplyIds::default();
+    let limits = FrameLimits {
+        timeout: std::time::Duration::from_secs(state.config.limits.frame_timeout_secs),
+        budget: Some(state.buffered.clone()),
+    };
     loop {
         let frame = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
-            frame = read_frame(&mut rd, &mut buf) => frame,
+            frame = read_frame(&mut rd, &mut buf, &limits) => frame,
         };
         let frame = match frame {
             Ok(f) => f,
+            Err(ReadError::Limit(why)) => {
+                tracing::info!(peer = %session.peer, %why, "closing a client connection");
+                if let Ok(header) = MsgHeader::parse(&buf) {
+                    let body = RouterError::command(6, "HostUnreachable", why).to_reply();
+                    write_error(&mut wr, &body, header, ids.next()).await;
+                }
+                break;
+            }
             Err(ReadError::Closed) => break,
             Err(ReadError::Io(e)) => {
                 tracing::debug!(error = %e, peer = %session.peer, "client connection failed");
@@ -71,6 +85,11 @@ pub(crate) async fn serve<S>(
                 break;
             }
         };
+        // The permit is held until this request is answered.
+        let Frame {
+            bytes: frame,
+            _permit: _held,
+        } = frame;
         let header = MsgHeader::parse(&frame).ok();
         let decoded = match Message::decode(frame) {
             Ok(d) => d,
@@ -140,14 +159,39 @@ pub(crate) async fn serve<S>(
         .await;
 }
 
-/// Reads one whole frame, reserving room only after its length was checked.
+/// What reading a frame may use: how long a begun frame may take, and the
+/// router-wide budget of buffered bytes (in KB permits).
+pub(crate) struct FrameLimits {
+    /// A frame that has begun must be whole within this.
+    pub timeout: std::time::Duration,
+    /// Buffered-bytes budget; `None` for no budget.
+    pub budget: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// A whole frame and its share of the buffered-bytes budget (released when
+/// dropped, once the frame was handled).
+pub(crate) struct Frame {
+    bytes: Bytes,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Reads one whole frame, reserving room only after its length was checked
+/// and the buffered-bytes budget granted it.
 async fn read_frame<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
-) -> Result<Bytes, ReadError> {
+    limits: &FrameLimits,
+) -> Result<Frame, ReadError> {
+    let mut permit = None;
+    let mut deadline = None;
     loop {
         match check_frame(buf) {
-            Ok(Some(len)) => return Ok(buf.split_to(len).freeze()),
+            Ok(Some(len)) => {
+                return Ok(Frame {
+                    bytes: buf.split_to(len).freeze(),
+                    _permit: permit,
+                })
+            }
             Ok(None) => {}
             Err(e) => {
                 // Read the rest of the header, if it is coming, to answer it.
@@ -166,11 +210,45 @@ async fn read_frame<R: AsyncRead + Unpin>(
                 return Err(ReadError::Wire(e, MsgHeader::parse(buf).ok()));
             }
         }
+        if !buf.is_empty() && deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + limits.timeout);
+        }
         if buf.len() >= 4 {
             let want = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if permit.is_none() {
+                if let Some(budget) = &limits.budget {
+                    // Waiting for budget takes at most half the frame time.
+                    let kb = want.div_ceil(1024).max(1) as u32;
+                    let granted = tokio::time::timeout(
+                        limits.timeout / 2,
+                        budget.clone().acquire_many_owned(kb),
+                    )
+                    .await;
+                    match granted {
+                        Ok(Ok(p)) => permit = Some(p),
+                        _ => {
+                            return Err(ReadError::Limit(format!(
+                                "the router is buffering too many incoming bytes to accept a {want}-byte message now; retry"
+                            )))
+                        }
+                    }
+                }
+            }
             buf.reserve(want.saturating_sub(buf.len()));
         }
-        match rd.read_buf(buf).await {
+        let read = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, rd.read_buf(buf)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(ReadError::Limit(format!(
+                        "a message did not arrive whole within {} s",
+                        limits.timeout.as_secs()
+                    )))
+                }
+            },
+            None => rd.read_buf(buf).await,
+        };
+        match read {
             Ok(0) if buf.is_empty() => return Err(ReadError::Closed),
             Ok(0) => {
                 return Err(ReadError::Wire(
@@ -182,6 +260,32 @@ async fn read_frame<R: AsyncRead + Unpin>(
             Err(e) => return Err(ReadError::Io(e)),
         }
     }
+}
+
+/// Answers the first request of a connection the router will not serve
+/// (over a connection limit) with `why`, then closes it.
+pub(crate) async fn refuse<S>(stream: S, why: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut buf = BytesMut::new();
+    let limits = FrameLimits {
+        timeout: std::time::Duration::from_secs(2),
+        budget: None,
+    };
+    let first = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        read_frame(&mut rd, &mut buf, &limits),
+    )
+    .await;
+    if let Ok(Ok(frame)) = first {
+        if let Ok(header) = MsgHeader::parse(&frame.bytes) {
+            let body = RouterError::command(6, "HostUnreachable", why).to_reply();
+            write_error(&mut wr, &body, header, 1).await;
+        }
+    }
+    let _ = wr.shutdown().await;
 }
 
 /// Answers an undecodable frame with an error (OP_REPLY for OP_QUERY, else
@@ -196,15 +300,26 @@ async fn reject<W: AsyncWrite + Unpin>(
     tracing::info!(error = %e, peer = %session.peer, "closing connection after a malformed message");
     let Some(header) = header else { return };
     let body = RouterError::Wire(e.clone()).to_reply();
+    write_error(wr, &body, header, reply_id).await;
+}
+
+/// Writes an error reply to the request with `header`: OP_REPLY for an
+/// OP_QUERY, else OP_MSG.
+async fn write_error<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    body: &[u8],
+    header: MsgHeader,
+    reply_id: i32,
+) {
     let mut out = Vec::new();
     if header.op_code == 2004 {
         OpReply {
             response_flags: OpReply::QUERY_FAILURE,
-            document: body.into(),
+            document: body.to_vec().into(),
         }
         .encode_into(reply_id, header.request_id, &mut out);
     } else {
-        encode_msg(reply_id, header.request_id, 0, &body, &[], &mut out);
+        encode_msg(reply_id, header.request_id, 0, body, &[], &mut out);
     }
     let _ = wr.write_all(&out).await;
 }

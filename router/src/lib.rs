@@ -43,7 +43,7 @@ mod stats;
 pub mod targeting;
 pub mod write_plan;
 
-pub use config::{PoolConfig, RouterConfig};
+pub use config::{LimitsConfig, PoolConfig, RouterConfig};
 pub use error::RouterError;
 pub use request::CommandInfo;
 pub use server::run;

@@ -40,6 +40,7 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let buffered_kb = config_limits_kb(&config).min(tokio::sync::Semaphore::MAX_PERMITS);
     let state = Arc::new(RouterState {
         shards: ShardRegistry::new(config.pool.clone()),
         routing,
@@ -55,6 +56,8 @@ pub async fn run(
         write_gate: Default::default(),
         balancer: Default::default(),
         migration_pause: Default::default(),
+        buffered: Arc::new(tokio::sync::Semaphore::new(buffered_kb)),
+        clients_by_ip: Default::default(),
         listen: listen.clone(),
     });
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");
@@ -97,6 +100,45 @@ pub async fn run(
             }
         };
         let _ = stream.set_nodelay(true);
+        // Connection limits: answer the first request with why, then close.
+        let limits = &state.config.limits;
+        let current = state.stats.current_connections.load(Ordering::Relaxed) as usize;
+        let from_ip = state
+            .clients_by_ip
+            .lock()
+            .map(|m| m.get(&peer.ip()).copied().unwrap_or(0))
+            .unwrap_or(0);
+        let refusal = if current >= limits.max_connections {
+            Some(format!(
+                "connection refused: the router's limit of {} open connections is reached",
+                limits.max_connections
+            ))
+        } else if from_ip >= limits.max_connections_per_ip {
+            Some(format!(
+                "connection refused: {} already has {} open connections, the router's limit per address",
+                peer.ip(),
+                limits.max_connections_per_ip
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            tracing::warn!(%peer, %why, "connection refused");
+            state
+                .stats
+                .refused_connections
+                .fetch_add(1, Ordering::Relaxed);
+            tasks.spawn(connection::refuse(stream, why));
+            continue;
+        }
+        if let Ok(mut m) = state.clients_by_ip.lock() {
+            *m.entry(peer.ip()).or_default() += 1;
+        }
+        // Counted here, not in the task, so a burst cannot overshoot.
+        state
+            .stats
+            .current_connections
+            .fetch_add(1, Ordering::Relaxed);
         let session = Session {
             connection_id: state.next_connection_id.fetch_add(1, Ordering::Relaxed),
             peer: peer.to_string(),
@@ -107,10 +149,6 @@ pub async fn run(
         tasks.spawn(async move {
             state
                 .stats
-                .current_connections
-                .fetch_add(1, Ordering::Relaxed);
-            state
-                .stats
                 .total_connections
                 .fetch_add(1, Ordering::Relaxed);
             connection::serve(stream, state.clone(), session, shutdown).await;
@@ -118,6 +156,14 @@ pub async fn run(
                 .stats
                 .current_connections
                 .fetch_sub(1, Ordering::Relaxed);
+            if let Ok(mut m) = state.clients_by_ip.lock() {
+                if let Some(n) = m.get_mut(&peer.ip()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(&peer.ip());
+                    }
+                }
+            }
         });
     }
     drop(listener);
@@ -144,4 +190,9 @@ pub async fn run(
     }
     tracing::info!("router stopped");
     Ok(())
+}
+
+/// The buffered-bytes budget in KB permits.
+fn config_limits_kb(config: &crate::config::RouterConfig) -> usize {
+    (config.limits.max_buffered_mb as usize).saturating_mul(1024)
 }

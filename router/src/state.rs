@@ -50,6 +50,10 @@ pub(crate) struct RouterState {
     /// state waits there until the fail point is turned off (fail point
     /// `shardgatePauseMigrationAt`, `data: {state}`).
     pub migration_pause: std::sync::Mutex<Option<String>>,
+    /// The budget of incoming bytes buffered over all connections, in KB.
+    pub buffered: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Open client connections per IP address.
+    pub clients_by_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
 
 impl RouterState {

@@ -9,6 +9,8 @@ pub(crate) struct Stats {
     pub current_connections: AtomicU64,
     /// Client connections accepted since start.
     pub total_connections: AtomicU64,
+    /// Client connections refused by a connection limit.
+    pub refused_connections: AtomicU64,
     /// `insert` commands.
     pub insert: AtomicU64,
     /// `find` commands.

@@ -213,6 +213,15 @@ pub struct RawConn {
 }
 
 impl RawConn {
+    /// Wraps a connected socket.
+    pub fn from_stream(stream: TcpStream) -> RawConn {
+        RawConn {
+            stream,
+            buf: BytesMut::new(),
+            next_id: 1,
+        }
+    }
+
     /// Connects to `addr`.
     pub async fn connect(addr: SocketAddr) -> RawConn {
         RawConn {

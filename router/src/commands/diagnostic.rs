@@ -62,6 +62,7 @@ pub(crate) fn server_status(state: &RouterState) -> Document {
             "current": current,
             "available": 1_000_000i64 - current,
             "totalCreated": Stats::get(&s.total_connections),
+            "refused": Stats::get(&s.refused_connections),
         },
         "opcounters": {
             "insert": Stats::get(&s.insert),
