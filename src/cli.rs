@@ -49,6 +49,18 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may run after SIGTERM/Ctrl-C [default: 10].
     #[arg(long)]
     pub shutdown_deadline_secs: Option<u64>,
+    /// Client TLS: disabled, allowTLS, preferTLS or requireTLS [default: requireTLS with --tls-cert, else disabled].
+    #[arg(long)]
+    pub tls_mode: Option<String>,
+    /// Server certificate chain for client TLS (PEM).
+    #[arg(long)]
+    pub tls_cert: Option<String>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<String>,
+    /// CA (PEM) that must have signed every client's certificate.
+    #[arg(long)]
+    pub tls_ca: Option<String>,
 }
 
 /// `shardgate demo`.
@@ -149,6 +161,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 pool_max_size: a.pool_max_size,
                 enable_test_commands: a.enable_test_commands,
                 shutdown_deadline_secs: a.shutdown_deadline_secs,
+                tls_mode: a.tls_mode,
+                tls_cert: a.tls_cert,
+                tls_key: a.tls_key,
+                tls_ca: a.tls_ca,
             };
             let config =
                 settings::load(a.config.as_deref(), overrides, std::env::args().collect())?;

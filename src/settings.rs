@@ -17,6 +17,14 @@ pub struct Overrides {
     pub enable_test_commands: bool,
     /// `--shutdown-deadline-secs`.
     pub shutdown_deadline_secs: Option<u64>,
+    /// `--tls-mode`.
+    pub tls_mode: Option<String>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<String>,
+    /// `--tls-key`.
+    pub tls_key: Option<String>,
+    /// `--tls-ca`.
+    pub tls_ca: Option<String>,
 }
 
 /// Builds the router configuration; the error is one line.
@@ -53,6 +61,29 @@ pub fn load(
     }
     if let Some(d) = flags.shutdown_deadline_secs {
         config.shutdown_deadline_secs = d;
+    }
+    if flags.tls_cert.is_some() {
+        config.tls.cert_file = flags.tls_cert;
+        if config.tls.mode == shardgate_router::TlsMode::Disabled {
+            config.tls.mode = shardgate_router::TlsMode::Require;
+        }
+    }
+    if flags.tls_key.is_some() {
+        config.tls.key_file = flags.tls_key;
+    }
+    if flags.tls_ca.is_some() {
+        config.tls.ca_file = flags.tls_ca;
+    }
+    if let Some(mode) = flags.tls_mode {
+        config.tls.mode = match mode.as_str() {
+            "disabled" => shardgate_router::TlsMode::Disabled,
+            "allowTLS" => shardgate_router::TlsMode::Allow,
+            "preferTLS" => shardgate_router::TlsMode::Prefer,
+            "requireTLS" => shardgate_router::TlsMode::Require,
+            other => anyhow::bail!(
+                "invalid configuration: --tls-mode must be disabled, allowTLS, preferTLS or requireTLS, got {other:?}"
+            ),
+        };
     }
     config.argv = argv;
     config

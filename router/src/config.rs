@@ -17,6 +17,8 @@ pub struct RouterConfig {
     pub pool: PoolConfig,
     /// Limits on what clients may hold.
     pub limits: LimitsConfig,
+    /// TLS for client connections.
+    pub tls: TlsConfig,
     /// Forward test-only commands (`configureFailPoint`) to the shards.
     pub enable_test_commands: bool,
     /// A router cursor unused this long is closed on every shard, in seconds.
@@ -45,6 +47,7 @@ impl Default for RouterConfig {
             config_store: "embedded:./shardgate-data".into(),
             pool: PoolConfig::default(),
             limits: LimitsConfig::default(),
+            tls: TlsConfig::default(),
             enable_test_commands: false,
             cursor_idle_timeout_secs: 600,
             shutdown_deadline_secs: 10,
@@ -55,6 +58,38 @@ impl Default for RouterConfig {
             argv: Vec::new(),
         }
     }
+}
+
+/// Whether client connections use TLS (mongos's `net.tls.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TlsMode {
+    /// Plain connections only.
+    #[default]
+    #[serde(rename = "disabled")]
+    Disabled,
+    /// Both; plain is what the router expects.
+    #[serde(rename = "allowTLS")]
+    Allow,
+    /// Both; TLS is what the router expects.
+    #[serde(rename = "preferTLS")]
+    Prefer,
+    /// TLS only: a plain connection is refused.
+    #[serde(rename = "requireTLS")]
+    Require,
+}
+
+/// TLS settings for client connections.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `disabled`, `allowTLS`, `preferTLS` or `requireTLS`.
+    pub mode: TlsMode,
+    /// The server certificate chain (PEM).
+    pub cert_file: Option<String>,
+    /// Its private key (PEM).
+    pub key_file: Option<String>,
+    /// With a CA (PEM), clients must present a certificate it signed.
+    pub ca_file: Option<String>,
 }
 
 /// Limits on client connections, so that no client (or address) can take
@@ -156,6 +191,11 @@ impl RouterConfig {
                 "limits.max_buffered_mb must be at least 48 (one whole message), got {}",
                 self.limits.max_buffered_mb
             ));
+        }
+        if self.tls.mode != TlsMode::Disabled
+            && (self.tls.cert_file.is_none() || self.tls.key_file.is_none())
+        {
+            return Err("tls.mode other than disabled needs tls.cert_file and tls.key_file".into());
         }
         if self.limits.frame_timeout_secs == 0 {
             return Err("limits.frame_timeout_secs must be above 0".into());

@@ -41,9 +41,10 @@ pub mod server;
 mod state;
 mod stats;
 pub mod targeting;
+mod tls;
 pub mod write_plan;
 
-pub use config::{LimitsConfig, PoolConfig, RouterConfig};
+pub use config::{LimitsConfig, PoolConfig, RouterConfig, TlsConfig, TlsMode};
 pub use error::RouterError;
 pub use request::CommandInfo;
 pub use server::run;

@@ -41,6 +41,8 @@ pub async fn run(
         .map(|a| a.to_string())
         .unwrap_or_default();
     let buffered_kb = config_limits_kb(&config).min(tokio::sync::Semaphore::MAX_PERMITS);
+    let acceptor = crate::tls::acceptor(&config.tls)
+        .map_err(|e| RouterError::command(2, "BadValue", format!("invalid TLS settings: {e}")))?;
     let state = Arc::new(RouterState {
         shards: ShardRegistry::new(config.pool.clone()),
         routing,
@@ -146,12 +148,21 @@ pub async fn run(
         };
         let state = state.clone();
         let shutdown = shutdown.clone();
+        let acceptor = acceptor.clone();
         tasks.spawn(async move {
             state
                 .stats
                 .total_connections
                 .fetch_add(1, Ordering::Relaxed);
-            connection::serve(stream, state.clone(), session, shutdown).await;
+            match crate::tls::accept(stream, acceptor.as_ref(), state.config.tls.mode).await {
+                Some(crate::tls::Accepted::Plain(s)) => {
+                    connection::serve(s, state.clone(), session, shutdown).await
+                }
+                Some(crate::tls::Accepted::Tls(s)) => {
+                    connection::serve(s, state.clone(), session, shutdown).await
+                }
+                None => {}
+            }
             state
                 .stats
                 .current_connections
