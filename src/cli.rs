@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// CA (PEM) that must have signed every client's certificate.
     #[arg(long)]
     pub tls_ca: Option<String>,
+    /// Require authentication (SCRAM) and check each command against the user's roles.
+    #[arg(long)]
+    pub auth: bool,
 }
 
 /// `shardgate demo`.
@@ -165,6 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 tls_cert: a.tls_cert,
                 tls_key: a.tls_key,
                 tls_ca: a.tls_ca,
+                auth: a.auth,
             };
             let config =
                 settings::load(a.config.as_deref(), overrides, std::env::args().collect())?;

@@ -25,6 +25,8 @@ pub struct Overrides {
     pub tls_key: Option<String>,
     /// `--tls-ca`.
     pub tls_ca: Option<String>,
+    /// `--auth`.
+    pub auth: bool,
 }
 
 /// Builds the router configuration; the error is one line.
@@ -84,6 +86,9 @@ pub fn load(
                 "invalid configuration: --tls-mode must be disabled, allowTLS, preferTLS or requireTLS, got {other:?}"
             ),
         };
+    }
+    if flags.auth {
+        config.auth = true;
     }
     config.argv = argv;
     config

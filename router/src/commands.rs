@@ -33,6 +33,8 @@ pub(crate) struct Session {
     pub peer: String,
     /// Compressors negotiated in `hello`, in the client's order.
     pub compressors: Vec<Compressor>,
+    /// Who this connection authenticated as.
+    pub auth: crate::auth::AuthState,
 }
 
 /// What a command answers.
@@ -91,6 +93,7 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
         body,
         msg,
     };
+    crate::auth::authorize(state, session, &req).await?;
     if !matches!(
         name,
         "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "bulkWrite"
@@ -125,7 +128,29 @@ async fn execute(
     let (name, body) = (req.name, req.body);
     let req = *req;
     match name {
-        "hello" | "isMaster" | "ismaster" => ok(hello(session, body, name != "hello")),
+        "hello" | "isMaster" | "ismaster" => {
+            let mut d = hello(session, body, name != "hello");
+            crate::auth::hello_extras(state, session, body, &mut d).await;
+            ok(d)
+        }
+        "saslStart" if state.config.auth => crate::auth::sasl_start(state, session, req.db, body)
+            .await
+            .and_then(ok),
+        "saslContinue" if state.config.auth => crate::auth::sasl_continue(state, session, body)
+            .await
+            .and_then(ok),
+        "logout" => {
+            session.auth.users.clear();
+            ok(Document::new())
+        }
+        "createUser"
+        | "updateUser"
+        | "dropUser"
+        | "grantRolesToUser"
+        | "revokeRolesFromUser"
+        | "usersInfo" => crate::auth::user_command(state, session, &req)
+            .await
+            .and_then(ok),
         "ping" => ok(Document::new()),
         "isdbgrid" => ok(bson::doc! {"isdbgrid": 1, "hostname": &state.listen}),
         "buildInfo" | "buildinfo" => ok(diagnostic::build_info()),

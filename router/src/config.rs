@@ -19,6 +19,8 @@ pub struct RouterConfig {
     pub limits: LimitsConfig,
     /// TLS for client connections.
     pub tls: TlsConfig,
+    /// Require authentication (SCRAM) and check every command's roles.
+    pub auth: bool,
     /// Forward test-only commands (`configureFailPoint`) to the shards.
     pub enable_test_commands: bool,
     /// A router cursor unused this long is closed on every shard, in seconds.
@@ -48,6 +50,7 @@ impl Default for RouterConfig {
             pool: PoolConfig::default(),
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
+            auth: false,
             enable_test_commands: false,
             cursor_idle_timeout_secs: 600,
             shutdown_deadline_secs: 10,

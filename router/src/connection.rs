@@ -129,7 +129,7 @@ pub(crate) async fn serve<S>(
                 }
             }
             Message::Query(q) => {
-                let reply = legacy_query(&mut session, &q);
+                let reply = legacy_query(&state, &mut session, &q).await;
                 reply.encode_into(ids.next(), request_id, &mut out);
             }
             Message::Reply(_) => {
@@ -326,7 +326,7 @@ async fn write_error<W: AsyncWrite + Unpin>(
 
 /// OP_QUERY is only for the legacy handshake (`hello`/`isMaster` on
 /// `db.$cmd`, possibly wrapped in `$query`).
-fn legacy_query(session: &mut Session, q: &OpQuery) -> OpReply {
+async fn legacy_query(state: &RouterState, session: &mut Session, q: &OpQuery) -> OpReply {
     let query = q.query();
     let cmd = match query.get_document("$query") {
         Ok(inner) => inner,
@@ -341,6 +341,7 @@ fn legacy_query(session: &mut Session, q: &OpQuery) -> OpReply {
         && matches!(name, Some("hello" | "isMaster" | "ismaster"));
     let (flags, body) = if is_handshake {
         let mut d = hello(session, cmd, name != Some("hello"));
+        crate::auth::hello_extras(state, session, cmd, &mut d).await;
         d.insert("ok", 1.0);
         (0, d.to_vec().unwrap_or_default())
     } else {

@@ -22,6 +22,7 @@
 //! - `error`: [`RouterError`] and the MongoDB-shaped error reply.
 //! - `stats`: counters behind `serverStatus`.
 
+mod auth;
 mod background;
 mod balancer;
 mod commands;

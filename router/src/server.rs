@@ -145,6 +145,7 @@ pub async fn run(
             connection_id: state.next_connection_id.fetch_add(1, Ordering::Relaxed),
             peer: peer.to_string(),
             compressors: Vec::new(),
+            auth: Default::default(),
         };
         let state = state.clone();
         let shutdown = shutdown.clone();

@@ -131,6 +131,21 @@ impl TestCluster {
         cluster
     }
 
+    /// `n` shards and a router with `config`, shards not added (for a
+    /// router that requires authentication).
+    pub async fn start_bare(n: usize, config: RouterConfig) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shards = start_shards(dir.path(), n, false).await;
+        let store_dir = dir.path().join("config");
+        let router = RouterHandle::start(&store_dir, config).await;
+        TestCluster {
+            shards,
+            router,
+            store_dir,
+            dir,
+        }
+    }
+
     /// A Rust driver client for the router.
     pub async fn client(&self) -> mongodb::Client {
         client(&self.router.uri()).await

@@ -1,0 +1,712 @@
+//! Authentication and authorization at the router (`auth = true`).
+//!
+//! Users live in the config store (`users/<db>.<user>`) with salted SCRAM
+//! keys only (`scram`), never passwords. Clients authenticate with
+//! `saslStart`/`saslContinue` (SCRAM-SHA-256 or SCRAM-SHA-1), also inside
+//! `hello` (`speculativeAuthenticate`, `saslSupportedMechs`). Every command
+//! is then checked against the built-in roles of the connection's users;
+//! an unauthorized one gets Unauthorized (13). With no user yet, a client
+//! on a loopback address may create the first user (the localhost
+//! exception).
+
+pub(crate) mod scram;
+
+use bson::spec::BinarySubtype;
+use bson::{doc, Binary, Bson, Document, RawDocument};
+use serde::{Deserialize, Serialize};
+use shardgate_config_store::store::Txn;
+
+use crate::commands::{Request, Session};
+use crate::error::{Result, RouterError};
+use crate::state::RouterState;
+use scram::{Conversation, Credential, Mechanism};
+
+const USERS: &str = "users/";
+
+/// The built-in roles the router knows.
+pub(crate) const ROLES: [&str; 11] = [
+    "read",
+    "readWrite",
+    "dbAdmin",
+    "dbOwner",
+    "userAdmin",
+    "clusterAdmin",
+    "clusterMonitor",
+    "readAnyDatabase",
+    "readWriteAnyDatabase",
+    "userAdminAnyDatabase",
+    "root",
+];
+
+/// A role granted on a database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RoleRef {
+    /// Role name.
+    pub role: String,
+    /// Database it applies to.
+    pub db: String,
+}
+
+/// Stored credentials, by mechanism.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Credentials {
+    #[serde(
+        rename = "SCRAM-SHA-1",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    sha1: Option<Credential>,
+    #[serde(
+        rename = "SCRAM-SHA-256",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    sha256: Option<Credential>,
+}
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UserDoc {
+    /// `<db>.<user>`.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Name.
+    pub user: String,
+    /// Authentication database.
+    pub db: String,
+    /// Granted roles.
+    pub roles: Vec<RoleRef>,
+    credentials: Credentials,
+}
+
+impl UserDoc {
+    fn mechanisms(&self) -> Vec<&'static str> {
+        let mut m = Vec::new();
+        if self.credentials.sha1.is_some() {
+            m.push("SCRAM-SHA-1");
+        }
+        if self.credentials.sha256.is_some() {
+            m.push("SCRAM-SHA-256");
+        }
+        m
+    }
+
+    /// What `usersInfo` shows: never the keys.
+    fn public(&self) -> Document {
+        let roles: Vec<Bson> = self
+            .roles
+            .iter()
+            .map(|r| Bson::Document(doc! {"role": &r.role, "db": &r.db}))
+            .collect();
+        doc! {"_id": &self.id, "user": &self.user, "db": &self.db, "roles": roles, "mechanisms": self.mechanisms()}
+    }
+}
+
+/// A user this connection authenticated as.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthedUser {
+    /// Authentication database.
+    pub db: String,
+    /// Name.
+    pub user: String,
+    /// Roles at authentication time.
+    pub roles: Vec<RoleRef>,
+}
+
+/// A SCRAM conversation in progress.
+#[derive(Debug, Clone)]
+struct InProgress {
+    id: i32,
+    db: String,
+    conversation: Conversation,
+    /// The client's proof was checked; only the empty last step remains.
+    proven: bool,
+    /// The client asked to skip the empty last step.
+    skip_empty: bool,
+}
+
+/// A connection's authentication state.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct AuthState {
+    /// Authenticated users.
+    pub users: Vec<AuthedUser>,
+    /// A SCRAM conversation in progress.
+    conversation: Option<InProgress>,
+    next_conversation: i32,
+}
+
+fn failed() -> RouterError {
+    RouterError::command(18, "AuthenticationFailed", "Authentication failed.")
+}
+
+fn key(db: &str, user: &str) -> String {
+    format!("{USERS}{db}.{user}")
+}
+
+async fn find_user(state: &RouterState, db: &str, user: &str) -> Result<Option<UserDoc>> {
+    match state.catalog.store().get(&key(db, user)).await? {
+        Some(v) => Ok(bson::deserialize_from_slice(&v.value).ok()),
+        None => Ok(None),
+    }
+}
+
+async fn any_user(state: &RouterState) -> Result<bool> {
+    Ok(!state.catalog.store().list(USERS).await?.is_empty())
+}
+
+async fn put_user(state: &RouterState, u: &UserDoc, create: bool) -> Result<()> {
+    let k = key(&u.db, &u.user);
+    let bytes = bson::serialize_to_vec(u).map_err(|e| RouterError::bad_value(e.to_string()))?;
+    let txn = if create {
+        Txn::default().absent(&k).put(k, bytes)
+    } else {
+        Txn::default().put(k, bytes)
+    };
+    match state.catalog.store().txn(txn).await? {
+        shardgate_config_store::store::TxnOutcome::Committed(_) => Ok(()),
+        shardgate_config_store::store::TxnOutcome::Conflict => Err(RouterError::command(
+            51003,
+            "Location51003",
+            format!("User \"{}@{}\" already exists", u.user, u.db),
+        )),
+    }
+}
+
+fn binary(bytes: Vec<u8>) -> Bson {
+    Bson::Binary(Binary {
+        subtype: BinarySubtype::Generic,
+        bytes,
+    })
+}
+
+fn payload(body: &RawDocument) -> Result<Vec<u8>> {
+    match body.get("payload") {
+        Ok(Some(bson::RawBsonRef::Binary(b))) => Ok(b.bytes.to_vec()),
+        Ok(Some(bson::RawBsonRef::String(s))) => Ok(s.as_bytes().to_vec()),
+        _ => Err(RouterError::bad_value("SASL payload missing")),
+    }
+}
+
+/// `saslStart` (also the `speculativeAuthenticate` of `hello`).
+pub(crate) async fn sasl_start(
+    state: &RouterState,
+    session: &mut Session,
+    db: &str,
+    body: &RawDocument,
+) -> Result<Document> {
+    let mechanism = body
+        .get_str("mechanism")
+        .ok()
+        .and_then(Mechanism::from_name)
+        .ok_or_else(|| {
+            RouterError::command(
+                334,
+                "MechanismUnavailable",
+                "only SCRAM-SHA-256 and SCRAM-SHA-1 are supported",
+            )
+        })?;
+    let (user, nonce, bare) =
+        scram::parse_client_first(&payload(body)?).map_err(RouterError::bad_value)?;
+    let stored = find_user(state, db, &user).await?.ok_or_else(failed)?;
+    let credential = match mechanism {
+        Mechanism::Sha1 => stored.credentials.sha1.clone(),
+        Mechanism::Sha256 => stored.credentials.sha256.clone(),
+    }
+    .ok_or_else(failed)?;
+    let (conversation, server_first) =
+        Conversation::start(mechanism, user, &nonce, bare, credential);
+    session.auth.next_conversation += 1;
+    let id = session.auth.next_conversation;
+    let skip_empty = body
+        .get_document("options")
+        .and_then(|o| o.get_bool("skipEmptyExchange"))
+        .unwrap_or(false);
+    session.auth.conversation = Some(InProgress {
+        id,
+        db: db.to_owned(),
+        conversation,
+        proven: false,
+        skip_empty,
+    });
+    Ok(doc! {"conversationId": id, "done": false, "payload": binary(server_first)})
+}
+
+/// `saslContinue`.
+pub(crate) async fn sasl_continue(
+    state: &RouterState,
+    session: &mut Session,
+    body: &RawDocument,
+) -> Result<Document> {
+    let id = crate::commands::number_field(body, "conversationId").unwrap_or(-1) as i32;
+    let Some(InProgress {
+        id: cid,
+        db,
+        conversation,
+        proven,
+        skip_empty,
+    }) = session.auth.conversation.take()
+    else {
+        return Err(RouterError::command(
+            17,
+            "ProtocolError",
+            "no SASL session state found",
+        ));
+    };
+    if cid != id {
+        return Err(RouterError::command(
+            17,
+            "ProtocolError",
+            "unknown conversationId",
+        ));
+    }
+    if proven {
+        // The client's empty last step.
+        return Ok(doc! {"conversationId": id, "done": true, "payload": binary(Vec::new())});
+    }
+    let server_final = match conversation.finish(&payload(body)?) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::info!(user = %conversation.user, %db, error = %e, peer = %session.peer, "authentication failed");
+            return Err(failed());
+        }
+    };
+    let user = find_user(state, &db, &conversation.user)
+        .await?
+        .ok_or_else(failed)?;
+    tracing::info!(user = %user.user, db = %user.db, peer = %session.peer, "authenticated");
+    session
+        .auth
+        .users
+        .retain(|u| !(u.db == user.db && u.user == user.user));
+    session.auth.users.push(AuthedUser {
+        db: user.db.clone(),
+        user: user.user.clone(),
+        roles: user.roles.clone(),
+    });
+    // Drivers ask to skip the empty exchange; others send one more step.
+    if !skip_empty {
+        session.auth.conversation = Some(InProgress {
+            id: cid,
+            db,
+            conversation,
+            proven: true,
+            skip_empty,
+        });
+    }
+    Ok(doc! {"conversationId": id, "done": skip_empty, "payload": binary(server_final)})
+}
+
+/// What `hello` adds with auth on: `saslSupportedMechs` and the first step
+/// of `speculativeAuthenticate`.
+pub(crate) async fn hello_extras(
+    state: &RouterState,
+    session: &mut Session,
+    body: &RawDocument,
+    reply: &mut Document,
+) {
+    if !state.config.auth {
+        return;
+    }
+    if let Ok(name) = body.get_str("saslSupportedMechs") {
+        if let Some((db, user)) = name.split_once('.') {
+            if let Ok(Some(u)) = find_user(state, db, user).await {
+                reply.insert("saslSupportedMechs", u.mechanisms());
+            }
+        }
+    }
+    if let Ok(spec) = body.get_document("speculativeAuthenticate") {
+        let db = spec.get_str("db").unwrap_or("admin").to_owned();
+        if spec.get("saslStart").ok().flatten().is_some() {
+            if let Ok(first) = sasl_start(state, session, &db, spec).await {
+                reply.insert("speculativeAuthenticate", first);
+            }
+        }
+    }
+}
+
+/// What a command needs.
+#[derive(Debug, PartialEq)]
+enum Need {
+    Nothing,
+    Read(String),
+    Write(String),
+    DbAdmin(String),
+    UserAdmin(String),
+    Cluster,
+}
+
+fn classify(req: &Request<'_>) -> Need {
+    let db = req.db.to_owned();
+    match req.name {
+        "hello" | "isMaster" | "ismaster" | "saslStart" | "saslContinue" | "ping" | "buildInfo"
+        | "buildinfo" | "whatsmyuri" | "connectionStatus" | "logout" | "endSessions"
+        | "listDatabases" => Need::Nothing,
+        "createUser" | "updateUser" | "dropUser" | "grantRolesToUser" | "revokeRolesFromUser" => {
+            Need::UserAdmin(db)
+        }
+        "usersInfo" => Need::Nothing, // filtered in the command
+        "addShard"
+        | "addshard"
+        | "removeShard"
+        | "removeshard"
+        | "listShards"
+        | "listshards"
+        | "enableSharding"
+        | "enablesharding"
+        | "shardCollection"
+        | "shardcollection"
+        | "split"
+        | "mergeChunks"
+        | "moveChunk"
+        | "movechunk"
+        | "moveRange"
+        | "balancerStart"
+        | "balancerStop"
+        | "balancerStatus"
+        | "addShardToZone"
+        | "addShardTag"
+        | "removeShardFromZone"
+        | "removeShardTag"
+        | "updateZoneKeyRange"
+        | "addTagRange"
+        | "removeTagRange"
+        | "flushRouterConfig"
+        | "flushrouterconfig"
+        | "getShardVersion"
+        | "getshardversion"
+        | "configureCollectionBalancing"
+        | "serverStatus"
+        | "getLog"
+        | "getCmdLineOpts"
+        | "getParameter"
+        | "killAllSessions"
+        | "killAllSessionsByPattern"
+        | "configureFailPoint" => Need::Cluster,
+        "dropDatabase" | "collMod" => Need::DbAdmin(db),
+        "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "create" | "drop"
+        | "createIndexes" | "dropIndexes" | "renameCollection" => {
+            if db == "config" {
+                Need::Cluster
+            } else {
+                Need::Write(db)
+            }
+        }
+        "aggregate" => {
+            let writes = req.body.get_array("pipeline").is_ok_and(|p| {
+                p.into_iter()
+                    .filter_map(|s| s.ok()?.as_document())
+                    .any(|s| {
+                        s.get("$out").ok().flatten().is_some()
+                            || s.get("$merge").ok().flatten().is_some()
+                    })
+            });
+            if writes {
+                Need::Write(db)
+            } else {
+                Need::Read(db)
+            }
+        }
+        _ => Need::Read(db),
+    }
+}
+
+fn grants(roles: &[RoleRef], need: &Need) -> bool {
+    roles.iter().any(|r| {
+        let on = |db: &str| r.db == db;
+        match (r.role.as_str(), need) {
+            ("root", _) => true,
+            (_, Need::Nothing) => true,
+            ("readAnyDatabase", Need::Read(_)) => true,
+            ("readWriteAnyDatabase", Need::Read(_) | Need::Write(_)) => true,
+            ("clusterAdmin", Need::Cluster) => true,
+            ("clusterAdmin" | "clusterMonitor", Need::Read(db)) => db == "config",
+            ("clusterMonitor", Need::Cluster) => false,
+            ("userAdminAnyDatabase", Need::UserAdmin(_)) => true,
+            ("read", Need::Read(db)) => on(db),
+            ("readWrite", Need::Read(db) | Need::Write(db)) => on(db),
+            ("dbAdmin", Need::DbAdmin(db)) => on(db),
+            ("userAdmin", Need::UserAdmin(db)) => on(db),
+            (
+                "dbOwner",
+                Need::Read(db) | Need::Write(db) | Need::DbAdmin(db) | Need::UserAdmin(db),
+            ) => on(db),
+            _ => false,
+        }
+    })
+}
+
+fn loopback(peer: &str) -> bool {
+    peer.parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(false)
+}
+
+/// Checks that this connection may run `req`.
+pub(crate) async fn authorize(
+    state: &RouterState,
+    session: &Session,
+    req: &Request<'_>,
+) -> Result<()> {
+    if !state.config.auth {
+        return Ok(());
+    }
+    let need = classify(req);
+    if need == Need::Nothing {
+        return Ok(());
+    }
+    let roles: Vec<RoleRef> = session
+        .auth
+        .users
+        .iter()
+        .flat_map(|u| u.roles.clone())
+        .collect();
+    let allowed = if req.name == "bulkWrite" {
+        // A write on every namespace it names.
+        let dbs: Vec<String> = req
+            .body
+            .get_array("nsInfo")
+            .map(|a| {
+                a.into_iter()
+                    .filter_map(|e| e.ok()?.as_document()?.get_str("ns").ok())
+                    .filter_map(|ns| ns.split_once('.').map(|(d, _)| d.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dbs = if dbs.is_empty() {
+            req.msg
+                .sequences
+                .iter()
+                .filter(|s| s.identifier == "nsInfo")
+                .flat_map(|s| s.iter())
+                .filter_map(|d| d.get_str("ns").ok())
+                .filter_map(|ns| ns.split_once('.').map(|(d, _)| d.to_owned()))
+                .collect()
+        } else {
+            dbs
+        };
+        !dbs.is_empty() && dbs.into_iter().all(|db| grants(&roles, &Need::Write(db)))
+    } else {
+        grants(&roles, &need)
+    };
+    if allowed {
+        return Ok(());
+    }
+    if req.name == "createUser" && loopback(&session.peer) && !any_user(state).await? {
+        // The localhost exception: the first user.
+        return Ok(());
+    }
+    let who = if session.auth.users.is_empty() {
+        "not authenticated".to_owned()
+    } else {
+        session
+            .auth
+            .users
+            .iter()
+            .map(|u| format!("{}@{}", u.user, u.db))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(RouterError::command(
+        13,
+        "Unauthorized",
+        format!(
+            "command {} on {} requires authorization ({who})",
+            req.name, req.db
+        ),
+    ))
+}
+
+fn parse_roles(body: &RawDocument, field: &str, db: &str) -> Result<Vec<RoleRef>> {
+    let doc = Document::try_from(body).map_err(|e| RouterError::bad_value(e.to_string()))?;
+    let arr = doc
+        .get_array(field)
+        .map_err(|_| RouterError::bad_value(format!("'{field}' must be an array of roles")))?;
+    arr.iter()
+        .map(|r| {
+            let role = match r {
+                Bson::String(s) => RoleRef {
+                    role: s.clone(),
+                    db: db.to_owned(),
+                },
+                Bson::Document(d) => RoleRef {
+                    role: d
+                        .get_str("role")
+                        .map_err(|_| RouterError::bad_value("a role needs 'role'"))?
+                        .to_owned(),
+                    db: d.get_str("db").unwrap_or(db).to_owned(),
+                },
+                _ => return Err(RouterError::bad_value("a role is a name or {role, db}")),
+            };
+            if !ROLES.contains(&role.role.as_str()) {
+                return Err(RouterError::command(
+                    31,
+                    "RoleNotFound",
+                    format!("Could not find role: {}@{}", role.role, role.db),
+                ));
+            }
+            Ok(role)
+        })
+        .collect()
+}
+
+fn credentials_for(user: &str, password: &str, mechanisms: &[String]) -> Result<Credentials> {
+    let want = |m: &str| mechanisms.is_empty() || mechanisms.iter().any(|x| x == m);
+    Ok(Credentials {
+        sha1: want("SCRAM-SHA-1")
+            .then(|| scram::credential(Mechanism::Sha1, user, password))
+            .transpose()
+            .map_err(RouterError::bad_value)?,
+        sha256: want("SCRAM-SHA-256")
+            .then(|| scram::credential(Mechanism::Sha256, user, password))
+            .transpose()
+            .map_err(RouterError::bad_value)?,
+    })
+}
+
+fn mechanisms_arg(body: &RawDocument) -> Vec<String> {
+    body.get_array("mechanisms")
+        .map(|a| {
+            a.into_iter()
+                .filter_map(|m| m.ok()?.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `createUser`, `updateUser`, `dropUser`, `grantRolesToUser`,
+/// `revokeRolesFromUser`, `usersInfo`.
+pub(crate) async fn user_command(
+    state: &RouterState,
+    session: &Session,
+    req: &Request<'_>,
+) -> Result<Document> {
+    let db = req.db;
+    let name_of = || {
+        req.body
+            .get_str(req.name)
+            .map(str::to_owned)
+            .map_err(|_| RouterError::bad_value(format!("{} takes a user name", req.name)))
+    };
+    let not_found = |user: &str| {
+        RouterError::command(
+            11,
+            "UserNotFound",
+            format!("Could not find user \"{user}\" for db \"{db}\""),
+        )
+    };
+    match req.name {
+        "createUser" => {
+            let user = name_of()?;
+            let pwd = req
+                .body
+                .get_str("pwd")
+                .map_err(|_| RouterError::bad_value("createUser needs 'pwd'"))?;
+            if pwd.is_empty() {
+                return Err(RouterError::bad_value("the password must not be empty"));
+            }
+            let roles = parse_roles(req.body, "roles", db)?;
+            let doc = UserDoc {
+                id: format!("{db}.{user}"),
+                user: user.clone(),
+                db: db.to_owned(),
+                roles,
+                credentials: credentials_for(&user, pwd, &mechanisms_arg(req.body))?,
+            };
+            put_user(state, &doc, true).await?;
+            Ok(Document::new())
+        }
+        "updateUser" => {
+            let user = name_of()?;
+            let mut doc = find_user(state, db, &user)
+                .await?
+                .ok_or_else(|| not_found(&user))?;
+            if let Ok(pwd) = req.body.get_str("pwd") {
+                doc.credentials = credentials_for(&user, pwd, &mechanisms_arg(req.body))?;
+            }
+            if req.body.get_array("roles").is_ok() {
+                doc.roles = parse_roles(req.body, "roles", db)?;
+            }
+            put_user(state, &doc, false).await?;
+            Ok(Document::new())
+        }
+        "dropUser" => {
+            let user = name_of()?;
+            find_user(state, db, &user)
+                .await?
+                .ok_or_else(|| not_found(&user))?;
+            state
+                .catalog
+                .store()
+                .txn(Txn::default().delete(key(db, &user)))
+                .await?;
+            Ok(Document::new())
+        }
+        "grantRolesToUser" | "revokeRolesFromUser" => {
+            let user = name_of()?;
+            let mut doc = find_user(state, db, &user)
+                .await?
+                .ok_or_else(|| not_found(&user))?;
+            let roles = parse_roles(req.body, "roles", db)?;
+            if req.name == "grantRolesToUser" {
+                for r in roles {
+                    if !doc.roles.contains(&r) {
+                        doc.roles.push(r);
+                    }
+                }
+            } else {
+                doc.roles.retain(|r| !roles.contains(r));
+            }
+            put_user(state, &doc, false).await?;
+            Ok(Document::new())
+        }
+        _ => {
+            // usersInfo: 1 (all of this db), a name, {user, db}, or a list.
+            let all: Vec<UserDoc> = state
+                .catalog
+                .store()
+                .list(USERS)
+                .await?
+                .into_iter()
+                .filter_map(|(_, v)| bson::deserialize_from_slice::<UserDoc>(&v.value).ok())
+                .collect();
+            let wanted: Box<dyn Fn(&UserDoc) -> bool> = match req.body.get(req.name).ok().flatten()
+            {
+                Some(bson::RawBsonRef::String(u)) => {
+                    let u = u.to_owned();
+                    Box::new(move |d: &UserDoc| d.user == u && d.db == db)
+                }
+                Some(bson::RawBsonRef::Document(d)) => {
+                    let (u, udb) = (
+                        d.get_str("user").unwrap_or("").to_owned(),
+                        d.get_str("db").unwrap_or(db).to_owned(),
+                    );
+                    Box::new(move |x: &UserDoc| x.user == u && x.db == udb)
+                }
+                _ => Box::new(|d: &UserDoc| d.db == db),
+            };
+            let may_see_all = !state.config.auth || {
+                let roles: Vec<RoleRef> = session
+                    .auth
+                    .users
+                    .iter()
+                    .flat_map(|u| u.roles.clone())
+                    .collect();
+                grants(&roles, &Need::UserAdmin(db.to_owned()))
+            };
+            let users: Vec<Bson> = all
+                .iter()
+                .filter(|d| wanted(d))
+                .filter(|d| {
+                    may_see_all
+                        || session
+                            .auth
+                            .users
+                            .iter()
+                            .any(|u| u.user == d.user && u.db == d.db)
+                })
+                .map(|d| Bson::Document(d.public()))
+                .collect();
+            Ok(doc! {"users": users})
+        }
+    }
+}
