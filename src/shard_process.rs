@@ -31,6 +31,8 @@ pub struct ShardLauncher {
     pub bin: PathBuf,
     /// Its flag dialect.
     pub kind: ShardKind,
+    /// More flags for every server started (`--auth`, TLS files).
+    pub extra_args: Vec<String>,
 }
 
 impl ShardLauncher {
@@ -55,7 +57,11 @@ impl ShardLauncher {
             }
             None => ShardKind::Secantus,
         };
-        Ok(ShardLauncher { bin, kind })
+        Ok(ShardLauncher {
+            bin,
+            kind,
+            extra_args: Vec::new(),
+        })
     }
 
     /// Starts a server on a free port storing in `dir`; waits until ready.
@@ -109,6 +115,7 @@ impl ShardLauncher {
                 }
             }
         }
+        cmd.args(&self.extra_args);
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -138,6 +138,44 @@ pub struct PoolConfig {
     pub connect_timeout_ms: u64,
     /// A connection idle longer than this is pinged before reuse, in milliseconds.
     pub health_check_after_ms: u64,
+    /// The router's own credentials for the shards (SCRAM), if they require
+    /// authentication.
+    pub auth: Option<ShardAuth>,
+}
+
+/// Credentials the router authenticates to shards with.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardAuth {
+    /// User name.
+    pub user: String,
+    /// Password (never logged or shown).
+    pub password: String,
+    /// Authentication database.
+    #[serde(default = "admin_db")]
+    pub db: String,
+    /// `SCRAM-SHA-256` (default) or `SCRAM-SHA-1`.
+    #[serde(default = "sha256")]
+    pub mechanism: String,
+}
+
+fn admin_db() -> String {
+    "admin".into()
+}
+
+fn sha256() -> String {
+    "SCRAM-SHA-256".into()
+}
+
+impl std::fmt::Debug for ShardAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardAuth")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("db", &self.db)
+            .field("mechanism", &self.mechanism)
+            .finish()
+    }
 }
 
 impl Default for PoolConfig {
@@ -147,6 +185,7 @@ impl Default for PoolConfig {
             wait_timeout_ms: 30_000,
             connect_timeout_ms: 5_000,
             health_check_after_ms: 10_000,
+            auth: None,
         }
     }
 }

@@ -115,7 +115,7 @@ impl ShardPool {
         }
         let conn = tokio::time::timeout(
             self.config.connect_timeout(),
-            ShardConn::connect(&self.address, generation),
+            ShardConn::connect(&self.address, generation, self.config.auth.as_ref()),
         )
         .await
         .map_err(|_| RouterError::ShardTimeout {

@@ -233,6 +233,93 @@ impl Conversation {
     }
 }
 
+/// The client side, for the router's own login to shards.
+pub struct ClientScram {
+    mechanism: Mechanism,
+    password: Vec<u8>,
+    client_first_bare: String,
+    nonce: String,
+    expected_server_signature: Option<Vec<u8>>,
+}
+
+impl ClientScram {
+    /// The client-first message for `user`.
+    pub fn start(
+        mechanism: Mechanism,
+        user: &str,
+        password: &str,
+    ) -> Result<(ClientScram, Vec<u8>), String> {
+        let nonce_bytes: [u8; 24] = rand::random();
+        let nonce = B64.encode(nonce_bytes);
+        let escaped = user.replace('=', "=3D").replace(',', "=2C");
+        let client_first_bare = format!("n={escaped},r={nonce}");
+        let first = format!("n,,{client_first_bare}").into_bytes();
+        Ok((
+            ClientScram {
+                mechanism,
+                password: prepared(mechanism, user, password)?,
+                client_first_bare,
+                nonce,
+                expected_server_signature: None,
+            },
+            first,
+        ))
+    }
+
+    /// The client-final message for the server-first one.
+    pub fn finish(&mut self, server_first: &[u8]) -> Result<Vec<u8>, String> {
+        let text = std::str::from_utf8(server_first).map_err(|_| "server-first is not UTF-8")?;
+        let mut nonce = None;
+        let mut salt = None;
+        let mut iterations = None;
+        for part in text.split(',') {
+            if let Some(r) = part.strip_prefix("r=") {
+                nonce = Some(r.to_owned());
+            } else if let Some(s) = part.strip_prefix("s=") {
+                salt = Some(B64.decode(s).map_err(|_| "bad salt")?);
+            } else if let Some(i) = part.strip_prefix("i=") {
+                iterations = Some(i.parse::<u32>().map_err(|_| "bad iteration count")?);
+            }
+        }
+        let nonce = nonce.ok_or("server-first has no nonce")?;
+        if !nonce.starts_with(&self.nonce) {
+            return Err("the server's nonce does not extend ours".into());
+        }
+        let salt = salt.ok_or("server-first has no salt")?;
+        let iterations = iterations.ok_or("server-first has no iteration count")?;
+        if iterations < 4096 {
+            return Err("too few iterations".into());
+        }
+        let salted = self.mechanism.salted(&self.password, &salt, iterations);
+        let client_key = self.mechanism.hmac(&salted, b"Client Key");
+        let stored_key = self.mechanism.hash(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth = format!("{},{text},{without_proof}", self.client_first_bare);
+        let signature = self.mechanism.hmac(&stored_key, auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let server_key = self.mechanism.hmac(&salted, b"Server Key");
+        self.expected_server_signature = Some(self.mechanism.hmac(&server_key, auth.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server-final message.
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), String> {
+        let text = std::str::from_utf8(server_final).map_err(|_| "server-final is not UTF-8")?;
+        let v = text
+            .strip_prefix("v=")
+            .ok_or_else(|| format!("the server refused: {text}"))?;
+        let got = B64.decode(v).map_err(|_| "bad server signature")?;
+        match &self.expected_server_signature {
+            Some(want) if *want == got => Ok(()),
+            _ => Err("the server's signature does not match".into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +380,19 @@ mod tests {
             assert!(conv.finish(good.as_bytes()).unwrap().starts_with(b"v="));
             let bad = client_final(mechanism, "alice", "wrong", &bare, &server_first);
             assert!(conv.finish(bad.as_bytes()).is_err());
+        }
+    }
+
+    #[test]
+    fn the_client_side_talks_to_the_server_side() {
+        for mechanism in [Mechanism::Sha1, Mechanism::Sha256] {
+            let cred = credential(mechanism, "router", "pw").unwrap();
+            let (mut client, first) = ClientScram::start(mechanism, "router", "pw").unwrap();
+            let (user, nonce, bare) = parse_client_first(&first).unwrap();
+            let (conv, server_first) = Conversation::start(mechanism, user, &nonce, bare, cred);
+            let last = client.finish(&server_first).unwrap();
+            let server_final = conv.finish(&last).unwrap();
+            client.verify(&server_final).unwrap();
         }
     }
 }

@@ -18,7 +18,11 @@ pub(crate) struct ShardConn {
 
 impl ShardConn {
     /// Connects and runs the `hello` handshake.
-    pub(crate) async fn connect(addr: &str, generation: u64) -> std::io::Result<ShardConn> {
+    pub(crate) async fn connect(
+        addr: &str,
+        generation: u64,
+        auth: Option<&crate::config::ShardAuth>,
+    ) -> std::io::Result<ShardConn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut conn = ShardConn {
@@ -42,7 +46,77 @@ impl ShardConn {
         if ok != 1.0 {
             return Err(std::io::Error::other("shard refused hello"));
         }
+        if let Some(auth) = auth {
+            conn.authenticate(auth).await?;
+        }
         Ok(conn)
+    }
+
+    /// Logs in with the router's credentials (SCRAM). Errors never carry
+    /// the password.
+    async fn authenticate(&mut self, auth: &crate::config::ShardAuth) -> std::io::Result<()> {
+        use crate::auth::scram::{ClientScram, Mechanism};
+        let denied = |why: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("authentication as {}@{} failed: {why}", auth.user, auth.db),
+            )
+        };
+        let mechanism = Mechanism::from_name(&auth.mechanism)
+            .ok_or_else(|| denied(format!("unknown mechanism {}", auth.mechanism)))?;
+        let (mut client, first) =
+            ClientScram::start(mechanism, &auth.user, &auth.password).map_err(denied)?;
+        let bin = |bytes: Vec<u8>| {
+            bson::Bson::Binary(bson::Binary {
+                subtype: bson::spec::BinarySubtype::Generic,
+                bytes,
+            })
+        };
+        let reply = self
+            .command(bson::doc! {
+                "saslStart": 1, "mechanism": &auth.mechanism, "payload": bin(first),
+                "autoAuthorize": 1, "options": {"skipEmptyExchange": true}, "$db": &auth.db,
+            })
+            .await?
+            .map_err(denied)?;
+        let id = reply
+            .get("conversationId")
+            .cloned()
+            .unwrap_or(bson::Bson::Int32(1));
+        let server_first = payload_of(&reply);
+        let last = client.finish(&server_first).map_err(denied)?;
+        let mut reply = self
+            .command(bson::doc! {"saslContinue": 1, "conversationId": id.clone(), "payload": bin(last), "$db": &auth.db})
+            .await?
+            .map_err(denied)?;
+        client.verify(&payload_of(&reply)).map_err(denied)?;
+        while !reply.get_bool("done").unwrap_or(true) {
+            reply = self
+                .command(bson::doc! {"saslContinue": 1, "conversationId": id.clone(), "payload": bin(Vec::new()), "$db": &auth.db})
+                .await?
+                .map_err(denied)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a command; the inner error is the server's `errmsg`.
+    async fn command(
+        &mut self,
+        body: bson::Document,
+    ) -> std::io::Result<Result<bson::Document, String>> {
+        let bytes = body.to_vec().map_err(std::io::Error::other)?;
+        let reply = self.round_trip(&OpMsg::from_body(bytes)).await?;
+        let doc = bson::Document::try_from(reply.body()).map_err(invalid)?;
+        let ok = match doc.get("ok") {
+            Some(bson::Bson::Double(v)) => *v == 1.0,
+            Some(bson::Bson::Int32(v)) => *v == 1,
+            _ => false,
+        };
+        Ok(if ok {
+            Ok(doc)
+        } else {
+            Err(doc.get_str("errmsg").unwrap_or("refused").to_owned())
+        })
     }
 
     /// Sends `msg` and, unless it has `moreToCome`, reads the reply.
@@ -84,6 +158,13 @@ impl ShardConn {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
+    }
+}
+
+fn payload_of(reply: &bson::Document) -> Vec<u8> {
+    match reply.get("payload") {
+        Some(bson::Bson::Binary(b)) => b.bytes.clone(),
+        _ => Vec::new(),
     }
 }
 
