@@ -165,3 +165,134 @@ async fn prefer_tls_serves_tls_and_plain_clients() {
         .await
         .unwrap();
 }
+
+/// A SecantusDB server that only speaks TLS, killed on drop.
+struct TlsShard {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for TlsShard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_reached_over_tls_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let launcher = shardgate::shard_process::ShardLauncher::from_env().unwrap();
+    let port = shardgate::shard_process::free_port().unwrap();
+    let log = std::fs::File::create(dir.path().join("tls-shard.log")).unwrap();
+    let data = dir.path().join("tls-shard");
+    let mut cmd = std::process::Command::new(&launcher.bin);
+    match launcher.kind {
+        shardgate::shard_process::ShardKind::Secantus => {
+            cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .arg("--storage-path")
+                .arg(&data)
+                .arg("--tls-cert-file")
+                .arg(&pki.server_cert)
+                .arg("--tls-key-file")
+                .arg(&pki.server_key);
+        }
+        shardgate::shard_process::ShardKind::Mongod => {
+            // mongod wants certificate and key in one file.
+            let combined = dir.path().join("server-combined.pem");
+            let text = std::fs::read_to_string(&pki.server_cert).unwrap()
+                + &std::fs::read_to_string(&pki.server_key).unwrap();
+            std::fs::write(&combined, text).unwrap();
+            std::fs::create_dir_all(&data).unwrap();
+            cmd.args(["--bind_ip", "127.0.0.1", "--port", &port.to_string()])
+                .arg("--dbpath")
+                .arg(&data)
+                .args(["--tlsMode", "requireTLS", "--tlsCertificateKeyFile"])
+                .arg(&combined);
+        }
+    }
+    let child = cmd
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let shard = TlsShard { child, port };
+    let direct = driver(&format!(
+        "mongodb://127.0.0.1:{}/?directConnection=true&tls=true&tlsCAFile={}",
+        shard.port,
+        pki.ca.display()
+    ))
+    .await;
+    let mut up = false;
+    for _ in 0..60 {
+        if direct
+            .database("admin")
+            .run_command(doc! {"ping": 1})
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(up, "the TLS shard came up");
+
+    // A router without shard TLS cannot add it; one with the CA can.
+    let plain = RouterHandle::start(
+        &dir.path().join("config-plain"),
+        RouterConfig {
+            balancer: false,
+            pool: shardgate_router::PoolConfig {
+                connect_timeout_ms: 2_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let e = driver(&plain.uri())
+        .await
+        .database("admin")
+        .run_command(doc! {"addShard": format!("127.0.0.1:{}", shard.port)})
+        .await
+        .unwrap_err();
+    println!("without shard TLS: {e}");
+    let router = RouterHandle::start(
+        &dir.path().join("config-tls"),
+        RouterConfig {
+            balancer: false,
+            pool: shardgate_router::PoolConfig {
+                tls: Some(shardgate_router::ShardTls {
+                    ca_file: pki.ca.display().to_string(),
+                    cert_key_file: None,
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let client = driver(&router.uri()).await;
+    admin(
+        &client,
+        doc! {"addShard": format!("127.0.0.1:{}", shard.port)},
+    )
+    .await;
+    let coll = client.database("tlsdb").collection::<Document>("c");
+    coll.insert_many((0..100).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 100);
+    assert_eq!(
+        direct
+            .database("tlsdb")
+            .collection::<Document>("c")
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        100,
+        "the documents are on the TLS shard"
+    );
+}

@@ -141,6 +141,20 @@ pub struct PoolConfig {
     /// The router's own credentials for the shards (SCRAM), if they require
     /// authentication.
     pub auth: Option<ShardAuth>,
+    /// TLS to the shards, if they require it.
+    pub tls: Option<ShardTls>,
+}
+
+/// TLS from the router to the shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardTls {
+    /// The CA (PEM) that signed the shards' certificates.
+    pub ca_file: String,
+    /// The router's client certificate and key in one PEM file, for shards
+    /// that require one.
+    #[serde(default)]
+    pub cert_key_file: Option<String>,
 }
 
 /// Credentials the router authenticates to shards with.
@@ -186,6 +200,7 @@ impl Default for PoolConfig {
             connect_timeout_ms: 5_000,
             health_check_after_ms: 10_000,
             auth: None,
+            tls: None,
         }
     }
 }

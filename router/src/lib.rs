@@ -45,7 +45,7 @@ pub mod targeting;
 mod tls;
 pub mod write_plan;
 
-pub use config::{LimitsConfig, PoolConfig, RouterConfig, ShardAuth, TlsConfig, TlsMode};
+pub use config::{LimitsConfig, PoolConfig, RouterConfig, ShardAuth, ShardTls, TlsConfig, TlsMode};
 pub use error::RouterError;
 pub use request::CommandInfo;
 pub use server::run;

@@ -115,7 +115,12 @@ impl ShardPool {
         }
         let conn = tokio::time::timeout(
             self.config.connect_timeout(),
-            ShardConn::connect(&self.address, generation, self.config.auth.as_ref()),
+            ShardConn::connect(
+                &self.address,
+                generation,
+                self.config.auth.as_ref(),
+                self.config.tls.as_ref(),
+            ),
         )
         .await
         .map_err(|_| RouterError::ShardTimeout {

@@ -113,3 +113,50 @@ pub(crate) async fn accept(
         }
     }
 }
+
+/// The connector for TLS to shards with `config` (built once per CA file).
+pub(crate) fn shard_connector(
+    config: &crate::config::ShardTls,
+) -> std::io::Result<tokio_rustls::TlsConnector> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, tokio_rustls::TlsConnector>>> = OnceLock::new();
+    let key = format!("{}|{:?}", config.ca_file, config.cert_key_file);
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(c) = cache.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(c);
+    }
+    let bad = |what: &str, e: String| std::io::Error::other(format!("shard TLS {what}: {e}"));
+    let mut roots = RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(&config.ca_file).map_err(|e| bad("ca_file", e.to_string()))?
+    {
+        roots
+            .add(cert.map_err(|e| bad("ca_file", e.to_string()))?)
+            .map_err(|e| bad("ca_file", e.to_string()))?;
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let builder = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("protocol", e.to_string()))?
+        .with_root_certificates(roots);
+    let client = match &config.cert_key_file {
+        Some(file) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+                .map_err(|e| bad("cert_key_file", e.to_string()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad("cert_key_file", e.to_string()))?;
+            let key = PrivateKeyDer::from_pem_file(file)
+                .map_err(|e| bad("cert_key_file", e.to_string()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| bad("cert_key_file", e.to_string()))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    if let Ok(mut m) = cache.lock() {
+        m.insert(key, connector.clone());
+    }
+    Ok(connector)
+}

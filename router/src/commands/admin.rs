@@ -112,7 +112,12 @@ pub(crate) async fn add_shard(state: &RouterState, req: &Request<'_>) -> Result<
 }
 
 async fn probe_hello(state: &RouterState, address: &str) -> std::io::Result<Document> {
-    let connect = ShardConn::connect(address, 0, state.config.pool.auth.as_ref());
+    let connect = ShardConn::connect(
+        address,
+        0,
+        state.config.pool.auth.as_ref(),
+        state.config.pool.tls.as_ref(),
+    );
     let mut conn = tokio::time::timeout(state.config.pool.connect_timeout(), connect)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;

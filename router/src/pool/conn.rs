@@ -2,12 +2,16 @@
 
 use bytes::{Bytes, BytesMut};
 use shardgate_wire::{check_frame, Message, MsgHeader, OpMsg};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// A byte stream to a shard: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
 /// An open, handshaken connection to one shard.
 pub(crate) struct ShardConn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: BytesMut,
     next_request_id: i32,
     /// Pool generation this connection was opened in.
@@ -22,9 +26,20 @@ impl ShardConn {
         addr: &str,
         generation: u64,
         auth: Option<&crate::config::ShardAuth>,
+        tls: Option<&crate::config::ShardTls>,
     ) -> std::io::Result<ShardConn> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Io> = match tls {
+            Some(tls) => {
+                let connector = crate::tls::shard_connector(tls)?;
+                let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+                let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| std::io::Error::other(format!("shard TLS name {host}: {e}")))?;
+                Box::new(connector.connect(name, tcp).await?)
+            }
+            None => Box::new(tcp),
+        };
         let mut conn = ShardConn {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
