@@ -193,3 +193,59 @@ async fn messages_past_the_buffered_bytes_budget_are_refused() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_cursors_per_connection_are_bounded() {
+    let cluster = support::TestCluster::start_with(
+        2,
+        RouterConfig {
+            balancer: false,
+            limits: LimitsConfig {
+                max_cursors_per_connection: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        false,
+    )
+    .await;
+    let client = cluster.client().await;
+    support::admin(
+        &client,
+        doc! {"enableSharding": "cur", "primaryShard": "shard0000"},
+    )
+    .await;
+    support::admin(&client, doc! {"shardCollection": "cur.c", "key": {"k": 1}}).await;
+    client
+        .database("cur")
+        .collection::<Document>("c")
+        .insert_many((0..20).map(|i| doc! {"_id": i, "k": i}))
+        .await
+        .unwrap();
+    let mut conn = RawConn::connect(cluster.router.addr).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = conn
+            .command(doc! {"find": "c", "batchSize": 1, "$db": "cur"})
+            .await;
+        ids.push(r.get_document("cursor").unwrap().get_i64("id").unwrap());
+    }
+    let r = conn
+        .command(doc! {"find": "c", "batchSize": 1, "$db": "cur"})
+        .await;
+    assert_eq!(r.get_i32("code").unwrap(), 96, "{r}");
+    assert!(errmsg(&r).contains("3 open cursors"), "{r}");
+    // Another connection is not affected.
+    let mut other = RawConn::connect(cluster.router.addr).await;
+    let r = other
+        .command(doc! {"find": "c", "batchSize": 1, "$db": "cur"})
+        .await;
+    assert_eq!(r.get_f64("ok").unwrap(), 1.0, "{r}");
+    // Closing one makes room.
+    conn.command(doc! {"killCursors": "c", "cursors": [ids[0]], "$db": "cur"})
+        .await;
+    let r = conn
+        .command(doc! {"find": "c", "batchSize": 1, "$db": "cur"})
+        .await;
+    assert_eq!(r.get_f64("ok").unwrap(), 1.0, "{r}");
+}

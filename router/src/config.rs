@@ -113,6 +113,9 @@ pub struct LimitsConfig {
     /// A frame that has begun must arrive whole within this many seconds
     /// (slow clients are disconnected); idle connections are not affected.
     pub frame_timeout_secs: u64,
+    /// Most router cursors (queries on sharded collections) one connection
+    /// may hold open; a query past it is refused (OperationFailed, 96).
+    pub max_cursors_per_connection: usize,
 }
 
 impl Default for LimitsConfig {
@@ -122,6 +125,7 @@ impl Default for LimitsConfig {
             max_connections_per_ip: 5_000,
             max_buffered_mb: 2_048,
             frame_timeout_secs: 30,
+            max_cursors_per_connection: 10_000,
         }
     }
 }

@@ -155,6 +155,10 @@ pub(crate) async fn aggregate(
     routing: &CollectionRouting,
     ns: &str,
 ) -> Result<Reply> {
+    state.cursors.check_limit(
+        session.connection_id,
+        state.config.limits.max_cursors_per_connection,
+    )?;
     let pipeline: Vec<Document> = req
         .body
         .get_array("pipeline")

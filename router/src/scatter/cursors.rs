@@ -78,6 +78,8 @@ pub(crate) struct RouterCursor {
 #[derive(Default)]
 pub(crate) struct CursorTable {
     cursors: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<RouterCursor>>>>,
+    /// The connection that opened each cursor (for the per-connection limit).
+    opened_by: Mutex<HashMap<i64, i32>>,
 }
 
 impl CursorTable {
@@ -93,8 +95,29 @@ impl CursorTable {
                 break candidate;
             }
         });
+        if let Ok(mut owners) = self.opened_by.lock() {
+            owners.insert(id, cursor.connection);
+        }
         map.insert(id, Arc::new(tokio::sync::Mutex::new(cursor)));
         id
+    }
+
+    /// Refuses a new cursor when `connection` already opened `max` that are
+    /// still open.
+    pub(crate) fn check_limit(&self, connection: i32, max: usize) -> crate::error::Result<()> {
+        let open = self
+            .opened_by
+            .lock()
+            .map(|m| m.values().filter(|c| **c == connection).count())
+            .unwrap_or(0);
+        if open >= max {
+            return Err(crate::error::RouterError::command(
+                96,
+                "OperationFailed",
+                format!("this connection has {open} open cursors, the router's limit (limits.max_cursors_per_connection); close some (killCursors) or exhaust them"),
+            ));
+        }
+        Ok(())
     }
 
     /// The cursor with this id.
@@ -104,6 +127,9 @@ impl CursorTable {
 
     /// Forgets a cursor (its shard cursors must be closed by the caller).
     pub(crate) fn remove(&self, id: i64) -> Option<Arc<tokio::sync::Mutex<RouterCursor>>> {
+        if let Ok(mut owners) = self.opened_by.lock() {
+            owners.remove(&id);
+        }
         self.cursors.lock().ok()?.remove(&id)
     }
 
@@ -125,6 +151,11 @@ impl CursorTable {
             .filter(|(_, c)| c.try_lock().map(|c| pred(&c)).unwrap_or(false))
             .map(|(id, _)| *id)
             .collect();
+        if let Ok(mut owners) = self.opened_by.lock() {
+            for id in &ids {
+                owners.remove(id);
+            }
+        }
         ids.iter().filter_map(|id| map.remove(id)).collect()
     }
 

@@ -27,6 +27,10 @@ pub(crate) async fn find(
     routing: &CollectionRouting,
     ns: &str,
 ) -> Result<Reply> {
+    state.cursors.check_limit(
+        session.connection_id,
+        state.config.limits.max_cursors_per_connection,
+    )?;
     let body = req.body;
     let filter = doc_field(body, "filter")?.unwrap_or_default();
     let shards = target(state, routing, &filter, req.body)?;
