@@ -463,27 +463,11 @@ pub(crate) async fn authorize(
     let allowed = if req.name == "bulkWrite" {
         // A write on every namespace it names.
         let dbs: Vec<String> = req
-            .body
-            .get_array("nsInfo")
-            .map(|a| {
-                a.into_iter()
-                    .filter_map(|e| e.ok()?.as_document()?.get_str("ns").ok())
-                    .filter_map(|ns| ns.split_once('.').map(|(d, _)| d.to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let dbs = if dbs.is_empty() {
-            req.msg
-                .sequences
-                .iter()
-                .filter(|s| s.identifier == "nsInfo")
-                .flat_map(|s| s.iter())
-                .filter_map(|d| d.get_str("ns").ok())
-                .filter_map(|ns| ns.split_once('.').map(|(d, _)| d.to_owned()))
-                .collect()
-        } else {
-            dbs
-        };
+            .documents("nsInfo")
+            .into_iter()
+            .filter_map(|d| d.get_str("ns").ok())
+            .filter_map(|ns| ns.split_once('.').map(|(d, _)| d.to_owned()))
+            .collect();
         !dbs.is_empty() && dbs.into_iter().all(|db| grants(&roles, &Need::Write(db)))
     } else {
         grants(&roles, &need)

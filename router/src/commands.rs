@@ -60,6 +60,26 @@ pub(crate) struct Request<'a> {
     pub msg: &'a OpMsg,
 }
 
+impl<'a> Request<'a> {
+    /// The documents of an array field of the body and of any document
+    /// sequence of the same name (drivers send either).
+    pub(crate) fn documents(&self, field: &str) -> Vec<&'a RawDocument> {
+        let mut docs: Vec<&'a RawDocument> = self
+            .body
+            .get_array(field)
+            .map(|a| {
+                a.into_iter()
+                    .filter_map(|d| d.ok().and_then(|d| d.as_document()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for seq in self.msg.sequences.iter().filter(|s| s.identifier == field) {
+            docs.extend(seq.iter());
+        }
+        docs
+    }
+}
+
 /// Runs one OP_MSG command and returns the reply; errors become
 /// MongoDB-shaped `{ok: 0}` replies. The flag says the body was not valid
 /// BSON, after which the connection is closed as for any malformed frame.

@@ -45,23 +45,6 @@ struct Op<'a> {
     doc: &'a RawDocument,
 }
 
-/// Every element of an array field and of a document sequence of that name.
-fn documents<'a>(req: &'a Request<'_>, field: &str) -> Vec<&'a RawDocument> {
-    let mut out: Vec<&RawDocument> = req
-        .body
-        .get_array(field)
-        .map(|a| {
-            a.into_iter()
-                .filter_map(|d| d.ok().and_then(|d| d.as_document()))
-                .collect()
-        })
-        .unwrap_or_default();
-    for seq in req.msg.sequences.iter().filter(|s| s.identifier == field) {
-        out.extend(seq.iter());
-    }
-    out
-}
-
 fn parse_op(d: &RawDocument, namespaces: usize) -> Result<Op<'_>> {
     let (kind, index) = [
         ("insert", Kind::Insert),
@@ -172,7 +155,8 @@ pub(crate) async fn bulk_write(
             "bulkWrite may only be run against the admin database.",
         ));
     }
-    let ns_info: Vec<(String, String)> = documents(req, "nsInfo")
+    let ns_info: Vec<(String, String)> = req
+        .documents("nsInfo")
         .into_iter()
         .map(|d| {
             let ns = d.get_str("ns").map_err(|_| {
@@ -190,7 +174,8 @@ pub(crate) async fn bulk_write(
             }
         })
         .collect::<Result<_>>()?;
-    let ops = documents(req, "ops")
+    let ops = req
+        .documents("ops")
         .into_iter()
         .map(|d| parse_op(d, ns_info.len()))
         .collect::<Result<Vec<_>>>()?;

@@ -28,24 +28,6 @@ use crate::state::RouterState;
 use crate::targeting;
 use crate::write_plan::{self, Batch, Routed, Step, StmtError, WriteKind};
 
-/// The statements of a write command, from the body array and any document
-/// sequence of the same name.
-fn statements<'a>(req: &'a Request<'_>, field: &str) -> Vec<&'a RawDocument> {
-    let mut docs: Vec<&RawDocument> = req
-        .body
-        .get_array(field)
-        .map(|a| {
-            a.into_iter()
-                .filter_map(|d| d.ok().and_then(|d| d.as_document()))
-                .collect()
-        })
-        .unwrap_or_default();
-    for seq in req.msg.sequences.iter().filter(|s| s.identifier == field) {
-        docs.extend(seq.iter());
-    }
-    docs
-}
-
 /// An inserted document without `_id` gets one here, as on mongos, so every
 /// shard and every retry sees the same document.
 fn with_id(d: &RawDocument) -> Cow<'_, RawDocument> {
@@ -77,7 +59,7 @@ pub(crate) async fn write(
     ns: &str,
     kind: WriteKind,
 ) -> Result<Reply> {
-    let raw = statements(req, kind.field());
+    let raw = req.documents(kind.field());
     let stmts: Vec<Cow<'_, RawDocument>> = match kind {
         WriteKind::Insert => raw.iter().map(|d| with_id(d)).collect(),
         _ => raw.iter().map(|d| Cow::Borrowed(*d)).collect(),
@@ -131,41 +113,35 @@ pub(crate) async fn write(
     Ok(Reply::Body(reply(kind, total)))
 }
 
-/// Routes every statement, waiting (up to the configured bound) while any
-/// of them writes to a range in a migration's critical section; then the
-/// fresh routing sends it to the new owner. Past the bound: StaleConfig.
-async fn route_when_writable<'s>(
+/// The routing of a write, its targets, and the write gate held while it
+/// runs (so a critical-section acknowledgement waits for it).
+type Writable<'s, T> = (
+    std::sync::Arc<CollectionRouting>,
+    T,
+    tokio::sync::RwLockReadGuard<'s, ()>,
+);
+
+/// Routes a write with `route` (its targets, and whether any of them lies
+/// in a migration's critical section), waiting while one does, up to the
+/// configured bound; then the fresh routing sends it to the new owner.
+/// Past the bound: StaleConfig, before anything was sent.
+async fn when_writable<'s, T>(
     state: &'s RouterState,
     ns: &str,
-    kind: WriteKind,
-    stmts: &[Cow<'_, RawDocument>],
-) -> Result<(
-    std::sync::Arc<CollectionRouting>,
-    Vec<std::result::Result<Routed, StmtError>>,
-    tokio::sync::RwLockReadGuard<'s, ()>,
-)> {
+    mut route: impl FnMut(&CollectionRouting) -> Result<(T, bool)>,
+) -> Result<Writable<'s, T>> {
     let deadline = Instant::now() + Duration::from_millis(state.config.critical_section_wait_ms);
     let mut changes = state.routing.subscribe();
     loop {
-        // Held while the write runs, so a critical-section acknowledgement
-        // waits for it.
         let gate = state.write_gate.read().await;
         changes.borrow_and_update();
         let routing = state
             .routing
             .get(ns)
             .ok_or_else(|| stale(ns, "the collection is no longer sharded"))?;
-        let routes: Vec<_> = stmts
-            .iter()
-            .map(|s| write_plan::route_statement(kind, &routing.pattern, &routing.chunks, s))
-            .collect();
-        let held = !routing.critical.is_empty()
-            && stmts
-                .iter()
-                .zip(&routes)
-                .any(|(s, r)| is_held(&routing, kind, s, r));
+        let (targets, held) = route(&routing)?;
         if !held {
-            return Ok((routing, routes, gate));
+            return Ok((routing, targets, gate));
         }
         drop(gate);
         let now = Instant::now();
@@ -180,6 +156,28 @@ async fn route_when_writable<'s>(
             ));
         }
     }
+}
+
+/// [`when_writable`] for the statements of an insert, update or delete.
+async fn route_when_writable<'s>(
+    state: &'s RouterState,
+    ns: &str,
+    kind: WriteKind,
+    stmts: &[Cow<'_, RawDocument>],
+) -> Result<Writable<'s, Vec<std::result::Result<Routed, StmtError>>>> {
+    when_writable(state, ns, |routing| {
+        let routes: Vec<_> = stmts
+            .iter()
+            .map(|s| write_plan::route_statement(kind, &routing.pattern, &routing.chunks, s))
+            .collect();
+        let held = !routing.critical.is_empty()
+            && stmts
+                .iter()
+                .zip(&routes)
+                .any(|(s, r)| is_held(routing, kind, s, r));
+        Ok((routes, held))
+    })
+    .await
 }
 
 fn stale(ns: &str, why: &str) -> RouterError {
@@ -429,15 +427,7 @@ pub(crate) async fn find_and_modify(
     };
     let upsert = req.body.get_bool("upsert").unwrap_or(false);
     let simple = write_plan::simple_collation(req.body);
-    let deadline = Instant::now() + Duration::from_millis(state.config.critical_section_wait_ms);
-    let mut changes = state.routing.subscribe();
-    let (routing, routed, _gate) = loop {
-        let gate = state.write_gate.read().await;
-        changes.borrow_and_update();
-        let routing = state
-            .routing
-            .get(ns)
-            .ok_or_else(|| stale(ns, "the collection is no longer sharded"))?;
+    let (routing, routed, _gate) = when_writable(state, ns, |routing| {
         let routed = write_plan::route_find_and_modify(
             &routing.pattern,
             &routing.chunks,
@@ -452,24 +442,11 @@ pub(crate) async fn find_and_modify(
                 .critical
                 .iter()
                 .any(|(min, max)| min <= key && key < max),
-            None => overlaps_critical(&routing, &targeting::target(&routing.pattern, &query)),
+            None => overlaps_critical(routing, &targeting::target(&routing.pattern, &query)),
         };
-        if !held {
-            break (routing, routed, gate);
-        }
-        drop(gate);
-        let now = Instant::now();
-        if now >= deadline
-            || tokio::time::timeout(deadline - now, changes.changed())
-                .await
-                .is_err()
-        {
-            return Err(stale(
-                ns,
-                "a migration's critical section holds writes to this range; retry",
-            ));
-        }
-    };
+        Ok((routed, held))
+    })
+    .await?;
     if routed.key.is_some() {
         let shard = state.placement.shard(&routed.shards[0])?;
         return Ok(Reply::Msg(to_shard(state, &shard, req.msg).await?));
