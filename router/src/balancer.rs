@@ -12,12 +12,11 @@
 //! active window) is checked before every step, so a round stops after the
 //! running migration completes.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bson::{doc, Bson, Document, RawDocumentBuf};
+use bson::{doc, Bson, Document};
 use shardgate_balancer::{self as policy, Chunk, Shard, ZoneRange};
 use shardgate_config_store::catalog::ChunkChange;
 use shardgate_config_store::model::CollectionType;
@@ -25,7 +24,7 @@ use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
 use tokio::sync::watch;
 
 use crate::commands::chunks::{range_filter, split_at};
-use crate::commands::forward::{run_on_shard, run_on_shard_raw};
+use crate::commands::forward::run_on_shard;
 use crate::error::{Result, RouterError};
 use crate::migration::{self, LockGuard};
 use crate::state::RouterState;
@@ -368,32 +367,22 @@ async fn split_points(
         };
         sort.insert(*f, dir);
     }
-    let reply = run_on_shard_raw(
+    let keys = migration::find_all(
         state,
         &shard,
-        doc! {"find": coll, "filter": range_filter(&fields, &bounds.0, &bounds.1), "projection": projection, "sort": sort, "batchSize": 1_000_000, "$db": db},
+        db,
+        coll,
+        doc! {"find": coll, "filter": range_filter(&fields, &bounds.0, &bounds.1), "projection": projection, "sort": sort},
     )
     .await?;
-    let keys: Vec<RawDocumentBuf> = reply
-        .get_document("cursor")
-        .and_then(|c| c.get_array("firstBatch"))
-        .map(|a| {
-            a.into_iter()
-                .filter_map(|v| v.ok().and_then(|v| v.as_document()))
-                .map(|d| d.to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
     let mut points = Vec::new();
     let mut last: Option<KeyBytes> = Some(chunk.min.clone());
     let mut since = 0u64;
-    let mut seen: BTreeSet<KeyBytes> = BTreeSet::new();
     for k in keys {
         since += 1;
         let Ok(key) = pattern.extract_key(&k) else {
             continue;
         };
-        seen.insert(key.clone());
         if since >= per_piece && last.as_ref().is_none_or(|l| key > *l) && key < chunk.max {
             if let Ok(doc) = pattern.key_document(&k) {
                 points.push(doc);

@@ -34,6 +34,7 @@ use shardgate_config_store::store::Txn;
 use crate::commands::chunks::range_filter;
 use crate::commands::forward::run_on_shard;
 use crate::error::{Result, RouterError};
+use crate::scatter::cursors::cursor_batch;
 use crate::state::RouterState;
 
 /// The lock every migration (and balancer round) holds.
@@ -492,24 +493,18 @@ async fn put_fenced(
     m: &MigrationType,
 ) -> Result<()> {
     // The record write carries the fence: a holder that lost the lock stops.
-    let key = format!(
-        "{}{}/{}",
-        shardgate_config_store::model::keys::MIGRATIONS,
-        m.ns,
-        hex(&pattern
-            .encode_bound(&m.min)
-            .map_err(|e| RouterError::bad_value(e.to_string()))?
-            .0)
-    );
-    let value = bson::serialize_to_vec(m).map_err(|e| RouterError::bad_value(e.to_string()))?;
-    let txn = guard.fence().put(key, value);
-    match state.catalog.store().txn(txn).await? {
-        shardgate_config_store::store::TxnOutcome::Committed(_) => Ok(()),
-        shardgate_config_store::store::TxnOutcome::Conflict => Err(RouterError::command(
+    if state
+        .catalog
+        .put_migration_fenced(pattern, m, guard.fence())
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(RouterError::command(
             46,
             "LockBusy",
             "the migration lock was lost",
-        )),
+        ))
     }
 }
 
@@ -710,25 +705,16 @@ async fn clone_range(
     .await?;
     let mut reply = first;
     loop {
-        let cursor = reply
+        let field = if reply
             .get_document("cursor")
-            .map_err(|e| RouterError::bad_value(e.to_string()))?;
-        let batch_field = if cursor.get_array("firstBatch").is_ok() {
+            .is_ok_and(|c| c.get_array("firstBatch").is_ok())
+        {
             "firstBatch"
         } else {
             "nextBatch"
         };
-        let docs: Vec<RawDocumentBuf> = cursor
-            .get_array(batch_field)
-            .map(|a| {
-                a.into_iter()
-                    .filter_map(|v| v.ok().and_then(|v| v.as_document()))
-                    .filter(|d| range.contains(d))
-                    .map(|d| d.to_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let id = cursor.get_i64("id").unwrap_or(0);
+        let (id, mut docs) = cursor_batch(&reply, field);
+        docs.retain(|d| range.contains(d));
         if !docs.is_empty() {
             stats.cloned += docs.len() as u64;
             stats.bytes += docs.iter().map(|d| d.as_bytes().len() as u64).sum::<u64>();
@@ -788,22 +774,14 @@ async fn resync(
 ) -> Result<u64> {
     let n = ids.len() as u64;
     for chunk in ids.chunks(500) {
-        let reply = crate::commands::forward::run_on_shard_raw(
+        let found = find_all(
             state,
             source,
-            doc! {"find": coll, "filter": {"_id": {"$in": chunk.to_vec()}}, "batchSize": 10_000, "$db": db},
+            db,
+            coll,
+            doc! {"find": coll, "filter": {"_id": {"$in": chunk.to_vec()}}},
         )
         .await?;
-        let found: Vec<RawDocumentBuf> = reply
-            .get_document("cursor")
-            .and_then(|c| c.get_array("firstBatch"))
-            .map(|a| {
-                a.into_iter()
-                    .filter_map(|v| v.ok().and_then(|v| v.as_document()))
-                    .map(|d| d.to_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
         let mut updates = Vec::new();
         let mut present = BTreeSet::new();
         for d in &found {
@@ -844,6 +822,32 @@ async fn resync(
     Ok(n)
 }
 
+/// Every document a `find` (on `db`, no `$db` in `cmd`) returns, through
+/// all its batches.
+pub(crate) async fn find_all(
+    state: &RouterState,
+    shard: &ShardType,
+    db: &str,
+    coll: &str,
+    mut cmd: Document,
+) -> Result<Vec<RawDocumentBuf>> {
+    cmd.insert("$db", db);
+    let reply = crate::commands::forward::run_on_shard_raw(state, shard, cmd).await?;
+    let (mut id, mut docs) = cursor_batch(&reply, "firstBatch");
+    while id != 0 {
+        let reply = crate::commands::forward::run_on_shard_raw(
+            state,
+            shard,
+            doc! {"getMore": id, "collection": coll, "$db": db},
+        )
+        .await?;
+        let (next, more) = cursor_batch(&reply, "nextBatch");
+        docs.extend(more);
+        id = next;
+    }
+    Ok(docs)
+}
+
 /// Deletes the range's documents on `shard`.
 async fn delete_range(
     state: &RouterState,
@@ -864,28 +868,17 @@ async fn delete_range(
         return Ok(());
     }
     // A hashed key: find the range's documents here, delete them by _id.
-    let reply = crate::commands::forward::run_on_shard_raw(
-        state,
-        &shard,
-        doc! {"find": coll, "filter": {}, "batchSize": 1_000_000, "$db": db},
-    )
-    .await?;
-    let ids: Vec<Bson> = reply
-        .get_document("cursor")
-        .and_then(|c| c.get_array("firstBatch"))
-        .map(|a| {
-            a.into_iter()
-                .filter_map(|v| v.ok().and_then(|v| v.as_document()))
-                .filter(|d| range.contains(d))
-                .filter_map(|d| {
-                    d.get("_id")
-                        .ok()
-                        .flatten()
-                        .and_then(|v| Bson::try_from(v).ok())
-                })
-                .collect()
+    let ids: Vec<Bson> = find_all(state, &shard, db, coll, doc! {"find": coll, "filter": {}})
+        .await?
+        .iter()
+        .filter(|d| range.contains(d))
+        .filter_map(|d| {
+            d.get("_id")
+                .ok()
+                .flatten()
+                .and_then(|v| Bson::try_from(v).ok())
         })
-        .unwrap_or_default();
+        .collect();
     for chunk in ids.chunks(1_000) {
         run_on_shard(
             state,

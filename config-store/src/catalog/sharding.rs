@@ -331,11 +331,25 @@ impl Catalog {
         pattern: &ShardKeyPattern,
         migration: &MigrationType,
     ) -> Result<()> {
+        self.put_migration_fenced(pattern, migration, Txn::default())
+            .await
+            .map(|_| ())
+    }
+
+    /// [`put_migration`](Self::put_migration) if `fence` (the migration
+    /// lock's compare) still holds; false when it does not.
+    pub async fn put_migration_fenced(
+        &self,
+        pattern: &ShardKeyPattern,
+        migration: &MigrationType,
+        fence: Txn,
+    ) -> Result<bool> {
         let key = range_key(MIGRATIONS, &migration.ns, pattern, &migration.min)?;
-        self.store()
-            .txn(Txn::default().put(key, encode(migration)?))
-            .await?;
-        Ok(())
+        let txn = fence.put(key, encode(migration)?);
+        Ok(matches!(
+            self.store().txn(txn).await?,
+            TxnOutcome::Committed(_)
+        ))
     }
 
     /// Removes a migration record.
