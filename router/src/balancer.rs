@@ -27,7 +27,9 @@ use crate::commands::chunks::{range_filter, split_at};
 use crate::commands::forward::run_on_shard;
 use crate::error::{Result, RouterError};
 use crate::migration::{self, LockGuard};
+use crate::scatter::orphans::{count_owned, HashedOrphans};
 use crate::state::RouterState;
+use shardgate_config_store::ShardType;
 
 /// Counters `balancerStatus` reports.
 #[derive(Default)]
@@ -261,6 +263,7 @@ async fn estimate(
     let fields: Vec<_> = pattern.fields().collect();
     let hashed = pattern.hashed_field().is_some();
     let mut avg: std::collections::BTreeMap<String, (f64, u64)> = Default::default();
+    let mut owned: std::collections::BTreeMap<String, u64> = Default::default();
     let mut out = Vec::with_capacity(chunks.len());
     for (c, (min, max)) in chunks.iter().zip(docs) {
         let shard = state.placement.shard(&c.shard)?;
@@ -287,10 +290,18 @@ async fn estimate(
             }
         }
         let count = if hashed {
-            // A hashed range cannot be queried: share the shard's documents
-            // evenly among its chunks.
+            // A hashed range cannot be queried: share the documents the shard
+            // owns (its orphans left out) evenly among its chunks.
             let on_shard = chunks.iter().filter(|x| x.shard == c.shard).count().max(1) as u64;
-            shard_count / on_shard
+            let owned = match owned.get(&c.shard) {
+                Some(n) => *n,
+                None => {
+                    let n = owned_count(state, ns, &shard).await?.unwrap_or(shard_count);
+                    owned.insert(c.shard.clone(), n);
+                    n
+                }
+            };
+            owned / on_shard
         } else {
             let r = run_on_shard(
                 state,
@@ -303,6 +314,20 @@ async fn estimate(
         out.push(((count as f64 * avg_size) as u64, count));
     }
     Ok(out)
+}
+
+/// How many documents of `ns` the shard owns when it holds hashed orphans
+/// (`None`: it holds none, its collection count is exact).
+async fn owned_count(state: &RouterState, ns: &str, shard: &ShardType) -> Result<Option<u64>> {
+    let Some(routing) = state.routing.get(ns) else {
+        return Ok(None);
+    };
+    let Some(orphans) = HashedOrphans::for_shard(&routing, &shard.id) else {
+        return Ok(None);
+    };
+    let empty = bson::RawDocumentBuf::new();
+    let n = count_owned(state, shard, &orphans, ns, &Document::new(), &empty).await?;
+    Ok(Some(n.max(0) as u64))
 }
 
 fn number(d: &Document, f: &str) -> f64 {

@@ -12,6 +12,7 @@ pub(crate) mod aggregate;
 pub(crate) mod cursors;
 pub(crate) mod find;
 pub mod merge;
+pub(crate) mod orphans;
 pub(crate) mod write;
 
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
@@ -93,12 +94,17 @@ pub(crate) fn target(
 
 /// The filter a shard gets: the client's, minus the shard's orphan ranges
 /// (documents it holds but does not own), so a range present on two shards
-/// during a migration is returned once.
+/// during a migration is returned once. A hashed key's ranges are hash
+/// values no filter can select: the router drops those orphans itself
+/// ([`orphans`]).
 pub(crate) fn shard_filter(
     routing: &CollectionRouting,
     shard: &str,
     filter: &Document,
 ) -> Document {
+    if routing.pattern.hashed_field().is_some() {
+        return filter.clone();
+    }
     let fields: Vec<_> = routing.pattern.fields().collect();
     let orphans: Vec<Bson> = routing
         .orphans

@@ -1,7 +1,7 @@
 //! [`ShardKeyPattern`]: parsing a shard key and turning bounds and documents
 //! into [`KeyBytes`].
 
-use bson::raw::{RawBsonRef, RawDocument};
+use bson::raw::{RawArray, RawBsonRef, RawDocument};
 use bson::{Bson, Document};
 
 use super::encode::{encode_raw, encode_value, MAX_DEPTH, NUMBER_TAG};
@@ -203,6 +203,41 @@ impl ShardKeyPattern {
         let mut out = Vec::with_capacity(16 * self.fields.len());
         for (name, kind) in &self.fields {
             let value = lookup(doc, name)?.unwrap_or(RawBsonRef::Null);
+            let result = match kind {
+                KeyKind::Hashed => hash_raw(value).map(|hash| {
+                    out.push(NUMBER_TAG);
+                    number::encode_i64(hash, &mut out);
+                }),
+                _ => encode_raw(value, *kind == KeyKind::Descending, &mut out),
+            };
+            result.map_err(|err| ShardKeyError::from_value(name, err))?;
+        }
+        Ok(KeyBytes(out))
+    }
+
+    /// The key of a document whose shard-key field values were read for it
+    /// in pattern order, as an aggregation array `["$a", "$b"]` returns them
+    /// (a missing value is null). Same rules and result as
+    /// [`extract_key`](Self::extract_key) on the document itself.
+    pub fn key_from_values(&self, values: &RawArray) -> Result<KeyBytes, ShardKeyError> {
+        let mut out = Vec::with_capacity(16 * self.fields.len());
+        let mut given = values.into_iter();
+        for (name, kind) in &self.fields {
+            let value = match given.next() {
+                Some(Ok(v)) => v,
+                Some(Err(err)) => {
+                    return Err(ShardKeyError::InvalidBson {
+                        field: name.clone(),
+                        reason: err.to_string(),
+                    })
+                }
+                None => RawBsonRef::Null,
+            };
+            if let RawBsonRef::Array(_) = value {
+                return Err(ShardKeyError::ArrayValue {
+                    field: name.clone(),
+                });
+            }
             let result = match kind {
                 KeyKind::Hashed => hash_raw(value).map(|hash| {
                     out.push(NUMBER_TAG);

@@ -268,3 +268,41 @@ fn key_bytes_hex_round_trips_and_sorts_like_bytes() {
     assert_eq!(KeyBytes::from_hex("abc"), None);
     assert_eq!(KeyBytes::from_hex("zz"), None);
 }
+
+#[test]
+fn key_from_values_equals_extract_key() {
+    let p = pattern(doc! {"tenant": 1, "user.id": "hashed", "at": -1});
+    let docs = [
+        doc! {"tenant": "acme", "user": {"id": 7}, "at": 3},
+        doc! {"tenant": "acme", "user": {"id": "x"}},
+        doc! {"user": "not a document", "at": 1.5},
+        doc! {},
+    ];
+    for d in &docs {
+        let values: Vec<Bson> = ["tenant", "user.id", "at"]
+            .iter()
+            .map(|path| {
+                let mut v = Bson::Document(d.clone());
+                for part in path.split('.') {
+                    v = match v {
+                        Bson::Document(sub) => sub.get(part).cloned().unwrap_or(Bson::Null),
+                        _ => Bson::Null,
+                    };
+                }
+                v
+            })
+            .collect();
+        let arr = raw(&doc! {"v": values});
+        let arr = arr.get_array("v").unwrap();
+        assert_eq!(
+            p.key_from_values(arr).unwrap(),
+            p.extract_key(&raw(d)).unwrap(),
+            "{d}"
+        );
+    }
+    let arr = raw(&doc! {"v": [[1, 2]]});
+    assert!(matches!(
+        p.key_from_values(arr.get_array("v").unwrap()),
+        Err(ShardKeyError::ArrayValue { .. })
+    ));
+}

@@ -337,7 +337,8 @@ pub(crate) fn router_fail_point(state: &RouterState, body: &bson::RawDocument) -
 pub(crate) const PAUSE_MIGRATION: &str = "shardgatePauseMigrationAt";
 
 /// `configureFailPoint` for [`PAUSE_MIGRATION`]: `mode: "alwaysOn"` with
-/// `data: {state: "cloning" | "catchup" | "critical" | "committed"}`, or
+/// `data: {state: "cloning" | "cloningPartial" | "catchup" | "critical" |
+/// "committed"}` (`cloningPartial`: after the first cloned batch), or
 /// `mode: "off"`.
 pub(crate) fn pause_fail_point(state: &RouterState, body: &bson::RawDocument) -> Result<Document> {
     let on = match body.get_str("mode") {

@@ -9,12 +9,14 @@
 //! cannot run is a clear error, never a wrong answer.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bson::{doc, Bson, Document, RawDocumentBuf};
 
 use super::cursors::{cursor_batch, CursorKind, MergeCursor, RouterCursor, ShardStream};
 use super::merge::KWayMerge;
+use super::orphans::{count_owned, distinct_owned, HashedOrphans, StreamFilter};
 use super::{cursor_reply, doc_field, int_field, rewrite, run_raw, shard_filter, target};
 use crate::commands::{Reply, Request, Session};
 use crate::error::{Result, RouterError};
@@ -37,20 +39,25 @@ pub(crate) async fn count(
     let skip = int_field(req.body, "skip")?.unwrap_or(0).max(0);
     let limit = int_field(req.body, "limit")?.unwrap_or(0).abs();
     let shards = target(state, routing, &filter, req.body)?;
+    let ns = routing.collection.ns.as_str();
     let calls = shards.iter().map(|s| {
         let mut add = doc! {"query": shard_filter(routing, &s.id, &filter)};
         if limit > 0 {
             add.insert("limit", limit + skip);
         }
+        let filter = &filter;
         async move {
+            if let Some(orphans) = HashedOrphans::for_shard(routing, &s.id) {
+                return count_owned(state, s, &orphans, ns, filter, req.body).await;
+            }
             let cmd = rewrite(req.body, &["skip", "limit"], add)?;
-            run_raw(state, s, &cmd).await
+            let reply = run_raw(state, s, &cmd).await?;
+            Ok(crate::commands::number_field(&reply, "n").unwrap_or(0))
         }
     });
     let mut total: i64 = 0;
-    for reply in futures::future::join_all(calls).await {
-        let reply = reply?;
-        total += crate::commands::number_field(&reply, "n").unwrap_or(0);
+    for n in futures::future::join_all(calls).await {
+        total += n?;
     }
     let mut n = (total - skip).max(0);
     if limit > 0 {
@@ -69,22 +76,30 @@ pub(crate) async fn distinct(
 ) -> Result<Reply> {
     let filter = doc_field(req.body, "query")?.unwrap_or_default();
     let shards = target(state, routing, &filter, req.body)?;
+    let ns = routing.collection.ns.as_str();
+    let key = req.body.get_str("key").unwrap_or_default();
     let calls = shards.iter().map(|s| {
         let add = doc! {"query": shard_filter(routing, &s.id, &filter)};
+        let filter = &filter;
         async move {
+            if let Some(orphans) = HashedOrphans::for_shard(routing, &s.id) {
+                return distinct_owned(state, s, &orphans, ns, key, filter, req.body).await;
+            }
             let cmd = rewrite(req.body, &[], add)?;
-            run_raw(state, s, &cmd).await
+            let reply = run_raw(state, s, &cmd).await?;
+            Ok(reply
+                .get_array("values")
+                .map(|arr| {
+                    arr.into_iter()
+                        .filter_map(|v| v.ok().and_then(|v| Bson::try_from(v).ok()))
+                        .collect()
+                })
+                .unwrap_or_default())
         }
     });
     let mut values: Vec<Bson> = Vec::new();
-    for reply in futures::future::join_all(calls).await {
-        let reply = reply?;
-        if let Ok(arr) = reply.get_array("values") {
-            values.extend(
-                arr.into_iter()
-                    .filter_map(|v| v.ok().and_then(|v| Bson::try_from(v).ok())),
-            );
-        }
+    for shard_values in futures::future::join_all(calls).await {
+        values.extend(shard_values?);
     }
     values.sort_by(query::compare_bson);
     values.dedup_by(|a, b| query::compare_bson(a, b) == std::cmp::Ordering::Equal);
@@ -201,12 +216,24 @@ pub(crate) async fn aggregate(
         .ok()
         .and_then(|c| c.get("batchSize").ok().flatten())
         .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)));
-    let calls = shards.iter().map(|s| {
-        let mut stages = shard_part.clone();
-        stages.insert(
-            0,
-            doc! {"$match": shard_filter(routing, &s.id, &Document::new())},
-        );
+    let (pipelines, filters): (Vec<Vec<Document>>, Vec<_>) = shards
+        .iter()
+        .map(|s| match HashedOrphans::for_shard(routing, &s.id) {
+            Some(orphans) => {
+                let (stages, filter) = filter_pipeline(orphans, &shard_part, req.body, ns);
+                (stages, Some(Arc::new(filter)))
+            }
+            None => {
+                let mut stages = shard_part.clone();
+                stages.insert(
+                    0,
+                    doc! {"$match": shard_filter(routing, &s.id, &Document::new())},
+                );
+                (stages, None)
+            }
+        })
+        .unzip();
+    let calls = shards.iter().zip(pipelines).map(|(s, stages)| {
         let add = doc! {"pipeline": stages, "cursor": {"batchSize": 1000}};
         async move {
             let cmd = rewrite(req.body, &[], add)?;
@@ -217,22 +244,20 @@ pub(crate) async fn aggregate(
     let mut streams = Vec::new();
     let mut merge = KWayMerge::new(shards.len(), None);
     let mut failure = None;
-    for (i, (shard, reply)) in shards.into_iter().zip(replies).enumerate() {
+    for (i, ((shard, reply), filter)) in shards.into_iter().zip(replies).zip(filters).enumerate() {
         match reply {
             Ok(r) => {
                 let (id, docs) = cursor_batch(&r, "firstBatch");
-                merge.push(i, docs, id == 0);
-                streams.push(ShardStream {
-                    shard,
-                    cursor_id: id,
-                });
+                let stream = ShardStream::new(shard, id, filter);
+                match stream.admit(state, docs).await {
+                    Ok(docs) => merge.push(i, docs, id == 0),
+                    Err(e) => failure = Some(e),
+                }
+                streams.push(stream);
             }
             Err(e) => {
                 failure = Some(e);
-                streams.push(ShardStream {
-                    shard,
-                    cursor_id: 0,
-                });
+                streams.push(ShardStream::new(shard, 0, None));
             }
         }
     }
@@ -294,6 +319,37 @@ pub(crate) async fn aggregate(
         CursorKind::Buffered(docs),
         done,
     ))
+}
+
+/// The pipeline for a shard holding hashed orphans: its leading `$match`
+/// stages only, so the documents arrive whole; the router drops the orphans
+/// and runs the rest of the shard part over the survivors on that shard.
+fn filter_pipeline(
+    orphans: Arc<HashedOrphans>,
+    shard_part: &[Document],
+    body: &bson::RawDocument,
+    ns: &str,
+) -> (Vec<Document>, StreamFilter) {
+    let matches = shard_part
+        .iter()
+        .take_while(|s| s.contains_key("$match"))
+        .count();
+    let mut options = Document::new();
+    for name in ["collation", "let"] {
+        if let Ok(Some(v)) = body.get(name) {
+            if let Ok(v) = Bson::try_from(v) {
+                options.insert(name, v);
+            }
+        }
+    }
+    let filter = StreamFilter {
+        orphans,
+        reshape: Default::default(),
+        rest: shard_part[matches..].to_vec(),
+        db: ns.split_once('.').map_or(ns, |(db, _)| db).to_owned(),
+        options,
+    };
+    (shard_part[..matches].to_vec(), filter)
 }
 
 /// The first batch; the rest stays behind a router cursor unless `done`.

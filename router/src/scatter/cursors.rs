@@ -15,6 +15,7 @@ use bson::{doc, Document, RawDocument, RawDocumentBuf};
 use shardgate_config_store::ShardType;
 
 use super::merge::{strip_sort_key, KWayMerge};
+use super::orphans::StreamFilter;
 use crate::commands::forward::{run_on_shard, run_on_shard_raw};
 use crate::error::Result;
 use crate::state::RouterState;
@@ -28,6 +29,36 @@ pub(crate) struct ShardStream {
     pub shard: ShardType,
     /// The shard's cursor id (0 once exhausted).
     pub cursor_id: i64,
+    /// What the router does to each batch when the shard holds hashed
+    /// orphans (`None`: the batch is used as it comes).
+    pub filter: Option<Arc<StreamFilter>>,
+}
+
+impl ShardStream {
+    /// A stream over `shard`'s cursor `cursor_id`.
+    pub(crate) fn new(
+        shard: ShardType,
+        cursor_id: i64,
+        filter: Option<Arc<StreamFilter>>,
+    ) -> ShardStream {
+        ShardStream {
+            shard,
+            cursor_id,
+            filter,
+        }
+    }
+
+    /// A batch of this stream as the merge takes it.
+    pub(crate) async fn admit(
+        &self,
+        state: &RouterState,
+        docs: Vec<RawDocumentBuf>,
+    ) -> Result<Vec<RawDocumentBuf>> {
+        match &self.filter {
+            Some(f) => f.apply(state, &self.shard, docs).await,
+            None => Ok(docs),
+        }
+    }
 }
 
 /// A cursor merging shard streams.
@@ -269,6 +300,7 @@ impl MergeCursor {
             let reply = reply?;
             let (id, docs) = cursor_batch(&reply, "nextBatch");
             self.streams[*i].cursor_id = id;
+            let docs = self.streams[*i].admit(state, docs).await?;
             self.merge.push(*i, docs, id == 0);
         }
         Ok(())

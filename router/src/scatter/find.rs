@@ -1,12 +1,14 @@
 //! `find` on a sharded collection, and `getMore` / `killCursors` on router
 //! cursors.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bson::{doc, Bson, Document, RawDocumentBuf};
 
 use super::cursors::{cursor_batch, kill, CursorKind, MergeCursor, RouterCursor, ShardStream};
 use super::merge::{KWayMerge, SortSpec, SORT_KEY_FIELD};
+use super::orphans::{HashedOrphans, StreamFilter};
 use super::{
     cursor_reply, doc_field, has_orphans, int_field, kill_all, rewrite, run_raw, shard_filter,
     target,
@@ -69,31 +71,42 @@ pub(crate) async fn find(
     }
     let shard_batch = batch_size.unwrap_or(DEFAULT_FIRST_BATCH).max(1);
     add.insert("batchSize", shard_batch);
-    let calls = shards.iter().map(|shard| {
-        let mut add = add.clone();
-        add.insert("filter", shard_filter(routing, &shard.id, &filter));
-        async move {
-            let cmd = rewrite(
-                body,
-                &["skip", "limit", "singleBatch", "allowPartialResults"],
-                add,
-            )?;
-            run_raw(state, shard, &cmd).await
-        }
+    let (adds, filters): (Vec<Document>, Vec<_>) = shards
+        .iter()
+        .map(|shard| {
+            let mut add = add.clone();
+            add.insert("filter", shard_filter(routing, &shard.id, &filter));
+            let filter = HashedOrphans::for_shard(routing, &shard.id)
+                .map(|orphans| Arc::new(filter_stream(orphans, &mut add)));
+            (add, filter)
+        })
+        .unzip();
+    let calls = shards.iter().zip(adds).map(|(shard, add)| async move {
+        let cmd = rewrite(
+            body,
+            &["skip", "limit", "singleBatch", "allowPartialResults"],
+            add,
+        )?;
+        run_raw(state, shard, &cmd).await
     });
     let replies = futures::future::join_all(calls).await;
     let mut streams = Vec::new();
     let mut merge_input = Vec::new();
     let mut failure = None;
     let mut partial = false;
-    for (shard, reply) in shards.into_iter().zip(replies) {
+    for ((shard, reply), filter) in shards.into_iter().zip(replies).zip(filters) {
         match reply {
             Ok(r) => {
                 let (id, docs) = cursor_batch(&r, "firstBatch");
-                streams.push(ShardStream {
-                    shard,
-                    cursor_id: id,
-                });
+                let stream = ShardStream::new(shard, id, filter);
+                let docs = match stream.admit(state, docs).await {
+                    Ok(docs) => docs,
+                    Err(e) => {
+                        failure = Some(e);
+                        Vec::new()
+                    }
+                };
+                streams.push(stream);
                 merge_input.push((docs, id == 0));
             }
             Err(e) if allow_partial && e.is_retryable() => partial = true,
@@ -156,6 +169,25 @@ pub(crate) async fn find(
         &batch,
         extra,
     )))
+}
+
+/// The router's part for a shard holding hashed orphans, and the change to
+/// the shard's command (`add`) it needs: no limit (it would count orphans
+/// the router drops) and a projection that keeps the shard key.
+fn filter_stream(orphans: Arc<HashedOrphans>, add: &mut Document) -> StreamFilter {
+    add.remove("limit");
+    let (projection, reshape) = orphans.reshape_projection(add.get_document("projection").ok());
+    match projection {
+        Some(p) => add.insert("projection", p),
+        None => add.remove("projection"),
+    };
+    StreamFilter {
+        orphans,
+        reshape,
+        rest: Vec::new(),
+        db: String::new(),
+        options: Document::new(),
+    }
 }
 
 /// A query that reaches one shard goes there unchanged; its cursor is

@@ -19,6 +19,9 @@ use bson::{doc, Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 use bytes::Bytes;
 use shardgate_wire::{DocumentSequence, OpMsg};
 
+mod owned;
+
+use super::orphans::{HashedOrphans, OwnedIds};
 use super::{rewrite, shard_filter};
 use crate::commands::forward::to_shard;
 use crate::commands::{reply_ok, Reply, Request};
@@ -216,9 +219,66 @@ fn overlaps_critical(routing: &CollectionRouting, targets: &targeting::Targets) 
     }
 }
 
-/// Sends one batch to its shard and maps the reply to client indexes.
+/// Sends one batch to its shard and maps the reply to client indexes. On a
+/// shard holding hashed orphans, a statement targeted by its filter writes
+/// only the documents the shard owns ([`owned::write_owned`]).
 #[allow(clippy::too_many_arguments)]
 async fn send(
+    state: &RouterState,
+    req: &Request<'_>,
+    routing: &CollectionRouting,
+    kind: WriteKind,
+    stmts: &[Cow<'_, RawDocument>],
+    routes: &[std::result::Result<Routed, StmtError>],
+    batch: &Batch,
+    ordered: bool,
+    retryable: bool,
+) -> Result<Outcome> {
+    let keyed = |i: usize| matches!(&routes[i], Ok(r) if r.key.is_some());
+    let orphans = match kind {
+        WriteKind::Insert => None,
+        _ => HashedOrphans::for_shard(routing, &batch.shard),
+    };
+    let Some(orphans) = orphans.filter(|_| batch.indexes.iter().any(|i| !keyed(*i))) else {
+        return send_batch(
+            state, req, routing, kind, stmts, routes, batch, ordered, retryable,
+        )
+        .await;
+    };
+    let shard = state.placement.shard(&batch.shard)?;
+    let ns = routing.collection.ns.as_str();
+    let mut total = Outcome::default();
+    for &i in &batch.indexes {
+        let out = if keyed(i) {
+            let one = Batch {
+                shard: batch.shard.clone(),
+                indexes: vec![i],
+                bytes: stmts[i].as_bytes().len(),
+            };
+            send_batch(
+                state, req, routing, kind, stmts, routes, &one, ordered, retryable,
+            )
+            .await?
+        } else {
+            let stmt = owned::Statement {
+                kind,
+                doc: &stmts[i],
+                index: i,
+            };
+            owned::write_owned(state, req, &shard, ns, &orphans, stmt, retryable).await?
+        };
+        let failed = !out.write_errors.is_empty();
+        merge(&mut total, out);
+        if failed && ordered {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// [`send`] of a batch the shard runs as it is.
+#[allow(clippy::too_many_arguments)]
+async fn send_batch(
     state: &RouterState,
     req: &Request<'_>,
     routing: &CollectionRouting,
@@ -301,12 +361,18 @@ async fn send(
         let e = RouterError::from_shard_reply(&shard.id, body);
         return Ok(failed(e.code().0, e.to_string()));
     }
+    outcome(&shard.id, body, &batch.indexes)
+}
+
+/// A shard's write reply, its statement indexes mapped to the client's
+/// (`indexes[local]`).
+fn outcome(shard: &str, body: &RawDocument, indexes: &[usize]) -> Result<Outcome> {
     let global = |local: i32| {
-        batch
-            .indexes
+        indexes
             .get(local.max(0) as usize)
+            .or(indexes.first())
             .copied()
-            .unwrap_or(batch.indexes[0])
+            .unwrap_or(0)
     };
     let mut out = Outcome {
         n: number(body, "n"),
@@ -328,7 +394,7 @@ async fn send(
     }
     if let Ok(wce) = body.get_document("writeConcernError") {
         if let Ok(wce) = Document::try_from(wce) {
-            out.write_concern_errors.push((shard.id.clone(), wce));
+            out.write_concern_errors.push((shard.to_owned(), wce));
         }
     }
     Ok(out)
@@ -456,7 +522,20 @@ pub(crate) async fn find_and_modify(
         let query = &query;
         async move {
             let shard = state.placement.shard(id)?;
-            let filter = shard_filter(routing, id, query);
+            let filter = match HashedOrphans::for_shard(routing, id) {
+                // Only a document the shard owns may be modified there.
+                Some(orphans) => {
+                    let ns = routing.collection.ns.as_str();
+                    let collation = super::doc_field(req.body, "collation")?;
+                    let mut ids =
+                        OwnedIds::open(state, &shard, orphans, ns, query, collation.as_ref())
+                            .await?;
+                    let owned = ids.next().await?.unwrap_or_default();
+                    ids.close().await;
+                    doc! {"$and": [query.clone(), {"_id": {"$in": owned}}]}
+                }
+                None => shard_filter(routing, id, query),
+            };
             let body = rewrite(req.body, &[], doc! {"query": filter})?;
             to_shard(state, &shard, &OpMsg::from_body(body.into_bytes())).await
         }
