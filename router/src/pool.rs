@@ -47,6 +47,8 @@ pub(crate) struct ShardPool {
     open: AtomicUsize,
     peak_open: AtomicUsize,
     created: AtomicU64,
+    /// Whether the shard evaluates `$toHashedIndexKey` (asked once).
+    pub(crate) hashed_key_expr: std::sync::OnceLock<bool>,
 }
 
 impl ShardPool {
@@ -61,6 +63,7 @@ impl ShardPool {
             open: AtomicUsize::new(0),
             peak_open: AtomicUsize::new(0),
             created: AtomicU64::new(0),
+            hashed_key_expr: std::sync::OnceLock::new(),
         }
     }
 

@@ -19,7 +19,7 @@
 //!   $skip $limit $count $unwind $replaceRoot $replaceWith`.
 //! - Expressions: field paths, `$$ROOT`, `$$CURRENT`, `$$REMOVE`, literals,
 //!   object and array literals, `$literal $ifNull $cond $eq $ne $gt $gte $lt
-//!   $lte $cmp $and $or $not`.
+//!   $lte $cmp $and $or $not $toHashedIndexKey`.
 //! - Accumulators: `$sum $avg $min $max $first $last $push $addToSet $count`.
 //!
 //! # Not supported (error 238 `NotImplemented`)

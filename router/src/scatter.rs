@@ -92,18 +92,14 @@ pub(crate) fn target(
     ids.iter().map(|id| state.placement.shard(id)).collect()
 }
 
-/// The filter a shard gets: the client's, minus the shard's orphan ranges
-/// (documents it holds but does not own), so a range present on two shards
-/// during a migration is returned once. A hashed key's ranges are hash
-/// values no filter can select: the router drops those orphans itself
-/// ([`orphans`]).
-pub(crate) fn shard_filter(
-    routing: &CollectionRouting,
-    shard: &str,
-    filter: &Document,
-) -> Document {
+/// The clause that keeps a shard's orphan ranges (documents it holds but
+/// does not own) out of a ranged key's query, so a range present on two
+/// shards during a migration is returned once: `{$nor: [range, …]}`, or
+/// an empty document when the shard holds none. A hashed key's ranges are
+/// hash values a plain filter cannot select: see [`orphans::Exclusion`].
+pub(crate) fn orphan_clause(routing: &CollectionRouting, shard: &str) -> Document {
     if routing.pattern.hashed_field().is_some() {
-        return filter.clone();
+        return Document::new();
     }
     let fields: Vec<_> = routing.pattern.fields().collect();
     let orphans: Vec<Bson> = routing
@@ -113,9 +109,9 @@ pub(crate) fn shard_filter(
         .map(|o| Bson::Document(range_filter(&fields, &o.min, &o.max)))
         .collect();
     if orphans.is_empty() {
-        return filter.clone();
+        return Document::new();
     }
-    doc! {"$and": [filter.clone(), {"$nor": orphans}]}
+    doc! {"$nor": orphans}
 }
 
 /// Whether any target shard holds orphan ranges of this collection.

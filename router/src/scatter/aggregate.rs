@@ -16,8 +16,8 @@ use bson::{doc, Bson, Document, RawDocumentBuf};
 
 use super::cursors::{cursor_batch, CursorKind, MergeCursor, RouterCursor, ShardStream};
 use super::merge::KWayMerge;
-use super::orphans::{count_owned, distinct_owned, HashedOrphans, StreamFilter};
-use super::{cursor_reply, doc_field, int_field, rewrite, run_raw, shard_filter, target};
+use super::orphans::{count_owned, distinct_owned, exclusions, HashedOrphans, StreamFilter};
+use super::{cursor_reply, doc_field, int_field, rewrite, run_raw, target};
 use crate::commands::{Reply, Request, Session};
 use crate::error::{Result, RouterError};
 use crate::query;
@@ -40,14 +40,16 @@ pub(crate) async fn count(
     let limit = int_field(req.body, "limit")?.unwrap_or(0).abs();
     let shards = target(state, routing, &filter, req.body)?;
     let ns = routing.collection.ns.as_str();
-    let calls = shards.iter().map(|s| {
-        let mut add = doc! {"query": shard_filter(routing, &s.id, &filter)};
+    let simple = crate::write_plan::simple_collation(req.body);
+    let excluded = exclusions(state, routing, &shards, simple).await;
+    let calls = shards.iter().zip(excluded).map(|(s, exclusion)| {
+        let mut add = doc! {"query": exclusion.apply(&filter)};
         if limit > 0 {
             add.insert("limit", limit + skip);
         }
         let filter = &filter;
         async move {
-            if let Some(orphans) = HashedOrphans::for_shard(routing, &s.id) {
+            if let Some(orphans) = exclusion.router() {
                 return count_owned(state, s, &orphans, ns, filter, req.body).await;
             }
             let cmd = rewrite(req.body, &["skip", "limit"], add)?;
@@ -78,11 +80,13 @@ pub(crate) async fn distinct(
     let shards = target(state, routing, &filter, req.body)?;
     let ns = routing.collection.ns.as_str();
     let key = req.body.get_str("key").unwrap_or_default();
-    let calls = shards.iter().map(|s| {
-        let add = doc! {"query": shard_filter(routing, &s.id, &filter)};
+    let simple = crate::write_plan::simple_collation(req.body);
+    let excluded = exclusions(state, routing, &shards, simple).await;
+    let calls = shards.iter().zip(excluded).map(|(s, exclusion)| {
+        let add = doc! {"query": exclusion.apply(&filter)};
         let filter = &filter;
         async move {
-            if let Some(orphans) = HashedOrphans::for_shard(routing, &s.id) {
+            if let Some(orphans) = exclusion.router() {
                 return distinct_owned(state, s, &orphans, ns, key, filter, req.body).await;
             }
             let cmd = rewrite(req.body, &[], add)?;
@@ -216,23 +220,23 @@ pub(crate) async fn aggregate(
         .ok()
         .and_then(|c| c.get("batchSize").ok().flatten())
         .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)));
-    let (pipelines, filters): (Vec<Vec<Document>>, Vec<_>) = shards
-        .iter()
-        .map(|s| match HashedOrphans::for_shard(routing, &s.id) {
-            Some(orphans) => {
-                let (stages, filter) = filter_pipeline(orphans, &shard_part, req.body, ns);
-                (stages, Some(Arc::new(filter)))
-            }
-            None => {
-                let mut stages = shard_part.clone();
-                stages.insert(
-                    0,
-                    doc! {"$match": shard_filter(routing, &s.id, &Document::new())},
-                );
-                (stages, None)
-            }
-        })
-        .unzip();
+    let simple = crate::write_plan::simple_collation(req.body);
+    let (pipelines, filters): (Vec<Vec<Document>>, Vec<_>) =
+        exclusions(state, routing, &shards, simple)
+            .await
+            .into_iter()
+            .map(|exclusion| match exclusion.router() {
+                Some(orphans) => {
+                    let (stages, filter) = filter_pipeline(orphans, &shard_part, req.body, ns);
+                    (stages, Some(Arc::new(filter)))
+                }
+                None => {
+                    let mut stages = shard_part.clone();
+                    stages.insert(0, doc! {"$match": exclusion.apply(&Document::new())});
+                    (stages, None)
+                }
+            })
+            .unzip();
     let calls = shards.iter().zip(pipelines).map(|(s, stages)| {
         let add = doc! {"pipeline": stages, "cursor": {"batchSize": 1000}};
         async move {

@@ -8,11 +8,8 @@ use bson::{doc, Bson, Document, RawDocumentBuf};
 
 use super::cursors::{cursor_batch, kill, CursorKind, MergeCursor, RouterCursor, ShardStream};
 use super::merge::{KWayMerge, SortSpec, SORT_KEY_FIELD};
-use super::orphans::{HashedOrphans, StreamFilter};
-use super::{
-    cursor_reply, doc_field, has_orphans, int_field, kill_all, rewrite, run_raw, shard_filter,
-    target,
-};
+use super::orphans::{exclusions, HashedOrphans, StreamFilter};
+use super::{cursor_reply, doc_field, has_orphans, int_field, kill_all, rewrite, run_raw, target};
 use crate::commands::{Reply, Request, Session};
 use crate::error::{Result, RouterError};
 use crate::routing::CollectionRouting;
@@ -71,12 +68,15 @@ pub(crate) async fn find(
     }
     let shard_batch = batch_size.unwrap_or(DEFAULT_FIRST_BATCH).max(1);
     add.insert("batchSize", shard_batch);
-    let (adds, filters): (Vec<Document>, Vec<_>) = shards
-        .iter()
-        .map(|shard| {
+    let simple = crate::write_plan::simple_collation(body);
+    let (adds, filters): (Vec<Document>, Vec<_>) = exclusions(state, routing, &shards, simple)
+        .await
+        .into_iter()
+        .map(|exclusion| {
             let mut add = add.clone();
-            add.insert("filter", shard_filter(routing, &shard.id, &filter));
-            let filter = HashedOrphans::for_shard(routing, &shard.id)
+            add.insert("filter", exclusion.apply(&filter));
+            let filter = exclusion
+                .router()
                 .map(|orphans| Arc::new(filter_stream(orphans, &mut add)));
             (add, filter)
         })

@@ -3,7 +3,7 @@
 //!
 //! During a migration and until its range deletion, a shard holds documents
 //! it does not own (its orphan ranges). For a ranged key the exclusion is a
-//! filter the shard evaluates ([`super::shard_filter`]). A hashed field's
+//! filter the shard evaluates ([`super::orphan_clause`]). A hashed field's
 //! ranges are ranges of *hash* values, which a shard cannot select by query
 //! (SecantusDB has no `$toHashedIndexKey`). So for such a shard the router
 //! reads each document's shard-key values — from the document, or from a
@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use bson::{doc, Bson, Document, RawArrayBuf, RawDocument, RawDocumentBuf};
-use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
+use shardgate_config_store::shard_key::{hash_value, KeyBytes, KeyKind, ShardKeyPattern};
 use shardgate_config_store::ShardType;
 
 use super::cursors::cursor_batch;
@@ -32,11 +32,122 @@ pub(crate) const KEY_FIELD: &str = "__shardgate_shard_key";
 /// Documents per page when the router pages through a shard's documents.
 const PAGE: i64 = 1000;
 
+/// How a shard's orphans are kept out of one command.
+pub(crate) enum Exclusion {
+    /// The shard holds none.
+    None,
+    /// A clause the shard evaluates, joined to the command's filter.
+    Filter(Document),
+    /// The router drops them itself.
+    Router(Arc<HashedOrphans>),
+}
+
+impl Exclusion {
+    /// The exclusion for `shard`: a range filter for a ranged key; for a
+    /// hashed one, a `$toHashedIndexKey` filter where the shard evaluates it
+    /// (and string comparisons of a compound key's other fields follow the
+    /// simple collation, as chunk bounds do), else the router's filtering.
+    pub(crate) async fn for_shard(
+        state: &RouterState,
+        routing: &CollectionRouting,
+        shard: &ShardType,
+        simple_collation: bool,
+    ) -> Exclusion {
+        let Some(orphans) = HashedOrphans::for_shard(routing, &shard.id) else {
+            return match super::orphan_clause(routing, &shard.id) {
+                clause if clause.is_empty() => Exclusion::None,
+                clause => Exclusion::Filter(clause),
+            };
+        };
+        let ranged_strings = orphans
+            .pattern
+            .fields()
+            .any(|(_, kind)| kind != KeyKind::Hashed);
+        if simple_collation || !ranged_strings {
+            if let Some(clause) = orphans.pushdown() {
+                let db = routing
+                    .collection
+                    .ns
+                    .split_once('.')
+                    .map_or("", |(db, _)| db);
+                if evaluates_hashed_key(state, shard, db).await {
+                    return Exclusion::Filter(clause);
+                }
+            }
+        }
+        Exclusion::Router(orphans)
+    }
+
+    /// `filter` as the shard gets it.
+    pub(crate) fn apply(&self, filter: &Document) -> Document {
+        match self {
+            Exclusion::Filter(clause) if filter.is_empty() => clause.clone(),
+            Exclusion::Filter(clause) => doc! {"$and": [filter.clone(), clause.clone()]},
+            _ => filter.clone(),
+        }
+    }
+
+    /// The orphans the router must drop itself.
+    pub(crate) fn router(&self) -> Option<Arc<HashedOrphans>> {
+        match self {
+            Exclusion::Router(o) => Some(o.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// [`Exclusion::for_shard`] for each shard, in order.
+pub(crate) async fn exclusions(
+    state: &RouterState,
+    routing: &CollectionRouting,
+    shards: &[ShardType],
+    simple_collation: bool,
+) -> Vec<Exclusion> {
+    let each = shards
+        .iter()
+        .map(|s| Exclusion::for_shard(state, routing, s, simple_collation));
+    futures::future::join_all(each).await
+}
+
+/// Whether `shard` evaluates `$toHashedIndexKey` with the chunk map's hash;
+/// asked once per shard pool (an unreachable shard is asked again later).
+async fn evaluates_hashed_key(state: &RouterState, shard: &ShardType, db: &str) -> bool {
+    let pool = state.shards.pool(shard);
+    if let Some(known) = pool.hashed_key_expr.get() {
+        return *known;
+    }
+    let probe = "shardgate";
+    let cmd = doc! {
+        "aggregate": 1,
+        "pipeline": [
+            {"$documents": [{"v": probe}]},
+            {"$project": {"_id": 0, "h": {"$toHashedIndexKey": "$v"}}},
+        ],
+        "cursor": {}, "$db": db,
+    };
+    let answer = match run_on_shard_raw(state, shard, cmd).await {
+        Ok(reply) => {
+            let (_, docs) = cursor_batch(&reply, "firstBatch");
+            let want = hash_value(&Bson::String(probe.to_owned()));
+            docs.first().and_then(|d| d.get_i64("h").ok()) == Some(want)
+        }
+        Err(RouterError::Command { .. }) => false,
+        Err(e) => {
+            tracing::debug!(shard = %shard.id, error = %e, "$toHashedIndexKey probe failed");
+            return false;
+        }
+    };
+    let _ = pool.hashed_key_expr.set(answer);
+    answer
+}
+
 /// One shard's orphan ranges of a collection with a hashed shard-key field.
 pub(crate) struct HashedOrphans {
     pattern: ShardKeyPattern,
     /// Encoded `[min, max)` of each orphan range on the shard.
     ranges: Vec<(KeyBytes, KeyBytes)>,
+    /// The same ranges' bounds as documents.
+    bounds: Vec<(Document, Document)>,
 }
 
 impl HashedOrphans {
@@ -44,23 +155,55 @@ impl HashedOrphans {
     /// there are any; `None` means the shard answers for itself.
     pub(crate) fn for_shard(routing: &CollectionRouting, shard: &str) -> Option<Arc<Self>> {
         routing.pattern.hashed_field()?;
-        let ranges: Vec<(KeyBytes, KeyBytes)> = routing
+        let (ranges, bounds): (Vec<_>, Vec<_>) = routing
             .orphans
             .iter()
             .filter(|o| o.shard == shard)
             .filter_map(|o| {
                 let min = routing.pattern.encode_bound(&o.min).ok()?;
                 let max = routing.pattern.encode_bound(&o.max).ok()?;
-                Some((min, max))
+                Some(((min, max), (o.min.clone(), o.max.clone())))
             })
-            .collect();
+            .unzip();
         if ranges.is_empty() {
             return None;
         }
         Some(Arc::new(HashedOrphans {
             pattern: routing.pattern.clone(),
             ranges,
+            bounds,
         }))
+    }
+
+    /// The exclusion as a filter clause for a shard that evaluates
+    /// `$toHashedIndexKey`: `{$nor: [{$expr: key in [min, max)}, …]}` with
+    /// the key as the array `["$a", {$toHashedIndexKey: "$b"}]` (arrays
+    /// compare element by element, as the encoded keys do). `None` for a
+    /// key with a descending field, which array order cannot express.
+    pub(crate) fn pushdown(&self) -> Option<Document> {
+        let mut tuple = Vec::new();
+        for (name, kind) in self.pattern.fields() {
+            let path = Bson::String(format!("${name}"));
+            tuple.push(match kind {
+                KeyKind::Hashed => Bson::Document(doc! {"$toHashedIndexKey": path}),
+                KeyKind::Ascending => path,
+                KeyKind::Descending => return None,
+            });
+        }
+        let values = |bound: &Document| -> Bson {
+            Bson::Document(doc! {"$literal": bound.values().cloned().collect::<Vec<_>>()})
+        };
+        let ranges: Vec<Bson> = self
+            .bounds
+            .iter()
+            .map(|(min, max)| {
+                Bson::Document(doc! {"$expr": {"$and": [
+                    {"$gte": [tuple.clone(), values(min)]},
+                    {"$lt": [tuple.clone(), values(max)]},
+                ]}})
+            })
+            .collect();
+        Some(doc! {"$nor": ranges})
     }
 
     /// The expression that makes a shard return the key values:
@@ -633,6 +776,95 @@ mod tests {
         out.clear();
         values_at(&d, &["c"], &mut out);
         assert_eq!(out, vec![Bson::Array(vec![Bson::Int32(1)]), Bson::Int32(2)]);
+    }
+
+    fn orphans(pattern: Document, bounds: Vec<(Document, Document)>) -> HashedOrphans {
+        let pattern = ShardKeyPattern::parse(&pattern).unwrap();
+        let ranges = bounds
+            .iter()
+            .map(|(min, max)| {
+                (
+                    pattern.encode_bound(min).unwrap(),
+                    pattern.encode_bound(max).unwrap(),
+                )
+            })
+            .collect();
+        HashedOrphans {
+            pattern,
+            ranges,
+            bounds,
+        }
+    }
+
+    /// Whether the pushed-down clause keeps `doc`, evaluated by the
+    /// router's own expression engine (which has `$toHashedIndexKey`).
+    fn clause_keeps(clause: &Document, doc: &Document) -> bool {
+        let ranges = clause.get_array("$nor").unwrap();
+        !ranges.iter().any(|r| {
+            let e = r.as_document().unwrap().get("$expr").unwrap().clone();
+            let out = crate::query::aggregate(vec![doc.clone()], &[doc! {"$project": {"in": e}}])
+                .unwrap();
+            out[0].get_bool("in").unwrap()
+        })
+    }
+
+    #[test]
+    fn pushed_down_exclusion_keeps_what_the_router_keeps() {
+        let min = Bson::MinKey;
+        let max = Bson::MaxKey;
+        let cases = [
+            orphans(
+                doc! {"_id": "hashed"},
+                vec![
+                    (
+                        doc! {"_id": min.clone()},
+                        doc! {"_id": -3_000_000_000_000_000_000i64},
+                    ),
+                    (
+                        doc! {"_id": 0i64},
+                        doc! {"_id": 4_000_000_000_000_000_000i64},
+                    ),
+                ],
+            ),
+            orphans(
+                doc! {"tenant": 1, "u.id": "hashed"},
+                vec![
+                    (
+                        doc! {"tenant": "t1", "u.id": min.clone()},
+                        doc! {"tenant": "t1", "u.id": 0i64},
+                    ),
+                    (
+                        doc! {"tenant": "$t3", "u.id": 5i64},
+                        doc! {"tenant": max.clone(), "u.id": max.clone()},
+                    ),
+                ],
+            ),
+        ];
+        let docs: Vec<Document> = (0..400)
+            .map(|i| match i % 5 {
+                0 => doc! {"_id": i, "tenant": "t1", "u": {"id": i}},
+                1 => doc! {"_id": format!("s{i}"), "tenant": "t1", "u": {"id": format!("s{i}")}},
+                2 => doc! {"_id": i, "tenant": "$t3", "u": {"id": i as f64 + 0.5}},
+                3 => doc! {"_id": i, "u": "not a document"},
+                _ => doc! {"_id": i, "tenant": "t4"},
+            })
+            .collect();
+        for o in &cases {
+            let clause = o.pushdown().unwrap();
+            let mut excluded = 0;
+            for d in &docs {
+                let raw = RawDocumentBuf::try_from(d).unwrap();
+                let owns = o.owns(&raw);
+                assert_eq!(clause_keeps(&clause, d), owns, "{d} under {clause}");
+                excluded += usize::from(!owns);
+            }
+            assert!(excluded > 20 && excluded < 380, "{excluded} excluded");
+        }
+        let descending = orphans(
+            doc! {"a": -1, "b": "hashed"},
+            vec![(doc! {"a": max, "b": min}, doc! {"a": 5, "b": 0i64})],
+        );
+        assert!(descending.pushdown().is_none());
     }
 
     #[test]

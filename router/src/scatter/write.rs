@@ -21,8 +21,8 @@ use shardgate_wire::{DocumentSequence, OpMsg};
 
 mod owned;
 
-use super::orphans::{HashedOrphans, OwnedIds};
-use super::{rewrite, shard_filter};
+use super::orphans::{Exclusion, OwnedIds};
+use super::rewrite;
 use crate::commands::forward::to_shard;
 use crate::commands::{reply_ok, Reply, Request};
 use crate::error::{Result, RouterError};
@@ -235,17 +235,31 @@ async fn send(
     retryable: bool,
 ) -> Result<Outcome> {
     let keyed = |i: usize| matches!(&routes[i], Ok(r) if r.key.is_some());
-    let orphans = match kind {
-        WriteKind::Insert => None,
-        _ => HashedOrphans::for_shard(routing, &batch.shard),
-    };
-    let Some(orphans) = orphans.filter(|_| batch.indexes.iter().any(|i| !keyed(*i))) else {
-        return send_batch(
-            state, req, routing, kind, stmts, routes, batch, ordered, retryable,
-        )
-        .await;
+    let by_filter: Vec<usize> = match kind {
+        WriteKind::Insert => Vec::new(),
+        _ => batch
+            .indexes
+            .iter()
+            .copied()
+            .filter(|i| !keyed(*i))
+            .collect(),
     };
     let shard = state.placement.shard(&batch.shard)?;
+    let exclusion = if by_filter.is_empty() {
+        Exclusion::None
+    } else {
+        let simple = by_filter
+            .iter()
+            .all(|i| write_plan::simple_collation(&stmts[*i]));
+        Exclusion::for_shard(state, routing, &shard, simple).await
+    };
+    let Some(orphans) = exclusion.router() else {
+        let sent = Sent {
+            batch,
+            exclusion: &exclusion,
+        };
+        return send_batch(state, req, kind, stmts, routes, sent, ordered, retryable).await;
+    };
     let ns = routing.collection.ns.as_str();
     let mut total = Outcome::default();
     for &i in &batch.indexes {
@@ -255,10 +269,11 @@ async fn send(
                 indexes: vec![i],
                 bytes: stmts[i].as_bytes().len(),
             };
-            send_batch(
-                state, req, routing, kind, stmts, routes, &one, ordered, retryable,
-            )
-            .await?
+            let sent = Sent {
+                batch: &one,
+                exclusion: &Exclusion::None,
+            };
+            send_batch(state, req, kind, stmts, routes, sent, ordered, retryable).await?
         } else {
             let stmt = owned::Statement {
                 kind,
@@ -276,22 +291,29 @@ async fn send(
     Ok(total)
 }
 
+/// A batch as [`send_batch`] sends it.
+struct Sent<'a> {
+    /// The statements and their shard.
+    batch: &'a Batch,
+    /// The shard's orphans, kept out of statements targeted by filter.
+    exclusion: &'a Exclusion,
+}
+
 /// [`send`] of a batch the shard runs as it is.
 #[allow(clippy::too_many_arguments)]
 async fn send_batch(
     state: &RouterState,
     req: &Request<'_>,
-    routing: &CollectionRouting,
     kind: WriteKind,
     stmts: &[Cow<'_, RawDocument>],
     routes: &[std::result::Result<Routed, StmtError>],
-    batch: &Batch,
+    sent: Sent<'_>,
     ordered: bool,
     retryable: bool,
 ) -> Result<Outcome> {
+    let batch = sent.batch;
     let shard = state.placement.shard(&batch.shard)?;
-    let orphans =
-        kind != WriteKind::Insert && routing.orphans.iter().any(|o| o.shard == batch.shard);
+    let orphans = !matches!(sent.exclusion, Exclusion::None);
     let mut documents = Vec::with_capacity(batch.bytes);
     for &i in &batch.indexes {
         let keyed = matches!(&routes[i], Ok(r) if r.key.is_some());
@@ -301,7 +323,7 @@ async fn send_batch(
             let mut s = Document::try_from(stmts[i].as_ref())
                 .map_err(|e| RouterError::bad_value(e.to_string()))?;
             let q = s.get_document("q").cloned().unwrap_or_default();
-            s.insert("q", shard_filter(routing, &batch.shard, &q));
+            s.insert("q", sent.exclusion.apply(&q));
             s.to_writer(&mut documents)
                 .map_err(|e| RouterError::bad_value(e.to_string()))?;
         } else {
@@ -522,7 +544,9 @@ pub(crate) async fn find_and_modify(
         let query = &query;
         async move {
             let shard = state.placement.shard(id)?;
-            let filter = match HashedOrphans::for_shard(routing, id) {
+            let simple = write_plan::simple_collation(req.body);
+            let exclusion = Exclusion::for_shard(state, routing, &shard, simple).await;
+            let filter = match exclusion.router() {
                 // Only a document the shard owns may be modified there.
                 Some(orphans) => {
                     let ns = routing.collection.ns.as_str();
@@ -534,7 +558,7 @@ pub(crate) async fn find_and_modify(
                     ids.close().await;
                     doc! {"$and": [query.clone(), {"_id": {"$in": owned}}]}
                 }
-                None => shard_filter(routing, id, query),
+                None => exclusion.apply(query),
             };
             let body = rewrite(req.body, &[], doc! {"query": filter})?;
             to_shard(state, &shard, &OpMsg::from_body(body.into_bytes())).await
