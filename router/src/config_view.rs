@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::commands::Request;
 use crate::error::{Result, RouterError};
-use crate::query;
 use crate::state::RouterState;
+use shardgate_query as query;
 
 /// The collections of the view.
 const COLLECTIONS: [&str; 12] = [

@@ -16,8 +16,8 @@
 //!   collection); `background`: following the config store to keep it and
 //!   the placement current, and registering in `config.mongos`.
 //! - `config_view`: the `config` database as a view of the store.
-//! - [`query`]: a small MongoDB query engine (match, sort, project,
-//!   aggregate) over documents, for the config view and result merging.
+//! - The document engine (match, sort, project, aggregate) that the config
+//!   view and result merging use is the `shardgate-query` crate.
 //! - `placement`: the database → primary shard cache over the config store.
 //! - `error`: [`RouterError`] and the MongoDB-shaped error reply.
 //! - `stats`: counters behind `serverStatus`.
@@ -33,7 +33,6 @@ pub mod error;
 mod migration;
 mod placement;
 mod pool;
-pub mod query;
 pub mod request;
 mod retry_cache;
 mod routing;

@@ -20,9 +20,9 @@ use super::orphans::{count_owned, distinct_owned, exclusions, HashedOrphans, Str
 use super::{cursor_reply, doc_field, int_field, rewrite, run_raw, target};
 use crate::commands::{Reply, Request, Session};
 use crate::error::{Result, RouterError};
-use crate::query;
 use crate::routing::CollectionRouting;
 use crate::state::RouterState;
+use shardgate_query as query;
 
 fn query_error(e: query::QueryError) -> RouterError {
     let (code, name) = e.code();

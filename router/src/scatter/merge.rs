@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bson::{Bson, Document, RawDocument, RawDocumentBuf};
 
-use crate::query::compare_bson;
+use shardgate_query::compare_bson;
 
 /// The field a shard adds when asked for `{$meta: "sortKey"}`.
 pub const SORT_KEY_FIELD: &str = "$sortKey";
@@ -288,5 +288,37 @@ mod tests {
         let stripped = strip_sort_key(&rawdoc! {"x": 1, "$sortKey": [1]});
         assert_eq!(stripped, rawdoc! {"x": 1});
         assert!(SortSpec::parse(&doc! {"s": {"$meta": "textScore"}}).is_none());
+    }
+
+    #[test]
+    fn the_query_engine_and_the_shard_key_rank_types_alike() {
+        use bson::oid::ObjectId;
+        let values = [
+            Bson::MinKey,
+            Bson::Undefined,
+            Bson::Null,
+            Bson::Int32(1),
+            Bson::Double(1.5),
+            Bson::String("s".into()),
+            Bson::Symbol("s".into()),
+            Bson::Document(doc! {}),
+            Bson::Array(vec![]),
+            Bson::ObjectId(ObjectId::new()),
+            Bson::Boolean(true),
+            Bson::DateTime(bson::DateTime::now()),
+            Bson::Timestamp(bson::Timestamp {
+                time: 1,
+                increment: 1,
+            }),
+            Bson::JavaScriptCode("x".into()),
+            Bson::MaxKey,
+        ];
+        for v in &values {
+            assert_eq!(
+                shardgate_query::canonical_type(v),
+                shardgate_config_store::shard_key::canonical_type(v),
+                "{v:?}"
+            );
+        }
     }
 }

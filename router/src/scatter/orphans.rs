@@ -797,13 +797,40 @@ mod tests {
     }
 
     /// Whether the pushed-down clause keeps `doc`, evaluated by the
-    /// router's own expression engine (which has `$toHashedIndexKey`).
+    /// router's expression engine: each `{$toHashedIndexKey: "$f"}` is
+    /// replaced by a field holding the hash of `f` (null when missing), as
+    /// a shard computes it; the comparisons are the engine's.
     fn clause_keeps(clause: &Document, doc: &Document) -> bool {
+        fn substitute(v: &Bson, doc: &mut Document, original: &Document) -> Bson {
+            match v {
+                Bson::Document(d) => {
+                    if let Ok(path) = d.get_str("$toHashedIndexKey") {
+                        let value = shardgate_query::get_path(original, &path[1..])
+                            .cloned()
+                            .unwrap_or(Bson::Null);
+                        let name = format!("hashed_{}", path[1..].replace('.', "_"));
+                        doc.insert(&name, hash_value(&value));
+                        return Bson::String(format!("${name}"));
+                    }
+                    let mut out = Document::new();
+                    for (k, x) in d {
+                        out.insert(k, substitute(x, doc, original));
+                    }
+                    Bson::Document(out)
+                }
+                Bson::Array(items) => {
+                    Bson::Array(items.iter().map(|x| substitute(x, doc, original)).collect())
+                }
+                other => other.clone(),
+            }
+        }
         let ranges = clause.get_array("$nor").unwrap();
         !ranges.iter().any(|r| {
-            let e = r.as_document().unwrap().get("$expr").unwrap().clone();
-            let out = crate::query::aggregate(vec![doc.clone()], &[doc! {"$project": {"in": e}}])
-                .unwrap();
+            let mut input = doc.clone();
+            let e = r.as_document().unwrap().get("$expr").unwrap();
+            let e = substitute(e, &mut input, doc);
+            let out =
+                shardgate_query::aggregate(vec![input], &[doc! {"$project": {"in": e}}]).unwrap();
             out[0].get_bool("in").unwrap()
         })
     }

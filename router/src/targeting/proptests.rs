@@ -12,7 +12,7 @@ use shardgate_config_store::shard_key::{hash_value, KeyKind, ShardKeyPattern};
 
 use super::tests::table;
 use super::{exact_key, shards_for, target, KeyRange, Targets};
-use crate::query::Filter;
+use shardgate_query::Filter;
 
 const PATTERNS: &[&[(&str, i32)]] = &[
     &[("a", 1)],

@@ -3,7 +3,7 @@
 use bson::{doc, Bson, Document};
 
 use super::{filter_error, re};
-use crate::query::{aggregate, find, QueryError};
+use crate::{aggregate, find, QueryError};
 
 fn pipeline_error(stage: Document) -> (i32, &'static str) {
     aggregate(vec![doc! {"a": 1}], &[stage])

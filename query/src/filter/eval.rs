@@ -5,9 +5,9 @@ use std::cmp::Ordering;
 use bson::{Bson, Document};
 
 use super::{CmpOp, Node, Pred};
-use crate::query::compare::{canonical_rank, compare_bson};
-use crate::query::number::{as_num, truncate, Num};
-use crate::query::path::any_value;
+use crate::compare::{canonical_rank, compare_bson};
+use crate::number::{as_num, truncate, Num};
+use crate::path::any_value;
 
 /// What a node is evaluated against: a document, or (inside a value
 /// `$elemMatch`) one array element.
@@ -90,7 +90,7 @@ fn array_as_document(items: &[Bson]) -> Document {
         .collect()
 }
 
-fn regex_matches(r: &crate::query::regex::MongoRegex, v: &Bson) -> bool {
+fn regex_matches(r: &crate::regex::MongoRegex, v: &Bson) -> bool {
     match v {
         Bson::String(s) | Bson::Symbol(s) => r.is_match(s),
         Bson::RegularExpression(x) => r.same_as(x),
@@ -133,7 +133,7 @@ fn compare_matches(op: CmpOp, v: Option<&Bson>, rhs: &Bson) -> bool {
 fn is_nan(n: &Num) -> bool {
     match n {
         Num::Double(d) => d.is_nan(),
-        Num::Dec(d) => matches!(d, crate::query::number::Dec::NaN),
+        Num::Dec(d) => matches!(d, crate::number::Dec::NaN),
         Num::Int(_) => false,
     }
 }

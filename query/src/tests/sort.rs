@@ -3,7 +3,7 @@
 use bson::{doc, Bson, Document};
 
 use super::ids;
-use crate::query::sort_documents;
+use crate::sort_documents;
 
 fn sorted(mut docs: Vec<Document>, spec: Document) -> Vec<Bson> {
     sort_documents(&mut docs, &spec).expect("sort");

@@ -1,4 +1,5 @@
-//! An in-router document query engine over [`bson::Document`] values.
+//! shardgate's document engine over [`bson::Document`] values: what the
+//! router merges shard results with. Pure; no I/O.
 //!
 //! The router uses it to answer reads of the virtual `config` database
 //! (`config.shards`, `config.chunks`, `config.collections`, …) that
@@ -19,8 +20,19 @@
 //!   $skip $limit $count $unwind $replaceRoot $replaceWith`.
 //! - Expressions: field paths, `$$ROOT`, `$$CURRENT`, `$$REMOVE`, literals,
 //!   object and array literals, `$literal $ifNull $cond $eq $ne $gt $gte $lt
-//!   $lte $cmp $and $or $not $toHashedIndexKey`.
+//!   $lte $cmp $and $or $not`.
 //! - Accumulators: `$sum $avg $min $max $first $last $push $addToSet $count`.
+//!
+//! # Layout
+//! - `compare`: BSON comparison order; `number`: numeric values across
+//!   types; `path`: dotted paths and array traversal.
+//! - `filter`: match expressions (`args`, `leaf`, `eval`); `regex`:
+//!   PCRE-style patterns over the `regex` crate.
+//! - `expr`: aggregation expressions (`names`: MongoDB's operator names).
+//! - `projection`: find projections, `$project`, `$addFields`, `$unset`.
+//! - `sort`: sort specifications; `aggregate`: the pipeline stages
+//!   (`group`, `summation`, `unwind`).
+//! - `tests`: the engine's unit tests, by area.
 //!
 //! # Not supported (error 238 `NotImplemented`)
 //! Other real MongoDB stages, expressions, accumulators and query operators,
@@ -35,7 +47,7 @@ use bson::Document;
 /// code name is `Location<code>`.
 macro_rules! location {
     ($code:literal, $($arg:tt)+) => {
-        $crate::query::QueryError::Location {
+        $crate::QueryError::Location {
             code: $code,
             code_name: concat!("Location", $code),
             message: format!($($arg)+),
@@ -56,7 +68,7 @@ mod sort;
 mod tests;
 
 pub use aggregate::aggregate;
-pub use compare::compare_bson;
+pub use compare::{canonical_type, compare_bson};
 pub use filter::Filter;
 pub use path::get_path;
 pub use sort::sort_documents;

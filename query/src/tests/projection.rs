@@ -2,7 +2,7 @@
 
 use bson::{doc, Document};
 
-use crate::query::project;
+use crate::project;
 
 fn p(doc: Document, spec: Document) -> Document {
     project(&doc, &spec).expect("projection")

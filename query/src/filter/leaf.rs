@@ -4,8 +4,8 @@ use bson::{Bson, Document};
 
 use super::args::{parse_mod, parse_size, parse_types, truthy};
 use super::{and_of, is_operator_document, parse_document, CmpOp, Node, Pred};
-use crate::query::regex::MongoRegex;
-use crate::query::{check_depth, QueryError};
+use crate::regex::MongoRegex;
+use crate::{check_depth, QueryError};
 
 /// Operators MongoDB knows that this engine does not implement.
 const UNSUPPORTED_OPERATORS: &[&str] = &[

@@ -10,7 +10,33 @@ use super::number::{as_num, compare_nums};
 /// different ranks order by rank; `None` is a missing value, ranked with
 /// `undefined`.
 pub(crate) fn canonical_rank(v: Option<&Bson>) -> i32 {
-    v.map_or(0, shardgate_config_store::shard_key::canonical_type)
+    v.map_or(0, canonical_type)
+}
+
+/// The server's canonical type number (`canonicalizeBSONType`): values with
+/// the same number compare by value, different numbers by number. (The
+/// shard-key encoding in `config-store` ranks types the same way; a router
+/// test checks that the two agree.)
+pub fn canonical_type(value: &Bson) -> i32 {
+    match value {
+        Bson::MinKey => -1,
+        Bson::Undefined => 0,
+        Bson::Null => 5,
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => 10,
+        Bson::String(_) | Bson::Symbol(_) => 15,
+        Bson::Document(_) => 20,
+        Bson::Array(_) => 25,
+        Bson::Binary(_) => 30,
+        Bson::ObjectId(_) => 35,
+        Bson::Boolean(_) => 40,
+        Bson::DateTime(_) => 45,
+        Bson::Timestamp(_) => 47,
+        Bson::RegularExpression(_) => 50,
+        Bson::DbPointer(_) => 55,
+        Bson::JavaScriptCode(_) => 60,
+        Bson::JavaScriptCodeWithScope(_) => 65,
+        Bson::MaxKey => 127,
+    }
 }
 
 /// Compares two BSON values in MongoDB's order: MinKey < undefined < null <

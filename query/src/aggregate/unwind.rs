@@ -2,8 +2,8 @@
 
 use bson::{Bson, Document};
 
-use crate::query::path::{get_nested, parse_field_path, set_nested};
-use crate::query::QueryError;
+use crate::path::{get_nested, parse_field_path, set_nested};
+use crate::QueryError;
 
 /// A parsed `$unwind` specification.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use bson::spec::BinarySubtype;
 use bson::{doc, Binary, Bson, DateTime, Document};
 
 use super::{ids, re};
-use crate::query::{aggregate, find};
+use crate::{aggregate, find};
 
 const NOW: i64 = 1_700_000_000_000;
 

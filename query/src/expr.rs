@@ -30,9 +30,6 @@ pub(crate) enum Expr {
     And(Vec<Expr>),
     Or(Vec<Expr>),
     Not(Box<Expr>),
-    /// `$toHashedIndexKey`: the hashed-index hash of the value (of null
-    /// when missing), a `NumberLong`.
-    HashedKey(Box<Expr>),
 }
 
 /// An aggregation comparison operator.
@@ -128,9 +125,6 @@ impl Expr {
                 args.iter().any(|e| truthy(e.eval(root).as_ref())),
             )),
             Expr::Not(e) => Some(Bson::Boolean(!truthy(e.eval(root).as_ref()))),
-            Expr::HashedKey(e) => Some(Bson::Int64(shardgate_config_store::shard_key::hash_value(
-                &e.eval(root).unwrap_or(Bson::Null),
-            ))),
         }
     }
 }
@@ -289,7 +283,6 @@ fn parse_operator(name: &str, arg: &Bson, depth: usize) -> Result<Expr, QueryErr
             let [e] = exactly::<1>(name, operands(arg, depth)?)?;
             Ok(Expr::Not(Box::new(e)))
         }
-        "$toHashedIndexKey" => Ok(Expr::HashedKey(Box::new(Expr::parse(arg, depth + 1)?))),
         _ if names::is_expression_name(name) => Err(QueryError::not_implemented(format!(
             "the {name} expression"
         ))),

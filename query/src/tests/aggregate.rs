@@ -2,7 +2,7 @@
 
 use bson::{doc, Bson, Document};
 
-use crate::query::aggregate;
+use crate::aggregate;
 
 fn run(docs: Vec<Document>, pipeline: Vec<Document>) -> Vec<Document> {
     aggregate(docs, &pipeline).expect("pipeline runs")

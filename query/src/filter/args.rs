@@ -2,8 +2,8 @@
 
 use bson::Bson;
 
-use crate::query::number::{as_num, compare_nums, Num};
-use crate::query::QueryError;
+use crate::number::{as_num, compare_nums, Num};
+use crate::QueryError;
 
 /// MongoDB's `trueValue()` of an operand: false for `false`, zero, null and
 /// undefined.
@@ -143,7 +143,7 @@ pub(super) fn parse_mod(value: &Bson) -> Result<(i64, i64), QueryError> {
     let num = |v: &Bson, what: &str| -> Result<i64, QueryError> {
         let n = as_num(v)
             .ok_or_else(|| QueryError::BadValue(format!("malformed mod, {what} not a number")))?;
-        crate::query::number::truncate(&n)
+        crate::number::truncate(&n)
             .ok_or_else(|| QueryError::BadValue(format!("malformed mod, {what} value is invalid")))
     };
     let d = num(divisor, "divisor")?;

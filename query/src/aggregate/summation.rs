@@ -4,8 +4,8 @@
 
 use bson::Bson;
 
-use crate::query::number::{as_num, Num};
-use crate::query::QueryError;
+use crate::number::{as_num, Num};
+use crate::QueryError;
 
 /// A double-double running sum.
 #[derive(Debug, Clone, Copy, Default)]

@@ -5,7 +5,7 @@
 use bson::{Bson, Document};
 
 use super::{Child, Kind, ProjNode, Projection};
-use crate::query::QueryError;
+use crate::QueryError;
 
 /// How deep arrays and documents may nest in projected data.
 const MAX_DATA_DEPTH: usize = 200;

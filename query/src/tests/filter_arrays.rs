@@ -4,7 +4,7 @@
 use bson::{doc, Bson, Document};
 
 use super::matches;
-use crate::query::get_path;
+use crate::get_path;
 
 fn check(table: Vec<(Document, Document, bool)>) {
     for (filter, doc, want) in table {

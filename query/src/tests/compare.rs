@@ -7,7 +7,7 @@ use bson::spec::BinarySubtype;
 use bson::{bson, doc, Binary, Bson, DateTime, JavaScriptCodeWithScope, Timestamp};
 
 use super::{dec, re};
-use crate::query::compare_bson;
+use crate::compare_bson;
 
 fn bin(subtype: u8, bytes: &[u8]) -> Bson {
     Bson::Binary(Binary {

@@ -3,7 +3,7 @@
 use bson::{doc, Bson, Document};
 
 use super::dec;
-use crate::query::aggregate;
+use crate::aggregate;
 
 fn group(docs: Vec<Document>, spec: Document) -> Vec<Document> {
     aggregate(docs, &[doc! {"$group": spec}]).expect("group runs")

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use bson::{Bson, Document};
 
 use super::summation::{DoubleDouble, SumState};
-use crate::query::compare::compare_bson;
-use crate::query::expr::Expr;
-use crate::query::number::{as_num, Num};
-use crate::query::QueryError;
+use crate::compare::compare_bson;
+use crate::expr::Expr;
+use crate::number::{as_num, Num};
+use crate::QueryError;
 
 /// Accumulators MongoDB knows that this engine does not implement.
 const UNSUPPORTED: &[&str] = &[
