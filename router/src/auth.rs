@@ -1,7 +1,7 @@
 //! Authentication and authorization at the router (`auth = true`).
 //!
 //! Users live in the config store (`users/<db>.<user>`) with salted SCRAM
-//! keys only (`scram`), never passwords. Clients authenticate with
+//! keys only (`shardgate_shard_client::scram`), never passwords. Clients authenticate with
 //! `saslStart`/`saslContinue` (SCRAM-SHA-256 or SCRAM-SHA-1), also inside
 //! `hello` (`speculativeAuthenticate`, `saslSupportedMechs`). Every command
 //! is then checked against the built-in roles of the connection's users;
@@ -9,13 +9,14 @@
 //! on a loopback address may create the first user (the localhost
 //! exception).
 
-pub(crate) mod scram;
+use shardgate_shard_client::scram;
 
 use bson::spec::BinarySubtype;
 use bson::{doc, Binary, Bson, Document, RawDocument};
 use serde::{Deserialize, Serialize};
 use shardgate_config_store::store::Txn;
 
+use crate::commands::registry::{CommandSpec, Need};
 use crate::commands::{Request, Session};
 use crate::error::{Result, RouterError};
 use crate::state::RouterState;
@@ -24,16 +25,19 @@ use scram::{Conversation, Credential, Mechanism};
 const USERS: &str = "users/";
 
 /// The built-in roles the router knows.
-pub(crate) const ROLES: [&str; 11] = [
+pub(crate) const ROLES: [&str; 14] = [
     "read",
     "readWrite",
     "dbAdmin",
     "dbOwner",
     "userAdmin",
     "clusterAdmin",
+    "clusterManager",
     "clusterMonitor",
+    "hostManager",
     "readAnyDatabase",
     "readWriteAnyDatabase",
+    "dbAdminAnyDatabase",
     "userAdminAnyDatabase",
     "root",
 ];
@@ -324,103 +328,25 @@ pub(crate) async fn hello_extras(
     }
 }
 
-/// What a command needs.
-#[derive(Debug, PartialEq)]
-enum Need {
-    Nothing,
-    Read(String),
-    Write(String),
-    DbAdmin(String),
-    UserAdmin(String),
-    Cluster,
-}
-
-fn classify(req: &Request<'_>) -> Need {
-    let db = req.db.to_owned();
-    match req.name {
-        "hello" | "isMaster" | "ismaster" | "saslStart" | "saslContinue" | "ping" | "buildInfo"
-        | "buildinfo" | "whatsmyuri" | "connectionStatus" | "logout" | "endSessions"
-        | "listDatabases" => Need::Nothing,
-        "createUser" | "updateUser" | "dropUser" | "grantRolesToUser" | "revokeRolesFromUser" => {
-            Need::UserAdmin(db)
-        }
-        "usersInfo" => Need::Nothing, // filtered in the command
-        "addShard"
-        | "addshard"
-        | "removeShard"
-        | "removeshard"
-        | "listShards"
-        | "listshards"
-        | "enableSharding"
-        | "enablesharding"
-        | "shardCollection"
-        | "shardcollection"
-        | "split"
-        | "mergeChunks"
-        | "moveChunk"
-        | "movechunk"
-        | "moveRange"
-        | "balancerStart"
-        | "balancerStop"
-        | "balancerStatus"
-        | "addShardToZone"
-        | "addShardTag"
-        | "removeShardFromZone"
-        | "removeShardTag"
-        | "updateZoneKeyRange"
-        | "addTagRange"
-        | "removeTagRange"
-        | "flushRouterConfig"
-        | "flushrouterconfig"
-        | "getShardVersion"
-        | "getshardversion"
-        | "configureCollectionBalancing"
-        | "serverStatus"
-        | "getLog"
-        | "getCmdLineOpts"
-        | "getParameter"
-        | "killAllSessions"
-        | "killAllSessionsByPattern"
-        | "configureFailPoint" => Need::Cluster,
-        "dropDatabase" | "collMod" => Need::DbAdmin(db),
-        "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "create" | "drop"
-        | "createIndexes" | "dropIndexes" | "renameCollection" => {
-            if db == "config" {
-                Need::Cluster
-            } else {
-                Need::Write(db)
-            }
-        }
-        "aggregate" => {
-            let writes = req.body.get_array("pipeline").is_ok_and(|p| {
-                p.into_iter()
-                    .filter_map(|s| s.ok()?.as_document())
-                    .any(|s| {
-                        s.get("$out").ok().flatten().is_some()
-                            || s.get("$merge").ok().flatten().is_some()
-                    })
-            });
-            if writes {
-                Need::Write(db)
-            } else {
-                Need::Read(db)
-            }
-        }
-        _ => Need::Read(db),
-    }
-}
-
 fn grants(roles: &[RoleRef], need: &Need) -> bool {
     roles.iter().any(|r| {
         let on = |db: &str| r.db == db;
         match (r.role.as_str(), need) {
             ("root", _) => true,
             (_, Need::Nothing) => true,
+            (_, Need::AnyAction) => false,
             ("readAnyDatabase", Need::Read(_)) => true,
             ("readWriteAnyDatabase", Need::Read(_) | Need::Write(_)) => true,
-            ("clusterAdmin", Need::Cluster) => true,
-            ("clusterAdmin" | "clusterMonitor", Need::Read(db)) => db == "config",
-            ("clusterMonitor", Need::Cluster) => false,
+            ("dbAdminAnyDatabase", Need::DbAdmin(_)) => true,
+            ("clusterAdmin", Need::ClusterMonitor | Need::ClusterManager | Need::HostManager) => {
+                true
+            }
+            ("clusterManager", Need::ClusterManager) => true,
+            ("clusterMonitor", Need::ClusterMonitor) => true,
+            ("hostManager", Need::HostManager) => true,
+            ("clusterAdmin" | "clusterManager" | "clusterMonitor", Need::Read(db)) => {
+                db == "config"
+            }
             ("userAdminAnyDatabase", Need::UserAdmin(_)) => true,
             ("read", Need::Read(db)) => on(db),
             ("readWrite", Need::Read(db) | Need::Write(db)) => on(db),
@@ -446,11 +372,13 @@ pub(crate) async fn authorize(
     state: &RouterState,
     session: &Session,
     req: &Request<'_>,
+    spec: Option<&CommandSpec>,
 ) -> Result<()> {
     if !state.config.auth {
         return Ok(());
     }
-    let need = classify(req);
+    // A command the router does not know needs every action on the cluster.
+    let need = spec.map_or(Need::AnyAction, |s| s.privilege.need(req));
     if need == Need::Nothing {
         return Ok(());
     }

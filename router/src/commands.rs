@@ -1,5 +1,6 @@
-//! Command classification: which commands the router answers itself, which
-//! it fans out to every shard, and which go to a database's primary shard.
+//! Commands: the registry of every command the router knows (`registry`,
+//! `table`), dispatch through it, and the router's own command handlers;
+//! a command the router does not answer goes where its namespace lives.
 
 mod admin;
 mod bulk_write;
@@ -8,7 +9,9 @@ pub(crate) mod cluster;
 mod diagnostic;
 pub(crate) mod forward;
 mod handshake;
+pub(crate) mod registry;
 pub(crate) mod sharding;
+mod table;
 mod zones;
 
 use std::sync::Arc;
@@ -21,8 +24,15 @@ use crate::placement::validate_db_name;
 use crate::request::CommandInfo;
 use crate::retry_cache::Claim;
 use crate::state::RouterState;
+use registry::{CommandSpec, Run};
 
 pub(crate) use handshake::hello;
+pub(crate) use registry::Registry;
+
+/// The registry of every command the router knows.
+pub(crate) fn registry() -> Registry {
+    Registry::new(table::specs())
+}
 
 /// Per-client-connection state the commands read and update.
 #[derive(Debug, Clone)]
@@ -113,12 +123,11 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
         body,
         msg,
     };
-    crate::auth::authorize(state, session, &req).await?;
-    if !matches!(
-        name,
-        "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "bulkWrite"
-    ) {
-        return execute(state, session, &req).await;
+    let spec = state.commands.get(name).copied();
+    crate::auth::authorize(state, session, &req, spec.as_ref()).await?;
+    let retryable = spec.is_some_and(|s| s.retryable);
+    if !retryable {
+        return execute(state, session, &req, spec.as_ref()).await;
     }
     // A retryable write: replay a lost reply instead of writing again.
     let ticket = match state.retries.claim(msg).await {
@@ -126,7 +135,7 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
         Claim::Replay(reply) => return Ok(Reply::Body(reply)),
         Claim::Run(ticket) => Some(ticket),
     };
-    let result = execute(state, session, &req).await;
+    let result = execute(state, session, &req, spec.as_ref()).await;
     if let Some(ticket) = ticket {
         let body = match &result {
             Ok(Reply::Body(b)) => RawDocument::from_bytes(b).ok(),
@@ -139,103 +148,16 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
     result
 }
 
-/// Runs one command.
+/// Runs one command: its handler, or where its namespace lives.
 async fn execute(
     state: &Arc<RouterState>,
     session: &mut Session,
     req: &Request<'_>,
+    spec: Option<&CommandSpec>,
 ) -> Result<Reply> {
-    let (name, body) = (req.name, req.body);
-    let req = *req;
-    match name {
-        "hello" | "isMaster" | "ismaster" => {
-            let mut d = hello(session, body, name != "hello");
-            crate::auth::hello_extras(state, session, body, &mut d).await;
-            ok(d)
-        }
-        "saslStart" if state.config.auth => crate::auth::sasl_start(state, session, req.db, body)
-            .await
-            .and_then(ok),
-        "saslContinue" if state.config.auth => crate::auth::sasl_continue(state, session, body)
-            .await
-            .and_then(ok),
-        "logout" => {
-            session.auth.users.clear();
-            ok(Document::new())
-        }
-        "createUser"
-        | "updateUser"
-        | "dropUser"
-        | "grantRolesToUser"
-        | "revokeRolesFromUser"
-        | "usersInfo" => crate::auth::user_command(state, session, &req)
-            .await
-            .and_then(ok),
-        "ping" => ok(Document::new()),
-        "isdbgrid" => ok(bson::doc! {"isdbgrid": 1, "hostname": &state.listen}),
-        "buildInfo" | "buildinfo" => ok(diagnostic::build_info()),
-        "whatsmyuri" => ok(bson::doc! {"you": &session.peer}),
-        "serverStatus" => ok(diagnostic::server_status(state)),
-        "getCmdLineOpts" => ok(diagnostic::cmd_line_opts(state)),
-        "getParameter" => diagnostic::get_parameter(state, body).and_then(ok),
-        "connectionStatus" => ok(diagnostic::connection_status()),
-        "getLog" => diagnostic::get_log(body).and_then(ok),
-        "addShard" | "addshard" => admin::add_shard(state, &req).await.and_then(ok),
-        "listShards" | "listshards" => admin::list_shards(state, &req).await.and_then(ok),
-        "enableSharding" | "enablesharding" => {
-            admin::enable_sharding(state, &req).await.and_then(ok)
-        }
-        "listDatabases" => admin::list_databases(state, &req).await.and_then(ok),
-        "shardCollection" | "shardcollection" => {
-            sharding::shard_collection(state, &req).await.and_then(ok)
-        }
-        "split" => chunks::split(state, &req).await.and_then(ok),
-        "mergeChunks" => chunks::merge_chunks(state, &req).await.and_then(ok),
-        "moveChunk" | "movechunk" | "moveRange" => {
-            chunks::move_range(state, &req).await.and_then(ok)
-        }
-        "configureCollectionBalancing" => cluster::configure_collection_balancing(state, &req)
-            .await
-            .and_then(ok),
-        "addShardToZone" | "addShardTag" => zones::shard_zone(state, &req, true).await.and_then(ok),
-        "removeShardFromZone" | "removeShardTag" => {
-            zones::shard_zone(state, &req, false).await.and_then(ok)
-        }
-        "updateZoneKeyRange" | "addTagRange" | "removeTagRange" => {
-            zones::update_zone_key_range(state, &req).await.and_then(ok)
-        }
-        "removeShard" | "removeshard" => cluster::remove_shard(state, &req).await.and_then(ok),
-        "balancerStart" => cluster::set_balancer(state, &req, true).await.and_then(ok),
-        "balancerStop" => cluster::set_balancer(state, &req, false).await.and_then(ok),
-        "balancerStatus" => cluster::balancer_status(state, &req).await.and_then(ok),
-        "flushRouterConfig" | "flushrouterconfig" => {
-            cluster::flush_router_config(state).await.and_then(ok)
-        }
-        "getShardVersion" | "getshardversion" => {
-            cluster::get_shard_version(state, &req).await.and_then(ok)
-        }
-        "dropDatabase" => admin::drop_database(state, &req).await,
-        "endSessions" => admin::end_sessions(state, &req).await.and_then(ok),
-        "killAllSessions" | "killAllSessionsByPattern" => {
-            admin::to_every_shard(state, &req).await.and_then(ok)
-        }
-        "configureFailPoint" if state.config.enable_test_commands => {
-            if body.get_str(name).ok() == Some(admin::CLOSE_AFTER_WRITE) {
-                return admin::router_fail_point(state, body).and_then(ok);
-            }
-            if body.get_str(name).ok() == Some(admin::PAUSE_MIGRATION) {
-                return admin::pause_fail_point(state, body).and_then(ok);
-            }
-            admin::to_every_shard(state, &req).await.and_then(ok)
-        }
-        "configureFailPoint" => Err(RouterError::command_not_found(name)),
-        "bulkWrite" => bulk_write::bulk_write(state, session, &req).await,
-        "saslStart" | "saslContinue" | "authenticate" => Err(RouterError::command(
-            18,
-            "AuthenticationFailed",
-            "authentication is not enabled on this router; connect without credentials",
-        )),
-        _ => route(state, session, &req).await,
+    match spec.map(|s| s.run) {
+        Some(Run::Router(handler)) => handler(state, session, req).await,
+        Some(Run::Namespace) | None => route(state, session, req).await,
     }
 }
 
@@ -303,15 +225,4 @@ pub(crate) fn number_field(doc: &RawDocument, field: &str) -> Option<i64> {
         .or(v.as_f64().map(|f| f as i64))
 }
 
-/// Whether a reply body says `ok: 1`.
-pub(crate) fn reply_ok(body: &RawDocument) -> bool {
-    match body.get("ok") {
-        Ok(Some(v)) => {
-            v.as_f64()
-                .or(v.as_i32().map(f64::from))
-                .or(v.as_i64().map(|x| x as f64))
-                == Some(1.0)
-        }
-        _ => false,
-    }
-}
+pub(crate) use shardgate_shard_client::reply_ok;

@@ -106,7 +106,7 @@ pub(crate) async fn serve<S>(
                 let (reply, malformed) = dispatch(&state, &mut session, &msg).await;
                 close_after = malformed;
                 if state.config.enable_test_commands
-                    && is_write(&msg)
+                    && is_write(&state, &msg)
                     && state.take_close_after_write()
                 {
                     tracing::info!("test fault: closing the connection after a write");
@@ -360,15 +360,13 @@ async fn legacy_query(state: &RouterState, session: &mut Session, q: &OpQuery) -
 }
 
 /// Whether a message is a write command (for the test-only fault hook).
-fn is_write(msg: &OpMsg) -> bool {
+fn is_write(state: &RouterState, msg: &OpMsg) -> bool {
     let name = msg
         .body()
         .iter()
         .next()
         .and_then(|e| e.ok())
         .map(|(k, _)| k);
-    matches!(
-        name.map(|n| n.as_str()),
-        Some("insert" | "update" | "delete" | "findAndModify" | "bulkWrite")
-    )
+    name.and_then(|n| state.commands.get(n.as_str()))
+        .is_some_and(|spec| spec.writes)
 }

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use bson::doc;
 use shardgate_config_store::StoreError;
+use shardgate_shard_client::ShardError;
 use shardgate_wire::WireError;
 use thiserror::Error;
 
@@ -33,32 +34,10 @@ pub enum RouterError {
         /// What went wrong.
         message: String,
     },
-    /// A shard could not be reached or the connection broke.
-    #[error("shard {shard} ({host}) unreachable: {reason}")]
-    ShardUnreachable {
-        /// The shard's name.
-        shard: String,
-        /// The address tried.
-        host: String,
-        /// The I/O error.
-        reason: String,
-    },
-    /// Waiting for a shard (connection or reply) took too long.
-    #[error("timed out waiting for shard {shard}: {reason}")]
-    ShardTimeout {
-        /// The shard's name.
-        shard: String,
-        /// What timed out.
-        reason: String,
-    },
-    /// The shard answered with something that is not a valid reply.
-    #[error("shard {shard} sent an invalid reply: {reason}")]
-    ShardProtocol {
-        /// The shard's name.
-        shard: String,
-        /// What was wrong.
-        reason: String,
-    },
+    /// A shard failed: its own `{ok: 0}` (code, code name and labels kept),
+    /// or it could not be reached, answered too slowly or spoke garbage.
+    #[error("{0}")]
+    Shard(#[from] ShardError),
     /// The config store failed.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -91,15 +70,10 @@ impl RouterError {
         RouterError::command(59, "CommandNotFound", format!("no such command: '{name}'"))
     }
 
-    /// A shard's `{ok: 0}` reply as an error that keeps its code.
+    /// A shard's `{ok: 0}` reply as an error that keeps its code, code
+    /// name and labels.
     pub fn from_shard_reply(shard: &str, body: &bson::RawDocument) -> RouterError {
-        let code = body.get_i32("code").unwrap_or(1);
-        let code_name = body
-            .get_str("codeName")
-            .unwrap_or("UnknownError")
-            .to_owned();
-        let message = body.get_str("errmsg").unwrap_or("unknown error");
-        RouterError::command(code, code_name, format!("shard {shard}: {message}"))
+        RouterError::Shard(ShardError::from_reply(shard, body))
     }
 
     /// The MongoDB error code and code name.
@@ -108,9 +82,7 @@ impl RouterError {
             RouterError::Command {
                 code, code_name, ..
             } => (*code, code_name.as_ref()),
-            RouterError::ShardUnreachable { .. } => (6, "HostUnreachable"),
-            RouterError::ShardTimeout { .. } => (89, "NetworkTimeout"),
-            RouterError::ShardProtocol { .. } => (1, "InternalError"),
+            RouterError::Shard(e) => e.code(),
             RouterError::Store(StoreError::Rejected {
                 code, code_name, ..
             }) => (*code, code_name),
@@ -125,9 +97,7 @@ impl RouterError {
     pub fn blame(&self) -> Blame {
         match self {
             RouterError::Command { .. } | RouterError::Wire(_) => Blame::Client,
-            RouterError::ShardUnreachable { .. }
-            | RouterError::ShardTimeout { .. }
-            | RouterError::ShardProtocol { .. } => Blame::Shard,
+            RouterError::Shard(_) => Blame::Shard,
             RouterError::Store(StoreError::Rejected { .. } | StoreError::Invariant(_)) => {
                 Blame::Client
             }
@@ -138,7 +108,7 @@ impl RouterError {
     /// Whether the same request may succeed if retried.
     pub fn is_retryable(&self) -> bool {
         match self {
-            RouterError::ShardUnreachable { .. } | RouterError::ShardTimeout { .. } => true,
+            RouterError::Shard(e) => e.is_retryable(),
             RouterError::Store(e) => e.is_retryable(),
             _ => false,
         }
@@ -153,9 +123,16 @@ impl RouterError {
             "code": code,
             "codeName": code_name,
         };
+        let mut labels = match self {
+            RouterError::Shard(e) => e.labels(),
+            _ => Vec::new(),
+        };
         // StaleConfig from a held write is safe to retry: nothing was sent.
-        if (matches!(self.blame(), Blame::Shard) && self.is_retryable()) || code == 13388 {
-            d.insert("errorLabels", vec!["RetryableWriteError"]);
+        if code == 13388 && !labels.iter().any(|l| l == "RetryableWriteError") {
+            labels.push("RetryableWriteError".to_owned());
+        }
+        if !labels.is_empty() {
+            d.insert("errorLabels", labels);
         }
         d.to_vec().unwrap_or_default()
     }

@@ -32,7 +32,6 @@ mod connection;
 pub mod error;
 mod migration;
 mod placement;
-mod pool;
 pub mod request;
 mod retry_cache;
 mod routing;

@@ -32,9 +32,9 @@ use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
 use shardgate_config_store::store::Txn;
 
 use crate::commands::chunks::range_filter;
+use crate::commands::forward::open_cursor;
 use crate::commands::forward::run_on_shard;
 use crate::error::{Result, RouterError};
-use crate::scatter::cursors::cursor_batch;
 use crate::state::RouterState;
 
 /// The lock every migration (and balancer round) holds.
@@ -697,23 +697,11 @@ async fn clone_range(
     range: &Range,
     stats: &mut MoveStats,
 ) -> Result<()> {
-    let first = crate::commands::forward::run_on_shard_raw(
-        state,
-        source,
-        doc! {"find": coll, "filter": range.filter.clone(), "sort": range.sort.clone(), "batchSize": BATCH, "$db": db},
-    )
-    .await?;
-    let mut reply = first;
-    loop {
-        let field = if reply
-            .get_document("cursor")
-            .is_ok_and(|c| c.get_array("firstBatch").is_ok())
-        {
-            "firstBatch"
-        } else {
-            "nextBatch"
-        };
-        let (id, mut docs) = cursor_batch(&reply, field);
+    let find = doc! {"find": coll, "filter": range.filter.clone(), "sort": range.sort.clone(), "batchSize": BATCH, "$db": db};
+    let mut cursor = open_cursor(state, source, &find)
+        .await?
+        .batch_size(i64::from(BATCH));
+    while let Some(mut docs) = cursor.next_batch().await? {
         docs.retain(|d| range.contains(d));
         if !docs.is_empty() {
             stats.cloned += docs.len() as u64;
@@ -722,16 +710,8 @@ async fn clone_range(
             // Part of the range is on the destination, the rest not yet.
             pause_point(state, "cloningPartial").await;
         }
-        if id == 0 {
-            return Ok(());
-        }
-        reply = crate::commands::forward::run_on_shard_raw(
-            state,
-            source,
-            doc! {"getMore": id, "collection": coll, "batchSize": BATCH, "$db": db},
-        )
-        .await?;
     }
+    Ok(())
 }
 
 async fn insert(
@@ -830,24 +810,11 @@ pub(crate) async fn find_all(
     state: &RouterState,
     shard: &ShardType,
     db: &str,
-    coll: &str,
+    _coll: &str,
     mut cmd: Document,
 ) -> Result<Vec<RawDocumentBuf>> {
     cmd.insert("$db", db);
-    let reply = crate::commands::forward::run_on_shard_raw(state, shard, cmd).await?;
-    let (mut id, mut docs) = cursor_batch(&reply, "firstBatch");
-    while id != 0 {
-        let reply = crate::commands::forward::run_on_shard_raw(
-            state,
-            shard,
-            doc! {"getMore": id, "collection": coll, "$db": db},
-        )
-        .await?;
-        let (next, more) = cursor_batch(&reply, "nextBatch");
-        docs.extend(more);
-        id = next;
-    }
-    Ok(docs)
+    Ok(open_cursor(state, shard, &cmd).await?.all().await?)
 }
 
 /// Deletes the range's documents on `shard`.

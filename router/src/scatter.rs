@@ -6,6 +6,7 @@
 //! - `cursors`: the router cursor table.
 //! - `find`: `find` and the cursor commands (`getMore`, `killCursors`).
 //! - `aggregate`: `count`, `distinct`, `aggregate`, `explain`.
+//! - `orphans`: keeping a shard's orphan ranges out of reads and writes.
 //! - `write`: `insert`, `update`, `delete` and `findAndModify`, per shard.
 
 pub(crate) mod aggregate;
@@ -181,13 +182,4 @@ pub(crate) fn cursor_reply(
     }
     out.append(bson::cstr!("ok"), 1.0);
     out.into_bytes()
-}
-
-/// Kills shard cursors left open by a failed scatter.
-pub(crate) async fn kill_all(state: &RouterState, ns: &str, opened: Vec<(ShardType, i64)>) {
-    let (db, coll) = ns.split_once('.').unwrap_or(("", ""));
-    for (shard, id) in opened.into_iter().filter(|(_, id)| *id != 0) {
-        let cmd = doc! {"killCursors": coll, "cursors": [id], "$db": db};
-        let _ = crate::commands::forward::run_on_shard(state, &shard, cmd).await;
-    }
 }

@@ -14,7 +14,6 @@ use crate::config::RouterConfig;
 use crate::connection;
 use crate::error::RouterError;
 use crate::placement::Placement;
-use crate::pool::ShardRegistry;
 use crate::routing::RoutingTable;
 use crate::state::RouterState;
 use crate::stats::Stats;
@@ -43,8 +42,12 @@ pub async fn run(
     let buffered_kb = config_limits_kb(&config).min(tokio::sync::Semaphore::MAX_PERMITS);
     let acceptor = crate::tls::acceptor(&config.tls)
         .map_err(|e| RouterError::command(2, "BadValue", format!("invalid TLS settings: {e}")))?;
+    let pools = shardgate_shard_client::Pools::new(config.pool.clone())
+        .map_err(|e| RouterError::command(2, "BadValue", format!("invalid pool settings: {e}")))?;
     let state = Arc::new(RouterState {
-        shards: ShardRegistry::new(config.pool.clone()),
+        shards: Arc::new(pools),
+        commands: crate::commands::registry(),
+        hashed_key_expr: Default::default(),
         routing,
         cursors: Default::default(),
         config,

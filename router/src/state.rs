@@ -7,14 +7,16 @@ use shardgate_config_store::Catalog;
 
 use crate::config::RouterConfig;
 use crate::placement::Placement;
-use crate::pool::ShardRegistry;
 use crate::routing::RoutingTable;
 use crate::stats::Stats;
+use shardgate_shard_client::ShardClient;
 
 /// Shared router state (`Arc<RouterState>` in every connection task).
 pub(crate) struct RouterState {
     /// The validated configuration.
     pub config: RouterConfig,
+    /// Every command the router knows.
+    pub commands: crate::commands::Registry,
     /// Typed access to the config store.
     pub catalog: Catalog,
     /// Database placement cache.
@@ -23,8 +25,11 @@ pub(crate) struct RouterState {
     pub routing: RoutingTable,
     /// Open router cursors.
     pub cursors: crate::scatter::cursors::CursorTable,
-    /// Shard connection pools.
-    pub shards: ShardRegistry,
+    /// How the router talks to shards (pooled connections; a fake in unit
+    /// tests).
+    pub shards: std::sync::Arc<dyn ShardClient>,
+    /// Per shard, whether it evaluates `$toHashedIndexKey` (asked once).
+    pub hashed_key_expr: std::sync::Mutex<std::collections::HashMap<String, bool>>,
     /// Counters for `serverStatus`.
     pub stats: Stats,
     /// When the router started.

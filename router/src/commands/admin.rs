@@ -13,7 +13,6 @@ use super::forward::{least_loaded_shard, to_all, to_primary};
 use super::{reply_ok, Reply, Request};
 use crate::error::{Result, RouterError};
 use crate::placement::validate_db_name;
-use crate::pool::ShardConn;
 use crate::state::RouterState;
 
 /// Refuses a command sent to another database than `admin` (Unauthorized, as mongos).
@@ -111,23 +110,11 @@ pub(crate) async fn add_shard(state: &RouterState, req: &Request<'_>) -> Result<
     Ok(doc! {"shardAdded": name})
 }
 
-async fn probe_hello(state: &RouterState, address: &str) -> std::io::Result<Document> {
-    let connect = ShardConn::connect(
-        address,
-        0,
-        state.config.pool.auth.as_ref(),
-        state.config.pool.tls.as_ref(),
-    );
-    let mut conn = tokio::time::timeout(state.config.pool.connect_timeout(), connect)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    let body = doc! {"hello": 1, "$db": "admin"}
-        .to_vec()
-        .map_err(std::io::Error::other)?;
-    let reply = conn
-        .round_trip(&shardgate_wire::OpMsg::from_body(body))
-        .await?;
-    Document::from_reader(&reply.body[..]).map_err(std::io::Error::other)
+async fn probe_hello(state: &RouterState, address: &str) -> Result<Document> {
+    let body = bson::rawdoc! {"hello": 1, "$db": "admin"};
+    let reply = state.shards.probe(address, &body).await?;
+    Document::try_from(reply.as_ref())
+        .map_err(|e| RouterError::Shard(shardgate_shard_client::ShardError::protocol(address, e)))
 }
 
 /// The first unused `shardNNNN` name.

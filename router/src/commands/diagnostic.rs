@@ -33,14 +33,14 @@ pub(crate) fn server_status(state: &RouterState) -> Document {
     let current = Stats::get(&s.current_connections);
     let pools: Vec<Bson> = state
         .shards
-        .all()
+        .stats()
         .into_iter()
-        .map(|(id, p)| {
-            let st = p.stats();
+        .map(|p| {
+            let st = p.stats;
             Bson::Document(doc! {
-                "shard": id,
-                "host": p.address(),
-                "maxSize": p.max_size() as i64,
+                "shard": p.shard,
+                "host": p.address,
+                "maxSize": p.max_size as i64,
                 "open": st.open as i64,
                 "idle": st.idle as i64,
                 "inUse": st.open.saturating_sub(st.idle) as i64,

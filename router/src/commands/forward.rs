@@ -3,36 +3,35 @@
 use std::sync::Arc;
 
 use shardgate_config_store::ShardType;
-use shardgate_wire::{OpMsg, OpMsgFlags};
+use shardgate_shard_client::{ShardCursor, ShardError, Target};
+use shardgate_wire::OpMsg;
 
 use crate::error::{Result, RouterError};
 use crate::state::RouterState;
 
-/// Sends `msg` to `shard` and returns its reply. Only `moreToCome` is kept of
-/// the client's flags: the router never asks a shard for a checksum or an
-/// exhaust stream.
-pub(crate) async fn to_shard(state: &RouterState, shard: &ShardType, msg: &OpMsg) -> Result<OpMsg> {
-    let pool = state.shards.pool(shard);
-    if msg.flags.0 & !OpMsgFlags::MORE_TO_COME == 0 {
-        return pool.run(msg).await;
+/// How the shard client addresses `shard`.
+pub(crate) fn target(shard: &ShardType) -> Target<'_> {
+    Target {
+        id: &shard.id,
+        host: &shard.host,
     }
-    let mut outgoing = msg.clone();
-    outgoing.flags = OpMsgFlags(msg.flags.0 & OpMsgFlags::MORE_TO_COME);
-    pool.run(&outgoing).await
+}
+
+/// Sends `msg` to `shard` and returns its reply (`{ok: 0}` included).
+pub(crate) async fn to_shard(state: &RouterState, shard: &ShardType, msg: &OpMsg) -> Result<OpMsg> {
+    Ok(state.shards.send(target(shard), msg).await?)
 }
 
 /// Runs a command the router builds on `shard`; an `{ok: 0}` reply becomes
-/// an error that keeps the shard's code.
+/// an error that keeps the shard's code and labels.
 pub(crate) async fn run_on_shard(
     state: &RouterState,
     shard: &ShardType,
     command: bson::Document,
 ) -> Result<bson::Document> {
     let reply = run_on_shard_raw(state, shard, command).await?;
-    bson::Document::try_from(reply.as_ref()).map_err(|e| RouterError::ShardProtocol {
-        shard: shard.id.clone(),
-        reason: e.to_string(),
-    })
+    bson::Document::try_from(reply.as_ref())
+        .map_err(|e| RouterError::Shard(ShardError::protocol(&shard.id, e)))
 }
 
 /// Like [`run_on_shard`], but keeps the reply raw (no decoding of the
@@ -42,14 +41,20 @@ pub(crate) async fn run_on_shard_raw(
     shard: &ShardType,
     command: bson::Document,
 ) -> Result<bson::RawDocumentBuf> {
-    let body = command
-        .to_vec()
+    let body = bson::RawDocumentBuf::try_from(&command)
         .map_err(|e| RouterError::command(1, "InternalError", e.to_string()))?;
-    let reply = to_shard(state, shard, &OpMsg::from_body(body)).await?;
-    if !super::reply_ok(reply.body()) {
-        return Err(RouterError::from_shard_reply(&shard.id, reply.body()));
-    }
-    Ok(reply.body().to_owned())
+    Ok(state.shards.command(target(shard), &body).await?)
+}
+
+/// Opens a shard cursor with a command the router builds (with its `$db`).
+pub(crate) async fn open_cursor(
+    state: &RouterState,
+    shard: &ShardType,
+    command: &bson::Document,
+) -> Result<ShardCursor> {
+    let body = bson::RawDocumentBuf::try_from(command)
+        .map_err(|e| RouterError::command(1, "InternalError", e.to_string()))?;
+    Ok(ShardCursor::open(state.shards.clone(), target(shard), &body).await?)
 }
 
 /// Sends `msg` to the primary shard of `db`, placing the database first when

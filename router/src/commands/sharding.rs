@@ -235,7 +235,7 @@ async fn has_supporting_index(
 ) -> Result<bool> {
     let reply = match run_on_shard(state, shard, doc! {"listIndexes": coll, "$db": db}).await {
         Ok(r) => r,
-        Err(RouterError::Command { code: 26, .. }) => return Ok(false),
+        Err(e) if e.code().0 == 26 => return Ok(false),
         Err(e) => return Err(e),
     };
     let batch = reply
@@ -290,10 +290,8 @@ async fn create_shard_key_index(
             .await;
             match created {
                 // An equivalent index (e.g. `_id_` for {_id: 1}) is already there.
-                Ok(_)
-                | Err(RouterError::Command {
-                    code: 68 | 85 | 86, ..
-                }) => Ok(()),
+                Ok(_) => Ok(()),
+                Err(e) if matches!(e.code().0, 68 | 85 | 86) => Ok(()),
                 Err(e) => Err(e),
             }
         }
@@ -488,6 +486,7 @@ pub(crate) async fn route_sharded(
         "getMore" => {
             return Err(RouterError::command(43, "CursorNotFound", format!("cursor not found on {ns}")))
         }
+        "killCursors" => find::kill_unknown_cursors(req),
         _ => match routing.single_shard() {
             Some(id) => {
                 let shard = state.placement.shard(&id)?;
@@ -534,7 +533,8 @@ pub(crate) async fn drop_sharded(
     for id in targets {
         let shard = state.placement.shard(&id)?;
         match run_on_shard(state, &shard, doc! {"drop": coll, "$db": req.db}).await {
-            Ok(_) | Err(RouterError::Command { code: 26, .. }) => {}
+            Ok(_) => {}
+            Err(e) if e.code().0 == 26 => {}
             Err(e) => return Err(e),
         }
     }

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use bson::{doc, Bson, Document, RawDocumentBuf};
 
-use super::cursors::{cursor_batch, CursorKind, MergeCursor, RouterCursor, ShardStream};
+use super::cursors::{CursorKind, MergeCursor, RouterCursor, ShardStream};
 use super::merge::KWayMerge;
 use super::orphans::{count_owned, distinct_owned, exclusions, HashedOrphans, StreamFilter};
 use super::{cursor_reply, doc_field, int_field, rewrite, run_raw, target};
@@ -237,55 +237,43 @@ pub(crate) async fn aggregate(
                 }
             })
             .unzip();
-    let calls = shards.iter().zip(pipelines).map(|(s, stages)| {
-        let add = doc! {"pipeline": stages, "cursor": {"batchSize": 1000}};
-        async move {
+    let opens = shards.into_iter().zip(pipelines).zip(filters).map(
+        |((shard, stages), filter)| async move {
+            let add = doc! {"pipeline": stages, "cursor": {"batchSize": 1000}};
             let cmd = rewrite(req.body, &[], add)?;
-            run_raw(state, s, &cmd).await
-        }
-    });
-    let replies = futures::future::join_all(calls).await;
+            ShardStream::open(state, shard, &cmd, filter, 1000).await
+        },
+    );
     let mut streams = Vec::new();
-    let mut merge = KWayMerge::new(shards.len(), None);
+    let mut firsts = Vec::new();
     let mut failure = None;
-    for (i, ((shard, reply), filter)) in shards.into_iter().zip(replies).zip(filters).enumerate() {
-        match reply {
-            Ok(r) => {
-                let (id, docs) = cursor_batch(&r, "firstBatch");
-                let stream = ShardStream::new(shard, id, filter);
-                match stream.admit(state, docs).await {
-                    Ok(docs) => merge.push(i, docs, id == 0),
-                    Err(e) => failure = Some(e),
-                }
+    for opened in futures::future::join_all(opens).await {
+        match opened {
+            Ok((stream, docs, done)) => {
                 streams.push(stream);
+                firsts.push((docs, done));
             }
-            Err(e) => {
-                failure = Some(e);
-                streams.push(ShardStream::new(shard, 0, None));
-            }
+            Err(e) => failure = Some(e),
         }
     }
+    if let Some(e) = failure {
+        for mut stream in streams {
+            stream.close().await;
+        }
+        return Err(e);
+    }
+    let mut merge = KWayMerge::new(streams.len(), None);
+    for (i, (docs, done)) in firsts.into_iter().enumerate() {
+        merge.push(i, docs, done);
+    }
     let mut cursor = MergeCursor {
-        ns: ns.to_owned(),
         streams,
         merge,
         skip: 0,
         remaining: None,
         strip: false,
-        lsid: doc_field(req.body, "lsid")?,
-        shard_batch: 1000,
         pending: None,
     };
-    if let Some(e) = failure {
-        let mut rc = RouterCursor {
-            kind: CursorKind::Merge(Box::new(cursor)),
-            ns: ns.to_owned(),
-            connection: 0,
-            last_used: Instant::now(),
-        };
-        super::cursors::kill(state, &mut rc).await;
-        return Err(e);
-    }
     let first = batch_size.unwrap_or(101).max(0) as usize;
     if router_part.is_empty() {
         let batch = cursor.next_batch(state, first).await?;

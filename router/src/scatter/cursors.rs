@@ -1,8 +1,8 @@
 //! Router cursors: one client cursor id over several shard cursors.
 //!
-//! A `MergeCursor` keeps, per shard, the shard's cursor id and what it has
-//! buffered, and refills a stream with `getMore` (same `lsid`) only when the
-//! merge needs it. A `PassThrough` cursor is a single shard's own cursor,
+//! A `MergeCursor` keeps, per shard, the shard's cursor (a `ShardCursor`,
+//! which sends `getMore` with the query's `lsid`) and what the merge has
+//! buffered, and refills a stream only when the merge needs it. A `PassThrough` cursor is a single shard's own cursor,
 //! recorded so `getMore`/`killCursors` reach that shard. Cursors idle past
 //! the timeout, and those last used by a closed connection, are killed on
 //! every shard.
@@ -11,12 +11,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bson::{doc, Document, RawDocument, RawDocumentBuf};
+use bson::{RawDocument, RawDocumentBuf};
 use shardgate_config_store::ShardType;
+
+use shardgate_shard_client::ShardCursor;
 
 use super::merge::{strip_sort_key, KWayMerge};
 use super::orphans::StreamFilter;
-use crate::commands::forward::{run_on_shard, run_on_shard_raw};
+use crate::commands::forward::target;
 use crate::error::Result;
 use crate::state::RouterState;
 
@@ -27,44 +29,63 @@ pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
 pub(crate) struct ShardStream {
     /// The shard.
     pub shard: ShardType,
-    /// The shard's cursor id (0 once exhausted).
-    pub cursor_id: i64,
+    /// The shard's cursor (`None` once exhausted or closed).
+    pub cursor: Option<ShardCursor>,
     /// What the router does to each batch when the shard holds hashed
     /// orphans (`None`: the batch is used as it comes).
     pub filter: Option<Arc<StreamFilter>>,
 }
 
 impl ShardStream {
-    /// A stream over `shard`'s cursor `cursor_id`.
-    pub(crate) fn new(
+    /// Runs `cmd` on `shard` (its later batches of `batch_size`); returns
+    /// the stream, its first batch as the merge takes it, and whether the
+    /// shard's cursor is already exhausted.
+    pub(crate) async fn open(
+        state: &RouterState,
         shard: ShardType,
-        cursor_id: i64,
+        cmd: &RawDocument,
         filter: Option<Arc<StreamFilter>>,
-    ) -> ShardStream {
-        ShardStream {
+        batch_size: i64,
+    ) -> Result<(ShardStream, Vec<RawDocumentBuf>, bool)> {
+        let cursor = ShardCursor::open(state.shards.clone(), target(&shard), cmd)
+            .await?
+            .batch_size(batch_size);
+        let mut stream = ShardStream {
             shard,
-            cursor_id,
+            cursor: Some(cursor),
             filter,
-        }
+        };
+        let (docs, done) = stream.next(state).await?;
+        Ok((stream, docs, done))
     }
 
-    /// A batch of this stream as the merge takes it.
-    pub(crate) async fn admit(
-        &self,
-        state: &RouterState,
-        docs: Vec<RawDocumentBuf>,
-    ) -> Result<Vec<RawDocumentBuf>> {
-        match &self.filter {
-            Some(f) => f.apply(state, &self.shard, docs).await,
-            None => Ok(docs),
+    /// The next batch as the merge takes it, and whether it was the last.
+    async fn next(&mut self, state: &RouterState) -> Result<(Vec<RawDocumentBuf>, bool)> {
+        let Some(cursor) = self.cursor.as_mut() else {
+            return Ok((Vec::new(), true));
+        };
+        let docs = cursor.next_batch().await?.unwrap_or_default();
+        let done = cursor.id() == 0;
+        if done {
+            self.cursor = None;
+        }
+        let docs = match &self.filter {
+            Some(f) => f.apply(state, &self.shard, docs).await?,
+            None => docs,
+        };
+        Ok((docs, done))
+    }
+
+    /// Closes the shard's cursor if it is still open.
+    pub(crate) async fn close(&mut self) {
+        if let Some(cursor) = self.cursor.take() {
+            cursor.kill().await;
         }
     }
 }
 
 /// A cursor merging shard streams.
 pub(crate) struct MergeCursor {
-    /// `db.coll`.
-    pub ns: String,
     /// The streams, indexed like the merge's streams.
     pub streams: Vec<ShardStream>,
     /// The merge itself.
@@ -75,10 +96,6 @@ pub(crate) struct MergeCursor {
     pub remaining: Option<u64>,
     /// Whether `$sortKey` must be stripped from results.
     pub strip: bool,
-    /// The client's `lsid`, sent with every shard `getMore`.
-    pub lsid: Option<Document>,
-    /// Batch size for shard `getMore`s.
-    pub shard_batch: i64,
     /// A document held back because the previous batch was full.
     pub pending: Option<RawDocumentBuf>,
 }
@@ -214,23 +231,10 @@ fn rand_u64() -> u64 {
 }
 
 /// Closes every shard cursor behind a router cursor.
-pub(crate) async fn kill(state: &RouterState, cursor: &mut RouterCursor) {
-    let coll = cursor.ns.split_once('.').map_or("", |(_, c)| c).to_owned();
-    let db = cursor.ns.split_once('.').map_or("", |(d, _)| d).to_owned();
-    let targets: Vec<(ShardType, i64)> = match &mut cursor.kind {
-        CursorKind::Merge(m) => m
-            .streams
-            .iter_mut()
-            .filter(|s| s.cursor_id != 0)
-            .map(|s| (s.shard.clone(), std::mem::take(&mut s.cursor_id)))
-            .collect(),
-        CursorKind::Buffered(_) => Vec::new(),
-        CursorKind::PassThrough(_) => Vec::new(),
-    };
-    for (shard, id) in targets {
-        let cmd = doc! {"killCursors": &coll, "cursors": [id], "$db": &db};
-        if let Err(e) = run_on_shard(state, &shard, cmd).await {
-            tracing::debug!(shard = %shard.id, error = %e, "killCursors on shard failed");
+pub(crate) async fn kill(_state: &RouterState, cursor: &mut RouterCursor) {
+    if let CursorKind::Merge(m) = &mut cursor.kind {
+        for stream in &mut m.streams {
+            stream.close().await;
         }
     }
 }
@@ -286,41 +290,16 @@ impl MergeCursor {
 
     /// Runs `getMore` on the given streams at once.
     async fn refill(&mut self, state: &RouterState, streams: &[usize]) -> Result<()> {
-        let (db, coll) = self.ns.split_once('.').unwrap_or(("", ""));
-        let calls = streams.iter().map(|i| {
-            let s = &self.streams[*i];
-            let mut cmd = doc! {"getMore": s.cursor_id, "collection": coll, "batchSize": self.shard_batch, "$db": db};
-            if let Some(lsid) = &self.lsid {
-                cmd.insert("lsid", lsid.clone());
-            }
-            run_on_shard_raw(state, &s.shard, cmd)
-        });
-        let replies = futures::future::join_all(calls).await;
-        for (i, reply) in streams.iter().zip(replies) {
-            let reply = reply?;
-            let (id, docs) = cursor_batch(&reply, "nextBatch");
-            self.streams[*i].cursor_id = id;
-            let docs = self.streams[*i].admit(state, docs).await?;
-            self.merge.push(*i, docs, id == 0);
+        let calls = self
+            .streams
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| streams.contains(i))
+            .map(|(i, s)| async move { (i, s.next(state).await) });
+        for (i, next) in futures::future::join_all(calls).await {
+            let (docs, done) = next?;
+            self.merge.push(i, docs, done);
         }
         Ok(())
     }
-}
-
-/// The cursor id and documents of a shard's cursor reply.
-pub(crate) fn cursor_batch(reply: &RawDocument, field: &str) -> (i64, Vec<RawDocumentBuf>) {
-    let Ok(cursor) = reply.get_document("cursor") else {
-        return (0, Vec::new());
-    };
-    let id = cursor.get_i64("id").unwrap_or(0);
-    let docs = cursor
-        .get_array(field)
-        .map(|a| {
-            a.into_iter()
-                .filter_map(|d| d.ok().and_then(|d| d.as_document()))
-                .map(|d| d.to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    (id, docs)
 }

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use bson::{doc, Bson, Document, RawDocumentBuf};
 
-use super::cursors::{cursor_batch, kill, CursorKind, MergeCursor, RouterCursor, ShardStream};
+use super::cursors::{kill, CursorKind, MergeCursor, RouterCursor, ShardStream};
 use super::merge::{KWayMerge, SortSpec, SORT_KEY_FIELD};
 use super::orphans::{exclusions, HashedOrphans, StreamFilter};
-use super::{cursor_reply, doc_field, has_orphans, int_field, kill_all, rewrite, run_raw, target};
+use super::{cursor_reply, doc_field, has_orphans, int_field, rewrite, target};
 use crate::commands::{Reply, Request, Session};
 use crate::error::{Result, RouterError};
 use crate::routing::CollectionRouting;
@@ -81,60 +81,50 @@ pub(crate) async fn find(
             (add, filter)
         })
         .unzip();
-    let calls = shards.iter().zip(adds).map(|(shard, add)| async move {
-        let cmd = rewrite(
-            body,
-            &["skip", "limit", "singleBatch", "allowPartialResults"],
-            add,
-        )?;
-        run_raw(state, shard, &cmd).await
-    });
-    let replies = futures::future::join_all(calls).await;
+    let getmore_batch = batch_size.unwrap_or(1000).max(1);
+    let opens =
+        shards
+            .into_iter()
+            .zip(adds)
+            .zip(filters)
+            .map(|((shard, add), filter)| async move {
+                let cmd = rewrite(
+                    body,
+                    &["skip", "limit", "singleBatch", "allowPartialResults"],
+                    add,
+                )?;
+                ShardStream::open(state, shard, &cmd, filter, getmore_batch).await
+            });
     let mut streams = Vec::new();
     let mut merge_input = Vec::new();
     let mut failure = None;
     let mut partial = false;
-    for ((shard, reply), filter) in shards.into_iter().zip(replies).zip(filters) {
-        match reply {
-            Ok(r) => {
-                let (id, docs) = cursor_batch(&r, "firstBatch");
-                let stream = ShardStream::new(shard, id, filter);
-                let docs = match stream.admit(state, docs).await {
-                    Ok(docs) => docs,
-                    Err(e) => {
-                        failure = Some(e);
-                        Vec::new()
-                    }
-                };
+    for opened in futures::future::join_all(opens).await {
+        match opened {
+            Ok((stream, docs, done)) => {
                 streams.push(stream);
-                merge_input.push((docs, id == 0));
+                merge_input.push((docs, done));
             }
             Err(e) if allow_partial && e.is_retryable() => partial = true,
             Err(e) => failure = Some(e),
         }
     }
     if let Some(e) = failure {
-        let opened = streams
-            .into_iter()
-            .map(|s| (s.shard, s.cursor_id))
-            .collect();
-        kill_all(state, ns, opened).await;
+        for mut stream in streams {
+            stream.close().await;
+        }
         return Err(e);
     }
     let mut merge = KWayMerge::new(streams.len(), spec);
     for (i, (docs, done)) in merge_input.into_iter().enumerate() {
         merge.push(i, docs, done);
     }
-    let lsid = doc_field(body, "lsid")?;
     let mut cursor = MergeCursor {
-        ns: ns.to_owned(),
         streams,
         merge,
         skip,
         remaining: (limit > 0).then_some(limit),
         strip: sort.is_some(),
-        lsid,
-        shard_batch: batch_size.unwrap_or(1000).max(1),
         pending: None,
     };
     let first = batch_size.unwrap_or(DEFAULT_FIRST_BATCH).max(0) as usize;
@@ -293,18 +283,36 @@ pub(crate) async fn get_more(
     ))))
 }
 
-/// `killCursors` for router cursors; `None` when none of the ids is the
-/// router's (the command then goes where it would have gone).
-pub(crate) async fn kill_cursors(state: &RouterState, req: &Request<'_>) -> Result<Option<Reply>> {
-    let ids: Vec<i64> = req
-        .body
+/// The cursor ids a `killCursors` names.
+fn cursor_ids(req: &Request<'_>) -> Vec<i64> {
+    req.body
         .get_array("cursors")
         .map(|a| {
             a.into_iter()
                 .filter_map(|v| v.ok().and_then(|v| v.as_i64()))
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// `killCursors` on a sharded collection for ids the router does not hold:
+/// `ok` with every id in `cursorsNotFound`, as mongos answers.
+pub(crate) fn kill_unknown_cursors(req: &Request<'_>) -> Reply {
+    let ids: Vec<Bson> = cursor_ids(req).into_iter().map(Bson::Int64).collect();
+    let reply = doc! {
+        "cursorsKilled": [],
+        "cursorsNotFound": ids,
+        "cursorsAlive": [],
+        "cursorsUnknown": [],
+        "ok": 1.0,
+    };
+    Reply::Body(reply.to_vec().unwrap_or_default())
+}
+
+/// `killCursors` for router cursors; `None` when none of the ids is the
+/// router's (the command then goes where it would have gone).
+pub(crate) async fn kill_cursors(state: &RouterState, req: &Request<'_>) -> Result<Option<Reply>> {
+    let ids = cursor_ids(req);
     if !ids.iter().any(|id| state.cursors.get(*id).is_some()) {
         return Ok(None);
     }

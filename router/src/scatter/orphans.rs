@@ -19,9 +19,9 @@ use std::sync::Arc;
 use bson::{doc, Bson, Document, RawArrayBuf, RawDocument, RawDocumentBuf};
 use shardgate_config_store::shard_key::{hash_value, KeyBytes, KeyKind, ShardKeyPattern};
 use shardgate_config_store::ShardType;
+use shardgate_shard_client::{cursor_reply, ShardCursor, ShardError};
 
-use super::cursors::cursor_batch;
-use crate::commands::forward::run_on_shard_raw;
+use crate::commands::forward::{open_cursor, run_on_shard_raw};
 use crate::error::{Result, RouterError};
 use crate::routing::CollectionRouting;
 use crate::state::RouterState;
@@ -112,9 +112,13 @@ pub(crate) async fn exclusions(
 /// Whether `shard` evaluates `$toHashedIndexKey` with the chunk map's hash;
 /// asked once per shard pool (an unreachable shard is asked again later).
 async fn evaluates_hashed_key(state: &RouterState, shard: &ShardType, db: &str) -> bool {
-    let pool = state.shards.pool(shard);
-    if let Some(known) = pool.hashed_key_expr.get() {
-        return *known;
+    let known = state
+        .hashed_key_expr
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&shard.id).copied());
+    if let Some(known) = known {
+        return known;
     }
     let probe = "shardgate";
     let cmd = doc! {
@@ -127,17 +131,24 @@ async fn evaluates_hashed_key(state: &RouterState, shard: &ShardType, db: &str) 
     };
     let answer = match run_on_shard_raw(state, shard, cmd).await {
         Ok(reply) => {
-            let (_, docs) = cursor_batch(&reply, "firstBatch");
+            let docs = cursor_reply(&shard.id, &reply)
+                .map(|r| r.docs)
+                .unwrap_or_default();
             let want = hash_value(&Bson::String(probe.to_owned()));
             docs.first().and_then(|d| d.get_i64("h").ok()) == Some(want)
         }
-        Err(RouterError::Command { .. }) => false,
+        Err(e @ RouterError::Shard(ShardError::Reply { .. })) => {
+            tracing::debug!(shard = %shard.id, error = %e, "no $toHashedIndexKey on this shard");
+            false
+        }
         Err(e) => {
             tracing::debug!(shard = %shard.id, error = %e, "$toHashedIndexKey probe failed");
             return false;
         }
     };
-    let _ = pool.hashed_key_expr.set(answer);
+    if let Ok(mut m) = state.hashed_key_expr.lock() {
+        m.insert(shard.id.clone(), answer);
+    }
     answer
 }
 
@@ -419,78 +430,6 @@ fn remove_path(doc: &mut Document, parts: &[&str]) {
     }
 }
 
-/// A shard's cursor read page by page.
-pub(crate) struct Pager<'a> {
-    state: &'a RouterState,
-    shard: &'a ShardType,
-    db: String,
-    /// The collection `getMore` names.
-    coll: String,
-    id: i64,
-    first: Option<Vec<RawDocumentBuf>>,
-}
-
-impl<'a> Pager<'a> {
-    /// Runs `cmd` (a `find` or `aggregate` with its `$db`) and holds its
-    /// first batch.
-    pub(crate) async fn open(
-        state: &'a RouterState,
-        shard: &'a ShardType,
-        cmd: Document,
-    ) -> Result<Pager<'a>> {
-        let db = cmd.get_str("$db").unwrap_or_default().to_owned();
-        let reply = run_on_shard_raw(state, shard, cmd).await?;
-        let (id, docs) = cursor_batch(&reply, "firstBatch");
-        let ns = reply
-            .get_document("cursor")
-            .ok()
-            .and_then(|c| c.get_str("ns").ok())
-            .unwrap_or_default();
-        let coll = ns.split_once('.').map_or(ns, |(_, c)| c).to_owned();
-        Ok(Pager {
-            state,
-            shard,
-            db,
-            coll,
-            id,
-            first: Some(docs),
-        })
-    }
-
-    /// The next page; `None` once the cursor is exhausted.
-    pub(crate) async fn next(&mut self) -> Result<Option<Vec<RawDocumentBuf>>> {
-        if let Some(first) = self.first.take() {
-            return Ok(Some(first));
-        }
-        if self.id == 0 {
-            return Ok(None);
-        }
-        let cmd =
-            doc! {"getMore": self.id, "collection": &self.coll, "batchSize": PAGE, "$db": &self.db};
-        let reply = run_on_shard_raw(self.state, self.shard, cmd).await?;
-        let (id, docs) = cursor_batch(&reply, "nextBatch");
-        self.id = id;
-        Ok(Some(docs))
-    }
-
-    /// Every remaining document.
-    pub(crate) async fn all(mut self) -> Result<Vec<RawDocumentBuf>> {
-        let mut out = Vec::new();
-        while let Some(page) = self.next().await? {
-            out.extend(page);
-        }
-        Ok(out)
-    }
-
-    /// Closes the shard cursor when it is still open.
-    pub(crate) async fn close(self) {
-        if self.id != 0 {
-            let cmd = doc! {"killCursors": &self.coll, "cursors": [self.id], "$db": &self.db};
-            let _ = run_on_shard_raw(self.state, self.shard, cmd).await;
-        }
-    }
-}
-
 /// Options of the client's command that a shard read made for it keeps.
 fn copy_options(body: &RawDocument, cmd: &mut Document, names: &[&str]) {
     for name in names {
@@ -523,9 +462,9 @@ pub(crate) async fn count_owned(
         &mut cmd,
         &["hint", "collation", "readConcern", "lsid"],
     );
-    let mut pager = Pager::open(state, shard, cmd).await?;
+    let mut pager = open_cursor(state, shard, &cmd).await?.batch_size(PAGE);
     let mut n = 0;
-    while let Some(page) = pager.next().await? {
+    while let Some(page) = pager.next_batch().await? {
         n += page.iter().filter(|d| orphans.owns(d)).count() as i64;
     }
     Ok(n)
@@ -554,10 +493,10 @@ pub(crate) async fn distinct_owned(
         &mut cmd,
         &["hint", "collation", "readConcern", "lsid"],
     );
-    let mut pager = Pager::open(state, shard, cmd).await?;
+    let mut pager = open_cursor(state, shard, &cmd).await?.batch_size(PAGE);
     let parts: Vec<&str> = key.split('.').collect();
     let mut values = Vec::new();
-    while let Some(page) = pager.next().await? {
+    while let Some(page) = pager.next_batch().await? {
         for d in page.iter().filter(|d| orphans.owns(d)) {
             if let Ok(d) = Document::try_from(d.as_ref()) {
                 values_at(&Bson::Document(d), &parts, &mut values);
@@ -600,21 +539,21 @@ fn values_at(value: &Bson, parts: &[&str], out: &mut Vec<Bson>) {
 /// The `_id`s of the documents matching a write's filter that the shard
 /// owns, page by page in `_id` order (so a document written meanwhile is
 /// not seen twice).
-pub(crate) struct OwnedIds<'a> {
-    pager: Pager<'a>,
+pub(crate) struct OwnedIds {
+    pager: ShardCursor,
     orphans: Arc<HashedOrphans>,
 }
 
-impl<'a> OwnedIds<'a> {
+impl OwnedIds {
     /// Opens the scan of `filter` (with the statement's `collation`).
     pub(crate) async fn open(
-        state: &'a RouterState,
-        shard: &'a ShardType,
+        state: &RouterState,
+        shard: &ShardType,
         orphans: Arc<HashedOrphans>,
         ns: &str,
         filter: &Document,
         collation: Option<&Document>,
-    ) -> Result<OwnedIds<'a>> {
+    ) -> Result<OwnedIds> {
         let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
         let mut cmd = doc! {
             "find": coll, "filter": filter.clone(), "sort": {"_id": 1},
@@ -624,13 +563,13 @@ impl<'a> OwnedIds<'a> {
         if let Some(c) = collation {
             cmd.insert("collation", c.clone());
         }
-        let pager = Pager::open(state, shard, cmd).await?;
+        let pager = open_cursor(state, shard, &cmd).await?.batch_size(PAGE);
         Ok(OwnedIds { pager, orphans })
     }
 
     /// The next page of owned `_id`s (possibly empty); `None` at the end.
     pub(crate) async fn next(&mut self) -> Result<Option<Vec<Bson>>> {
-        let Some(page) = self.pager.next().await? else {
+        let Some(page) = self.pager.next_batch().await? else {
             return Ok(None);
         };
         let ids = page
@@ -644,7 +583,7 @@ impl<'a> OwnedIds<'a> {
 
     /// Stops early, closing the shard cursor.
     pub(crate) async fn close(self) {
-        self.pager.close().await;
+        self.pager.kill().await;
     }
 }
 
@@ -706,7 +645,7 @@ impl StreamFilter {
             cmd.append(bson::cstr!("$db"), self.db.as_str());
             let cmd = Document::try_from(cmd.as_ref())
                 .map_err(|e| RouterError::bad_value(e.to_string()))?;
-            out.extend(Pager::open(state, shard, cmd).await?.all().await?);
+            out.extend(open_cursor(state, shard, &cmd).await?.all().await?);
         }
         Ok(out)
     }

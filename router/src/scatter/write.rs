@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 use bytes::Bytes;
+use shardgate_shard_client::ShardError;
 use shardgate_wire::{DocumentSequence, OpMsg};
 
 mod owned;
@@ -380,7 +381,13 @@ async fn send_batch(
     };
     let body = reply.body();
     if !reply_ok(body) {
-        let e = RouterError::from_shard_reply(&shard.id, body);
+        let e = ShardError::from_reply(&shard.id, body);
+        if retryable && e.labels().iter().any(|l| l == "RetryableWriteError") {
+            // The driver retries the whole command; the shards apply each
+            // statement once (stmtIds), and the router replays nothing it
+            // did not record.
+            return Err(RouterError::Shard(e));
+        }
         return Ok(failed(e.code().0, e.to_string()));
     }
     outcome(&shard.id, body, &batch.indexes)

@@ -26,13 +26,12 @@ impl ShardConn {
         addr: &str,
         generation: u64,
         auth: Option<&crate::config::ShardAuth>,
-        tls: Option<&crate::config::ShardTls>,
+        tls: Option<&tokio_rustls::TlsConnector>,
     ) -> std::io::Result<ShardConn> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let stream: Box<dyn Io> = match tls {
-            Some(tls) => {
-                let connector = crate::tls::shard_connector(tls)?;
+            Some(connector) => {
                 let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
                 let name = rustls_pki_types::ServerName::try_from(host.to_owned())
                     .map_err(|e| std::io::Error::other(format!("shard TLS name {host}: {e}")))?;
@@ -70,7 +69,7 @@ impl ShardConn {
     /// Logs in with the router's credentials (SCRAM). Errors never carry
     /// the password.
     async fn authenticate(&mut self, auth: &crate::config::ShardAuth) -> std::io::Result<()> {
-        use crate::auth::scram::{ClientScram, Mechanism};
+        use crate::scram::{ClientScram, Mechanism};
         let denied = |why: String| {
             std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,

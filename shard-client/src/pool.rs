@@ -13,17 +13,19 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use shardgate_config_store::ShardType;
+use bson::{RawDocument, RawDocumentBuf};
 use shardgate_wire::OpMsg;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsConnector;
 
 use crate::config::PoolConfig;
-use crate::error::{Result, RouterError};
-pub(crate) use conn::ShardConn;
+use crate::error::{Result, ShardError};
+use crate::{ShardClient, Target};
+use conn::ShardConn;
 
 /// Counters a pool exposes in `serverStatus`.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct PoolStats {
+pub struct PoolStats {
     /// Connections open now.
     pub open: usize,
     /// Connections idle in the pool now.
@@ -37,52 +39,61 @@ pub(crate) struct PoolStats {
 }
 
 /// The pool of one shard.
-pub(crate) struct ShardPool {
+struct ShardPool {
     shard: String,
     address: String,
     config: PoolConfig,
+    tls: Option<TlsConnector>,
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<ShardConn>>,
     generation: AtomicU64,
     open: AtomicUsize,
     peak_open: AtomicUsize,
     created: AtomicU64,
-    /// Whether the shard evaluates `$toHashedIndexKey` (asked once).
-    pub(crate) hashed_key_expr: std::sync::OnceLock<bool>,
 }
 
 impl ShardPool {
-    fn new(shard: &ShardType, config: PoolConfig) -> ShardPool {
+    fn new(shard: Target<'_>, config: PoolConfig, tls: Option<TlsConnector>) -> ShardPool {
         ShardPool {
-            shard: shard.id.clone(),
-            address: shard.addresses().into_iter().next().unwrap_or_default(),
+            shard: shard.id.to_owned(),
+            address: first_host(shard.host).to_owned(),
             permits: Arc::new(Semaphore::new(config.max_size)),
             config,
+            tls,
             idle: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             open: AtomicUsize::new(0),
             peak_open: AtomicUsize::new(0),
             created: AtomicU64::new(0),
-            hashed_key_expr: std::sync::OnceLock::new(),
         }
     }
 
-    /// Sends `msg` to the shard on a pooled connection and returns its reply.
-    pub(crate) async fn run(self: &Arc<Self>, msg: &OpMsg) -> Result<OpMsg> {
+    /// Sends `msg` to the shard on a pooled connection and returns its
+    /// reply, within the round-trip deadline (past it the connection is
+    /// closed, never reused).
+    async fn run(self: &Arc<Self>, msg: &OpMsg) -> Result<OpMsg> {
         let mut lease = self.checkout().await?;
         let conn = lease
             .conn
             .as_mut()
             .ok_or_else(|| self.unreachable("no connection"))?;
-        match conn.round_trip(msg).await {
-            Ok(reply) => {
+        let deadline = self.config.round_trip_timeout();
+        match tokio::time::timeout(deadline, conn.round_trip(msg)).await {
+            Ok(Ok(reply)) => {
                 lease.healthy = true;
                 Ok(reply)
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 self.clear();
                 Err(self.unreachable(&e.to_string()))
             }
+            Err(_) => Err(ShardError::Timeout {
+                shard: self.shard.clone(),
+                reason: format!(
+                    "no reply within {} ms (pool.round_trip_timeout_ms)",
+                    self.config.round_trip_timeout_ms
+                ),
+            }),
         }
     }
 
@@ -92,7 +103,7 @@ impl ShardPool {
             self.permits.clone().acquire_owned(),
         )
         .await
-        .map_err(|_| RouterError::ShardTimeout {
+        .map_err(|_| ShardError::Timeout {
             shard: self.shard.clone(),
             reason: format!(
                 "no free connection within {} ms (pool max_size {})",
@@ -122,11 +133,11 @@ impl ShardPool {
                 &self.address,
                 generation,
                 self.config.auth.as_ref(),
-                self.config.tls.as_ref(),
+                self.tls.as_ref(),
             ),
         )
         .await
-        .map_err(|_| RouterError::ShardTimeout {
+        .map_err(|_| ShardError::Timeout {
             shard: self.shard.clone(),
             reason: format!(
                 "connect to {} took over {} ms",
@@ -169,15 +180,15 @@ impl ShardPool {
         self.open.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn unreachable(&self, reason: &str) -> RouterError {
-        RouterError::ShardUnreachable {
+    fn unreachable(&self, reason: &str) -> ShardError {
+        ShardError::Unreachable {
             shard: self.shard.clone(),
             host: self.address.clone(),
             reason: reason.to_owned(),
         }
     }
 
-    pub(crate) fn stats(&self) -> PoolStats {
+    fn stats(&self) -> PoolStats {
         PoolStats {
             open: self.open.load(Ordering::Acquire),
             idle: self.idle.lock().map(|v| v.len()).unwrap_or(0),
@@ -185,14 +196,6 @@ impl ShardPool {
             created: self.created.load(Ordering::Relaxed),
             generation: self.generation.load(Ordering::Acquire),
         }
-    }
-
-    pub(crate) fn address(&self) -> &str {
-        &self.address
-    }
-
-    pub(crate) fn max_size(&self) -> usize {
-        self.config.max_size
     }
 }
 
@@ -235,32 +238,45 @@ impl Drop for Lease {
     }
 }
 
-/// The pools of every shard, created on first use.
-pub(crate) struct ShardRegistry {
+/// One pool per shard (by name), created on first use and replaced when the
+/// shard's connection string changes: the pooled [`ShardClient`].
+pub struct Pools {
     config: PoolConfig,
+    tls: Option<TlsConnector>,
     pools: RwLock<HashMap<String, Arc<ShardPool>>>,
 }
 
-impl ShardRegistry {
-    pub(crate) fn new(config: PoolConfig) -> ShardRegistry {
-        ShardRegistry {
-            config,
-            pools: RwLock::new(HashMap::new()),
+impl Pools {
+    /// Pools with `config`; TLS files are read and checked here, so a bad
+    /// setting fails at start with one line naming it.
+    pub fn new(config: PoolConfig) -> std::result::Result<Pools, String> {
+        if let Some(auth) = &config.auth {
+            if crate::scram::Mechanism::from_name(&auth.mechanism).is_none() {
+                return Err(format!(
+                    "pool.auth.mechanism must be SCRAM-SHA-256 or SCRAM-SHA-1, got {:?}",
+                    auth.mechanism
+                ));
+            }
         }
+        let tls = config.tls.as_ref().map(crate::tls::connector).transpose()?;
+        Ok(Pools {
+            config,
+            tls,
+            pools: RwLock::new(HashMap::new()),
+        })
     }
 
-    /// The pool for `shard`, replaced when its connection string changed.
-    pub(crate) fn pool(&self, shard: &ShardType) -> Arc<ShardPool> {
-        let address = shard.addresses().into_iter().next().unwrap_or_default();
+    fn pool(&self, shard: Target<'_>) -> Arc<ShardPool> {
+        let address = first_host(shard.host);
         if let Ok(pools) = self.pools.read() {
-            if let Some(p) = pools.get(&shard.id).filter(|p| p.address == address) {
+            if let Some(p) = pools.get(shard.id).filter(|p| p.address == address) {
                 return p.clone();
             }
         }
-        let pool = Arc::new(ShardPool::new(shard, self.config.clone()));
+        let pool = Arc::new(ShardPool::new(shard, self.config.clone(), self.tls.clone()));
         if let Ok(mut pools) = self.pools.write() {
             return pools
-                .entry(shard.id.clone())
+                .entry(shard.id.to_owned())
                 .and_modify(|p| {
                     if p.address != address {
                         *p = pool.clone();
@@ -271,15 +287,72 @@ impl ShardRegistry {
         }
         pool
     }
+}
 
-    /// Every pool, by shard name.
-    pub(crate) fn all(&self) -> Vec<(String, Arc<ShardPool>)> {
-        let mut v: Vec<_> = self
+#[async_trait::async_trait]
+impl ShardClient for Pools {
+    async fn send(&self, shard: Target<'_>, msg: &OpMsg) -> Result<OpMsg> {
+        self.pool(shard).run(&crate::outgoing(msg)).await
+    }
+
+    async fn probe(&self, host: &str, body: &RawDocument) -> Result<RawDocumentBuf> {
+        let address = first_host(host);
+        let failed = |reason: String| ShardError::Unreachable {
+            shard: host.to_owned(),
+            host: address.to_owned(),
+            reason,
+        };
+        let connect = ShardConn::connect(address, 0, self.config.auth.as_ref(), self.tls.as_ref());
+        let mut conn = tokio::time::timeout(self.config.connect_timeout(), connect)
+            .await
+            .map_err(|_| failed("connect timed out".into()))?
+            .map_err(|e| failed(e.to_string()))?;
+        let msg = OpMsg::from_body(body.as_bytes().to_vec());
+        let reply = tokio::time::timeout(self.config.connect_timeout(), conn.round_trip(&msg))
+            .await
+            .map_err(|_| failed("no reply in time".into()))?
+            .map_err(|e| failed(e.to_string()))?;
+        if !crate::reply_ok(reply.body()) {
+            return Err(ShardError::from_reply(host, reply.body()));
+        }
+        Ok(reply.body().to_owned())
+    }
+
+    fn stats(&self) -> Vec<PoolReport> {
+        let mut v: Vec<PoolReport> = self
             .pools
             .read()
-            .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(id, p)| PoolReport {
+                        shard: id.clone(),
+                        address: p.address.clone(),
+                        max_size: p.config.max_size,
+                        stats: p.stats(),
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by(|a, b| a.shard.cmp(&b.shard));
         v
     }
+}
+
+/// One shard's pool as `serverStatus` and `shardgate status` show it.
+#[derive(Debug, Clone)]
+pub struct PoolReport {
+    /// The shard's name.
+    pub shard: String,
+    /// The address connected to.
+    pub address: String,
+    /// The pool's size limit.
+    pub max_size: usize,
+    /// Its counters.
+    pub stats: PoolStats,
+}
+
+/// The first host of a connection string (`host:port` or `rs/h1,h2`).
+fn first_host(host: &str) -> &str {
+    let hosts = host.split_once('/').map_or(host, |(_, h)| h);
+    hosts.split(',').next().unwrap_or(hosts).trim()
 }

@@ -1,6 +1,8 @@
-//! SCRAM (RFC 5802, RFC 7677) on the server side, as MongoDB speaks it:
-//! SCRAM-SHA-256 over the SASLprep'd password, SCRAM-SHA-1 over MongoDB's
-//! `hex(md5("<user>:mongo:<password>"))`. Only salted keys are stored.
+//! SCRAM (RFC 5802, RFC 7677) as MongoDB speaks it: SCRAM-SHA-256 over the
+//! SASLprep'd password, SCRAM-SHA-1 over MongoDB's
+//! `hex(md5("<user>:mongo:<password>"))`. Both sides share the primitives:
+//! [`ClientScram`] logs the pools in to shards; the router's `auth` keeps
+//! users as [`Credential`]s (only salted keys) and runs [`Conversation`]s.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;

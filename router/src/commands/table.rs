@@ -1,0 +1,416 @@
+//! The table of commands: every command the router knows, with its
+//! privilege and who runs it (see `registry`).
+
+use bson::Document;
+
+use super::registry::{handler, namespace, router, CommandSpec, Privilege::*};
+use super::{admin, bulk_write, chunks, cluster, diagnostic, handshake, ok, sharding, zones};
+use crate::error::RouterError;
+
+/// Every command spec.
+pub(crate) fn specs() -> Vec<CommandSpec> {
+    let mut specs = handshake_and_auth();
+    specs.extend(diagnostics());
+    specs.extend(sharding_admin());
+    specs.extend(data());
+    specs.extend(database_admin());
+    specs
+}
+
+fn handshake_and_auth() -> Vec<CommandSpec> {
+    vec![
+        router(
+            "hello",
+            Nothing,
+            handler!(|state, session, req| {
+                let mut d = handshake::hello(session, req.body, req.name != "hello");
+                crate::auth::hello_extras(state, session, req.body, &mut d).await;
+                ok(d)
+            }),
+        )
+        .aliases(&["isMaster", "ismaster"]),
+        router(
+            "saslStart",
+            Nothing,
+            handler!(|state, session, req| {
+                if !state.config.auth {
+                    return Err(auth_off());
+                }
+                crate::auth::sasl_start(state, session, req.db, req.body)
+                    .await
+                    .and_then(ok)
+            }),
+        ),
+        router(
+            "saslContinue",
+            Nothing,
+            handler!(|state, session, req| {
+                if !state.config.auth {
+                    return Err(auth_off());
+                }
+                crate::auth::sasl_continue(state, session, req.body)
+                    .await
+                    .and_then(ok)
+            }),
+        ),
+        router(
+            "authenticate",
+            Nothing,
+            handler!(|state, session, req| Err(auth_off())),
+        ),
+        router(
+            "logout",
+            Nothing,
+            handler!(|state, session, req| {
+                session.auth.users.clear();
+                ok(Document::new())
+            }),
+        ),
+        router(
+            "createUser",
+            UserAdmin,
+            handler!(
+                |state, session, req| crate::auth::user_command(state, session, req)
+                    .await
+                    .and_then(ok)
+            ),
+        )
+        .aliases(&[
+            "updateUser",
+            "dropUser",
+            "grantRolesToUser",
+            "revokeRolesFromUser",
+        ]),
+        // Users see what they may: filtered in the command.
+        router(
+            "usersInfo",
+            Nothing,
+            handler!(
+                |state, session, req| crate::auth::user_command(state, session, req)
+                    .await
+                    .and_then(ok)
+            ),
+        ),
+        namespace("createRole", UserAdmin).aliases(&[
+            "updateRole",
+            "dropRole",
+            "grantRolesToRole",
+            "revokeRolesFromRole",
+            "grantPrivilegesToRole",
+            "revokePrivilegesFromRole",
+            "rolesInfo",
+            "dropAllUsersFromDatabase",
+            "dropAllRolesFromDatabase",
+        ]),
+        router(
+            "endSessions",
+            Nothing,
+            handler!(|state, session, req| admin::end_sessions(state, req).await.and_then(ok)),
+        ),
+        namespace("startSession", Nothing).aliases(&["refreshSessions"]),
+    ]
+}
+
+fn auth_off() -> RouterError {
+    RouterError::command(
+        18,
+        "AuthenticationFailed",
+        "authentication is not enabled on this router; connect without credentials",
+    )
+}
+
+fn diagnostics() -> Vec<CommandSpec> {
+    vec![
+        router(
+            "ping",
+            Nothing,
+            handler!(|state, session, req| ok(Document::new())),
+        ),
+        router(
+            "isdbgrid",
+            Nothing,
+            handler!(|state, session, req| ok(
+                bson::doc! {"isdbgrid": 1, "hostname": &state.listen}
+            )),
+        ),
+        router(
+            "buildInfo",
+            Nothing,
+            handler!(|state, session, req| ok(diagnostic::build_info())),
+        )
+        .aliases(&["buildinfo"]),
+        router(
+            "whatsmyuri",
+            Nothing,
+            handler!(|state, session, req| ok(bson::doc! {"you": &session.peer})),
+        ),
+        router(
+            "connectionStatus",
+            Nothing,
+            handler!(|state, session, req| ok(diagnostic::connection_status())),
+        ),
+        router(
+            "listCommands",
+            Nothing,
+            handler!(|state, session, req| ok(list_commands(state))),
+        ),
+        router(
+            "serverStatus",
+            ClusterMonitor,
+            handler!(|state, session, req| ok(diagnostic::server_status(state))),
+        ),
+        router(
+            "getCmdLineOpts",
+            ClusterMonitor,
+            handler!(|state, session, req| ok(diagnostic::cmd_line_opts(state))),
+        ),
+        router(
+            "getParameter",
+            ClusterMonitor,
+            handler!(|state, session, req| diagnostic::get_parameter(state, req.body).and_then(ok)),
+        ),
+        router(
+            "getLog",
+            ClusterMonitor,
+            handler!(|state, session, req| diagnostic::get_log(req.body).and_then(ok)),
+        ),
+        router(
+            "configureFailPoint",
+            HostManager,
+            handler!(|state, session, req| {
+                if !state.config.enable_test_commands {
+                    return Err(RouterError::command_not_found(req.name));
+                }
+                match req.body.get_str(req.name).ok() {
+                    Some(admin::CLOSE_AFTER_WRITE) => {
+                        admin::router_fail_point(state, req.body).and_then(ok)
+                    }
+                    Some(admin::PAUSE_MIGRATION) => {
+                        admin::pause_fail_point(state, req.body).and_then(ok)
+                    }
+                    _ => admin::to_every_shard(state, req).await.and_then(ok),
+                }
+            }),
+        ),
+        router(
+            "killAllSessions",
+            HostManager,
+            handler!(|state, session, req| admin::to_every_shard(state, req).await.and_then(ok)),
+        )
+        .aliases(&["killAllSessionsByPattern"]),
+        namespace("hostInfo", ClusterMonitor).aliases(&[
+            "connPoolStats",
+            "top",
+            "currentOp",
+            "netstat",
+        ]),
+        namespace("killOp", HostManager).aliases(&["setParameter"]),
+    ]
+}
+
+fn sharding_admin() -> Vec<CommandSpec> {
+    vec![
+        router(
+            "addShard",
+            ClusterManager,
+            handler!(|state, session, req| admin::add_shard(state, req).await.and_then(ok)),
+        )
+        .aliases(&["addshard"]),
+        router(
+            "listShards",
+            ClusterMonitor,
+            handler!(|state, session, req| admin::list_shards(state, req).await.and_then(ok)),
+        )
+        .aliases(&["listshards"]),
+        router(
+            "enableSharding",
+            ClusterManager,
+            handler!(|state, session, req| admin::enable_sharding(state, req).await.and_then(ok)),
+        )
+        .aliases(&["enablesharding"]),
+        router(
+            "shardCollection",
+            ClusterManager,
+            handler!(|state, session, req| sharding::shard_collection(state, req)
+                .await
+                .and_then(ok)),
+        )
+        .aliases(&["shardcollection"]),
+        router(
+            "split",
+            ClusterManager,
+            handler!(|state, session, req| chunks::split(state, req).await.and_then(ok)),
+        ),
+        router(
+            "mergeChunks",
+            ClusterManager,
+            handler!(|state, session, req| chunks::merge_chunks(state, req).await.and_then(ok)),
+        ),
+        router(
+            "moveChunk",
+            ClusterManager,
+            handler!(|state, session, req| chunks::move_range(state, req).await.and_then(ok)),
+        )
+        .aliases(&["movechunk", "moveRange"]),
+        router(
+            "configureCollectionBalancing",
+            ClusterManager,
+            handler!(
+                |state, session, req| cluster::configure_collection_balancing(state, req)
+                    .await
+                    .and_then(ok)
+            ),
+        ),
+        router(
+            "addShardToZone",
+            ClusterManager,
+            handler!(|state, session, req| zones::shard_zone(state, req, true).await.and_then(ok)),
+        )
+        .aliases(&["addShardTag"]),
+        router(
+            "removeShardFromZone",
+            ClusterManager,
+            handler!(|state, session, req| zones::shard_zone(state, req, false).await.and_then(ok)),
+        )
+        .aliases(&["removeShardTag"]),
+        router(
+            "updateZoneKeyRange",
+            ClusterManager,
+            handler!(
+                |state, session, req| zones::update_zone_key_range(state, req).await.and_then(ok)
+            ),
+        )
+        .aliases(&["addTagRange", "removeTagRange"]),
+        router(
+            "removeShard",
+            ClusterManager,
+            handler!(|state, session, req| cluster::remove_shard(state, req).await.and_then(ok)),
+        )
+        .aliases(&["removeshard"]),
+        router(
+            "balancerStart",
+            ClusterManager,
+            handler!(
+                |state, session, req| cluster::set_balancer(state, req, true).await.and_then(ok)
+            ),
+        ),
+        router(
+            "balancerStop",
+            ClusterManager,
+            handler!(
+                |state, session, req| cluster::set_balancer(state, req, false).await.and_then(ok)
+            ),
+        ),
+        router(
+            "balancerStatus",
+            ClusterMonitor,
+            handler!(|state, session, req| cluster::balancer_status(state, req).await.and_then(ok)),
+        ),
+        router(
+            "flushRouterConfig",
+            ClusterManager,
+            handler!(|state, session, req| cluster::flush_router_config(state).await.and_then(ok)),
+        )
+        .aliases(&["flushrouterconfig"]),
+        router(
+            "getShardVersion",
+            ClusterMonitor,
+            handler!(|state, session, req| cluster::get_shard_version(state, req)
+                .await
+                .and_then(ok)),
+        )
+        .aliases(&["getshardversion"]),
+    ]
+}
+
+fn data() -> Vec<CommandSpec> {
+    vec![
+        namespace("find", Read),
+        namespace("getMore", Read),
+        namespace("killCursors", Read),
+        namespace("count", Read),
+        namespace("distinct", Read),
+        namespace("aggregate", ReadOrOut),
+        namespace("explain", Read),
+        namespace("listCollections", Read),
+        namespace("listIndexes", Read),
+        namespace("listSearchIndexes", Read),
+        namespace("collStats", Read).aliases(&["dataSize", "dbHash"]),
+        namespace("dbStats", Read),
+        router(
+            "listDatabases",
+            Nothing,
+            handler!(|state, session, req| admin::list_databases(state, req).await.and_then(ok)),
+        ),
+        namespace("insert", Write).writes(true),
+        namespace("update", Write).writes(true),
+        namespace("delete", Write).writes(true),
+        namespace("findAndModify", Write)
+            .aliases(&["findandmodify"])
+            .writes(true),
+        router(
+            "bulkWrite",
+            Write,
+            handler!(|state, session, req| bulk_write::bulk_write(state, session, req).await),
+        )
+        .writes(true),
+        namespace("create", Write),
+        namespace("drop", Write),
+        namespace("createIndexes", Write),
+        namespace("dropIndexes", Write).aliases(&["deleteIndexes"]),
+        namespace("renameCollection", Write),
+        namespace("convertToCapped", Write),
+        namespace("cloneCollectionAsCapped", Write),
+        namespace("createSearchIndexes", Write).aliases(&["dropSearchIndex", "updateSearchIndex"]),
+    ]
+}
+
+fn database_admin() -> Vec<CommandSpec> {
+    vec![
+        router(
+            "dropDatabase",
+            DbAdmin,
+            handler!(|state, session, req| admin::drop_database(state, req).await),
+        ),
+        namespace("collMod", DbAdmin),
+        namespace("compact", DbAdmin),
+        namespace("validate", DbAdmin),
+        namespace("reIndex", DbAdmin),
+        namespace("profile", DbAdmin),
+        namespace("planCacheClear", DbAdmin).aliases(&[
+            "planCacheClearFilters",
+            "planCacheListFilters",
+            "planCacheSetFilter",
+        ]),
+    ]
+}
+
+/// `listCommands`: every command in the registry, as mongos lists them.
+fn list_commands(state: &crate::state::RouterState) -> Document {
+    let mut commands = Document::new();
+    let mut names: Vec<(&str, &CommandSpec)> = state
+        .commands
+        .all()
+        .iter()
+        .flat_map(|s| {
+            std::iter::once(s.name)
+                .chain(s.aliases.iter().copied())
+                .map(move |n| (n, s))
+        })
+        .collect();
+    names.sort_by_key(|(n, _)| *n);
+    for (name, spec) in names {
+        commands.insert(
+            name,
+            bson::doc! {
+                "help": "",
+                "requiresAuth": spec.privilege != Nothing,
+                "secondaryOk": true,
+                "adminOnly": false,
+                "apiVersions": [],
+                "deprecatedApiVersions": [],
+            },
+        );
+    }
+    bson::doc! {"commands": commands}
+}

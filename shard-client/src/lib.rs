@@ -1,0 +1,99 @@
+//! Talking to shards, for the router and the balancer alike.
+//!
+//! Everything that reaches a shard goes through a [`ShardClient`]: `send`
+//! a client's message through, run a `command` (an `{ok: 0}` reply is a
+//! [`ShardError`] that keeps the shard's code, code name and labels), or
+//! page through a [`ShardCursor`]. [`Pools`] is the real implementation;
+//! tests of the request path and the balancer put a fake in its place.
+//!
+//! # Layout
+//! - `config`: [`PoolConfig`], [`ShardAuth`], [`ShardTls`].
+//! - `error`: [`ShardError`], always blamed on the shard.
+//! - `pool`: [`Pools`], one bounded pool per shard (`pool/conn.rs`: one
+//!   connection, framing, the `hello` handshake and SCRAM login), with a
+//!   deadline on every round trip.
+//! - `cursor`: [`ShardCursor`], a shard's cursor read batch by batch, killed
+//!   when dropped before its end; [`cursor_reply`] reads a cursor reply.
+//! - [`scram`]: SCRAM-SHA-1/256, client and server sides.
+//! - `tls`: the connector for TLS to shards, built once from the files.
+
+mod config;
+mod cursor;
+mod error;
+mod pool;
+pub mod scram;
+mod tls;
+
+use bson::{RawDocument, RawDocumentBuf};
+use shardgate_wire::{OpMsg, OpMsgFlags};
+
+pub use config::{PoolConfig, ShardAuth, ShardTls};
+pub use cursor::{cursor_reply, CursorReply, ShardCursor};
+pub use error::{Result, ShardError};
+pub use pool::{PoolReport, PoolStats, Pools};
+
+/// A shard as the client addresses it: its name and connection string
+/// (`host:port` or `rs/host1,host2`).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The shard's name (`shard0000`).
+    pub id: &'a str,
+    /// Its connection string.
+    pub host: &'a str,
+}
+
+/// How the router and the balancer talk to shards.
+#[async_trait::async_trait]
+pub trait ShardClient: Send + Sync {
+    /// Sends `msg` as it is (only `moreToCome` of its flags is kept) and
+    /// returns the shard's reply, `{ok: 0}` included.
+    async fn send(&self, shard: Target<'_>, msg: &OpMsg) -> Result<OpMsg>;
+
+    /// Runs a command the caller built; an `{ok: 0}` reply is
+    /// [`ShardError::Reply`].
+    async fn command(&self, shard: Target<'_>, body: &RawDocument) -> Result<RawDocumentBuf> {
+        let msg = OpMsg::from_body(body.as_bytes().to_vec());
+        let reply = self.send(shard, &msg).await?;
+        let body = reply.body();
+        if !reply_ok(body) {
+            return Err(ShardError::from_reply(shard.id, body));
+        }
+        Ok(body.to_owned())
+    }
+
+    /// Runs `body` on `host` over a connection of its own, not pooled:
+    /// `addShard`'s check of a server that is not a shard yet.
+    async fn probe(&self, host: &str, body: &RawDocument) -> Result<RawDocumentBuf> {
+        self.command(Target { id: host, host }, body).await
+    }
+
+    /// Each shard pool's counters (none for a client without pools).
+    fn stats(&self) -> Vec<PoolReport> {
+        Vec::new()
+    }
+}
+
+/// `msg` with only `moreToCome` of its flags: a shard is never asked for a
+/// checksum or an exhaust stream.
+fn outgoing(msg: &OpMsg) -> std::borrow::Cow<'_, OpMsg> {
+    if msg.flags.0 & !OpMsgFlags::MORE_TO_COME == 0 {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let mut out = msg.clone();
+    out.flags = OpMsgFlags(msg.flags.0 & OpMsgFlags::MORE_TO_COME);
+    std::borrow::Cow::Owned(out)
+}
+
+/// Whether a reply body says `ok: 1`.
+pub fn reply_ok(body: &RawDocument) -> bool {
+    match body.get("ok") {
+        Ok(Some(v)) => {
+            v.as_f64()
+                .or(v.as_i32().map(f64::from))
+                .or(v.as_i64().map(|n| n as f64))
+                .unwrap_or(0.0)
+                == 1.0
+        }
+        _ => false,
+    }
+}

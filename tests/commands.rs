@@ -1,0 +1,211 @@
+//! The command registry as a client sees it: privileges checked per
+//! command (a `read` user may `find` but not `convertToCapped`, `compact`
+//! or `createRole`; an unknown command needs `root`), `killCursors` of ids
+//! the router does not hold on a sharded collection, `listCommands`, and a
+//! shard's `RetryableWriteError` reaching the driver through a scattered
+//! retryable insert.
+
+mod support;
+
+use bson::{doc, Document};
+use shardgate_router::RouterConfig;
+use support::{admin, error_code, TestCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privileges_come_from_the_registry() {
+    let config = RouterConfig {
+        auth: true,
+        balancer: false,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_bare(1, config).await;
+    let anonymous = cluster.client().await;
+    admin(
+        &anonymous,
+        doc! {"createUser": "boss", "pwd": "pw-boss", "roles": [{"role": "root", "db": "admin"}]},
+    )
+    .await;
+    let login = |user: &str, pwd: &str| {
+        format!(
+            "mongodb://{user}:{pwd}@{}/?authSource=admin",
+            cluster.router.addr
+        )
+    };
+    let root = support::client(&login("boss", "pw-boss")).await;
+    admin(&root, doc! {"addShard": cluster.shards[0].address()}).await;
+    admin(
+        &root,
+        doc! {"createUser": "reader", "pwd": "pw-reader", "roles": [{"role": "read", "db": "app"}]},
+    )
+    .await;
+    admin(
+        &root,
+        doc! {"createUser": "monitor", "pwd": "pw-mon", "roles": [{"role": "clusterMonitor", "db": "admin"}]},
+    )
+    .await;
+    let app = root.database("app");
+    app.collection::<Document>("c")
+        .insert_one(doc! {"_id": 1, "v": "x"})
+        .await
+        .unwrap();
+
+    let reader = support::client(&login("reader", "pw-reader")).await;
+    let rapp = reader.database("app");
+    let found = rapp
+        .collection::<Document>("c")
+        .find_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    assert_eq!(found, Some(doc! {"_id": 1, "v": "x"}), "read may find");
+    rapp.run_command(doc! {"listIndexes": "c"}).await.unwrap();
+    for cmd in [
+        doc! {"convertToCapped": "c", "size": 4096},
+        doc! {"compact": "c"},
+        doc! {"createRole": "r", "privileges": [], "roles": []},
+        doc! {"collMod": "c"},
+        doc! {"someCommandNobodyKnows": 1},
+    ] {
+        let e = rapp.run_command(cmd.clone()).await.unwrap_err();
+        assert_eq!(error_code(&e), 13, "a read user runs {cmd}");
+    }
+    // The collection is untouched: not capped.
+    let stats = app.run_command(doc! {"collStats": "c"}).await.unwrap();
+    assert_ne!(stats.get_bool("capped").ok(), Some(true));
+
+    // clusterMonitor watches the cluster but does not change it.
+    let monitor = support::client(&login("monitor", "pw-mon")).await;
+    admin(&monitor, doc! {"serverStatus": 1}).await;
+    admin(&monitor, doc! {"listShards": 1}).await;
+    let e = monitor
+        .database("admin")
+        .run_command(doc! {"enableSharding": "other"})
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 13, "clusterMonitor may not enableSharding");
+
+    // listCommands names what the registry holds.
+    let listed = admin(&reader, doc! {"listCommands": 1}).await;
+    let commands = listed.get_document("commands").unwrap();
+    for name in ["find", "aggregate", "moveChunk", "isMaster", "listCommands"] {
+        assert!(commands.contains_key(name), "listCommands lists {name}");
+    }
+    assert!(!commands.contains_key("someCommandNobodyKnows"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_cursors_of_unknown_ids_on_a_sharded_collection() {
+    let cluster = TestCluster::start(2).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "k", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "k.c", "key": {"x": 1}}).await;
+    admin(&client, doc! {"split": "k.c", "middle": {"x": 50}}).await;
+    admin(
+        &client,
+        doc! {"moveChunk": "k.c", "find": {"x": 60}, "to": "shard0001", "_waitForDelete": true},
+    )
+    .await;
+    let db = client.database("k");
+    db.collection::<Document>("c")
+        .insert_many((0..100).map(|x| doc! {"x": x}))
+        .await
+        .unwrap();
+    let reply = db
+        .run_command(doc! {"killCursors": "c", "cursors": [123_456_789i64, 42i64]})
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.get_array("cursorsNotFound").unwrap(),
+        &vec![bson::Bson::Int64(123_456_789), bson::Bson::Int64(42)]
+    );
+    assert!(reply.get_array("cursorsKilled").unwrap().is_empty());
+    // A real scatter cursor is still killed and reported as such.
+    let opened = db
+        .run_command(doc! {"find": "c", "filter": {}, "batchSize": 2})
+        .await
+        .unwrap();
+    let id = opened
+        .get_document("cursor")
+        .unwrap()
+        .get_i64("id")
+        .unwrap();
+    assert_ne!(id, 0);
+    let reply = db
+        .run_command(doc! {"killCursors": "c", "cursors": [id, 7i64]})
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.get_array("cursorsKilled").unwrap(),
+        &vec![bson::Bson::Int64(id)]
+    );
+    assert_eq!(
+        reply.get_array("cursorsNotFound").unwrap(),
+        &vec![bson::Bson::Int64(7)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_retryable_write_error_reaches_the_driver_with_its_label() {
+    let config = RouterConfig {
+        balancer: false,
+        enable_test_commands: true,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(2, config, true).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "r", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "r.c", "key": {"x": 1}}).await;
+    admin(&client, doc! {"split": "r.c", "middle": {"x": 50}}).await;
+    admin(
+        &client,
+        doc! {"moveChunk": "r.c", "find": {"x": 60}, "to": "shard0001", "_waitForDelete": true},
+    )
+    .await;
+    let shard1 = support::direct_client(&cluster.shards[1]).await;
+    let fail = |mode: bson::Bson| {
+        doc! {"configureFailPoint": "failCommand", "mode": mode, "data": {
+            "failCommands": ["insert"], "errorCode": 262, "errorLabels": ["RetryableWriteError"],
+        }}
+    };
+    // Always failing: pymongo retries once, then gives up with the label.
+    admin(&shard1, fail(bson::Bson::String("alwaysOn".into()))).await;
+    let out = support::pymongo(
+        &cluster.router.uri(),
+        r#"
+import os, pymongo
+c = pymongo.MongoClient(os.environ["URI"])
+try:
+    c.r.c.insert_many([{"x": x} for x in range(0, 100, 10)])
+    print("no error")
+except pymongo.errors.PyMongoError as e:
+    print(type(e).__name__, getattr(e, "code", None), e.has_error_label("RetryableWriteError"))
+"#,
+    );
+    assert_eq!(
+        out.trim(),
+        "OperationFailure 262 True",
+        "pymongo saw: {out}"
+    );
+    // Failing once: the driver's retry succeeds, and every document is
+    // there exactly once.
+    admin(&shard1, fail(doc! {"times": 1}.into())).await;
+    let out = support::pymongo(
+        &cluster.router.uri(),
+        r#"
+import os, pymongo
+c = pymongo.MongoClient(os.environ["URI"])
+c.r.c.delete_many({})
+c.r.c.insert_many([{"_id": x, "x": x} for x in range(0, 100, 10)])
+print(c.r.c.count_documents({}), sorted(d["x"] for d in c.r.c.find()) == list(range(0, 100, 10)))
+"#,
+    );
+    assert_eq!(out.trim(), "10 True", "pymongo saw: {out}");
+    admin(&shard1, fail(bson::Bson::String("off".into()))).await;
+}
