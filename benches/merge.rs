@@ -3,7 +3,7 @@
 
 use bson::{rawdoc, RawDocumentBuf};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardgate_router::scatter::merge::{strip_sort_key, KWayMerge, SortSpec};
+use shardgate_router::read::merge::{strip_sort_key, KWayMerge, SortSpec};
 
 const STREAMS: usize = 8;
 const PER_STREAM: usize = 2_000;

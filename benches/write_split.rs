@@ -10,7 +10,7 @@ use bson::{doc, RawDocumentBuf};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardgate_config_store::chunk_map::{ChunkMap, ChunkVersion, RoutingChunk};
 use shardgate_config_store::shard_key::ShardKeyPattern;
-use shardgate_router::write_plan::{plan, route_statement, WriteKind};
+use shardgate_router::write::plan::{plan, route_statement, WriteKind};
 
 const CHUNKS: i64 = 1_000;
 const WIDTH: i64 = 1_000;

@@ -24,10 +24,11 @@ use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
 use tokio::sync::watch;
 
 use crate::commands::chunks::{range_filter, split_at};
-use crate::commands::forward::run_on_shard;
 use crate::error::{Result, RouterError};
 use crate::migration::{self, LockGuard};
-use crate::scatter::orphans::{count_owned, HashedOrphans};
+use crate::read::orphans::{count_owned, HashedOrphans};
+use crate::session::Namespace;
+use crate::shards::run_on_shard;
 use crate::state::RouterState;
 use shardgate_config_store::ShardType;
 
@@ -259,7 +260,7 @@ async fn estimate(
     chunks: &[Chunk],
     docs: &[(Document, Document)],
 ) -> Result<Vec<(u64, u64)>> {
-    let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+    let Namespace { db, coll } = Namespace::parse(ns);
     let fields: Vec<_> = pattern.fields().collect();
     let hashed = pattern.hashed_field().is_some();
     let mut avg: std::collections::BTreeMap<String, (f64, u64)> = Default::default();
@@ -356,7 +357,7 @@ async fn split_points(
         // Hashed chunks split at the middle of their hash range.
         return Ok(hashed_middle(pattern, bounds).into_iter().collect());
     }
-    let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+    let Namespace { db, coll } = Namespace::parse(ns);
     let shard = state.placement.shard(&chunk.shard)?;
     // `splitVector` where the shard has it.
     let vector = run_on_shard(

@@ -7,7 +7,7 @@ mod bulk_write;
 pub(crate) mod chunks;
 pub(crate) mod cluster;
 mod diagnostic;
-pub(crate) mod forward;
+
 mod handshake;
 pub(crate) mod registry;
 pub(crate) mod sharding;
@@ -17,77 +17,22 @@ mod zones;
 use std::sync::Arc;
 
 use bson::{Document, RawDocument};
-use shardgate_wire::{Compressor, OpMsg};
+use shardgate_wire::OpMsg;
 
+use crate::catalog_cache::placement::validate_db_name;
 use crate::error::{Result, RouterError};
-use crate::placement::validate_db_name;
 use crate::request::CommandInfo;
 use crate::retry_cache::Claim;
 use crate::state::RouterState;
 use registry::{CommandSpec, Run};
 
+pub(crate) use crate::session::{Reply, Request, Session};
 pub(crate) use handshake::hello;
 pub(crate) use registry::Registry;
 
 /// The registry of every command the router knows.
 pub(crate) fn registry() -> Registry {
     Registry::new(table::specs())
-}
-
-/// Per-client-connection state the commands read and update.
-#[derive(Debug, Clone)]
-pub(crate) struct Session {
-    /// This connection's `connectionId`.
-    pub connection_id: i32,
-    /// The client's address (`whatsmyuri`).
-    pub peer: String,
-    /// Compressors negotiated in `hello`, in the client's order.
-    pub compressors: Vec<Compressor>,
-    /// Who this connection authenticated as.
-    pub auth: crate::auth::AuthState,
-}
-
-/// What a command answers.
-pub(crate) enum Reply {
-    /// A body the router built.
-    Body(Vec<u8>),
-    /// A shard's reply, passed through (body and document sequences).
-    Msg(OpMsg),
-}
-
-/// One command as the handlers see it.
-#[derive(Clone, Copy)]
-pub(crate) struct Request<'a> {
-    /// The command name (first key of the body).
-    pub name: &'a str,
-    /// The `$db` it runs on.
-    pub db: &'a str,
-    /// The collection the command names, if any (`getMore`'s `collection`).
-    pub collection: Option<&'a str>,
-    /// The body.
-    pub body: &'a RawDocument,
-    /// The whole message, for forwarding.
-    pub msg: &'a OpMsg,
-}
-
-impl<'a> Request<'a> {
-    /// The documents of an array field of the body and of any document
-    /// sequence of the same name (drivers send either).
-    pub(crate) fn documents(&self, field: &str) -> Vec<&'a RawDocument> {
-        let mut docs: Vec<&'a RawDocument> = self
-            .body
-            .get_array(field)
-            .map(|a| {
-                a.into_iter()
-                    .filter_map(|d| d.ok().and_then(|d| d.as_document()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for seq in self.msg.sequences.iter().filter(|s| s.identifier == field) {
-            docs.extend(seq.iter());
-        }
-        docs
-    }
 }
 
 /// Runs one OP_MSG command and returns the reply; errors become
@@ -177,7 +122,7 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
                 .map(|(db, _)| db);
             match target {
                 Some(db) if validate_db_name(db).is_ok() && !is_internal_db(db) => {
-                    forward::to_primary(state, db, req.msg)
+                    crate::shards::to_primary(state, db, req.msg)
                         .await
                         .map(Reply::Msg)
                 }
@@ -198,7 +143,7 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
             if let Some(reply) = sharding::route_sharded(state, session, req).await? {
                 return Ok(reply);
             }
-            forward::to_primary(state, db, req.msg)
+            crate::shards::to_primary(state, db, req.msg)
                 .await
                 .map(Reply::Msg)
         }

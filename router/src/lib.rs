@@ -25,23 +25,26 @@
 mod auth;
 mod background;
 mod balancer;
+mod catalog_cache;
 mod commands;
 pub mod config;
 mod config_view;
 mod connection;
 pub mod error;
 mod migration;
-mod placement;
+pub mod read;
 pub mod request;
 mod retry_cache;
-mod routing;
-pub mod scatter;
 pub mod server;
+mod session;
+mod shards;
 mod state;
 mod stats;
 pub mod targeting;
+#[cfg(test)]
+mod testing;
 mod tls;
-pub mod write_plan;
+pub mod write;
 
 pub use config::{LimitsConfig, PoolConfig, RouterConfig, ShardAuth, ShardTls, TlsConfig, TlsMode};
 pub use error::RouterError;

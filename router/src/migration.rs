@@ -32,9 +32,10 @@ use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
 use shardgate_config_store::store::Txn;
 
 use crate::commands::chunks::range_filter;
-use crate::commands::forward::open_cursor;
-use crate::commands::forward::run_on_shard;
 use crate::error::{Result, RouterError};
+use crate::session::Namespace;
+use crate::shards::open_cursor;
+use crate::shards::run_on_shard;
 use crate::state::RouterState;
 
 /// The lock every migration (and balancer round) holds.
@@ -340,7 +341,7 @@ async fn run(
     dest: &ShardType,
     stats: &mut MoveStats,
 ) -> Result<()> {
-    let (db, coll) = m.ns.split_once('.').unwrap_or((&m.ns, ""));
+    let Namespace { db, coll } = Namespace::parse(&m.ns);
     let range = Range::new(pattern, m)?;
     copy_indexes(state, source, dest, db, coll).await?;
     // Leftovers of an earlier attempt.
@@ -730,7 +731,7 @@ async fn insert(
     body.append(bson::cstr!("documents"), array);
     body.append(bson::cstr!("ordered"), false);
     body.append(bson::cstr!("$db"), db);
-    let reply = crate::scatter::run_raw(state, dest, &body).await?;
+    let reply = crate::read::run_raw(state, dest, &body).await?;
     if let Ok(errors) = reply.get_array("writeErrors") {
         if let Some(Ok(e)) = errors.into_iter().next() {
             return Err(RouterError::command(
@@ -825,7 +826,7 @@ async fn delete_range(
     m: &MigrationType,
 ) -> Result<()> {
     let shard = state.placement.shard(shard)?;
-    let (db, coll) = m.ns.split_once('.').unwrap_or((&m.ns, ""));
+    let Namespace { db, coll } = Namespace::parse(&m.ns);
     let range = Range::new(pattern, m)?;
     if pattern.hashed_field().is_none() {
         run_on_shard(

@@ -1,22 +1,20 @@
 //! The listener: accept clients, one task each, and drain them on shutdown.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use shardgate_config_store::{Catalog, ConfigStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::catalog_cache::placement::Placement;
+use crate::catalog_cache::routing::RoutingTable;
 use crate::commands::Session;
 use crate::config::RouterConfig;
 use crate::connection;
 use crate::error::RouterError;
-use crate::placement::Placement;
-use crate::routing::RoutingTable;
 use crate::state::RouterState;
-use crate::stats::Stats;
 
 /// Serves clients on `listener` until `shutdown` turns true, then stops
 /// accepting, lets in-flight requests finish within the configured deadline
@@ -39,32 +37,18 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let buffered_kb = config_limits_kb(&config).min(tokio::sync::Semaphore::MAX_PERMITS);
     let acceptor = crate::tls::acceptor(&config.tls)
         .map_err(|e| RouterError::command(2, "BadValue", format!("invalid TLS settings: {e}")))?;
     let pools = shardgate_shard_client::Pools::new(config.pool.clone())
         .map_err(|e| RouterError::command(2, "BadValue", format!("invalid pool settings: {e}")))?;
-    let state = Arc::new(RouterState {
-        shards: Arc::new(pools),
-        commands: crate::commands::registry(),
-        hashed_key_expr: Default::default(),
-        routing,
-        cursors: Default::default(),
+    let state = Arc::new(RouterState::new(
         config,
         catalog,
         placement,
-        stats: Stats::default(),
-        started: Instant::now(),
-        next_connection_id: AtomicI32::new(1),
-        close_after_write: Default::default(),
-        retries: Default::default(),
-        write_gate: Default::default(),
-        balancer: Default::default(),
-        migration_pause: Default::default(),
-        buffered: Arc::new(tokio::sync::Semaphore::new(buffered_kb)),
-        clients_by_ip: Default::default(),
-        listen: listen.clone(),
-    });
+        routing,
+        Arc::new(pools),
+        listen.clone(),
+    ));
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");
     let background = [
         tokio::spawn(crate::background::follow_store(
@@ -205,9 +189,4 @@ pub async fn run(
     }
     tracing::info!("router stopped");
     Ok(())
-}
-
-/// The buffered-bytes budget in KB permits.
-fn config_limits_kb(config: &crate::config::RouterConfig) -> usize {
-    (config.limits.max_buffered_mb as usize).saturating_mul(1024)
 }

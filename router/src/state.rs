@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use shardgate_config_store::Catalog;
 
+use crate::catalog_cache::placement::Placement;
+use crate::catalog_cache::routing::RoutingTable;
 use crate::config::RouterConfig;
-use crate::placement::Placement;
-use crate::routing::RoutingTable;
 use crate::stats::Stats;
 use shardgate_shard_client::ShardClient;
 
@@ -24,7 +24,7 @@ pub(crate) struct RouterState {
     /// Sharded collections and their chunk maps.
     pub routing: RoutingTable,
     /// Open router cursors.
-    pub cursors: crate::scatter::cursors::CursorTable,
+    pub cursors: crate::read::cursors::CursorTable,
     /// How the router talks to shards (pooled connections; a fake in unit
     /// tests).
     pub shards: std::sync::Arc<dyn ShardClient>,
@@ -62,6 +62,41 @@ pub(crate) struct RouterState {
 }
 
 impl RouterState {
+    /// The state of a router with these parts and nothing open yet.
+    pub(crate) fn new(
+        config: RouterConfig,
+        catalog: Catalog,
+        placement: Placement,
+        routing: RoutingTable,
+        shards: std::sync::Arc<dyn ShardClient>,
+        listen: String,
+    ) -> RouterState {
+        let buffered_kb = (config.limits.max_buffered_mb as usize)
+            .saturating_mul(1024)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        RouterState {
+            shards,
+            commands: crate::commands::registry(),
+            hashed_key_expr: Default::default(),
+            routing,
+            cursors: Default::default(),
+            config,
+            catalog,
+            placement,
+            stats: Stats::default(),
+            started: Instant::now(),
+            next_connection_id: AtomicI32::new(1),
+            close_after_write: Default::default(),
+            retries: Default::default(),
+            write_gate: Default::default(),
+            balancer: Default::default(),
+            migration_pause: Default::default(),
+            buffered: std::sync::Arc::new(tokio::sync::Semaphore::new(buffered_kb)),
+            clients_by_ip: Default::default(),
+            listen,
+        }
+    }
+
     /// Whether the fault hook wants this write's connection closed.
     pub(crate) fn take_close_after_write(&self) -> bool {
         self.close_after_write

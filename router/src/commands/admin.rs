@@ -9,10 +9,10 @@ use bson::{doc, Bson, Document};
 use shardgate_config_store::catalog::AddShardOutcome;
 use shardgate_config_store::{DatabaseType, ShardType};
 
-use super::forward::{least_loaded_shard, to_all, to_primary};
 use super::{reply_ok, Reply, Request};
+use crate::catalog_cache::placement::validate_db_name;
 use crate::error::{Result, RouterError};
-use crate::placement::validate_db_name;
+use crate::shards::{least_loaded_shard, to_all, to_primary};
 use crate::state::RouterState;
 
 /// Refuses a command sent to another database than `admin` (Unauthorized, as mongos).

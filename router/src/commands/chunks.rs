@@ -8,10 +8,10 @@ use shardgate_config_store::model::{ChunkType, CollectionType};
 use shardgate_config_store::shard_key::{KeyKind, ShardKeyPattern};
 
 use super::admin::admin_only;
-use super::forward::run_on_shard;
 use super::sharding::{document_arg, key_error, name_arg, now_ts, split_ns};
 use super::Request;
 use crate::error::{Result, RouterError};
+use crate::shards::run_on_shard;
 use crate::state::RouterState;
 
 fn cannot_split(message: String) -> RouterError {

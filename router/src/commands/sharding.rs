@@ -9,15 +9,19 @@ use shardgate_config_store::shard_key::{KeyKind, ShardKeyError, ShardKeyPattern}
 use shardgate_config_store::ShardType;
 
 use super::admin::admin_only;
-use super::forward::{run_on_shard, to_shard};
 use super::{Reply, Request, Session};
 use crate::error::{Result, RouterError};
+use crate::session::Namespace;
+use crate::shards::{run_on_shard, to_shard};
 use crate::state::RouterState;
 
 /// Splits `db.coll` (InvalidNamespace when it is not one).
 pub(crate) fn split_ns(ns: &str) -> Result<(&str, &str)> {
     match ns.split_once('.') {
-        Some((db, coll)) if !coll.is_empty() && crate::placement::validate_db_name(db).is_ok() => {
+        Some((db, coll))
+            if !coll.is_empty()
+                && crate::catalog_cache::placement::validate_db_name(db).is_ok() =>
+        {
             Ok((db, coll))
         }
         _ => Err(RouterError::command(
@@ -428,16 +432,16 @@ pub(crate) async fn route_sharded(
     session: &Session,
     req: &Request<'_>,
 ) -> Result<Option<Reply>> {
-    use crate::scatter::{aggregate, find, write};
-    use crate::write_plan::WriteKind;
+    use crate::read::{aggregate, find, get_more};
+    use crate::write::plan::WriteKind;
     match req.name {
         "getMore" => {
-            if let Some(reply) = find::get_more(state, session, req).await? {
+            if let Some(reply) = get_more::get_more(state, session, req).await? {
                 return Ok(Some(reply));
             }
         }
         "killCursors" => {
-            if let Some(reply) = find::kill_cursors(state, req).await? {
+            if let Some(reply) = get_more::kill_cursors(state, req).await? {
                 return Ok(Some(reply));
             }
         }
@@ -471,9 +475,9 @@ pub(crate) async fn route_sharded(
         "aggregate" => aggregate::aggregate(state, session, req, &routing, &ns).await?,
         "insert" | "update" | "delete" => {
             let kind = WriteKind::of(req.name).expect("a write command");
-            write::write(state, req, &ns, kind).await?
+            crate::write::exec::write(state, req, &ns, kind).await?
         }
-        "findAndModify" | "findandmodify" => write::find_and_modify(state, req, &ns).await?,
+        "findAndModify" | "findandmodify" => crate::write::exec::find_and_modify(state, req, &ns).await?,
         "explain" => {
             let inner = explained.and_then(|d| Document::try_from(d).ok()).unwrap_or_default();
             let filter = inner
@@ -486,7 +490,7 @@ pub(crate) async fn route_sharded(
         "getMore" => {
             return Err(RouterError::command(43, "CursorNotFound", format!("cursor not found on {ns}")))
         }
-        "killCursors" => find::kill_unknown_cursors(req),
+        "killCursors" => get_more::kill_unknown_cursors(req),
         _ => match routing.single_shard() {
             Some(id) => {
                 let shard = state.placement.shard(&id)?;
@@ -529,7 +533,7 @@ pub(crate) async fn drop_sharded(
             targets.push(db.primary);
         }
     }
-    let coll = ns.split_once('.').map_or(ns, |(_, c)| c);
+    let coll = Namespace::parse(ns).coll;
     for id in targets {
         let shard = state.placement.shard(&id)?;
         match run_on_shard(state, &shard, doc! {"drop": coll, "$db": req.db}).await {

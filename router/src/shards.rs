@@ -1,4 +1,5 @@
-//! Sending a command to shards: one shard, the database's primary, or all.
+//! The router's calls to shards over its `ShardClient`: one shard, a shard
+//! cursor, the database's primary, or every shard.
 
 use std::sync::Arc;
 
@@ -124,5 +125,5 @@ pub(crate) async fn least_loaded_shard(state: &RouterState) -> Result<String> {
 }
 
 fn total_size(reply: &OpMsg) -> i64 {
-    super::number_field(reply.body(), "totalSize").unwrap_or(0)
+    crate::commands::number_field(reply.body(), "totalSize").unwrap_or(0)
 }

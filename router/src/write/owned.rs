@@ -8,14 +8,14 @@ use bson::{doc, Bson, Document, RawDocument};
 use shardgate_config_store::ShardType;
 use shardgate_wire::OpMsg;
 
-use super::{merge, outcome, Outcome};
-use crate::commands::forward::to_shard;
+use super::exec::{merge, outcome, Outcome};
 use crate::commands::{reply_ok, Request};
 use crate::error::{Result, RouterError};
-use crate::scatter::orphans::{HashedOrphans, OwnedIds};
-use crate::scatter::rewrite;
+use crate::read::orphans::{HashedOrphans, OwnedIds};
+use crate::read::rewrite;
+use crate::shards::to_shard;
 use crate::state::RouterState;
-use crate::write_plan::WriteKind;
+use crate::write::plan::WriteKind;
 
 /// One statement of the client's batch.
 pub(super) struct Statement<'a> {

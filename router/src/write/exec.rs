@@ -1,6 +1,6 @@
 //! `insert`, `update`, `delete` and `findAndModify` on sharded collections.
 //!
-//! Statements are routed and split by [`crate::write_plan`]; this module
+//! Statements are routed and split by [`crate::write::plan`]; this module
 //! waits out migration critical sections, sends the per-shard batches (as
 //! OP_MSG document sequences), and merges the replies as mongos does: `n`,
 //! `nModified` and `upserted` summed with indexes mapped back to the
@@ -13,24 +13,23 @@
 //! driver retries the whole command; otherwise it becomes write errors.
 
 use std::borrow::Cow;
-use std::time::{Duration, Instant};
 
 use bson::{doc, Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 use bytes::Bytes;
 use shardgate_shard_client::ShardError;
 use shardgate_wire::{DocumentSequence, OpMsg};
 
-mod owned;
-
-use super::orphans::{Exclusion, OwnedIds};
-use super::rewrite;
-use crate::commands::forward::to_shard;
+use super::owned;
+use crate::catalog_cache::routing::CollectionRouting;
 use crate::commands::{reply_ok, Reply, Request};
 use crate::error::{Result, RouterError};
-use crate::routing::CollectionRouting;
+use crate::read::orphans::{Exclusion, OwnedIds};
+use crate::read::rewrite;
+use crate::shards::to_shard;
 use crate::state::RouterState;
 use crate::targeting;
-use crate::write_plan::{self, Batch, Routed, Step, StmtError, WriteKind};
+use crate::write::critical::{overlaps_critical, route_when_writable, when_writable};
+use crate::write::plan::{self, Batch, Routed, Step, StmtError, WriteKind};
 
 /// An inserted document without `_id` gets one here, as on mongos, so every
 /// shard and every retry sees the same document.
@@ -48,12 +47,12 @@ fn with_id(d: &RawDocument) -> Cow<'_, RawDocument> {
 
 /// Merged results of the batches sent so far.
 #[derive(Default)]
-struct Outcome {
-    n: i64,
-    n_modified: i64,
-    upserted: Vec<(usize, Bson)>,
-    write_errors: Vec<Document>,
-    write_concern_errors: Vec<(String, Document)>,
+pub(super) struct Outcome {
+    pub(super) n: i64,
+    pub(super) n_modified: i64,
+    pub(super) upserted: Vec<(usize, Bson)>,
+    pub(super) write_errors: Vec<Document>,
+    pub(super) write_concern_errors: Vec<(String, Document)>,
 }
 
 /// `insert`, `update` or `delete` on a sharded collection.
@@ -80,7 +79,7 @@ pub(crate) async fn write(
     let (routing, routes, _gate) = route_when_writable(state, ns, kind, &stmts).await?;
     let sizes: Vec<usize> = stmts.iter().map(|s| s.as_bytes().len()).collect();
     let mut total = Outcome::default();
-    for step in write_plan::plan(&routes, &sizes, ordered) {
+    for step in plan::plan(&routes, &sizes, ordered) {
         match step {
             Step::Fail(i) => {
                 if let Err(e) = &routes[i] {
@@ -117,109 +116,6 @@ pub(crate) async fn write(
     Ok(Reply::Body(reply(kind, total)))
 }
 
-/// The routing of a write, its targets, and the write gate held while it
-/// runs (so a critical-section acknowledgement waits for it).
-type Writable<'s, T> = (
-    std::sync::Arc<CollectionRouting>,
-    T,
-    tokio::sync::RwLockReadGuard<'s, ()>,
-);
-
-/// Routes a write with `route` (its targets, and whether any of them lies
-/// in a migration's critical section), waiting while one does, up to the
-/// configured bound; then the fresh routing sends it to the new owner.
-/// Past the bound: StaleConfig, before anything was sent.
-async fn when_writable<'s, T>(
-    state: &'s RouterState,
-    ns: &str,
-    mut route: impl FnMut(&CollectionRouting) -> Result<(T, bool)>,
-) -> Result<Writable<'s, T>> {
-    let deadline = Instant::now() + Duration::from_millis(state.config.critical_section_wait_ms);
-    let mut changes = state.routing.subscribe();
-    loop {
-        let gate = state.write_gate.read().await;
-        changes.borrow_and_update();
-        let routing = state
-            .routing
-            .get(ns)
-            .ok_or_else(|| stale(ns, "the collection is no longer sharded"))?;
-        let (targets, held) = route(&routing)?;
-        if !held {
-            return Ok((routing, targets, gate));
-        }
-        drop(gate);
-        let now = Instant::now();
-        if now >= deadline
-            || tokio::time::timeout(deadline - now, changes.changed())
-                .await
-                .is_err()
-        {
-            return Err(stale(
-                ns,
-                "a migration's critical section holds writes to this range; retry",
-            ));
-        }
-    }
-}
-
-/// [`when_writable`] for the statements of an insert, update or delete.
-async fn route_when_writable<'s>(
-    state: &'s RouterState,
-    ns: &str,
-    kind: WriteKind,
-    stmts: &[Cow<'_, RawDocument>],
-) -> Result<Writable<'s, Vec<std::result::Result<Routed, StmtError>>>> {
-    when_writable(state, ns, |routing| {
-        let routes: Vec<_> = stmts
-            .iter()
-            .map(|s| write_plan::route_statement(kind, &routing.pattern, &routing.chunks, s))
-            .collect();
-        let held = !routing.critical.is_empty()
-            && stmts
-                .iter()
-                .zip(&routes)
-                .any(|(s, r)| is_held(routing, kind, s, r));
-        Ok((routes, held))
-    })
-    .await
-}
-
-fn stale(ns: &str, why: &str) -> RouterError {
-    RouterError::command(13388, "StaleConfig", format!("{ns}: {why}"))
-}
-
-/// Whether a statement writes into a range in a critical section.
-fn is_held(
-    routing: &CollectionRouting,
-    kind: WriteKind,
-    stmt: &RawDocument,
-    routed: &std::result::Result<Routed, StmtError>,
-) -> bool {
-    let Ok(routed) = routed else { return false };
-    if let Some(key) = &routed.key {
-        return routing
-            .critical
-            .iter()
-            .any(|(min, max)| min <= key && key < max);
-    }
-    let q = match (kind, stmt.get_document("q")) {
-        (WriteKind::Insert, _) | (_, Err(_)) => return true,
-        (_, Ok(q)) => Document::try_from(q).unwrap_or_default(),
-    };
-    overlaps_critical(routing, &targeting::target(&routing.pattern, &q))
-}
-
-fn overlaps_critical(routing: &CollectionRouting, targets: &targeting::Targets) -> bool {
-    match targets {
-        targeting::Targets::All => !routing.critical.is_empty(),
-        targeting::Targets::Ranges(ranges) => ranges.iter().any(|r| {
-            routing.critical.iter().any(|(min, max)| {
-                r.min < *max && (*min < r.max || (r.max_inclusive && *min <= r.max))
-            })
-        }),
-    }
-}
-
 /// Sends one batch to its shard and maps the reply to client indexes. On a
 /// shard holding hashed orphans, a statement targeted by its filter writes
 /// only the documents the shard owns ([`owned::write_owned`]).
@@ -249,9 +145,7 @@ async fn send(
     let exclusion = if by_filter.is_empty() {
         Exclusion::None
     } else {
-        let simple = by_filter
-            .iter()
-            .all(|i| write_plan::simple_collation(&stmts[*i]));
+        let simple = by_filter.iter().all(|i| plan::simple_collation(&stmts[*i]));
         Exclusion::for_shard(state, routing, &shard, simple).await
     };
     let Some(orphans) = exclusion.router() else {
@@ -395,7 +289,7 @@ async fn send_batch(
 
 /// A shard's write reply, its statement indexes mapped to the client's
 /// (`indexes[local]`).
-fn outcome(shard: &str, body: &RawDocument, indexes: &[usize]) -> Result<Outcome> {
+pub(super) fn outcome(shard: &str, body: &RawDocument, indexes: &[usize]) -> Result<Outcome> {
     let global = |local: i32| {
         indexes
             .get(local.max(0) as usize)
@@ -446,7 +340,7 @@ fn documents_of<'a>(body: &'a RawDocument, field: &str) -> Vec<&'a RawDocument> 
         .unwrap_or_default()
 }
 
-fn merge(total: &mut Outcome, out: Outcome) {
+pub(super) fn merge(total: &mut Outcome, out: Outcome) {
     total.n += out.n;
     total.n_modified += out.n_modified;
     total.upserted.extend(out.upserted);
@@ -515,15 +409,15 @@ pub(crate) async fn find_and_modify(
     req: &Request<'_>,
     ns: &str,
 ) -> Result<Reply> {
-    let query = super::doc_field(req.body, "query")?.unwrap_or_default();
+    let query = crate::read::doc_field(req.body, "query")?.unwrap_or_default();
     let update = match req.body.get("update") {
         Ok(Some(v)) => Some(Bson::try_from(v).map_err(|e| RouterError::bad_value(e.to_string()))?),
         _ => None,
     };
     let upsert = req.body.get_bool("upsert").unwrap_or(false);
-    let simple = write_plan::simple_collation(req.body);
+    let simple = plan::simple_collation(req.body);
     let (routing, routed, _gate) = when_writable(state, ns, |routing| {
-        let routed = write_plan::route_find_and_modify(
+        let routed = plan::route_find_and_modify(
             &routing.pattern,
             &routing.chunks,
             &query,
@@ -551,13 +445,13 @@ pub(crate) async fn find_and_modify(
         let query = &query;
         async move {
             let shard = state.placement.shard(id)?;
-            let simple = write_plan::simple_collation(req.body);
+            let simple = plan::simple_collation(req.body);
             let exclusion = Exclusion::for_shard(state, routing, &shard, simple).await;
             let filter = match exclusion.router() {
                 // Only a document the shard owns may be modified there.
                 Some(orphans) => {
                     let ns = routing.collection.ns.as_str();
-                    let collation = super::doc_field(req.body, "collation")?;
+                    let collation = crate::read::doc_field(req.body, "collation")?;
                     let mut ids =
                         OwnedIds::open(state, &shard, orphans, ns, query, collation.as_ref())
                             .await?;

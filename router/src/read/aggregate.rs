@@ -18,9 +18,10 @@ use super::cursors::{CursorKind, MergeCursor, RouterCursor, ShardStream};
 use super::merge::KWayMerge;
 use super::orphans::{count_owned, distinct_owned, exclusions, HashedOrphans, StreamFilter};
 use super::{cursor_reply, doc_field, int_field, rewrite, run_raw, target};
+use crate::catalog_cache::routing::CollectionRouting;
 use crate::commands::{Reply, Request, Session};
 use crate::error::{Result, RouterError};
-use crate::routing::CollectionRouting;
+use crate::session::Namespace;
 use crate::state::RouterState;
 use shardgate_query as query;
 
@@ -40,7 +41,7 @@ pub(crate) async fn count(
     let limit = int_field(req.body, "limit")?.unwrap_or(0).abs();
     let shards = target(state, routing, &filter, req.body)?;
     let ns = routing.collection.ns.as_str();
-    let simple = crate::write_plan::simple_collation(req.body);
+    let simple = crate::write::plan::simple_collation(req.body);
     let excluded = exclusions(state, routing, &shards, simple).await;
     let calls = shards.iter().zip(excluded).map(|(s, exclusion)| {
         let mut add = doc! {"query": exclusion.apply(&filter)};
@@ -80,7 +81,7 @@ pub(crate) async fn distinct(
     let shards = target(state, routing, &filter, req.body)?;
     let ns = routing.collection.ns.as_str();
     let key = req.body.get_str("key").unwrap_or_default();
-    let simple = crate::write_plan::simple_collation(req.body);
+    let simple = crate::write::plan::simple_collation(req.body);
     let excluded = exclusions(state, routing, &shards, simple).await;
     let calls = shards.iter().zip(excluded).map(|(s, exclusion)| {
         let add = doc! {"query": exclusion.apply(&filter)};
@@ -220,7 +221,7 @@ pub(crate) async fn aggregate(
         .ok()
         .and_then(|c| c.get("batchSize").ok().flatten())
         .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)));
-    let simple = crate::write_plan::simple_collation(req.body);
+    let simple = crate::write::plan::simple_collation(req.body);
     let (pipelines, filters): (Vec<Vec<Document>>, Vec<_>) =
         exclusions(state, routing, &shards, simple)
             .await
@@ -338,7 +339,7 @@ fn filter_pipeline(
         orphans,
         reshape: Default::default(),
         rest: shard_part[matches..].to_vec(),
-        db: ns.split_once('.').map_or(ns, |(db, _)| db).to_owned(),
+        db: Namespace::parse(ns).db.to_owned(),
         options,
     };
     (shard_part[..matches].to_vec(), filter)

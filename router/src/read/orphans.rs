@@ -21,9 +21,10 @@ use shardgate_config_store::shard_key::{hash_value, KeyBytes, KeyKind, ShardKeyP
 use shardgate_config_store::ShardType;
 use shardgate_shard_client::{cursor_reply, ShardCursor, ShardError};
 
-use crate::commands::forward::{open_cursor, run_on_shard_raw};
+use crate::catalog_cache::routing::CollectionRouting;
 use crate::error::{Result, RouterError};
-use crate::routing::CollectionRouting;
+use crate::session::Namespace;
+use crate::shards::{open_cursor, run_on_shard_raw};
 use crate::state::RouterState;
 
 /// The hidden field a shard fills with the document's shard-key values.
@@ -65,11 +66,7 @@ impl Exclusion {
             .any(|(_, kind)| kind != KeyKind::Hashed);
         if simple_collation || !ranged_strings {
             if let Some(clause) = orphans.pushdown() {
-                let db = routing
-                    .collection
-                    .ns
-                    .split_once('.')
-                    .map_or("", |(db, _)| db);
+                let db = Namespace::parse(&routing.collection.ns).db;
                 if evaluates_hashed_key(state, shard, db).await {
                     return Exclusion::Filter(clause);
                 }
@@ -451,7 +448,7 @@ pub(crate) async fn count_owned(
     filter: &Document,
     body: &RawDocument,
 ) -> Result<i64> {
-    let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+    let Namespace { db, coll } = Namespace::parse(ns);
     let mut cmd = doc! {
         "find": coll, "filter": filter.clone(),
         "projection": {"_id": 0, KEY_FIELD: orphans.key_values()},
@@ -482,7 +479,7 @@ pub(crate) async fn distinct_owned(
     filter: &Document,
     body: &RawDocument,
 ) -> Result<Vec<Bson>> {
-    let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+    let Namespace { db, coll } = Namespace::parse(ns);
     let mut cmd = doc! {
         "find": coll, "filter": filter.clone(),
         "projection": {"_id": 0, key: 1, KEY_FIELD: orphans.key_values()},
@@ -554,7 +551,7 @@ impl OwnedIds {
         filter: &Document,
         collation: Option<&Document>,
     ) -> Result<OwnedIds> {
-        let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+        let Namespace { db, coll } = Namespace::parse(ns);
         let mut cmd = doc! {
             "find": coll, "filter": filter.clone(), "sort": {"_id": 1},
             "projection": {"_id": 1, KEY_FIELD: orphans.key_values()},

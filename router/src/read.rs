@@ -4,25 +4,25 @@
 //!
 //! - `merge`: the k-way merge (pure).
 //! - `cursors`: the router cursor table.
-//! - `find`: `find` and the cursor commands (`getMore`, `killCursors`).
+//! - `find`: `find` (`pass_through` for a query one shard answers).
+//! - `get_more`: `getMore` and `killCursors` on router cursors.
 //! - `aggregate`: `count`, `distinct`, `aggregate`, `explain`.
 //! - `orphans`: keeping a shard's orphan ranges out of reads and writes.
-//! - `write`: `insert`, `update`, `delete` and `findAndModify`, per shard.
 
 pub(crate) mod aggregate;
 pub(crate) mod cursors;
 pub(crate) mod find;
+pub(crate) mod get_more;
 pub mod merge;
 pub(crate) mod orphans;
-pub(crate) mod write;
 
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
 use shardgate_config_store::ShardType;
 use std::collections::BTreeSet;
 
+use crate::catalog_cache::routing::CollectionRouting;
 use crate::commands::chunks::range_filter;
 use crate::error::{Result, RouterError};
-use crate::routing::CollectionRouting;
 use crate::state::RouterState;
 
 /// A sub-document argument of a command (`None` when absent or null).
@@ -148,7 +148,7 @@ pub(crate) async fn run_raw(
     body: &RawDocumentBuf,
 ) -> Result<RawDocumentBuf> {
     let msg = shardgate_wire::OpMsg::from_body(body.as_bytes().to_vec());
-    let reply = crate::commands::forward::to_shard(state, shard, &msg).await?;
+    let reply = crate::shards::to_shard(state, shard, &msg).await?;
     if !crate::commands::reply_ok(reply.body()) {
         return Err(RouterError::from_shard_reply(&shard.id, reply.body()));
     }
@@ -183,3 +183,6 @@ pub(crate) fn cursor_reply(
     out.append(bson::cstr!("ok"), 1.0);
     out.into_bytes()
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,8 +18,8 @@ use shardgate_shard_client::ShardCursor;
 
 use super::merge::{strip_sort_key, KWayMerge};
 use super::orphans::StreamFilter;
-use crate::commands::forward::target;
 use crate::error::Result;
+use crate::shards::target;
 use crate::state::RouterState;
 
 /// Largest batch the router returns (16 MB less room for the reply envelope).

@@ -1,18 +1,19 @@
-//! `find` on a sharded collection, and `getMore` / `killCursors` on router
-//! cursors.
+//! `find` on a sharded collection: the targeted shards' cursors opened at
+//! once, merged on `$sortKey` behind one router cursor (`getMore` and
+//! `killCursors` on it are in `get_more`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use bson::{doc, Bson, Document, RawDocumentBuf};
+use bson::{doc, Document};
 
 use super::cursors::{kill, CursorKind, MergeCursor, RouterCursor, ShardStream};
 use super::merge::{KWayMerge, SortSpec, SORT_KEY_FIELD};
 use super::orphans::{exclusions, HashedOrphans, StreamFilter};
 use super::{cursor_reply, doc_field, has_orphans, int_field, rewrite, target};
+use crate::catalog_cache::routing::CollectionRouting;
 use crate::commands::{Reply, Request, Session};
 use crate::error::{Result, RouterError};
-use crate::routing::CollectionRouting;
 use crate::state::RouterState;
 
 /// mongos's default first batch.
@@ -68,7 +69,7 @@ pub(crate) async fn find(
     }
     let shard_batch = batch_size.unwrap_or(DEFAULT_FIRST_BATCH).max(1);
     add.insert("batchSize", shard_batch);
-    let simple = crate::write_plan::simple_collation(body);
+    let simple = crate::write::plan::simple_collation(body);
     let (adds, filters): (Vec<Document>, Vec<_>) = exclusions(state, routing, &shards, simple)
         .await
         .into_iter()
@@ -189,7 +190,7 @@ async fn pass_through(
     shard: &shardgate_config_store::ShardType,
     ns: &str,
 ) -> Result<Reply> {
-    let reply = crate::commands::forward::to_shard(state, shard, req.msg).await?;
+    let reply = crate::shards::to_shard(state, shard, req.msg).await?;
     let id = reply
         .body()
         .get_document("cursor")
@@ -208,136 +209,4 @@ async fn pass_through(
         );
     }
     Ok(Reply::Msg(reply))
-}
-
-/// `getMore` on a router cursor; `None` when the id is not the router's.
-pub(crate) async fn get_more(
-    state: &RouterState,
-    session: &Session,
-    req: &Request<'_>,
-) -> Result<Option<Reply>> {
-    let id = match req.body.get("getMore") {
-        Ok(Some(v)) => v.as_i64().unwrap_or(0),
-        _ => 0,
-    };
-    let Some(entry) = state.cursors.get(id) else {
-        return Ok(None);
-    };
-    let mut cursor = entry.lock().await;
-    cursor.last_used = Instant::now();
-    cursor.connection = session.connection_id;
-    let ns = cursor.ns.clone();
-    let batch_size = int_field(req.body, "batchSize")?
-        .filter(|n| *n > 0)
-        .map(|n| n as usize);
-    let (batch, done) = match &mut cursor.kind {
-        CursorKind::PassThrough(shard) => {
-            let shard = shard.clone();
-            drop(cursor);
-            let reply = crate::commands::forward::to_shard(state, &shard, req.msg).await?;
-            let still_open = reply
-                .body()
-                .get_document("cursor")
-                .ok()
-                .and_then(|c| c.get_i64("id").ok())
-                .is_some_and(|id| id != 0);
-            if !still_open {
-                state.cursors.remove(id);
-            }
-            return Ok(Some(Reply::Msg(reply)));
-        }
-        CursorKind::Merge(m) => {
-            let batch = m.next_batch(state, batch_size.unwrap_or(usize::MAX)).await;
-            let batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    kill(state, &mut cursor).await;
-                    drop(cursor);
-                    state.cursors.remove(id);
-                    return Err(e);
-                }
-            };
-            let done = m.is_exhausted();
-            (batch, done)
-        }
-        CursorKind::Buffered(buffer) => {
-            let n = batch_size.unwrap_or(usize::MAX).min(buffer.len());
-            let batch: Vec<RawDocumentBuf> = buffer.drain(..n).collect();
-            (batch, buffer.is_empty())
-        }
-    };
-    let reply_id = if done {
-        kill(state, &mut cursor).await;
-        drop(cursor);
-        state.cursors.remove(id);
-        0
-    } else {
-        id
-    };
-    Ok(Some(Reply::Body(cursor_reply(
-        reply_id,
-        &ns,
-        "nextBatch",
-        &batch,
-        Document::new(),
-    ))))
-}
-
-/// The cursor ids a `killCursors` names.
-fn cursor_ids(req: &Request<'_>) -> Vec<i64> {
-    req.body
-        .get_array("cursors")
-        .map(|a| {
-            a.into_iter()
-                .filter_map(|v| v.ok().and_then(|v| v.as_i64()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `killCursors` on a sharded collection for ids the router does not hold:
-/// `ok` with every id in `cursorsNotFound`, as mongos answers.
-pub(crate) fn kill_unknown_cursors(req: &Request<'_>) -> Reply {
-    let ids: Vec<Bson> = cursor_ids(req).into_iter().map(Bson::Int64).collect();
-    let reply = doc! {
-        "cursorsKilled": [],
-        "cursorsNotFound": ids,
-        "cursorsAlive": [],
-        "cursorsUnknown": [],
-        "ok": 1.0,
-    };
-    Reply::Body(reply.to_vec().unwrap_or_default())
-}
-
-/// `killCursors` for router cursors; `None` when none of the ids is the
-/// router's (the command then goes where it would have gone).
-pub(crate) async fn kill_cursors(state: &RouterState, req: &Request<'_>) -> Result<Option<Reply>> {
-    let ids = cursor_ids(req);
-    if !ids.iter().any(|id| state.cursors.get(*id).is_some()) {
-        return Ok(None);
-    }
-    let (mut killed, mut not_found) = (Vec::new(), Vec::new());
-    for id in ids {
-        match state.cursors.remove(id) {
-            Some(entry) => {
-                let mut cursor = entry.lock().await;
-                if let CursorKind::PassThrough(shard) = &cursor.kind {
-                    let (db, coll) = cursor.ns.split_once('.').unwrap_or(("", ""));
-                    let cmd = doc! {"killCursors": coll, "cursors": [id], "$db": db};
-                    let _ = crate::commands::forward::run_on_shard(state, shard, cmd).await;
-                }
-                kill(state, &mut cursor).await;
-                killed.push(Bson::Int64(id));
-            }
-            None => not_found.push(Bson::Int64(id)),
-        }
-    }
-    let reply = doc! {
-        "cursorsKilled": killed,
-        "cursorsNotFound": not_found,
-        "cursorsAlive": [],
-        "cursorsUnknown": [],
-        "ok": 1.0,
-    };
-    Ok(Some(Reply::Body(reply.to_vec().unwrap_or_default())))
 }

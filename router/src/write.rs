@@ -1,0 +1,19 @@
+//! The sharded write path: `insert`, `update`, `delete` and `findAndModify`
+//! on sharded collections.
+//!
+//! - `plan`: routing each statement and grouping statements into per-shard
+//!   batches (pure).
+//! - `critical`: the critical-section hold — a write to a range a migration
+//!   is committing waits, then goes to the new owner.
+//! - `exec`: sending the batches and merging the shards' replies as mongos
+//!   does; `findAndModify`.
+//! - `owned`: filter-targeted writes on a shard holding hashed orphans.
+
+pub mod plan;
+
+pub(crate) mod critical;
+pub(crate) mod exec;
+mod owned;
+
+#[cfg(test)]
+mod tests;
