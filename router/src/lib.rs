@@ -1,26 +1,37 @@
 //! The shardgate router: what drivers connect to in place of `mongos`.
 //!
 //! # Layout
+//! Calls go downward: `server` → `connection` → `commands` → `read` /
+//! `write` → `catalog_cache` / `targeting` → `shards`.
 //! - [`config`]: [`RouterConfig`] (serde defaults, then `validate`).
-//! - [`server`]: [`run`], the listener and the shutdown drain.
-//! - `connection`: one task per client connection: framing, decoding,
-//!   replying with the client's `requestID`, compression.
-//! - `commands`: classification and handling of each command:
-//!   `handshake` (`hello` as a mongos), `diagnostic` (`ping`, `buildInfo`,
-//!   `serverStatus`, `getParameter`, …), `admin` (`addShard`, `listShards`,
-//!   `enableSharding`, `listDatabases`, …), `forward` (everything else, to
-//!   the database's primary shard, or to every shard).
-//! - `pool`: a bounded connection pool per shard, shared by all clients.
+//! - [`server`]: [`run`], the listener and the shutdown drain; `tls`:
+//!   client TLS; `connection`: one task per client connection (framing,
+//!   decoding, replying with the client's `requestID`, compression).
+//! - `session`: `Session`, `Request`, `Reply`, `Namespace`.
 //! - [`request`]: [`CommandInfo`], the routing fields read from a raw body.
-//! - `routing`: the routing table (shard key + chunk map per sharded
-//!   collection); `background`: following the config store to keep it and
-//!   the placement current, and registering in `config.mongos`.
+//! - `commands`: the command registry (`registry`, `table`: names,
+//!   privileges, writes/retryable, handlers), dispatch, and the router's
+//!   own commands (`handshake`, `diagnostic`, `admin`, `sharding`, `chunks`,
+//!   `zones`, `cluster`, `bulk_write`).
+//! - `auth`: SCRAM conversations, users and roles, the privilege check.
+//! - `catalog_cache`: the routing table and database placement, kept
+//!   current by `background`, which follows the config store's watch and
+//!   registers this router in `config.mongos`.
+//! - [`targeting`]: filter → key ranges → shards (pure).
+//! - [`read`]: scatter reads — `find`, `get_more`, `cursors`, `merge`,
+//!   `aggregate`, `orphans`.
+//! - [`write`]: the sharded write path — `plan`, `critical`, `exec`, `owned`.
+//! - `shards`: the router's calls over its `ShardClient`.
 //! - `config_view`: the `config` database as a view of the store.
-//! - The document engine (match, sort, project, aggregate) that the config
-//!   view and result merging use is the `shardgate-query` crate.
-//! - `placement`: the database → primary shard cache over the config store.
-//! - `error`: [`RouterError`] and the MongoDB-shaped error reply.
-//! - `stats`: counters behind `serverStatus`.
+//! - `balancer`, `migration`: the balancer task and the migration protocol
+//!   (to move to the balancer crate).
+//! - `retry_cache`: replies of retryable writes; `stats`: `serverStatus`
+//!   counters; `state`: what every connection shares; `error`:
+//!   [`RouterError`] and the MongoDB-shaped error reply.
+//! - `testing` (tests only): a fake `ShardClient` and a router state over it.
+//!
+//! The document engine the config view and result merging use is the
+//! `shardgate-query` crate; shard connections are `shardgate-shard-client`.
 
 mod auth;
 mod background;

@@ -571,7 +571,7 @@ pub(crate) async fn acknowledge(state: &RouterState, ns: &str) {
         return;
     }
     // Writes take the gate's read side; this waits for those in flight.
-    drop(state.write_gate.write().await);
+    state.write_gates.drain(ns).await;
     let mins: Vec<Bson> = routing
         .critical
         .iter()

@@ -45,10 +45,10 @@ pub(crate) struct RouterState {
     pub close_after_write: AtomicI64,
     /// Replies of retryable writes, for replaying to a driver's retry.
     pub retries: crate::retry_cache::RetryCache,
-    /// Writes to sharded collections hold the read side while they run; a
-    /// critical-section acknowledgement takes the write side to wait for
-    /// the writes in flight.
-    pub write_gate: tokio::sync::RwLock<()>,
+    /// One gate per sharded collection: its writes hold the read side while
+    /// they run; a critical-section acknowledgement takes the write side to
+    /// wait for the writes in flight.
+    pub write_gates: crate::write::critical::WriteGates,
     /// Balancer counters for `balancerStatus`.
     pub balancer: crate::balancer::BalancerStats,
     /// Test-only fault (`--enable-test-commands`): a migration reaching this
@@ -88,7 +88,7 @@ impl RouterState {
             next_connection_id: AtomicI32::new(1),
             close_after_write: Default::default(),
             retries: Default::default(),
-            write_gate: Default::default(),
+            write_gates: Default::default(),
             balancer: Default::default(),
             migration_pause: Default::default(),
             buffered: std::sync::Arc::new(tokio::sync::Semaphore::new(buffered_kb)),

@@ -18,27 +18,51 @@ use crate::state::RouterState;
 use crate::targeting;
 use crate::write::plan::{self, Routed, StmtError, WriteKind};
 
-/// The routing of a write, its targets, and the write gate held while it
-/// runs (so a critical-section acknowledgement waits for it).
-pub(crate) type Writable<'s, T> = (
+/// The routing of a write, its targets, and its namespace's write gate
+/// held while it runs (so a critical-section acknowledgement waits for it).
+pub(crate) type Writable<T> = (
     std::sync::Arc<CollectionRouting>,
     T,
-    tokio::sync::RwLockReadGuard<'s, ()>,
+    tokio::sync::OwnedRwLockReadGuard<()>,
 );
+
+/// One write gate per namespace: writes to a collection hold its read
+/// side while they run; acknowledging a critical section of that
+/// collection takes the write side, waiting for those in flight (and only
+/// those: writes to other collections go on).
+#[derive(Default)]
+pub(crate) struct WriteGates {
+    gates: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<tokio::sync::RwLock<()>>>,
+    >,
+}
+
+impl WriteGates {
+    /// The gate of `ns`.
+    pub(crate) fn of(&self, ns: &str) -> std::sync::Arc<tokio::sync::RwLock<()>> {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates.entry(ns.to_owned()).or_default().clone()
+    }
+
+    /// Waits until every write to `ns` that started before now finished.
+    pub(crate) async fn drain(&self, ns: &str) {
+        drop(self.of(ns).write_owned().await);
+    }
+}
 
 /// Routes a write with `route` (its targets, and whether any of them lies
 /// in a migration's critical section), waiting while one does, up to the
 /// configured bound; then the fresh routing sends it to the new owner.
 /// Past the bound: StaleConfig, before anything was sent.
-pub(crate) async fn when_writable<'s, T>(
-    state: &'s RouterState,
+pub(crate) async fn when_writable<T>(
+    state: &RouterState,
     ns: &str,
     mut route: impl FnMut(&CollectionRouting) -> Result<(T, bool)>,
-) -> Result<Writable<'s, T>> {
+) -> Result<Writable<T>> {
     let deadline = Instant::now() + Duration::from_millis(state.config.critical_section_wait_ms);
     let mut changes = state.routing.subscribe();
     loop {
-        let gate = state.write_gate.read().await;
+        let gate = state.write_gates.of(ns).read_owned().await;
         changes.borrow_and_update();
         let routing = state
             .routing
@@ -64,12 +88,12 @@ pub(crate) async fn when_writable<'s, T>(
 }
 
 /// [`when_writable`] for the statements of an insert, update or delete.
-pub(crate) async fn route_when_writable<'s>(
-    state: &'s RouterState,
+pub(crate) async fn route_when_writable(
+    state: &RouterState,
     ns: &str,
     kind: WriteKind,
     stmts: &[Cow<'_, RawDocument>],
-) -> Result<Writable<'s, Vec<std::result::Result<Routed, StmtError>>>> {
+) -> Result<Writable<Vec<std::result::Result<Routed, StmtError>>>> {
     when_writable(state, ns, |routing| {
         let routes: Vec<_> = stmts
             .iter()
