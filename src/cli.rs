@@ -18,8 +18,11 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a router that drivers connect to as they would to mongos.
+    /// Run a router that drivers connect to as they would to mongos (and,
+    /// with `balancer = true`, the balancer service beside it).
     Serve(ServeArgs),
+    /// Run only the balancer service, over the config store of `--config`.
+    Balancer(ServeArgs),
     /// Start three local shards and a router, load sample data, and wait for Ctrl-C.
     Demo(DemoArgs),
     /// Print the shards, databases and pools of a running router.
@@ -156,8 +159,9 @@ pub struct BenchArgs {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let only_balancer = matches!(cli.command, Command::Balancer(_));
     match cli.command {
-        Command::Serve(a) => {
+        Command::Serve(a) | Command::Balancer(a) => {
             let overrides = Overrides {
                 listen: a.listen,
                 config_store: a.config_store,
@@ -172,7 +176,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let config =
                 settings::load(a.config.as_deref(), overrides, std::env::args().collect())?;
-            crate::serve(config, crate::shutdown_on_signals()).await
+            if only_balancer {
+                crate::balance(config, crate::shutdown_on_signals()).await
+            } else {
+                crate::serve(config, crate::shutdown_on_signals()).await
+            }
         }
         Command::Demo(a) => crate::demo::run(a).await,
         Command::Status(a) => status(&a.uri).await,

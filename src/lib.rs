@@ -21,15 +21,55 @@ use shardgate_router::RouterConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Opens the config store, binds the listener and serves until `shutdown`.
+/// Opens the config store, binds the listener and serves until `shutdown`:
+/// the router, and beside it (with `balancer = true`) the balancer service,
+/// siblings on one shutdown watch.
 pub async fn serve(config: RouterConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let store: Arc<dyn shardgate_config_store::ConfigStore> =
         shardgate_config_store::open(&config.config_store).await?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    shardgate_router::run(listener, config, store, shutdown).await?;
+    let id = listener.local_addr()?.to_string();
+    let balancer = config.balancer.then(|| balancer_config(&config, id, true));
+    let router = shardgate_router::run(listener, config, store.clone(), shutdown.clone());
+    match balancer {
+        Some(b) => {
+            let balancer = shardgate_balancer::run(b, store, shutdown);
+            let (routed, balanced) = tokio::join!(router, balancer);
+            routed?;
+            balanced.map_err(|e| anyhow::anyhow!("balancer: {e}"))?;
+        }
+        None => router.await?,
+    }
     Ok(())
+}
+
+/// Runs only the balancer service (`shardgate balancer`) until `shutdown`.
+pub async fn balance(config: RouterConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let store: Arc<dyn shardgate_config_store::ConfigStore> =
+        shardgate_config_store::open(&config.config_store).await?;
+    let id = format!("balancer-{}", std::process::id());
+    shardgate_balancer::run(balancer_config(&config, id, true), store, shutdown)
+        .await
+        .map_err(|e| anyhow::anyhow!("balancer: {e}"))
+}
+
+/// The balancer service's settings from a router's: `id` names the process
+/// (the router's address when beside one), `rounds` runs balancing rounds.
+pub fn balancer_config(
+    config: &RouterConfig,
+    id: String,
+    rounds: bool,
+) -> shardgate_balancer::BalancerConfig {
+    shardgate_balancer::BalancerConfig {
+        id,
+        rounds,
+        balancer_interval_secs: config.balancer_interval_secs,
+        orphan_cleanup_delay_secs: config.orphan_cleanup_delay_secs,
+        enable_test_commands: config.enable_test_commands,
+        pool: config.pool.clone(),
+    }
 }
 
 /// A shutdown watch that turns true on Ctrl-C or SIGTERM.

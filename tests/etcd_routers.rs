@@ -134,3 +134,88 @@ async fn two_routers_share_metadata_and_survive_losing_etcd_members() {
     }
     assert!(ok, "admin writes work again with a majority back");
 }
+
+/// `moveChunk` through a router that runs no balancer service is run by the
+/// balancer service beside another router (the lock holder), and its result
+/// comes back to the client; a move that fails there fails for the client
+/// with the balancer's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_chunk_through_one_router_runs_on_another_routers_balancer() {
+    let etcd = EtcdCluster::start(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shards = support::start_shards(dir.path(), 2, false).await;
+    let store = || async {
+        shardgate_config_store::open(&etcd.url("shardgate-move"))
+            .await
+            .expect("open the etcd store")
+    };
+    let config = RouterConfig {
+        balancer: false,
+        ..Default::default()
+    };
+    // Router 1: no balancer service. Router 2: a balancer service (no
+    // rounds: `balancer = false` keeps rounds off in the harness).
+    let r1 = RouterHandle::start_router_only(store().await, config.clone()).await;
+    let r2 = RouterHandle::start_with_store(store().await, config).await;
+    let c1 = support::client(&r1.uri()).await;
+    for s in &shards {
+        admin(&c1, doc! {"addShard": s.address()}).await;
+    }
+    admin(
+        &c1,
+        doc! {"enableSharding": "mv", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&c1, doc! {"shardCollection": "mv.c", "key": {"k": 1}}).await;
+    admin(&c1, doc! {"split": "mv.c", "middle": {"k": 50}}).await;
+    c1.database("mv")
+        .collection::<Document>("c")
+        .insert_many((0..100).map(|i| doc! {"k": i}))
+        .await
+        .unwrap();
+
+    let reply = admin(
+        &c1,
+        doc! {"moveChunk": "mv.c", "find": {"k": 70}, "to": "shard0001", "_waitForDelete": true},
+    )
+    .await;
+    assert!(reply.get_i64("millis").is_ok(), "{reply}");
+    let chunks = support::config_docs(&c1, "chunks", doc! {"ns": "mv.c"}, doc! {"min": 1}).await;
+    let owners: Vec<&str> = chunks.iter().map(|c| c.get_str("shard").unwrap()).collect();
+    assert_eq!(owners, ["shard0000", "shard0001"]);
+    // The changelog says which process ran it: router 2's balancer.
+    let log = support::config_docs(
+        &c1,
+        "changelog",
+        doc! {"what": "moveChunk.commit", "ns": "mv.c"},
+        doc! {},
+    )
+    .await;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].get_str("server").unwrap(), r2.addr.to_string());
+    // Every document is still there once, on its owner.
+    let on = |i: usize| {
+        let s = &shards[i];
+        async move {
+            support::direct_client(s)
+                .await
+                .database("mv")
+                .collection::<Document>("c")
+                .count_documents(doc! {})
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!((on(0).await, on(1).await), (50, 50));
+    // A failing move fails for the client with the balancer's error.
+    let e = c1
+        .database("admin")
+        .run_command(
+            doc! {"moveChunk": "mv.c", "bounds": [{"k": 10}, {"k": 20}], "to": "shard0001"},
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(support::error_code(&e), 2, "{e}");
+    assert!(e.to_string().contains("no chunk of mv.c has bounds"), "{e}");
+    drop(r2);
+}

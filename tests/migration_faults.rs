@@ -23,13 +23,14 @@ use support::{admin, config_docs, RouterHandle};
 const BIN: &str = env!("CARGO_BIN_EXE_shardgate");
 const N: i32 = 3000;
 
-/// A `shardgate serve` process on `store_url` with test commands on and no
-/// balancer of its own.
+/// A `shardgate serve` process on `store_url` with test commands on and a
+/// balancer service that runs this router's moves but no rounds (none falls
+/// due within a test).
 fn serve(dir: &std::path::Path, port: u16, store_url: &str) -> Child {
     let config = dir.join(format!("router-{port}.toml"));
     std::fs::write(
         &config,
-        "enable_test_commands = true\nbalancer = false\norphan_cleanup_delay_secs = 600\n",
+        "enable_test_commands = true\nbalancer = true\nbalancer_interval_secs = 86400\norphan_cleanup_delay_secs = 600\n",
     )
     .unwrap();
     Command::new(BIN)

@@ -4,9 +4,11 @@
 //! never interleave half-applied changes; the chunk operations also check
 //! that the chunks of a collection still tile the key space.
 
+mod balancing;
 mod cluster;
 pub use cluster::DEFAULT_CHUNK_SIZE_MB;
 mod sharding;
+mod splits;
 mod zones;
 
 pub use sharding::{new_chunk, version_doc, ChunkChange, CollectionVersion};

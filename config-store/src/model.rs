@@ -2,14 +2,18 @@
 //! so the `config` view can show them as they are, and the store keys they
 //! live under.
 
+mod balancing;
 mod collection;
 mod database;
 mod misc;
+mod namespace;
 mod shard;
 
+pub use balancing::{MigrationAck, MoveRequest, MoveResult, PAUSE_MIGRATION};
 pub use collection::{ChunkHistory, ChunkType, CollectionType, OrphanRange, TagType};
 pub use database::{DatabaseType, DatabaseVersion};
 pub use misc::{ChangelogEntry, LockType, MigrationState, MigrationType, MongosType, VersionType};
+pub use namespace::Namespace;
 pub use shard::ShardType;
 
 /// Store key prefixes, one per metadata kind.
@@ -38,6 +42,16 @@ pub mod keys {
     pub const ORPHANS: &str = "orphans/";
     /// `changelog/<20-digit sequence>`
     pub const CHANGELOG: &str = "changelog/";
+    /// `move_requests/<id>`
+    pub const MOVE_REQUESTS: &str = "move_requests/";
+    /// `move_results/<id>`
+    pub const MOVE_RESULTS: &str = "move_results/";
+    /// `migration_acks/<ns>/<router>`
+    pub const ACKS: &str = "migration_acks/";
+    /// `failpoints/<name>/<process>` (test-only fail points)
+    pub const FAIL_POINTS: &str = "failpoints/";
+    /// `balancer_status`: the balancer service's counters
+    pub const BALANCER_STATUS: &str = "balancer_status";
 
     /// The namespace part of a `chunks/<ns>/<hex>` or `tags/<ns>/<hex>` key.
     pub fn namespace_of(key: &str, prefix: &str) -> Option<String> {

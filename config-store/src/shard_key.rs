@@ -24,6 +24,7 @@ mod pattern;
 mod pattern_tests;
 #[cfg(test)]
 mod proptests;
+mod range_filter;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
@@ -34,6 +35,7 @@ pub use encode::{canonical_type, encode_value};
 pub use hash::hash_value;
 pub use key_bytes::KeyBytes;
 pub use pattern::{KeyKind, ShardKeyPattern};
+pub use range_filter::range_filter;
 
 /// Why a shard-key pattern, bound or document was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -82,11 +82,11 @@ pub(crate) async fn follow_store(
                 if let Err(e) = state.routing.refresh(&state.catalog, &ns).await {
                     tracing::warn!(%ns, error = %e, "routing refresh failed; keeping the cached table");
                 }
-                // A migration's critical section: acknowledge once the
-                // writes in flight are done (in the background: they may
-                // wait for this very watch).
+                // Tell the balancer what this router now excludes and holds
+                // (for a critical section, once the writes in flight are
+                // done: in the background, as they may wait for this watch).
                 let st = state.clone();
-                tokio::spawn(async move { crate::migration::acknowledge(&st, &ns).await });
+                tokio::spawn(async move { crate::write::critical::acknowledge(&st, &ns).await });
             }
         }
         tracing::debug!("config store watch ended; reloading");

@@ -35,14 +35,12 @@
 
 mod auth;
 mod background;
-mod balancer;
 mod catalog_cache;
 mod commands;
 pub mod config;
 mod config_view;
 mod connection;
 pub mod error;
-mod migration;
 pub mod read;
 pub mod request;
 mod retry_cache;

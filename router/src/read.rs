@@ -21,9 +21,9 @@ use shardgate_config_store::ShardType;
 use std::collections::BTreeSet;
 
 use crate::catalog_cache::routing::CollectionRouting;
-use crate::commands::chunks::range_filter;
 use crate::error::{Result, RouterError};
 use crate::state::RouterState;
+use shardgate_config_store::shard_key::range_filter;
 
 /// A sub-document argument of a command (`None` when absent or null).
 pub(crate) fn doc_field(body: &RawDocument, field: &str) -> Result<Option<Document>> {

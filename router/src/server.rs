@@ -61,14 +61,6 @@ pub async fn run(
             state.clone(),
             shutdown.clone(),
         )),
-        tokio::spawn({
-            let (state, shutdown) = (state.clone(), shutdown.clone());
-            async move {
-                if state.config.balancer {
-                    crate::balancer::run(state, shutdown).await;
-                }
-            }
-        }),
     ];
     let mut tasks = JoinSet::new();
     loop {

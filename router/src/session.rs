@@ -61,23 +61,7 @@ impl<'a> Request<'a> {
     }
 }
 
-/// A `db.collection` name, split at its first dot (a collection name may
-/// hold more dots; a name without one is a database alone).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Namespace<'a> {
-    /// The database.
-    pub db: &'a str,
-    /// The collection (empty for a bare database name).
-    pub coll: &'a str,
-}
-
-impl<'a> Namespace<'a> {
-    /// Splits `ns`.
-    pub(crate) fn parse(ns: &'a str) -> Namespace<'a> {
-        let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
-        Namespace { db, coll }
-    }
-}
+pub(crate) use shardgate_config_store::model::Namespace;
 
 #[cfg(test)]
 mod tests {

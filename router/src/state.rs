@@ -49,12 +49,6 @@ pub(crate) struct RouterState {
     /// they run; a critical-section acknowledgement takes the write side to
     /// wait for the writes in flight.
     pub write_gates: crate::write::critical::WriteGates,
-    /// Balancer counters for `balancerStatus`.
-    pub balancer: crate::balancer::BalancerStats,
-    /// Test-only fault (`--enable-test-commands`): a migration reaching this
-    /// state waits there until the fail point is turned off (fail point
-    /// `shardgatePauseMigrationAt`, `data: {state}`).
-    pub migration_pause: std::sync::Mutex<Option<String>>,
     /// The budget of incoming bytes buffered over all connections, in KB.
     pub buffered: std::sync::Arc<tokio::sync::Semaphore>,
     /// Open client connections per IP address.
@@ -89,8 +83,6 @@ impl RouterState {
             close_after_write: Default::default(),
             retries: Default::default(),
             write_gates: Default::default(),
-            balancer: Default::default(),
-            migration_pause: Default::default(),
             buffered: std::sync::Arc::new(tokio::sync::Semaphore::new(buffered_kb)),
             clients_by_ip: Default::default(),
             listen,

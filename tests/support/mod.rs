@@ -50,15 +50,46 @@ impl RouterHandle {
         RouterHandle::start_with_store(store, config).await
     }
 
-    /// Starts a router over any config store.
+    /// Starts a router over any config store, and beside it the balancer
+    /// service: with `config.balancer` it runs rounds, else it only runs
+    /// the moves this router is asked for (as a `serve` process with
+    /// `balancer = true` and no rounds due would).
     pub async fn start_with_store(
         store: Arc<dyn ConfigStore>,
         config: RouterConfig,
     ) -> RouterHandle {
+        RouterHandle::start_inner(store, config, true).await
+    }
+
+    /// Starts a router with no balancer service beside it (its moves are
+    /// run by another process's balancer).
+    pub async fn start_router_only(
+        store: Arc<dyn ConfigStore>,
+        config: RouterConfig,
+    ) -> RouterHandle {
+        RouterHandle::start_inner(store, config, false).await
+    }
+
+    async fn start_inner(
+        store: Arc<dyn ConfigStore>,
+        config: RouterConfig,
+        balancer: bool,
+    ) -> RouterHandle {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(shardgate_router::run(listener, config, store, rx));
+        let balancer_task = balancer.then(|| {
+            let b = shardgate::balancer_config(&config, addr.to_string(), config.balancer);
+            tokio::spawn(shardgate_balancer::run(b, store.clone(), rx.clone()))
+        });
+        let router = shardgate_router::run(listener, config, store, rx);
+        let task = tokio::spawn(async move {
+            let routed = router.await;
+            if let Some(b) = balancer_task {
+                let _ = b.await;
+            }
+            routed
+        });
         RouterHandle {
             addr,
             shutdown: tx,

@@ -321,13 +321,17 @@ pub(crate) fn router_fail_point(state: &RouterState, body: &bson::RawDocument) -
 }
 
 /// The router's fail point that pauses a migration at a state.
-pub(crate) const PAUSE_MIGRATION: &str = "shardgatePauseMigrationAt";
+pub(crate) use shardgate_config_store::model::PAUSE_MIGRATION;
 
 /// `configureFailPoint` for [`PAUSE_MIGRATION`]: `mode: "alwaysOn"` with
 /// `data: {state: "cloning" | "cloningPartial" | "catchup" | "critical" |
 /// "committed"}` (`cloningPartial`: after the first cloned batch), or
-/// `mode: "off"`.
-pub(crate) fn pause_fail_point(state: &RouterState, body: &bson::RawDocument) -> Result<Document> {
+/// `mode: "off"`. Kept in the store for the balancer service beside this
+/// router (the one that runs this router's `moveChunk`s).
+pub(crate) async fn pause_fail_point(
+    state: &RouterState,
+    body: &bson::RawDocument,
+) -> Result<Document> {
     let on = match body.get_str("mode") {
         Ok("off") => None,
         Ok("alwaysOn") => Some(
@@ -338,9 +342,11 @@ pub(crate) fn pause_fail_point(state: &RouterState, body: &bson::RawDocument) ->
         ),
         _ => return Err(RouterError::bad_value("mode must be 'alwaysOn' or 'off'")),
     };
-    if let Ok(mut p) = state.migration_pause.lock() {
-        *p = on;
-    }
+    let data = on.map(|at| bson::doc! {"state": at});
+    state
+        .catalog
+        .set_fail_point(PAUSE_MIGRATION, &state.listen, data.as_ref())
+        .await?;
     Ok(Document::new())
 }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use bson::{doc, Bson, Document};
 use shardgate_config_store::catalog::{new_chunk, ChunkChange, CollectionVersion};
-use shardgate_config_store::model::{ChunkType, CollectionType};
-use shardgate_config_store::shard_key::{KeyKind, ShardKeyPattern};
+use shardgate_config_store::model::{ChunkType, CollectionType, MoveRequest, MoveResult};
+use shardgate_config_store::shard_key::{range_filter, KeyKind, ShardKeyPattern};
 
 use super::admin::admin_only;
 use super::sharding::{document_arg, key_error, name_arg, now_ts, split_ns};
@@ -52,7 +52,7 @@ pub(crate) async fn split(state: &Arc<RouterState>, req: &Request<'_>) -> Result
     for _attempt in 0..5 {
         let (coll, pattern, chunks, version) = load(state, ns).await?;
         let (index, at) = split_target(state, req, &pattern, &chunks).await?;
-        if split_chunk(state, &coll, &pattern, &chunks, version, index, at).await? {
+        if split_chunk(state, &coll, &chunks, version, index, at).await? {
             return Ok(Document::new());
         }
     }
@@ -63,100 +63,34 @@ pub(crate) async fn split(state: &Arc<RouterState>, req: &Request<'_>) -> Result
     ))
 }
 
-/// Splits `ns` at `at` (no-op when `at` is already a chunk bound), for the
-/// balancer and migrations.
+/// Splits `ns` at `at` (no-op when `at` is already a chunk bound).
 pub(crate) async fn split_at(state: &RouterState, ns: &str, at: &Document) -> Result<()> {
-    for _attempt in 0..5 {
-        let (coll, pattern, chunks, version) = load(state, ns).await?;
-        let key = pattern.encode_bound(at).map_err(key_error)?;
-        let index = chunks
-            .iter()
-            .position(|(c, _)| {
-                let lo = pattern.encode_bound(&c.min).ok();
-                let hi = pattern.encode_bound(&c.max).ok();
-                lo.is_some_and(|l| l <= key) && hi.is_some_and(|h| key < h)
-            })
-            .ok_or_else(|| {
-                RouterError::command(1, "InternalError", "chunks do not cover the key")
-            })?;
-        if pattern.encode_bound(&chunks[index].0.min).ok() == Some(key) {
-            return Ok(());
-        }
-        if split_chunk(state, &coll, &pattern, &chunks, version, index, at.clone()).await? {
-            return Ok(());
-        }
+    if let Some(details) = state.catalog.split_at(ns, at, now_ts()).await? {
+        state.routing.refresh(&state.catalog, ns).await?;
+        super::cluster::log_change(state, "split", ns, details).await;
     }
-    Err(RouterError::command(
-        117,
-        "ConflictingOperationInProgress",
-        format!("chunks of {ns} kept changing; retry the split"),
-    ))
+    Ok(())
 }
 
 /// Splits chunk `index` at `at`; false on a conflict (re-read and retry).
 async fn split_chunk(
     state: &RouterState,
     coll: &CollectionType,
-    pattern: &ShardKeyPattern,
     chunks: &[(ChunkType, u64)],
     version: (CollectionVersion, u64),
     index: usize,
     at: Document,
 ) -> Result<bool> {
-    let coll = coll.clone();
-    {
-        let (chunk, rev) = &chunks[index];
-        let at_key = pattern.encode_bound(&at).map_err(key_error)?;
-        let (lo, hi) = (
-            pattern.encode_bound(&chunk.min).map_err(key_error)?,
-            pattern.encode_bound(&chunk.max).map_err(key_error)?,
-        );
-        if at_key <= lo || at_key >= hi {
-            return Err(cannot_split(format!(
-                "cannot split chunk [{}, {}) at {at}: the split point must lie strictly inside the chunk",
-                chunk.min, chunk.max
-            )));
-        }
-        let now = now_ts();
-        let v = version.0;
-        let left = CollectionVersion {
-            major: v.major,
-            minor: v.minor + 1,
-        };
-        let right = CollectionVersion {
-            major: v.major,
-            minor: v.minor + 2,
-        };
-        let change = ChunkChange {
-            removed: vec![(chunk.clone(), *rev)],
-            added: vec![
-                carry(
-                    new_chunk(
-                        &coll,
-                        chunk.min.clone(),
-                        at.clone(),
-                        &chunk.shard,
-                        left,
-                        now,
-                    ),
-                    chunk,
-                ),
-                carry(
-                    new_chunk(
-                        &coll,
-                        at.clone(),
-                        chunk.max.clone(),
-                        &chunk.shard,
-                        right,
-                        now,
-                    ),
-                    chunk,
-                ),
-            ],
-        };
-        let details = doc! {"before": {"min": &chunk.min, "max": &chunk.max}, "left": {"min": &chunk.min, "max": &at}, "right": {"min": &at, "max": &chunk.max}};
-        commit(state, &coll, version, &change, "split", details).await
-    }
+    let Some(details) = state
+        .catalog
+        .split_chunk(coll, chunks, version, index, &at, now_ts())
+        .await?
+    else {
+        return Ok(false);
+    };
+    state.routing.refresh(&state.catalog, &coll.ns).await?;
+    super::cluster::log_change(state, "split", &coll.ns, details).await;
+    Ok(true)
 }
 
 /// Applies a chunk change; on success refreshes this router's routing table
@@ -179,13 +113,6 @@ async fn commit(
     state.routing.refresh(&state.catalog, &coll.ns).await?;
     super::cluster::log_change(state, what, &coll.ns, details).await;
     Ok(true)
-}
-
-/// A split piece keeps the parent's ownership history.
-fn carry(mut piece: ChunkType, parent: &ChunkType) -> ChunkType {
-    piece.history = parent.history.clone();
-    piece.on_current_shard_since = parent.on_current_shard_since;
-    piece
 }
 
 /// The chunk to split and the split point.
@@ -328,41 +255,6 @@ async fn median(
     Ok(point)
 }
 
-/// A query filter for shard-key tuples in `[min, max)`, lexicographic over
-/// the key fields (descending fields compare the other way).
-pub(crate) fn range_filter(fields: &[(&str, KeyKind)], min: &Document, max: &Document) -> Document {
-    doc! {"$and": [bound_filter(fields, min, true), bound_filter(fields, max, false)]}
-}
-
-fn bound_filter(fields: &[(&str, KeyKind)], bound: &Document, lower: bool) -> Document {
-    let Some(((field, kind), rest)) = fields.split_first() else {
-        return Document::new();
-    };
-    let value = bound.get(*field).cloned().unwrap_or(Bson::Null);
-    let ascending = *kind != KeyKind::Descending;
-    // The key-space extreme on this side constrains nothing.
-    let unbounded = match (lower, ascending) {
-        (true, true) | (false, false) => value == Bson::MinKey,
-        (true, false) | (false, true) => value == Bson::MaxKey,
-    };
-    if unbounded {
-        return Document::new();
-    }
-    let strict = if lower == ascending { "$gt" } else { "$lt" };
-    if rest.is_empty() {
-        let last = match (lower, ascending) {
-            (true, true) => "$gte",
-            (true, false) => "$lte",
-            (false, _) => strict,
-        };
-        return doc! {*field: {last: value}};
-    }
-    doc! {"$or": [
-        {*field: {strict: value.clone()}},
-        {"$and": [{*field: value}, bound_filter(rest, bound, lower)]},
-    ]}
-}
-
 /// `mergeChunks`: the chunks exactly covering `bounds`, all on one shard,
 /// become one chunk.
 pub(crate) async fn merge_chunks(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
@@ -448,7 +340,8 @@ pub(crate) async fn merge_chunks(state: &Arc<RouterState>, req: &Request<'_>) ->
 
 /// `moveChunk` (`find` or `bounds`, `to`, `_waitForDelete`) and `moveRange`
 /// (`min`, optional `max`, `toShard`, `waitForDelete`): one migration, run
-/// synchronously under the migration lock.
+/// by the balancer service (as mongos hands `_configsvrMoveRange` to the
+/// config server); the router waits for its result.
 pub(crate) async fn move_range(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
     admin_only(req)?;
     let ns = name_arg(req, "a namespace string")?;
@@ -500,18 +393,79 @@ pub(crate) async fn move_range(state: &Arc<RouterState>, req: &Request<'_>) -> R
             _ => return Err(RouterError::bad_value("'bounds' must be [min, max]")),
         }
     };
+    state.placement.refresh_shards(&state.catalog).await?;
+    state.placement.shard(to)?;
     let started = std::time::Instant::now();
-    let guard = crate::migration::lock(
-        state,
-        &format!("{} {ns}", req.name),
-        std::time::Duration::from_secs(30),
-    )
-    .await?;
-    let outcome =
-        crate::migration::move_chunk(state, &guard, ns, &min, &max, to, wait_for_delete).await;
-    guard.release().await;
-    outcome?;
+    let request = MoveRequest {
+        id: bson::oid::ObjectId::new().to_hex(),
+        ns: ns.to_owned(),
+        min,
+        max,
+        to: to.to_owned(),
+        wait_for_delete,
+        requested_by: state.listen.clone(),
+        when: bson::DateTime::now(),
+        taken_by: None,
+    };
+    let result = run_move(state, &request).await;
+    let _ = state.catalog.forget_move(&request.id).await;
+    let result = result?;
+    // This router routes by the new owner before it answers.
+    state.routing.refresh(&state.catalog, ns).await?;
+    if result.code != 0 {
+        return Err(RouterError::command(
+            result.code,
+            result.code_name,
+            result.errmsg,
+        ));
+    }
     Ok(doc! {"millis": started.elapsed().as_millis() as i64})
+}
+
+/// How long a move request may wait for a balancer service to take it.
+const UNTAKEN_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long a taken move request may run.
+const MOVE_LIMIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Leaves `request` for the balancer service (the one beside this router
+/// takes it at once; another takes it when this router runs none) and
+/// waits for its result.
+async fn run_move(state: &RouterState, request: &MoveRequest) -> Result<MoveResult> {
+    state.catalog.request_move(request).await?;
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(result) = state.catalog.move_result(&request.id).await? {
+            return Ok(result);
+        }
+        let elapsed = started.elapsed();
+        if elapsed > UNTAKEN_LIMIT {
+            let pending = state
+                .catalog
+                .move_requests()
+                .await?
+                .iter()
+                .any(|r| r.id == request.id);
+            if pending {
+                return Err(RouterError::command(
+                    96,
+                    "OperationFailed",
+                    format!(
+                        "no balancer service took the move of {} within {} s: run one (`shardgate serve` with balancer = true, or `shardgate balancer`)",
+                        request.ns,
+                        UNTAKEN_LIMIT.as_secs()
+                    ),
+                ));
+            }
+        }
+        if elapsed > MOVE_LIMIT {
+            return Err(RouterError::command(
+                50,
+                "MaxTimeMSExpired",
+                format!("the move of {} did not finish within an hour", request.ns),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// The bounds of the chunk of `ns` holding `key`.

@@ -121,15 +121,20 @@ pub(crate) async fn set_balancer(
 /// `balancerStatus`: the configured mode, and this router's rounds (each
 /// router runs rounds only while it holds the migration lock).
 pub(crate) async fn balancer_status(state: &RouterState, req: &Request<'_>) -> Result<Document> {
-    use std::sync::atomic::Ordering;
     admin_only(req)?;
     let stopped = state.catalog.balancer_stopped().await?;
-    let b = &state.balancer;
+    // The balancer service publishes its counters in the store.
+    let b = state.catalog.balancer_status().await?.unwrap_or_default();
+    let number = |f: &str| match b.get(f) {
+        Some(bson::Bson::Int64(n)) => *n,
+        Some(bson::Bson::Int32(n)) => i64::from(*n),
+        _ => 0,
+    };
     Ok(doc! {
         "mode": if stopped { "off" } else { "full" },
-        "inBalancerRound": b.in_round.load(Ordering::SeqCst),
-        "numBalancerRounds": b.rounds.load(Ordering::SeqCst),
-        "numMigrations": b.migrations.load(Ordering::SeqCst),
+        "inBalancerRound": b.get_bool("inBalancerRound").unwrap_or(false),
+        "numBalancerRounds": number("numBalancerRounds"),
+        "numMigrations": number("migrations"),
         "balancerEnabledOnThisRouter": state.config.balancer,
     })
 }

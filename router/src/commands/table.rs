@@ -186,7 +186,7 @@ fn diagnostics() -> Vec<CommandSpec> {
                         admin::router_fail_point(state, req.body).and_then(ok)
                     }
                     Some(admin::PAUSE_MIGRATION) => {
-                        admin::pause_fail_point(state, req.body).and_then(ok)
+                        admin::pause_fail_point(state, req.body).await.and_then(ok)
                     }
                     _ => admin::to_every_shard(state, req).await.and_then(ok),
                 }

@@ -144,3 +144,42 @@ pub(crate) fn overlaps_critical(routing: &CollectionRouting, targets: &targeting
         }),
     }
 }
+
+/// This router's acknowledgement for `ns`, once it installed a routing
+/// with orphan ranges or a critical section: the orphan ranges it now
+/// excludes and — after every write to `ns` it had started has finished —
+/// the critical-section ranges whose writes it holds. The balancer waits
+/// for every live router's before it copies into a range and before it
+/// commits.
+pub(crate) async fn acknowledge(state: &RouterState, ns: &str) {
+    let Some(routing) = state.routing.get(ns) else {
+        return;
+    };
+    if routing.critical.is_empty() && routing.orphans.is_empty() {
+        return;
+    }
+    if !routing.critical.is_empty() {
+        state.write_gates.drain(ns).await;
+    }
+    let mut orphans = Vec::new();
+    for o in &routing.orphans {
+        if let Ok(min) = routing.pattern.encode_bound(&o.min) {
+            orphans.push(format!("{}/{min}", o.shard));
+        }
+    }
+    let ack = shardgate_config_store::model::MigrationAck {
+        mins: routing
+            .critical
+            .iter()
+            .map(|(min, _)| min.to_string())
+            .collect(),
+        orphans,
+    };
+    if let Err(e) = state
+        .catalog
+        .put_migration_ack(ns, &state.listen, &ack)
+        .await
+    {
+        tracing::warn!(%ns, error = %e, "could not acknowledge the migration state");
+    }
+}

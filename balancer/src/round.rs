@@ -12,55 +12,29 @@
 //! active window) is checked before every step, so a round stops after the
 //! running migration completes.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{doc, Bson, Document};
-use shardgate_balancer::{self as policy, Chunk, Shard, ZoneRange};
 use shardgate_config_store::catalog::ChunkChange;
 use shardgate_config_store::model::CollectionType;
 use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
-use tokio::sync::watch;
 
-use crate::commands::chunks::{range_filter, split_at};
-use crate::error::{Result, RouterError};
-use crate::migration::{self, LockGuard};
-use crate::read::orphans::{count_owned, HashedOrphans};
-use crate::session::Namespace;
-use crate::shards::run_on_shard;
-use crate::state::RouterState;
+use shardgate_config_store::model::Namespace;
+use shardgate_config_store::shard_key::range_filter;
 use shardgate_config_store::ShardType;
 
-/// Counters `balancerStatus` reports.
-#[derive(Default)]
-pub(crate) struct BalancerStats {
-    /// A round is running on this router.
-    pub in_round: AtomicBool,
-    /// Rounds this router ran (holding the lock).
-    pub rounds: AtomicI64,
-    /// Migrations those rounds ran.
-    pub migrations: AtomicI64,
-}
-
-/// Runs rounds every `balancer_interval_secs` until shutdown.
-pub(crate) async fn run(state: Arc<RouterState>, mut shutdown: watch::Receiver<bool>) {
-    let every = Duration::from_secs(state.config.balancer_interval_secs.max(1));
-    loop {
-        tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if let Err(e) = round(&state).await {
-            tracing::warn!(error = %e, "balancer round failed");
-        }
-    }
-}
+use crate::context::{now_ts, Balancer};
+use crate::error::{BalancerError, Result};
+use crate::lock::{lock, LockGuard};
+use crate::migration;
+use crate::policy::{self, Chunk, Shard, ZoneRange};
 
 /// Whether the balancer may act now: not stopped, and inside the active
 /// window (`config.settings` `balancer.activeWindow {start, stop}`, "HH:MM"
 /// UTC) when one is set.
-async fn enabled(state: &RouterState) -> Result<bool> {
+async fn enabled(state: &Balancer) -> Result<bool> {
     if state.catalog.balancer_stopped().await? {
         return Ok(false);
     }
@@ -89,24 +63,26 @@ async fn enabled(state: &RouterState) -> Result<bool> {
 }
 
 /// One round, if this router gets the lock.
-pub(crate) async fn round(state: &Arc<RouterState>) -> Result<()> {
+pub(crate) async fn round(state: &Arc<Balancer>) -> Result<()> {
     if !enabled(state).await? {
         return Ok(());
     }
-    let guard = match migration::lock(state, "balancer round", Duration::ZERO).await {
+    let guard = match lock(state, "balancer round", Duration::ZERO).await {
         Ok(g) => g,
         Err(e) if e.code().0 == 46 => return Ok(()),
         Err(e) => return Err(e),
     };
-    state.balancer.in_round.store(true, Ordering::SeqCst);
+    state.stats.in_round.store(true, Ordering::SeqCst);
+    state.publish_stats().await;
     let outcome = round_locked(state, &guard).await;
-    state.balancer.in_round.store(false, Ordering::SeqCst);
-    state.balancer.rounds.fetch_add(1, Ordering::SeqCst);
+    state.stats.in_round.store(false, Ordering::SeqCst);
+    state.stats.rounds.fetch_add(1, Ordering::SeqCst);
+    state.publish_stats().await;
     guard.release().await;
     outcome
 }
 
-async fn round_locked(state: &Arc<RouterState>, guard: &LockGuard) -> Result<()> {
+async fn round_locked(state: &Arc<Balancer>, guard: &LockGuard) -> Result<()> {
     let default_chunk = state.catalog.chunk_size_bytes().await?;
     for coll in state.catalog.collections().await? {
         if coll.no_balance {
@@ -128,18 +104,18 @@ async fn round_locked(state: &Arc<RouterState>, guard: &LockGuard) -> Result<()>
 }
 
 async fn balance_collection(
-    state: &Arc<RouterState>,
+    state: &Arc<Balancer>,
     guard: &LockGuard,
     coll: &CollectionType,
     chunk_size: u64,
 ) -> Result<()> {
     let ns = &coll.ns;
     let pattern =
-        ShardKeyPattern::parse(&coll.key).map_err(|e| RouterError::bad_value(e.to_string()))?;
+        ShardKeyPattern::parse(&coll.key).map_err(|e| BalancerError::bad_value(e.to_string()))?;
     let enc = |d: &Document| {
         pattern
             .encode_bound(d)
-            .map_err(|e| RouterError::bad_value(e.to_string()))
+            .map_err(|e| BalancerError::bad_value(e.to_string()))
     };
     // 1. Split at zone boundaries.
     let tags = state.catalog.zone_ranges(ns).await?;
@@ -217,7 +193,7 @@ async fn balance_collection(
         let d = &docs[mv.chunk];
         tracing::info!(%ns, min = %d.0, to = %mv.to, reason = ?mv.reason, "balancer moves a chunk");
         migration::move_chunk(state, guard, ns, &d.0, &d.1, &mv.to, false).await?;
-        state.balancer.migrations.fetch_add(1, Ordering::SeqCst);
+        state.stats.migrations.fetch_add(1, Ordering::SeqCst);
     }
     Ok(())
 }
@@ -225,7 +201,7 @@ async fn balance_collection(
 /// The chunks of `ns` (encoded, for the policy) and their bounds as
 /// documents, in key order.
 async fn snapshot(
-    state: &RouterState,
+    state: &Balancer,
     pattern: &ShardKeyPattern,
     ns: &str,
 ) -> Result<(Vec<Chunk>, Vec<(Document, Document)>)> {
@@ -233,10 +209,10 @@ async fn snapshot(
     for (c, _) in state.catalog.chunks(ns).await? {
         let min = pattern
             .encode_bound(&c.min)
-            .map_err(|e| RouterError::bad_value(e.to_string()))?;
+            .map_err(|e| BalancerError::bad_value(e.to_string()))?;
         let max = pattern
             .encode_bound(&c.max)
-            .map_err(|e| RouterError::bad_value(e.to_string()))?;
+            .map_err(|e| BalancerError::bad_value(e.to_string()))?;
         rows.push((
             Chunk {
                 min,
@@ -254,7 +230,7 @@ async fn snapshot(
 
 /// `(bytes, documents)` per chunk.
 async fn estimate(
-    state: &RouterState,
+    state: &Balancer,
     pattern: &ShardKeyPattern,
     ns: &str,
     chunks: &[Chunk],
@@ -267,9 +243,10 @@ async fn estimate(
     let mut owned: std::collections::BTreeMap<String, u64> = Default::default();
     let mut out = Vec::with_capacity(chunks.len());
     for (c, (min, max)) in chunks.iter().zip(docs) {
-        let shard = state.placement.shard(&c.shard)?;
+        let shard = state.shard(&c.shard).await?;
         if !avg.contains_key(&c.shard) {
-            let stats = run_on_shard(state, &shard, doc! {"collStats": coll, "$db": db})
+            let stats = state
+                .run_on_shard(&shard, doc! {"collStats": coll, "$db": db})
                 .await
                 .unwrap_or_default();
             let size = number(&stats, "avgObjSize");
@@ -279,9 +256,7 @@ async fn estimate(
         let (avg_size, shard_count) = avg[&c.shard];
         // `dataSize` where the shard has it.
         if !hashed {
-            let data_size = run_on_shard(
-                state,
-                &shard,
+            let data_size = state.run_on_shard(&shard,
                 doc! {"dataSize": ns, "keyPattern": pattern.to_document(), "min": min.clone(), "max": max.clone(), "$db": db},
             )
             .await;
@@ -297,19 +272,21 @@ async fn estimate(
             let owned = match owned.get(&c.shard) {
                 Some(n) => *n,
                 None => {
-                    let n = owned_count(state, ns, &shard).await?.unwrap_or(shard_count);
+                    let n = owned_count(state, ns, pattern, &shard)
+                        .await?
+                        .unwrap_or(shard_count);
                     owned.insert(c.shard.clone(), n);
                     n
                 }
             };
             owned / on_shard
         } else {
-            let r = run_on_shard(
-                state,
-                &shard,
-                doc! {"count": coll, "query": range_filter(&fields, min, max), "$db": db},
-            )
-            .await?;
+            let r = state
+                .run_on_shard(
+                    &shard,
+                    doc! {"count": coll, "query": range_filter(&fields, min, max), "$db": db},
+                )
+                .await?;
             number(&r, "n") as u64
         };
         out.push(((count as f64 * avg_size) as u64, count));
@@ -317,18 +294,60 @@ async fn estimate(
     Ok(out)
 }
 
-/// How many documents of `ns` the shard owns when it holds hashed orphans
-/// (`None`: it holds none, its collection count is exact).
-async fn owned_count(state: &RouterState, ns: &str, shard: &ShardType) -> Result<Option<u64>> {
-    let Some(routing) = state.routing.get(ns) else {
+/// How many documents of `ns` the shard owns when it holds orphan ranges
+/// of a hashed key (`None`: it holds none, its collection count is exact):
+/// its documents' keys are read and those in an orphan range left out.
+async fn owned_count(
+    state: &Balancer,
+    ns: &str,
+    pattern: &ShardKeyPattern,
+    shard: &ShardType,
+) -> Result<Option<u64>> {
+    let mut ranges = Vec::new();
+    for o in state.catalog.orphan_ranges(ns).await? {
+        if o.shard != shard.id {
+            continue;
+        }
+        let bad = |e: shardgate_config_store::shard_key::ShardKeyError| {
+            BalancerError::bad_value(e.to_string())
+        };
+        ranges.push((
+            pattern.encode_bound(&o.min).map_err(bad)?,
+            pattern.encode_bound(&o.max).map_err(bad)?,
+        ));
+    }
+    if ranges.is_empty() {
         return Ok(None);
-    };
-    let Some(orphans) = HashedOrphans::for_shard(&routing, &shard.id) else {
-        return Ok(None);
-    };
-    let empty = bson::RawDocumentBuf::new();
-    let n = count_owned(state, shard, &orphans, ns, &Document::new(), &empty).await?;
-    Ok(Some(n.max(0) as u64))
+    }
+    let Namespace { db, coll } = Namespace::parse(ns);
+    let keys: Vec<Bson> = pattern
+        .fields()
+        .map(|(name, _)| Bson::String(format!("${name}")))
+        .collect();
+    let find = doc! {"find": coll, "filter": {}, "projection": {"_id": 0, "k": keys}, "batchSize": 1000, "$db": db};
+    let mut cursor = state.open_cursor(shard, &find).await?.batch_size(1000);
+    let mut n = 0;
+    while let Some(batch) = cursor.next_batch().await? {
+        n += batch
+            .iter()
+            .filter(|d| {
+                let key = d
+                    .get_array("k")
+                    .map_err(|_| ())
+                    .and_then(|values| pattern.key_from_values(values).map_err(|_| ()));
+                key.map_or(true, |k| !ranges.iter().any(|(lo, hi)| *lo <= k && k < *hi))
+            })
+            .count() as u64;
+    }
+    Ok(Some(n))
+}
+
+/// Splits `ns` at `at` and logs it (no-op at a chunk bound).
+async fn split_at(state: &Balancer, ns: &str, at: &Document) -> Result<()> {
+    if let Some(details) = state.catalog.split_at(ns, at, now_ts()).await? {
+        state.log_change("split", ns, details).await;
+    }
+    Ok(())
 }
 
 fn number(d: &Document, f: &str) -> f64 {
@@ -345,7 +364,7 @@ fn number(d: &Document, f: &str) -> f64 {
 /// points equal to the chunk's min or to the previous point. Empty when the
 /// chunk holds a single key value (jumbo).
 async fn split_points(
-    state: &RouterState,
+    state: &Balancer,
     pattern: &ShardKeyPattern,
     ns: &str,
     chunk: &Chunk,
@@ -358,19 +377,19 @@ async fn split_points(
         return Ok(hashed_middle(pattern, bounds).into_iter().collect());
     }
     let Namespace { db, coll } = Namespace::parse(ns);
-    let shard = state.placement.shard(&chunk.shard)?;
+    let shard = state.shard(&chunk.shard).await?;
     // `splitVector` where the shard has it.
-    let vector = run_on_shard(
-        state,
-        &shard,
-        doc! {
-            "splitVector": ns, "keyPattern": pattern.to_document(),
-            "min": bounds.0.clone(), "max": bounds.1.clone(),
-            "maxChunkObjects": per_piece as i64 * 2,
-            "maxChunkSizeBytes": chunk_size as i64, "$db": "admin",
-        },
-    )
-    .await;
+    let vector = state
+        .run_on_shard(
+            &shard,
+            doc! {
+                "splitVector": ns, "keyPattern": pattern.to_document(),
+                "min": bounds.0.clone(), "max": bounds.1.clone(),
+                "maxChunkObjects": per_piece as i64 * 2,
+                "maxChunkSizeBytes": chunk_size as i64, "$db": "admin",
+            },
+        )
+        .await;
     if let Ok(reply) = vector {
         let keys = reply.get_array("splitKeys").cloned().unwrap_or_default();
         return Ok(keys
@@ -447,7 +466,7 @@ fn hashed_middle(pattern: &ShardKeyPattern, bounds: &(Document, Document)) -> Op
 
 /// Marks a chunk jumbo: too big, one key value, never moved for balance.
 async fn mark_jumbo(
-    state: &RouterState,
+    state: &Balancer,
     coll: &CollectionType,
     bounds: &(Document, Document),
 ) -> Result<()> {
@@ -473,13 +492,9 @@ async fn mark_jumbo(
         .await?
     {
         tracing::info!(ns = %coll.ns, min = %bounds.0, "chunk marked jumbo");
-        crate::commands::cluster::log_change(
-            state,
-            "jumbo",
-            &coll.ns,
-            doc! {"min": &bounds.0, "max": &bounds.1},
-        )
-        .await;
+        state
+            .log_change("jumbo", &coll.ns, doc! {"min": &bounds.0, "max": &bounds.1})
+            .await;
     }
     Ok(())
 }

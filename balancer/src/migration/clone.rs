@@ -1,0 +1,117 @@
+//! Copying: the source's indexes, then the range in shard-key order, in
+//! batches, to the destination.
+
+use bson::{doc, Bson, Document, RawDocumentBuf};
+use shardgate_config_store::model::ShardType;
+
+use super::*;
+use crate::context::Balancer;
+use crate::error::{BalancerError, Result};
+
+pub(super) async fn copy_indexes(
+    state: &Balancer,
+    source: &ShardType,
+    dest: &ShardType,
+    db: &str,
+    coll: &str,
+) -> Result<()> {
+    let reply = state
+        .run_on_shard(source, doc! {"listIndexes": coll, "$db": db})
+        .await?;
+    let indexes: Vec<Bson> = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .map(|b| {
+            b.iter()
+                .filter_map(Bson::as_document)
+                .filter(|i| i.get_str("name").ok() != Some("_id_"))
+                .map(|i| {
+                    let mut i = i.clone();
+                    i.remove("v");
+                    i.remove("ns");
+                    Bson::Document(i)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if indexes.is_empty() {
+        state
+            .run_on_shard(dest, doc! {"create": coll, "$db": db})
+            .await
+            .or_else(|e| {
+                if e.code().0 == 48 {
+                    Ok(Document::new())
+                } else {
+                    Err(e)
+                }
+            })?;
+        return Ok(());
+    }
+    state
+        .run_on_shard(
+            dest,
+            doc! {"createIndexes": coll, "indexes": indexes, "$db": db},
+        )
+        .await?;
+    Ok(())
+}
+
+/// Copies the range from the source to the destination in key order.
+pub(super) async fn clone_range(
+    state: &Balancer,
+    source: &ShardType,
+    dest: &ShardType,
+    db: &str,
+    coll: &str,
+    range: &Range,
+    stats: &mut MoveStats,
+) -> Result<()> {
+    let find = doc! {"find": coll, "filter": range.filter.clone(), "sort": range.sort.clone(), "batchSize": BATCH, "$db": db};
+    let mut cursor = state
+        .open_cursor(source, &find)
+        .await?
+        .batch_size(i64::from(BATCH));
+    while let Some(mut docs) = cursor.next_batch().await? {
+        docs.retain(|d| range.contains(d));
+        if !docs.is_empty() {
+            stats.cloned += docs.len() as u64;
+            stats.bytes += docs.iter().map(|d| d.as_bytes().len() as u64).sum::<u64>();
+            insert(state, dest, db, coll, docs).await?;
+            // Part of the range is on the destination, the rest not yet.
+            pause_point(state, "cloningPartial").await;
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn insert(
+    state: &Balancer,
+    dest: &ShardType,
+    db: &str,
+    coll: &str,
+    docs: Vec<RawDocumentBuf>,
+) -> Result<()> {
+    let mut array = bson::RawArrayBuf::new();
+    for d in docs {
+        array.push(d);
+    }
+    let mut body = RawDocumentBuf::new();
+    body.append(bson::cstr!("insert"), coll);
+    body.append(bson::cstr!("documents"), array);
+    body.append(bson::cstr!("ordered"), false);
+    body.append(bson::cstr!("$db"), db);
+    let reply = state
+        .shards
+        .command(crate::context::target(dest), &body)
+        .await?;
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        if let Some(Ok(e)) = errors.into_iter().next() {
+            return Err(BalancerError::command(
+                1,
+                "InternalError",
+                format!("copying to {}: {:?}", dest.id, e),
+            ));
+        }
+    }
+    Ok(())
+}

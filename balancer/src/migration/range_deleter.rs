@@ -1,0 +1,106 @@
+//! Range deletion: the source's copies after a commit (at once, or after
+//! the grace period for open cursors), the destination's after an abort.
+
+use std::time::Instant;
+
+use bson::{doc, Bson, Document, RawDocumentBuf};
+use shardgate_config_store::model::{MigrationType, Namespace, ShardType};
+use shardgate_config_store::shard_key::ShardKeyPattern;
+
+use super::*;
+use crate::context::Balancer;
+use crate::error::Result;
+
+/// A committed migration's source range, to delete once `due`.
+pub(crate) struct PendingDeletion {
+    /// When the grace period for open cursors ends.
+    pub due: Instant,
+    /// The collection's shard key.
+    pub pattern: ShardKeyPattern,
+    /// The committed migration.
+    pub migration: MigrationType,
+}
+
+/// Deletes the source ranges whose grace period ended.
+pub(crate) async fn delete_due(state: &Balancer) {
+    let due: Vec<PendingDeletion> = {
+        let mut pending = state
+            .pending_deletions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (due, later) = pending.drain(..).partition(|p| p.due <= Instant::now());
+        *pending = later;
+        due
+    };
+    for p in due {
+        if let Err(e) = cleanup(state, &p.pattern, &p.migration).await {
+            tracing::warn!(ns = %p.migration.ns, error = %e, "range deletion failed; the next lock holder retries it");
+        }
+    }
+}
+
+/// Deletes the source's copies and forgets the migration.
+pub(super) async fn cleanup(
+    state: &Balancer,
+    pattern: &ShardKeyPattern,
+    m: &MigrationType,
+) -> Result<()> {
+    delete_range(state, &m.from_shard, pattern, m).await?;
+    state
+        .catalog
+        .finish_migration(pattern, m, &m.from_shard)
+        .await?;
+    log(state, "moveChunk.rangeDeleted", m, doc! {}).await;
+    Ok(())
+}
+
+/// Every document a `find` (on `db`, no `$db` in `cmd`) returns, through
+/// all its batches.
+pub(crate) async fn find_all(
+    state: &Balancer,
+    shard: &ShardType,
+    db: &str,
+    _coll: &str,
+    mut cmd: Document,
+) -> Result<Vec<RawDocumentBuf>> {
+    cmd.insert("$db", db);
+    Ok(state.open_cursor(shard, &cmd).await?.all().await?)
+}
+
+/// Deletes the range's documents on `shard`.
+pub(super) async fn delete_range(
+    state: &Balancer,
+    shard: &str,
+    pattern: &ShardKeyPattern,
+    m: &MigrationType,
+) -> Result<()> {
+    let shard = state.shard(shard).await?;
+    let Namespace { db, coll } = Namespace::parse(&m.ns);
+    let range = Range::new(pattern, m)?;
+    if pattern.hashed_field().is_none() {
+        state.run_on_shard(&shard,
+            doc! {"delete": coll, "deletes": [{"q": range.filter.clone(), "limit": 0}], "$db": db},
+        )
+        .await?;
+        return Ok(());
+    }
+    // A hashed key: find the range's documents here, delete them by _id.
+    let ids: Vec<Bson> = find_all(state, &shard, db, coll, doc! {"find": coll, "filter": {}})
+        .await?
+        .iter()
+        .filter(|d| range.contains(d))
+        .filter_map(|d| {
+            d.get("_id")
+                .ok()
+                .flatten()
+                .and_then(|v| Bson::try_from(v).ok())
+        })
+        .collect();
+    for chunk in ids.chunks(1_000) {
+        state.run_on_shard(&shard,
+            doc! {"delete": coll, "deletes": [{"q": {"_id": {"$in": chunk.to_vec()}}, "limit": 0}], "$db": db},
+        )
+        .await?;
+    }
+    Ok(())
+}
