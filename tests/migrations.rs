@@ -291,3 +291,82 @@ async fn move_chunk_refuses_bad_input() {
         2
     );
 }
+
+/// A migration runs while 64 clients keep every connection of the router's
+/// shard pool busy: the balancer copies over its own pools, so the move
+/// completes and every client keeps being served meanwhile (figures
+/// printed, never asserted: speed is for benchmarks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_migration_runs_while_clients_saturate_the_router_pool() {
+    let config = shardgate_router::RouterConfig {
+        orphan_cleanup_delay_secs: 1,
+        balancer: false,
+        pool: shardgate_router::PoolConfig {
+            max_size: 8,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(2, config, false).await;
+    let client = cluster.client().await;
+    setup(&client).await;
+    let coll = client.database("mig").collection::<Document>("c");
+    coll.insert_many((0..3000).map(|i| doc! {"_id": i, "k": i, "pad": "x".repeat(200)}))
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let moving = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..64i64 {
+        let (coll, stop, moving) = (coll.clone(), stop.clone(), moving.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ops, mut during) = (0u64, 0u64);
+            let mut i = c;
+            while !stop.load(Ordering::Relaxed) {
+                i = (i * 31 + 7) % 3000;
+                let found = coll.find_one(doc! {"k": i}).await.unwrap();
+                assert_eq!(found.unwrap().get_i64("k").unwrap_or(i), i);
+                ops += 1;
+                if moving.load(Ordering::Relaxed) {
+                    during += 1;
+                }
+            }
+            (ops, during)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    moving.store(true, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    admin(
+        &client,
+        doc! {"moveChunk": "mig.c", "bounds": [{"k": 1000}, {"k": 2000}], "to": "shard0001", "_waitForDelete": true},
+    )
+    .await;
+    let moved = started.elapsed();
+    moving.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let mut during = Vec::new();
+    let mut total = 0;
+    for t in tasks {
+        let (ops, d) = t.await.unwrap();
+        total += ops;
+        during.push(d);
+    }
+    let served = during.iter().filter(|d| **d > 0).count();
+    println!(
+        "migration of 1000 documents under 64 clients on an 8-connection pool: {} ms; clients served {} reads during it ({:.0}/s), {} reads in all; every client served during it: {}",
+        moved.as_millis(),
+        during.iter().sum::<u64>(),
+        during.iter().sum::<u64>() as f64 / moved.as_secs_f64(),
+        total,
+        served == 64
+    );
+    assert_eq!(served, 64, "every client was served while the chunk moved");
+    let owners: Vec<String> = config_docs(&client, "chunks", doc! {"ns": "mig.c"}, doc! {"min": 1})
+        .await
+        .iter()
+        .map(|c| c.get_str("shard").unwrap().to_owned())
+        .collect();
+    assert_eq!(owners, ["shard0000", "shard0001", "shard0000"]);
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 3000);
+}
