@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bson::{doc, Document, RawDocumentBuf};
-use shardgate_config_store::model::ChangelogEntry;
+use shardgate_config_store::model::{ChangelogEntry, MigrationType};
+use shardgate_config_store::shard_key::ShardKeyPattern;
 use shardgate_config_store::{Catalog, ShardType};
 use shardgate_shard_client::{PoolConfig, ShardClient, ShardCursor, Target};
 
@@ -42,6 +43,16 @@ pub(crate) struct Stats {
     pub migrations: AtomicI64,
 }
 
+/// A committed migration's source range, to delete once `due`.
+pub(crate) struct PendingDeletion {
+    /// When the grace period for open cursors ends.
+    pub due: std::time::Instant,
+    /// The collection's shard key.
+    pub pattern: ShardKeyPattern,
+    /// The committed migration.
+    pub migration: MigrationType,
+}
+
 /// The balancer service's shared state.
 pub struct Balancer {
     /// Its settings.
@@ -53,7 +64,7 @@ pub struct Balancer {
     /// Its counters.
     pub(crate) stats: Stats,
     /// Source ranges of committed migrations waiting for deletion.
-    pub(crate) pending_deletions: std::sync::Mutex<Vec<crate::migration::PendingDeletion>>,
+    pub(crate) pending_deletions: std::sync::Mutex<Vec<PendingDeletion>>,
 }
 
 impl Balancer {

@@ -1,7 +1,8 @@
 //! The `balancer` lease lock every round and migration holds: only its
 //! holder acts, and its fencing token (the store revision that wrote it)
 //! guards every metadata change, so a holder whose lease ended commits
-//! nothing. Taking it first recovers what a dead holder left.
+//! nothing. `migration::take_lock` takes it and first recovers what a dead
+//! holder left.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,7 +48,6 @@ impl Drop for LockGuard {
 }
 
 /// Takes the migration lock, waiting up to `wait` for another holder.
-/// Recovers any migration a dead holder left behind before returning.
 pub(crate) async fn lock(state: &Arc<Balancer>, why: &str, wait: Duration) -> Result<LockGuard> {
     let deadline = Instant::now() + wait;
     let store = state.catalog.store().clone();
@@ -72,7 +72,6 @@ pub(crate) async fn lock(state: &Arc<Balancer>, why: &str, wait: Duration) -> Re
                 lease,
                 keeper,
             };
-            crate::migration::recover(state, &guard).await?;
             return Ok(guard);
         }
         let _ = store.revoke_lease(lease).await;

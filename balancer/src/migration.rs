@@ -41,7 +41,7 @@ use shardgate_config_store::shard_key::range_filter;
 
 use crate::context::Balancer;
 use crate::error::{BalancerError, Result};
-use crate::lock::LockGuard;
+use crate::lock::{lock, LockGuard};
 use catchup::{resync, ChangeStream};
 use clone::{clone_range, copy_indexes};
 use critical::{clear_acks, enter_critical, wait_for_acks};
@@ -54,6 +54,21 @@ pub(crate) use recovery::recover;
 pub(super) const BATCH: i32 = 1_000;
 /// How long the critical section may wait for routers' acknowledgements.
 pub(super) const ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// Takes the lock (waiting up to `wait`) and finishes or aborts what a dead
+/// holder left before anything else runs under it.
+pub(crate) async fn take_lock(
+    state: &Arc<Balancer>,
+    why: &str,
+    wait: Duration,
+) -> Result<LockGuard> {
+    let guard = lock(state, why, wait).await?;
+    if let Err(e) = recover(state, &guard).await {
+        guard.release().await;
+        return Err(e);
+    }
+    Ok(guard)
+}
 
 /// What a finished migration did.
 #[derive(Debug, Default, Clone)]

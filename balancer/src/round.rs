@@ -27,7 +27,7 @@ use shardgate_config_store::ShardType;
 
 use crate::context::{now_ts, Balancer};
 use crate::error::{BalancerError, Result};
-use crate::lock::{lock, LockGuard};
+use crate::lock::LockGuard;
 use crate::migration;
 use crate::policy::{self, Chunk, Shard, ZoneRange};
 
@@ -67,7 +67,7 @@ pub(crate) async fn round(state: &Arc<Balancer>) -> Result<()> {
     if !enabled(state).await? {
         return Ok(());
     }
-    let guard = match lock(state, "balancer round", Duration::ZERO).await {
+    let guard = match crate::migration::take_lock(state, "balancer round", Duration::ZERO).await {
         Ok(g) => g,
         Err(e) if e.code().0 == 46 => return Ok(()),
         Err(e) => return Err(e),

@@ -12,7 +12,6 @@ use shardgate_shard_client::Pools;
 use tokio::sync::watch;
 
 use crate::context::{Balancer, BalancerConfig};
-use crate::lock::lock;
 
 /// How often pending move requests are looked for.
 const POLL: Duration = Duration::from_millis(100);
@@ -64,7 +63,7 @@ async fn run_requests(state: &Arc<Balancer>) -> crate::error::Result<()> {
         }
         let started = Instant::now();
         let why = format!("moveChunk {} for {}", request.ns, request.requested_by);
-        let outcome = match lock(state, &why, LOCK_WAIT).await {
+        let outcome = match crate::migration::take_lock(state, &why, LOCK_WAIT).await {
             Ok(guard) => {
                 let moved = crate::migration::move_chunk(
                     state,

@@ -16,9 +16,9 @@ use bson::{doc, Binary, Bson, Document, RawDocument};
 use serde::{Deserialize, Serialize};
 use shardgate_config_store::store::Txn;
 
-use crate::commands::registry::{CommandSpec, Need};
-use crate::commands::{Request, Session};
 use crate::error::{Result, RouterError};
+pub(crate) use crate::session::{AuthedUser, RoleRef};
+use crate::session::{InProgress, Request, Session};
 use crate::state::RouterState;
 use scram::{Conversation, Credential, Mechanism};
 
@@ -44,15 +44,6 @@ pub(crate) const ROLES: [&str; 14] = [
     "userAdminAnyDatabase",
     "root",
 ];
-
-/// A role granted on a database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct RoleRef {
-    /// Role name.
-    pub role: String,
-    /// Database it applies to.
-    pub db: String,
-}
 
 /// Stored credentials, by mechanism.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,39 +98,6 @@ impl UserDoc {
             .collect();
         doc! {"_id": &self.id, "user": &self.user, "db": &self.db, "roles": roles, "mechanisms": self.mechanisms()}
     }
-}
-
-/// A user this connection authenticated as.
-#[derive(Debug, Clone)]
-pub(crate) struct AuthedUser {
-    /// Authentication database.
-    pub db: String,
-    /// Name.
-    pub user: String,
-    /// Roles at authentication time.
-    pub roles: Vec<RoleRef>,
-}
-
-/// A SCRAM conversation in progress.
-#[derive(Debug, Clone)]
-struct InProgress {
-    id: i32,
-    db: String,
-    conversation: Conversation,
-    /// The client's proof was checked; only the empty last step remains.
-    proven: bool,
-    /// The client asked to skip the empty last step.
-    skip_empty: bool,
-}
-
-/// A connection's authentication state.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct AuthState {
-    /// Authenticated users.
-    pub users: Vec<AuthedUser>,
-    /// A SCRAM conversation in progress.
-    conversation: Option<InProgress>,
-    next_conversation: i32,
 }
 
 fn failed() -> RouterError {
@@ -244,7 +202,7 @@ pub(crate) async fn sasl_continue(
     session: &mut Session,
     body: &RawDocument,
 ) -> Result<Document> {
-    let id = crate::commands::number_field(body, "conversationId").unwrap_or(-1) as i32;
+    let id = crate::session::number_field(body, "conversationId").unwrap_or(-1) as i32;
     let Some(InProgress {
         id: cid,
         db,
@@ -331,6 +289,30 @@ pub(crate) async fn hello_extras(
     }
 }
 
+/// What a command needs of the user's roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Nothing (handshake, authentication, `ping`, …).
+    Nothing,
+    /// Reading the database (`read`).
+    Read(String),
+    /// Writing the database (`readWrite`).
+    Write(String),
+    /// Administering the database (`dbAdmin`).
+    DbAdmin(String),
+    /// Managing the database's users (`userAdmin`).
+    UserAdmin(String),
+    /// Watching the cluster (`clusterMonitor`).
+    ClusterMonitor,
+    /// Changing the cluster's sharding (`clusterManager`).
+    ClusterManager,
+    /// Managing the server processes (`hostManager`).
+    HostManager,
+    /// Every action on the cluster (`root`): commands the router does not
+    /// know.
+    AnyAction,
+}
+
 fn grants(roles: &[RoleRef], need: &Need) -> bool {
     roles.iter().any(|r| {
         let on = |db: &str| r.db == db;
@@ -375,13 +357,11 @@ pub(crate) async fn authorize(
     state: &RouterState,
     session: &Session,
     req: &Request<'_>,
-    spec: Option<&CommandSpec>,
+    need: Need,
 ) -> Result<()> {
     if !state.config.auth {
         return Ok(());
     }
-    // A command the router does not know needs every action on the cluster.
-    let need = spec.map_or(Need::AnyAction, |s| s.privilege.need(req));
     if need == Need::Nothing {
         return Ok(());
     }

@@ -158,6 +158,6 @@ pub(crate) async fn reap_cursors(state: Arc<RouterState>, mut shutdown: watch::R
         if pause(&mut shutdown, every).await {
             return;
         }
-        state.cursors.kill_idle(&state, idle).await;
+        state.cursors.kill_idle(idle).await;
     }
 }

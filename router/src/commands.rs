@@ -30,9 +30,11 @@ pub(crate) use crate::session::{Reply, Request, Session};
 pub(crate) use handshake::hello;
 pub(crate) use registry::Registry;
 
-/// The registry of every command the router knows.
-pub(crate) fn registry() -> Registry {
-    Registry::new(table::specs())
+/// The registry of every command the router knows: a constant table,
+/// built once.
+pub(crate) fn registry() -> &'static Registry {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(|| Registry::new(table::specs()))
 }
 
 /// Runs one OP_MSG command and returns the reply; errors become
@@ -68,8 +70,10 @@ async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Re
         body,
         msg,
     };
-    let spec = state.commands.get(name).copied();
-    crate::auth::authorize(state, session, &req, spec.as_ref()).await?;
+    let spec = crate::commands::registry().get(name).copied();
+    // A command the router does not know needs every action on the cluster.
+    let need = spec.map_or(crate::auth::Need::AnyAction, |s| s.privilege.need(&req));
+    crate::auth::authorize(state, session, &req, need).await?;
     let retryable = spec.is_some_and(|s| s.retryable);
     if !retryable {
         return execute(state, session, &req, spec.as_ref()).await;
@@ -162,12 +166,6 @@ fn ok(mut d: Document) -> Result<Reply> {
         .map_err(|e| RouterError::command(1, "InternalError", format!("reply encoding: {e}")))
 }
 
-/// A numeric field of a raw document as i64 (int32, int64 or double).
-pub(crate) fn number_field(doc: &RawDocument, field: &str) -> Option<i64> {
-    let v = doc.get(field).ok().flatten()?;
-    v.as_i64()
-        .or(v.as_i32().map(i64::from))
-        .or(v.as_f64().map(|f| f as i64))
-}
+pub(crate) use crate::session::number_field;
 
 pub(crate) use shardgate_shard_client::reply_ok;

@@ -9,8 +9,8 @@ mod writes;
 use bson::{doc, Bson, Document, RawDocument};
 use serde::Serialize;
 
-use crate::commands::Request;
 use crate::error::{Result, RouterError};
+use crate::session::Request;
 use crate::state::RouterState;
 use shardgate_query as query;
 
@@ -73,7 +73,7 @@ fn doc_arg(body: &RawDocument, field: &str) -> Result<Option<Document>> {
 }
 
 fn int_arg(body: &RawDocument, field: &str) -> i64 {
-    crate::commands::number_field(body, field).unwrap_or(0)
+    crate::session::number_field(body, field).unwrap_or(0)
 }
 
 fn query_error(e: query::QueryError) -> RouterError {

@@ -106,7 +106,7 @@ pub(crate) async fn serve<S>(
                 let (reply, malformed) = dispatch(&state, &mut session, &msg).await;
                 close_after = malformed;
                 if state.config.enable_test_commands
-                    && is_write(&state, &msg)
+                    && is_write(&msg)
                     && state.take_close_after_write()
                 {
                     tracing::info!("test fault: closing the connection after a write");
@@ -155,7 +155,7 @@ pub(crate) async fn serve<S>(
     let _ = wr.shutdown().await;
     state
         .cursors
-        .kill_for_connection(&state, session.connection_id)
+        .kill_for_connection(session.connection_id)
         .await;
 }
 
@@ -360,13 +360,13 @@ async fn legacy_query(state: &RouterState, session: &mut Session, q: &OpQuery) -
 }
 
 /// Whether a message is a write command (for the test-only fault hook).
-fn is_write(state: &RouterState, msg: &OpMsg) -> bool {
+fn is_write(msg: &OpMsg) -> bool {
     let name = msg
         .body()
         .iter()
         .next()
         .and_then(|e| e.ok())
         .map(|(k, _)| k);
-    name.and_then(|n| state.commands.get(n.as_str()))
+    name.and_then(|n| crate::commands::registry().get(n.as_str()))
         .is_some_and(|spec| spec.writes)
 }

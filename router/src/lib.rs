@@ -18,9 +18,11 @@
 //!   current by `background`, which follows the config store's watch and
 //!   registers this router in `config.mongos`.
 //! - [`targeting`]: filter → key ranges → shards (pure).
-//! - [`read`]: scatter reads — `find`, `get_more`, `cursors`, `merge`,
-//!   `aggregate`, `orphans`.
-//! - [`write`]: the sharded write path — `plan`, `critical`, `exec`, `owned`.
+//! - [`read`]: scatter reads — `find`, `get_more`, `aggregate`, `orphans`;
+//!   `cursors`: the router cursor manager (table, merged shard streams,
+//!   `merge`, the k-way merge), free of router state.
+//! - [`write`]: the sharded write path — `plan`, `critical`, `exec`, `owned`;
+//!   `write_gates`: one write gate per sharded collection.
 //! - `shards`: the router's calls over its `ShardClient`.
 //! - `config_view`: the `config` database as a view of the store.
 //! - `balancer`, `migration`: the balancer task and the migration protocol
@@ -40,6 +42,7 @@ mod commands;
 pub mod config;
 mod config_view;
 mod connection;
+mod cursors;
 pub mod error;
 pub mod read;
 pub mod request;
@@ -54,6 +57,7 @@ pub mod targeting;
 mod testing;
 mod tls;
 pub mod write;
+mod write_gates;
 
 pub use config::{LimitsConfig, PoolConfig, RouterConfig, ShardAuth, ShardTls, TlsConfig, TlsMode};
 pub use error::RouterError;

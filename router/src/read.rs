@@ -2,18 +2,16 @@
 //! sorted merge, router cursors, and the split of `count`, `distinct` and
 //! `aggregate` into a shard part and a router merge part.
 //!
-//! - `merge`: the k-way merge (pure).
-//! - `cursors`: the router cursor table.
+//! - `merge` (re-exported from `cursors`): the k-way merge (pure).
 //! - `find`: `find` (`pass_through` for a query one shard answers).
 //! - `get_more`: `getMore` and `killCursors` on router cursors.
 //! - `aggregate`: `count`, `distinct`, `aggregate`, `explain`.
 //! - `orphans`: keeping a shard's orphan ranges out of reads and writes.
 
 pub(crate) mod aggregate;
-pub(crate) mod cursors;
 pub(crate) mod find;
 pub(crate) mod get_more;
-pub mod merge;
+pub use crate::cursors::merge;
 pub(crate) mod orphans;
 
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
@@ -149,7 +147,7 @@ pub(crate) async fn run_raw(
 ) -> Result<RawDocumentBuf> {
     let msg = shardgate_wire::OpMsg::from_body(body.as_bytes().to_vec());
     let reply = crate::shards::to_shard(state, shard, &msg).await?;
-    if !crate::commands::reply_ok(reply.body()) {
+    if !shardgate_shard_client::reply_ok(reply.body()) {
         return Err(RouterError::from_shard_reply(&shard.id, reply.body()));
     }
     Ok(reply.body().to_owned())

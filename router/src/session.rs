@@ -3,6 +3,8 @@
 //! [`Namespace`], the one way to split `db.collection`.
 
 use bson::RawDocument;
+use serde::{Deserialize, Serialize};
+use shardgate_shard_client::scram::Conversation;
 use shardgate_wire::{Compressor, OpMsg};
 
 /// Per-client-connection state the commands read and update.
@@ -15,7 +17,7 @@ pub(crate) struct Session {
     /// Compressors negotiated in `hello`, in the client's order.
     pub compressors: Vec<Compressor>,
     /// Who this connection authenticated as.
-    pub auth: crate::auth::AuthState,
+    pub auth: AuthState,
 }
 
 /// What a command answers.
@@ -62,6 +64,68 @@ impl<'a> Request<'a> {
 }
 
 pub(crate) use shardgate_config_store::model::Namespace;
+
+/// A role granted on a database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RoleRef {
+    /// Role name.
+    pub role: String,
+    /// Database it applies to.
+    pub db: String,
+}
+
+/// A user this connection authenticated as.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthedUser {
+    /// Authentication database.
+    pub db: String,
+    /// Name.
+    pub user: String,
+    /// Roles at authentication time.
+    pub roles: Vec<RoleRef>,
+}
+
+/// A SCRAM conversation in progress.
+#[derive(Debug, Clone)]
+pub(crate) struct InProgress {
+    /// The conversation id.
+    pub id: i32,
+    /// The authentication database.
+    pub db: String,
+    /// The SCRAM server side.
+    pub conversation: Conversation,
+    /// The client's proof was checked; only the empty last step remains.
+    pub proven: bool,
+    /// The client asked to skip the empty last step.
+    pub skip_empty: bool,
+}
+
+/// A connection's authentication state.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct AuthState {
+    /// Authenticated users.
+    pub users: Vec<AuthedUser>,
+    /// A SCRAM conversation in progress.
+    pub conversation: Option<InProgress>,
+    /// The next conversation id.
+    pub next_conversation: i32,
+}
+
+/// A numeric field of a raw document as i64 (int32, int64 or double).
+pub(crate) fn number_field(doc: &RawDocument, field: &str) -> Option<i64> {
+    let v = doc.get(field).ok().flatten()?;
+    v.as_i64()
+        .or(v.as_i32().map(i64::from))
+        .or(v.as_f64().map(|f| f as i64))
+}
+
+/// Whether a statement or command uses the simple collation.
+pub(crate) fn simple_collation(body: &RawDocument) -> bool {
+    match body.get_document("collation") {
+        Ok(c) => c.get_str("locale").ok() == Some("simple"),
+        Err(_) => true,
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -125,5 +125,5 @@ pub(crate) async fn least_loaded_shard(state: &RouterState) -> Result<String> {
 }
 
 fn total_size(reply: &OpMsg) -> i64 {
-    crate::commands::number_field(reply.body(), "totalSize").unwrap_or(0)
+    crate::session::number_field(reply.body(), "totalSize").unwrap_or(0)
 }

@@ -15,8 +15,6 @@ use shardgate_shard_client::ShardClient;
 pub(crate) struct RouterState {
     /// The validated configuration.
     pub config: RouterConfig,
-    /// Every command the router knows.
-    pub commands: crate::commands::Registry,
     /// Typed access to the config store.
     pub catalog: Catalog,
     /// Database placement cache.
@@ -24,7 +22,7 @@ pub(crate) struct RouterState {
     /// Sharded collections and their chunk maps.
     pub routing: RoutingTable,
     /// Open router cursors.
-    pub cursors: crate::read::cursors::CursorTable,
+    pub cursors: crate::cursors::CursorTable,
     /// How the router talks to shards (pooled connections; a fake in unit
     /// tests).
     pub shards: std::sync::Arc<dyn ShardClient>,
@@ -48,7 +46,7 @@ pub(crate) struct RouterState {
     /// One gate per sharded collection: its writes hold the read side while
     /// they run; a critical-section acknowledgement takes the write side to
     /// wait for the writes in flight.
-    pub write_gates: crate::write::critical::WriteGates,
+    pub write_gates: crate::write_gates::WriteGates,
     /// The budget of incoming bytes buffered over all connections, in KB.
     pub buffered: std::sync::Arc<tokio::sync::Semaphore>,
     /// Open client connections per IP address.
@@ -70,7 +68,6 @@ impl RouterState {
             .min(tokio::sync::Semaphore::MAX_PERMITS);
         RouterState {
             shards,
-            commands: crate::commands::registry(),
             hashed_key_expr: Default::default(),
             routing,
             cursors: Default::default(),

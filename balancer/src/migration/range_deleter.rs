@@ -11,15 +11,7 @@ use super::*;
 use crate::context::Balancer;
 use crate::error::Result;
 
-/// A committed migration's source range, to delete once `due`.
-pub(crate) struct PendingDeletion {
-    /// When the grace period for open cursors ends.
-    pub due: Instant,
-    /// The collection's shard key.
-    pub pattern: ShardKeyPattern,
-    /// The committed migration.
-    pub migration: MigrationType,
-}
+pub(crate) use crate::context::PendingDeletion;
 
 /// Deletes the source ranges whose grace period ended.
 pub(crate) async fn delete_due(state: &Balancer) {

@@ -4,8 +4,8 @@
 use bson::{doc, Bson, Document, RawDocument};
 
 use super::*;
-use crate::commands::{Request, Session};
 use crate::error::{Result, RouterError};
+use crate::session::{Request, Session};
 use crate::state::RouterState;
 
 fn parse_roles(body: &RawDocument, field: &str, db: &str) -> Result<Vec<RoleRef>> {

@@ -15,32 +15,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::{Reply, Request, Session};
+pub(crate) use crate::auth::Need;
 use crate::error::Result;
 use crate::state::RouterState;
-
-/// What a command needs of the user's roles.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Need {
-    /// Nothing (handshake, authentication, `ping`, …).
-    Nothing,
-    /// Reading the database (`read`).
-    Read(String),
-    /// Writing the database (`readWrite`).
-    Write(String),
-    /// Administering the database (`dbAdmin`).
-    DbAdmin(String),
-    /// Managing the database's users (`userAdmin`).
-    UserAdmin(String),
-    /// Watching the cluster (`clusterMonitor`).
-    ClusterMonitor,
-    /// Changing the cluster's sharding (`clusterManager`).
-    ClusterManager,
-    /// Managing the server processes (`hostManager`).
-    HostManager,
-    /// Every action on the cluster (`root`): commands the router does not
-    /// know.
-    AnyAction,
-}
 
 /// The privilege of a command: fixed by its kind, on the request's
 /// database where it names one.

@@ -152,7 +152,7 @@ fn diagnostics() -> Vec<CommandSpec> {
         router(
             "listCommands",
             Nothing,
-            handler!(|state, session, req| ok(list_commands(state))),
+            handler!(|state, session, req| ok(list_commands())),
         ),
         router(
             "serverStatus",
@@ -386,10 +386,9 @@ fn database_admin() -> Vec<CommandSpec> {
 }
 
 /// `listCommands`: every command in the registry, as mongos lists them.
-fn list_commands(state: &crate::state::RouterState) -> Document {
+fn list_commands() -> Document {
     let mut commands = Document::new();
-    let mut names: Vec<(&str, &CommandSpec)> = state
-        .commands
+    let mut names: Vec<(&str, &CommandSpec)> = crate::commands::registry()
         .all()
         .iter()
         .flat_map(|s| {

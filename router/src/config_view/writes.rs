@@ -5,8 +5,8 @@
 
 use bson::{doc, Bson, Document, RawDocument};
 
-use crate::commands::Request;
 use crate::error::{Result, RouterError};
+use crate::session::Request;
 use crate::state::RouterState;
 
 fn read_only(coll: &str) -> RouterError {

@@ -14,14 +14,14 @@ use std::time::Instant;
 
 use bson::{doc, Bson, Document, RawDocumentBuf};
 
-use super::cursors::{CursorKind, MergeCursor, RouterCursor, ShardStream};
-use super::merge::KWayMerge;
 use super::orphans::{count_owned, distinct_owned, exclusions, HashedOrphans, StreamFilter};
 use super::{cursor_reply, doc_field, int_field, rewrite, run_raw, target};
 use crate::catalog_cache::routing::CollectionRouting;
-use crate::commands::{Reply, Request, Session};
+use crate::cursors::merge::KWayMerge;
+use crate::cursors::{BatchFilter, CursorKind, MergeCursor, RouterCursor, ShardStream};
 use crate::error::{Result, RouterError};
 use crate::session::Namespace;
+use crate::session::{Reply, Request, Session};
 use crate::state::RouterState;
 use shardgate_query as query;
 
@@ -41,7 +41,7 @@ pub(crate) async fn count(
     let limit = int_field(req.body, "limit")?.unwrap_or(0).abs();
     let shards = target(state, routing, &filter, req.body)?;
     let ns = routing.collection.ns.as_str();
-    let simple = crate::write::plan::simple_collation(req.body);
+    let simple = crate::session::simple_collation(req.body);
     let excluded = exclusions(state, routing, &shards, simple).await;
     let calls = shards.iter().zip(excluded).map(|(s, exclusion)| {
         let mut add = doc! {"query": exclusion.apply(&filter)};
@@ -55,7 +55,7 @@ pub(crate) async fn count(
             }
             let cmd = rewrite(req.body, &["skip", "limit"], add)?;
             let reply = run_raw(state, s, &cmd).await?;
-            Ok(crate::commands::number_field(&reply, "n").unwrap_or(0))
+            Ok(crate::session::number_field(&reply, "n").unwrap_or(0))
         }
     });
     let mut total: i64 = 0;
@@ -81,7 +81,7 @@ pub(crate) async fn distinct(
     let shards = target(state, routing, &filter, req.body)?;
     let ns = routing.collection.ns.as_str();
     let key = req.body.get_str("key").unwrap_or_default();
-    let simple = crate::write::plan::simple_collation(req.body);
+    let simple = crate::session::simple_collation(req.body);
     let excluded = exclusions(state, routing, &shards, simple).await;
     let calls = shards.iter().zip(excluded).map(|(s, exclusion)| {
         let add = doc! {"query": exclusion.apply(&filter)};
@@ -221,15 +221,16 @@ pub(crate) async fn aggregate(
         .ok()
         .and_then(|c| c.get("batchSize").ok().flatten())
         .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)));
-    let simple = crate::write::plan::simple_collation(req.body);
+    let simple = crate::session::simple_collation(req.body);
     let (pipelines, filters): (Vec<Vec<Document>>, Vec<_>) =
         exclusions(state, routing, &shards, simple)
             .await
             .into_iter()
             .map(|exclusion| match exclusion.router() {
                 Some(orphans) => {
-                    let (stages, filter) = filter_pipeline(orphans, &shard_part, req.body, ns);
-                    (stages, Some(Arc::new(filter)))
+                    let (stages, filter) =
+                        filter_pipeline(state, orphans, &shard_part, req.body, ns);
+                    (stages, Some(filter))
                 }
                 None => {
                     let mut stages = shard_part.clone();
@@ -242,7 +243,7 @@ pub(crate) async fn aggregate(
         |((shard, stages), filter)| async move {
             let add = doc! {"pipeline": stages, "cursor": {"batchSize": 1000}};
             let cmd = rewrite(req.body, &[], add)?;
-            ShardStream::open(state, shard, &cmd, filter, 1000).await
+            ShardStream::open(state.shards.clone(), shard, &cmd, filter, 1000).await
         },
     );
     let mut streams = Vec::new();
@@ -277,7 +278,7 @@ pub(crate) async fn aggregate(
     };
     let first = batch_size.unwrap_or(101).max(0) as usize;
     if router_part.is_empty() {
-        let batch = cursor.next_batch(state, first).await?;
+        let batch = cursor.next_batch(first).await?;
         let done = cursor.is_exhausted();
         return Ok(finish(
             state,
@@ -290,7 +291,7 @@ pub(crate) async fn aggregate(
     }
     let mut all = Vec::new();
     loop {
-        let batch = cursor.next_batch(state, usize::MAX).await?;
+        let batch = cursor.next_batch(usize::MAX).await?;
         if batch.is_empty() && cursor.is_exhausted() {
             break;
         }
@@ -318,11 +319,12 @@ pub(crate) async fn aggregate(
 /// stages only, so the documents arrive whole; the router drops the orphans
 /// and runs the rest of the shard part over the survivors on that shard.
 fn filter_pipeline(
+    state: &RouterState,
     orphans: Arc<HashedOrphans>,
     shard_part: &[Document],
     body: &bson::RawDocument,
     ns: &str,
-) -> (Vec<Document>, StreamFilter) {
+) -> (Vec<Document>, Arc<dyn BatchFilter>) {
     let matches = shard_part
         .iter()
         .take_while(|s| s.contains_key("$match"))
@@ -341,8 +343,9 @@ fn filter_pipeline(
         rest: shard_part[matches..].to_vec(),
         db: Namespace::parse(ns).db.to_owned(),
         options,
+        client: state.shards.clone(),
     };
-    (shard_part[..matches].to_vec(), filter)
+    (shard_part[..matches].to_vec(), Arc::new(filter))
 }
 
 /// The first batch; the rest stays behind a router cursor unless `done`.

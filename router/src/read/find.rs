@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use bson::{doc, Document};
 
-use super::cursors::{kill, CursorKind, MergeCursor, RouterCursor, ShardStream};
-use super::merge::{KWayMerge, SortSpec, SORT_KEY_FIELD};
 use super::orphans::{exclusions, HashedOrphans, StreamFilter};
 use super::{cursor_reply, doc_field, has_orphans, int_field, rewrite, target};
 use crate::catalog_cache::routing::CollectionRouting;
-use crate::commands::{Reply, Request, Session};
+use crate::cursors::merge::{KWayMerge, SortSpec, SORT_KEY_FIELD};
+use crate::cursors::{kill, BatchFilter, CursorKind, MergeCursor, RouterCursor, ShardStream};
 use crate::error::{Result, RouterError};
+use crate::session::{Reply, Request, Session};
 use crate::state::RouterState;
 
 /// mongos's default first batch.
@@ -69,7 +69,7 @@ pub(crate) async fn find(
     }
     let shard_batch = batch_size.unwrap_or(DEFAULT_FIRST_BATCH).max(1);
     add.insert("batchSize", shard_batch);
-    let simple = crate::write::plan::simple_collation(body);
+    let simple = crate::session::simple_collation(body);
     let (adds, filters): (Vec<Document>, Vec<_>) = exclusions(state, routing, &shards, simple)
         .await
         .into_iter()
@@ -78,7 +78,7 @@ pub(crate) async fn find(
             add.insert("filter", exclusion.apply(&filter));
             let filter = exclusion
                 .router()
-                .map(|orphans| Arc::new(filter_stream(orphans, &mut add)));
+                .map(|orphans| filter_stream(state, orphans, &mut add));
             (add, filter)
         })
         .unzip();
@@ -94,7 +94,7 @@ pub(crate) async fn find(
                     &["skip", "limit", "singleBatch", "allowPartialResults"],
                     add,
                 )?;
-                ShardStream::open(state, shard, &cmd, filter, getmore_batch).await
+                ShardStream::open(state.shards.clone(), shard, &cmd, filter, getmore_batch).await
             });
     let mut streams = Vec::new();
     let mut merge_input = Vec::new();
@@ -134,7 +134,7 @@ pub(crate) async fn find(
     } else {
         first.max(1)
     };
-    let batch = cursor.next_batch(state, first).await?;
+    let batch = cursor.next_batch(first).await?;
     let extra = if partial {
         doc! {"partialResultsReturned": true}
     } else {
@@ -148,7 +148,7 @@ pub(crate) async fn find(
     };
     let exhausted = matches!(&cursor_kind.kind, CursorKind::Merge(m) if m.is_exhausted());
     let id = if exhausted || single_batch {
-        kill(state, &mut cursor_kind).await;
+        kill(&mut cursor_kind).await;
         0
     } else {
         state.cursors.insert(None, cursor_kind)
@@ -165,20 +165,25 @@ pub(crate) async fn find(
 /// The router's part for a shard holding hashed orphans, and the change to
 /// the shard's command (`add`) it needs: no limit (it would count orphans
 /// the router drops) and a projection that keeps the shard key.
-fn filter_stream(orphans: Arc<HashedOrphans>, add: &mut Document) -> StreamFilter {
+fn filter_stream(
+    state: &RouterState,
+    orphans: Arc<HashedOrphans>,
+    add: &mut Document,
+) -> Arc<dyn BatchFilter> {
     add.remove("limit");
     let (projection, reshape) = orphans.reshape_projection(add.get_document("projection").ok());
     match projection {
         Some(p) => add.insert("projection", p),
         None => add.remove("projection"),
     };
-    StreamFilter {
+    Arc::new(StreamFilter {
         orphans,
         reshape,
         rest: Vec::new(),
         db: String::new(),
         options: Document::new(),
-    }
+        client: state.shards.clone(),
+    })
 }
 
 /// A query that reaches one shard goes there unchanged; its cursor is

@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use bson::{doc, Bson, Document, RawDocumentBuf};
 
-use super::cursors::{kill, CursorKind};
 use super::{cursor_reply, int_field};
-use crate::commands::{Reply, Request, Session};
+use crate::cursors::{kill, CursorKind};
 use crate::error::Result;
 use crate::session::Namespace;
+use crate::session::{Reply, Request, Session};
 use crate::state::RouterState;
 
 /// `getMore` on a router cursor; `None` when the id is not the router's.
@@ -51,11 +51,11 @@ pub(crate) async fn get_more(
             return Ok(Some(Reply::Msg(reply)));
         }
         CursorKind::Merge(m) => {
-            let batch = m.next_batch(state, batch_size.unwrap_or(usize::MAX)).await;
+            let batch = m.next_batch(batch_size.unwrap_or(usize::MAX)).await;
             let batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
-                    kill(state, &mut cursor).await;
+                    kill(&mut cursor).await;
                     drop(cursor);
                     state.cursors.remove(id);
                     return Err(e);
@@ -71,7 +71,7 @@ pub(crate) async fn get_more(
         }
     };
     let reply_id = if done {
-        kill(state, &mut cursor).await;
+        kill(&mut cursor).await;
         drop(cursor);
         state.cursors.remove(id);
         0
@@ -130,7 +130,7 @@ pub(crate) async fn kill_cursors(state: &RouterState, req: &Request<'_>) -> Resu
                     let cmd = doc! {"killCursors": coll, "cursors": [id], "$db": db};
                     let _ = crate::shards::run_on_shard(state, shard, cmd).await;
                 }
-                kill(state, &mut cursor).await;
+                kill(&mut cursor).await;
                 killed.push(Bson::Int64(id));
             }
             None => not_found.push(Bson::Int64(id)),

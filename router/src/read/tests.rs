@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bson::{doc, Document};
 
-use crate::commands::Reply;
+use crate::session::Reply;
 use crate::testing::{message, request, session, sharded_state, FakeShards};
 
 fn body_of(reply: Reply) -> Document {

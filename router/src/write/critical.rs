@@ -26,30 +26,6 @@ pub(crate) type Writable<T> = (
     tokio::sync::OwnedRwLockReadGuard<()>,
 );
 
-/// One write gate per namespace: writes to a collection hold its read
-/// side while they run; acknowledging a critical section of that
-/// collection takes the write side, waiting for those in flight (and only
-/// those: writes to other collections go on).
-#[derive(Default)]
-pub(crate) struct WriteGates {
-    gates: std::sync::Mutex<
-        std::collections::HashMap<String, std::sync::Arc<tokio::sync::RwLock<()>>>,
-    >,
-}
-
-impl WriteGates {
-    /// The gate of `ns`.
-    pub(crate) fn of(&self, ns: &str) -> std::sync::Arc<tokio::sync::RwLock<()>> {
-        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        gates.entry(ns.to_owned()).or_default().clone()
-    }
-
-    /// Waits until every write to `ns` that started before now finished.
-    pub(crate) async fn drain(&self, ns: &str) {
-        drop(self.of(ns).write_owned().await);
-    }
-}
-
 /// Routes a write with `route` (its targets, and whether any of them lies
 /// in a migration's critical section), waiting while one does, up to the
 /// configured bound; then the fresh routing sends it to the new owner.

@@ -21,15 +21,16 @@ use shardgate_wire::{DocumentSequence, OpMsg};
 
 use super::owned;
 use crate::catalog_cache::routing::CollectionRouting;
-use crate::commands::{reply_ok, Reply, Request};
 use crate::error::{Result, RouterError};
 use crate::read::orphans::{Exclusion, OwnedIds};
 use crate::read::rewrite;
+use crate::session::{Reply, Request};
 use crate::shards::to_shard;
 use crate::state::RouterState;
 use crate::targeting;
 use crate::write::critical::{overlaps_critical, route_when_writable, when_writable};
 use crate::write::plan::{self, Batch, Routed, Step, StmtError, WriteKind};
+use shardgate_shard_client::reply_ok;
 
 /// An inserted document without `_id` gets one here, as on mongos, so every
 /// shard and every retry sees the same document.
@@ -324,7 +325,7 @@ pub(super) fn outcome(shard: &str, body: &RawDocument, indexes: &[usize]) -> Res
 }
 
 fn number(body: &RawDocument, field: &str) -> i64 {
-    crate::commands::number_field(body, field).unwrap_or(0)
+    crate::session::number_field(body, field).unwrap_or(0)
 }
 
 fn documents_of<'a>(body: &'a RawDocument, field: &str) -> Vec<&'a RawDocument> {
@@ -475,7 +476,7 @@ pub(crate) async fn find_and_modify(
         let found = body
             .get_document("lastErrorObject")
             .ok()
-            .and_then(|l| crate::commands::number_field(l, "n"))
+            .and_then(|l| crate::session::number_field(l, "n"))
             .unwrap_or(0)
             > 0;
         if found || chosen.is_none() {

@@ -9,13 +9,14 @@ use shardgate_config_store::ShardType;
 use shardgate_wire::OpMsg;
 
 use super::exec::{merge, outcome, Outcome};
-use crate::commands::{reply_ok, Request};
 use crate::error::{Result, RouterError};
 use crate::read::orphans::{HashedOrphans, OwnedIds};
 use crate::read::rewrite;
+use crate::session::Request;
 use crate::shards::to_shard;
 use crate::state::RouterState;
 use crate::write::plan::WriteKind;
+use shardgate_shard_client::reply_ok;
 
 /// One statement of the client's batch.
 pub(super) struct Statement<'a> {

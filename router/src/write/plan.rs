@@ -319,13 +319,7 @@ pub fn is_exact_id(q: &Document) -> bool {
     exact_id(q).is_some()
 }
 
-/// Whether a statement or command uses the simple collation.
-pub fn simple_collation(body: &RawDocument) -> bool {
-    match body.get_document("collation") {
-        Ok(c) => c.get_str("locale").ok() == Some("simple"),
-        Err(_) => true,
-    }
-}
+pub(crate) use crate::session::simple_collation;
 
 fn sub_document(stmt: &RawDocument, field: &str) -> Result<Document, StmtError> {
     match stmt.get(field) {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bson::{doc, Document};
 
-use crate::commands::Reply;
+use crate::session::Reply;
 use crate::testing::{message, request, sharded_state, FakeShards};
 use crate::write::plan::WriteKind;
 

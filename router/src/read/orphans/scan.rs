@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bson::{doc, Bson, Document, RawArrayBuf, RawDocument, RawDocumentBuf};
 use shardgate_config_store::ShardType;
-use shardgate_shard_client::ShardCursor;
+use shardgate_shard_client::{ShardClient, ShardCursor, Target};
 
 use super::projection::Reshape;
 use super::{HashedOrphans, KEY_FIELD, PAGE};
@@ -187,13 +187,24 @@ pub(crate) struct StreamFilter {
     pub db: String,
     /// `collation` and `let` of the client's `aggregate`.
     pub options: Document,
+    /// The shard client the rest of the pipeline runs through.
+    pub client: Arc<dyn ShardClient>,
+}
+
+impl crate::cursors::BatchFilter for StreamFilter {
+    fn apply<'a>(
+        &'a self,
+        shard: &'a ShardType,
+        docs: Vec<RawDocumentBuf>,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<RawDocumentBuf>>> {
+        Box::pin(self.run(shard, docs))
+    }
 }
 
 impl StreamFilter {
     /// A batch as the shard would have returned it had it held no orphans.
-    pub(crate) async fn apply(
+    async fn run(
         &self,
-        state: &RouterState,
         shard: &ShardType,
         docs: Vec<RawDocumentBuf>,
     ) -> Result<Vec<RawDocumentBuf>> {
@@ -228,9 +239,12 @@ impl StreamFilter {
                 cmd.append(k, v);
             }
             cmd.append(bson::cstr!("$db"), self.db.as_str());
-            let cmd = Document::try_from(cmd.as_ref())
-                .map_err(|e| RouterError::bad_value(e.to_string()))?;
-            out.extend(open_cursor(state, shard, &cmd).await?.all().await?);
+            let target = Target {
+                id: &shard.id,
+                host: &shard.host,
+            };
+            let cursor = ShardCursor::open(self.client.clone(), target, &cmd).await?;
+            out.extend(cursor.all().await?);
         }
         Ok(out)
     }

@@ -1,4 +1,7 @@
-//! Router cursors: one client cursor id over several shard cursors.
+//! The router cursor manager: one client cursor id over several shard
+//! cursors, merged (`merge`), in a table with per-connection limits and
+//! idle reaping. It needs no router state: shard cursors carry their
+//! client, and a stream's filter is a [`BatchFilter`].
 //!
 //! A `MergeCursor` keeps, per shard, the shard's cursor (a `ShardCursor`,
 //! which sends `getMore` with the query's `lsid`) and what the merge has
@@ -14,13 +17,24 @@ use std::time::{Duration, Instant};
 use bson::{RawDocument, RawDocumentBuf};
 use shardgate_config_store::ShardType;
 
-use shardgate_shard_client::ShardCursor;
+use futures::future::BoxFuture;
+use shardgate_shard_client::{ShardClient, ShardCursor, Target};
 
-use super::merge::{strip_sort_key, KWayMerge};
-use super::orphans::StreamFilter;
 use crate::error::Result;
-use crate::shards::target;
-use crate::state::RouterState;
+use merge::{strip_sort_key, KWayMerge};
+
+pub mod merge;
+
+/// What the router does to each batch of one shard stream before the
+/// merge takes it (keeping a shard's hashed orphans out: `read::orphans`).
+pub(crate) trait BatchFilter: Send + Sync {
+    /// The batch as the shard would have returned it without orphans.
+    fn apply<'a>(
+        &'a self,
+        shard: &'a ShardType,
+        docs: Vec<RawDocumentBuf>,
+    ) -> BoxFuture<'a, Result<Vec<RawDocumentBuf>>>;
+}
 
 /// Largest batch the router returns (16 MB less room for the reply envelope).
 pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
@@ -33,7 +47,7 @@ pub(crate) struct ShardStream {
     pub cursor: Option<ShardCursor>,
     /// What the router does to each batch when the shard holds hashed
     /// orphans (`None`: the batch is used as it comes).
-    pub filter: Option<Arc<StreamFilter>>,
+    pub filter: Option<Arc<dyn BatchFilter>>,
 }
 
 impl ShardStream {
@@ -41,13 +55,17 @@ impl ShardStream {
     /// the stream, its first batch as the merge takes it, and whether the
     /// shard's cursor is already exhausted.
     pub(crate) async fn open(
-        state: &RouterState,
+        client: Arc<dyn ShardClient>,
         shard: ShardType,
         cmd: &RawDocument,
-        filter: Option<Arc<StreamFilter>>,
+        filter: Option<Arc<dyn BatchFilter>>,
         batch_size: i64,
     ) -> Result<(ShardStream, Vec<RawDocumentBuf>, bool)> {
-        let cursor = ShardCursor::open(state.shards.clone(), target(&shard), cmd)
+        let target = Target {
+            id: &shard.id,
+            host: &shard.host,
+        };
+        let cursor = ShardCursor::open(client, target, cmd)
             .await?
             .batch_size(batch_size);
         let mut stream = ShardStream {
@@ -55,12 +73,12 @@ impl ShardStream {
             cursor: Some(cursor),
             filter,
         };
-        let (docs, done) = stream.next(state).await?;
+        let (docs, done) = stream.next().await?;
         Ok((stream, docs, done))
     }
 
     /// The next batch as the merge takes it, and whether it was the last.
-    async fn next(&mut self, state: &RouterState) -> Result<(Vec<RawDocumentBuf>, bool)> {
+    async fn next(&mut self) -> Result<(Vec<RawDocumentBuf>, bool)> {
         let Some(cursor) = self.cursor.as_mut() else {
             return Ok((Vec::new(), true));
         };
@@ -70,7 +88,7 @@ impl ShardStream {
             self.cursor = None;
         }
         let docs = match &self.filter {
-            Some(f) => f.apply(state, &self.shard, docs).await?,
+            Some(f) => f.apply(&self.shard, docs).await?,
             None => docs,
         };
         Ok((docs, done))
@@ -208,16 +226,16 @@ impl CursorTable {
     }
 
     /// Kills the cursors last used by a closed connection.
-    pub(crate) async fn kill_for_connection(&self, state: &RouterState, connection: i32) {
+    pub(crate) async fn kill_for_connection(&self, connection: i32) {
         for c in self.take_where(|c| c.connection == connection) {
-            kill(state, &mut *c.lock().await).await;
+            kill(&mut *c.lock().await).await;
         }
     }
 
     /// Kills cursors idle longer than `idle`.
-    pub(crate) async fn kill_idle(&self, state: &RouterState, idle: Duration) {
+    pub(crate) async fn kill_idle(&self, idle: Duration) {
         for c in self.take_where(|c| c.last_used.elapsed() > idle) {
-            kill(state, &mut *c.lock().await).await;
+            kill(&mut *c.lock().await).await;
         }
     }
 }
@@ -231,7 +249,7 @@ fn rand_u64() -> u64 {
 }
 
 /// Closes every shard cursor behind a router cursor.
-pub(crate) async fn kill(_state: &RouterState, cursor: &mut RouterCursor) {
+pub(crate) async fn kill(cursor: &mut RouterCursor) {
     if let CursorKind::Merge(m) = &mut cursor.kind {
         for stream in &mut m.streams {
             stream.close().await;
@@ -241,11 +259,7 @@ pub(crate) async fn kill(_state: &RouterState, cursor: &mut RouterCursor) {
 
 impl MergeCursor {
     /// The next batch: at most `max_docs` documents and `MAX_BATCH_BYTES`.
-    pub(crate) async fn next_batch(
-        &mut self,
-        state: &RouterState,
-        max_docs: usize,
-    ) -> Result<Vec<RawDocumentBuf>> {
+    pub(crate) async fn next_batch(&mut self, max_docs: usize) -> Result<Vec<RawDocumentBuf>> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         while out.len() < max_docs && self.remaining != Some(0) {
@@ -278,7 +292,7 @@ impl MergeCursor {
             if refill.is_empty() {
                 break; // every stream is drained
             }
-            self.refill(state, &refill).await?;
+            self.refill(&refill).await?;
         }
         Ok(out)
     }
@@ -289,13 +303,13 @@ impl MergeCursor {
     }
 
     /// Runs `getMore` on the given streams at once.
-    async fn refill(&mut self, state: &RouterState, streams: &[usize]) -> Result<()> {
+    async fn refill(&mut self, streams: &[usize]) -> Result<()> {
         let calls = self
             .streams
             .iter_mut()
             .enumerate()
             .filter(|(i, _)| streams.contains(i))
-            .map(|(i, s)| async move { (i, s.next(state).await) });
+            .map(|(i, s)| async move { (i, s.next().await) });
         for (i, next) in futures::future::join_all(calls).await {
             let (docs, done) = next?;
             self.merge.push(i, docs, done);
