@@ -431,3 +431,6 @@ impl Range {
             .is_ok_and(|k| self.min <= k && k < self.max)
     }
 }
+
+#[cfg(test)]
+mod tests;

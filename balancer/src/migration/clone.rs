@@ -106,10 +106,15 @@ pub(super) async fn insert(
         .await?;
     if let Ok(errors) = reply.get_array("writeErrors") {
         if let Some(Ok(e)) = errors.into_iter().next() {
+            let e = e.as_document();
+            let code = e.and_then(|e| e.get_i32("code").ok()).unwrap_or(1);
+            let errmsg = e
+                .and_then(|e| e.get_str("errmsg").ok())
+                .unwrap_or("write error");
             return Err(BalancerError::command(
-                1,
-                "InternalError",
-                format!("copying to {}: {:?}", dest.id, e),
+                96,
+                "OperationFailed",
+                format!("copying to {}: {errmsg} (code {code})", dest.id),
             ));
         }
     }

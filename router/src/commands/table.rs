@@ -10,8 +10,11 @@ use crate::error::RouterError;
 /// Every command spec.
 pub(crate) fn specs() -> Vec<CommandSpec> {
     let mut specs = handshake_and_auth();
+    specs.extend(users_and_sessions());
     specs.extend(diagnostics());
+    specs.extend(host_management());
     specs.extend(sharding_admin());
+    specs.extend(zones_and_balancer());
     specs.extend(data());
     specs.extend(database_admin());
     specs
@@ -66,6 +69,11 @@ fn handshake_and_auth() -> Vec<CommandSpec> {
                 ok(Document::new())
             }),
         ),
+    ]
+}
+
+fn users_and_sessions() -> Vec<CommandSpec> {
+    vec![
         router(
             "createUser",
             UserAdmin,
@@ -174,6 +182,11 @@ fn diagnostics() -> Vec<CommandSpec> {
             ClusterMonitor,
             handler!(|state, session, req| diagnostic::get_log(req.body).and_then(ok)),
         ),
+    ]
+}
+
+fn host_management() -> Vec<CommandSpec> {
+    vec![
         router(
             "configureFailPoint",
             HostManager,
@@ -261,6 +274,11 @@ fn sharding_admin() -> Vec<CommandSpec> {
                     .and_then(ok)
             ),
         ),
+    ]
+}
+
+fn zones_and_balancer() -> Vec<CommandSpec> {
+    vec![
         router(
             "addShardToZone",
             ClusterManager,
