@@ -63,6 +63,24 @@ pub async fn run(
         )),
     ];
     let mut tasks = JoinSet::new();
+    accept_until_shutdown(&listener, &state, acceptor, &mut shutdown, &mut tasks).await;
+    drop(listener);
+    drain(&state, tasks).await;
+    for task in background {
+        let _ = task.await;
+    }
+    tracing::info!("router stopped");
+    Ok(())
+}
+
+/// Accepts connections until `shutdown`, each served by a task in `tasks`.
+async fn accept_until_shutdown(
+    listener: &TcpListener,
+    state: &Arc<RouterState>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: &mut watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) {
     loop {
         let accepted = tokio::select! {
             biased;
@@ -82,28 +100,7 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         // Connection limits: answer the first request with why, then close.
-        let limits = &state.config.limits;
-        let current = state.stats.current_connections.load(Ordering::Relaxed) as usize;
-        let from_ip = state
-            .clients_by_ip
-            .lock()
-            .map(|m| m.get(&peer.ip()).copied().unwrap_or(0))
-            .unwrap_or(0);
-        let refusal = if current >= limits.max_connections {
-            Some(format!(
-                "connection refused: the router's limit of {} open connections is reached",
-                limits.max_connections
-            ))
-        } else if from_ip >= limits.max_connections_per_ip {
-            Some(format!(
-                "connection refused: {} already has {} open connections, the router's limit per address",
-                peer.ip(),
-                limits.max_connections_per_ip
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
+        if let Some(why) = refusal(state, &peer) {
             tracing::warn!(%peer, %why, "connection refused");
             state
                 .stats
@@ -126,38 +123,81 @@ pub async fn run(
             compressors: Vec::new(),
             auth: Default::default(),
         };
-        let state = state.clone();
-        let shutdown = shutdown.clone();
-        let acceptor = acceptor.clone();
-        tasks.spawn(async move {
-            state
-                .stats
-                .total_connections
-                .fetch_add(1, Ordering::Relaxed);
-            match crate::tls::accept(stream, acceptor.as_ref(), state.config.tls.mode).await {
-                Some(crate::tls::Accepted::Plain(s)) => {
-                    connection::serve(s, state.clone(), session, shutdown).await
-                }
-                Some(crate::tls::Accepted::Tls(s)) => {
-                    connection::serve(s, state.clone(), session, shutdown).await
-                }
-                None => {}
-            }
-            state
-                .stats
-                .current_connections
-                .fetch_sub(1, Ordering::Relaxed);
-            if let Ok(mut m) = state.clients_by_ip.lock() {
-                if let Some(n) = m.get_mut(&peer.ip()) {
-                    *n -= 1;
-                    if *n == 0 {
-                        m.remove(&peer.ip());
-                    }
-                }
-            }
-        });
+        tasks.spawn(serve_connection(
+            stream,
+            peer,
+            state.clone(),
+            session,
+            acceptor.clone(),
+            shutdown.clone(),
+        ));
     }
-    drop(listener);
+}
+
+/// Serves one accepted connection, then releases what it counted.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    state: Arc<RouterState>,
+    session: Session,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
+) {
+    state
+        .stats
+        .total_connections
+        .fetch_add(1, Ordering::Relaxed);
+    match crate::tls::accept(stream, acceptor.as_ref(), state.config.tls.mode).await {
+        Some(crate::tls::Accepted::Plain(s)) => {
+            connection::serve(s, state.clone(), session, shutdown).await
+        }
+        Some(crate::tls::Accepted::Tls(s)) => {
+            connection::serve(s, state.clone(), session, shutdown).await
+        }
+        None => {}
+    }
+    state
+        .stats
+        .current_connections
+        .fetch_sub(1, Ordering::Relaxed);
+    if let Ok(mut m) = state.clients_by_ip.lock() {
+        if let Some(n) = m.get_mut(&peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&peer.ip());
+            }
+        }
+    }
+}
+
+/// Why a new connection from `peer` is refused, if a limit is reached.
+fn refusal(state: &RouterState, peer: &std::net::SocketAddr) -> Option<String> {
+    let limits = &state.config.limits;
+    let current = state.stats.current_connections.load(Ordering::Relaxed) as usize;
+    let from_ip = state
+        .clients_by_ip
+        .lock()
+        .map(|m| m.get(&peer.ip()).copied().unwrap_or(0))
+        .unwrap_or(0);
+    if current >= limits.max_connections {
+        Some(format!(
+            "connection refused: the router's limit of {} open connections is reached",
+            limits.max_connections
+        ))
+    } else if from_ip >= limits.max_connections_per_ip {
+        Some(format!(
+            "connection refused: {} already has {} open connections, the router's limit per address",
+            peer.ip(),
+            limits.max_connections_per_ip
+        ))
+    } else {
+        None
+    }
+}
+
+/// Lets open connections finish within the shutdown deadline, then closes
+/// the rest.
+async fn drain(state: &RouterState, mut tasks: JoinSet<()>) {
     let deadline = state.config.shutdown_deadline();
     tracing::info!(
         open = tasks.len(),
@@ -176,9 +216,4 @@ pub async fn run(
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
-    for task in background {
-        let _ = task.await;
-    }
-    tracing::info!("router stopped");
-    Ok(())
 }

@@ -37,102 +37,25 @@ pub(crate) async fn find(
     if shards.len() == 1 && !has_orphans(routing, &shards) {
         return pass_through(state, session, req, &shards[0], ns).await;
     }
-    let sort = doc_field(body, "sort")?.filter(|s| !s.is_empty());
-    let spec = match &sort {
-        Some(s) => Some(SortSpec::parse(s).ok_or_else(|| {
-            RouterError::command(
-                238,
-                "NotImplemented",
-                format!("cannot merge sort {s} across shards"),
-            )
-        })?),
-        None => None,
-    };
-    let skip = int_field(body, "skip")?.unwrap_or(0).max(0) as u64;
-    let raw_limit = int_field(body, "limit")?.unwrap_or(0);
-    let single_batch = body.get_bool("singleBatch").unwrap_or(false) || raw_limit < 0;
-    let limit = raw_limit.unsigned_abs();
-    let batch_size = int_field(body, "batchSize")?;
-    let allow_partial = body.get_bool("allowPartialResults").unwrap_or(false);
-    let mut add = Document::new();
-    if limit > 0 {
-        add.insert("limit", (limit + skip) as i64);
-    }
-    let mut projection = doc_field(body, "projection")?;
-    if spec.is_some() {
-        projection
-            .get_or_insert_with(Document::new)
-            .insert(SORT_KEY_FIELD, doc! {"$meta": "sortKey"});
-    }
-    if let Some(p) = projection {
-        add.insert("projection", p);
-    }
-    let shard_batch = batch_size.unwrap_or(DEFAULT_FIRST_BATCH).max(1);
-    add.insert("batchSize", shard_batch);
-    let simple = crate::session::simple_collation(body);
-    let (adds, filters): (Vec<Document>, Vec<_>) = exclusions(state, routing, &shards, simple)
-        .await
-        .into_iter()
-        .map(|exclusion| {
-            let mut add = add.clone();
-            add.insert("filter", exclusion.apply(&filter));
-            let filter = exclusion
-                .router()
-                .map(|orphans| filter_stream(state, orphans, &mut add));
-            (add, filter)
-        })
-        .unzip();
-    let getmore_batch = batch_size.unwrap_or(1000).max(1);
-    let opens =
-        shards
-            .into_iter()
-            .zip(adds)
-            .zip(filters)
-            .map(|((shard, add), filter)| async move {
-                let cmd = rewrite(
-                    body,
-                    &["skip", "limit", "singleBatch", "allowPartialResults"],
-                    add,
-                )?;
-                ShardStream::open(state.shards.clone(), shard, &cmd, filter, getmore_batch).await
-            });
-    let mut streams = Vec::new();
-    let mut merge_input = Vec::new();
-    let mut failure = None;
-    let mut partial = false;
-    for opened in futures::future::join_all(opens).await {
-        match opened {
-            Ok((stream, docs, done)) => {
-                streams.push(stream);
-                merge_input.push((docs, done));
-            }
-            Err(e) if allow_partial && e.is_retryable() => partial = true,
-            Err(e) => failure = Some(e),
-        }
-    }
-    if let Some(e) = failure {
-        for mut stream in streams {
-            stream.close().await;
-        }
-        return Err(e);
-    }
-    let mut merge = KWayMerge::new(streams.len(), spec);
-    for (i, (docs, done)) in merge_input.into_iter().enumerate() {
+    let args = FindArgs::parse(body)?;
+    let add = args.shard_fields(body)?;
+    let (streams, firsts, partial) =
+        open_streams(state, body, routing, shards, &filter, add, &args).await?;
+    let mut merge = KWayMerge::new(streams.len(), args.spec.clone());
+    for (i, (docs, done)) in firsts.into_iter().enumerate() {
         merge.push(i, docs, done);
     }
     let mut cursor = MergeCursor {
         streams,
         merge,
-        skip,
-        remaining: (limit > 0).then_some(limit),
-        strip: sort.is_some(),
+        skip: args.skip,
+        remaining: (args.limit > 0).then_some(args.limit),
+        strip: args.spec.is_some(),
         pending: None,
     };
-    let first = batch_size.unwrap_or(DEFAULT_FIRST_BATCH).max(0) as usize;
-    let first = if batch_size == Some(0) {
-        0
-    } else {
-        first.max(1)
+    let first = match args.batch_size {
+        Some(0) => 0,
+        n => n.unwrap_or(DEFAULT_FIRST_BATCH).max(1) as usize,
     };
     let batch = cursor.next_batch(first).await?;
     let extra = if partial {
@@ -147,7 +70,7 @@ pub(crate) async fn find(
         last_used: Instant::now(),
     };
     let exhausted = matches!(&cursor_kind.kind, CursorKind::Merge(m) if m.is_exhausted());
-    let id = if exhausted || single_batch {
+    let id = if exhausted || args.single_batch {
         kill(&mut cursor_kind).await;
         0
     } else {
@@ -160,6 +83,127 @@ pub(crate) async fn find(
         &batch,
         extra,
     )))
+}
+
+/// The options of a `find` the router merges.
+struct FindArgs {
+    /// The merge order, when sorted.
+    spec: Option<SortSpec>,
+    skip: u64,
+    /// The absolute limit (0: none).
+    limit: u64,
+    single_batch: bool,
+    batch_size: Option<i64>,
+    allow_partial: bool,
+}
+
+impl FindArgs {
+    fn parse(body: &bson::RawDocument) -> Result<FindArgs> {
+        let spec = match doc_field(body, "sort")?.filter(|s| !s.is_empty()) {
+            Some(s) => Some(SortSpec::parse(&s).ok_or_else(|| {
+                RouterError::command(
+                    238,
+                    "NotImplemented",
+                    format!("cannot merge sort {s} across shards"),
+                )
+            })?),
+            None => None,
+        };
+        let raw_limit = int_field(body, "limit")?.unwrap_or(0);
+        Ok(FindArgs {
+            spec,
+            skip: int_field(body, "skip")?.unwrap_or(0).max(0) as u64,
+            limit: raw_limit.unsigned_abs(),
+            single_batch: body.get_bool("singleBatch").unwrap_or(false) || raw_limit < 0,
+            batch_size: int_field(body, "batchSize")?,
+            allow_partial: body.get_bool("allowPartialResults").unwrap_or(false),
+        })
+    }
+
+    /// What every shard's `find` gets instead of the client's: `limit +
+    /// skip`, the projection with `$sortKey` when sorted, the first batch.
+    fn shard_fields(&self, body: &bson::RawDocument) -> Result<Document> {
+        let mut add = Document::new();
+        if self.limit > 0 {
+            add.insert("limit", (self.limit + self.skip) as i64);
+        }
+        let mut projection = doc_field(body, "projection")?;
+        if self.spec.is_some() {
+            projection
+                .get_or_insert_with(Document::new)
+                .insert(SORT_KEY_FIELD, doc! {"$meta": "sortKey"});
+        }
+        if let Some(p) = projection {
+            add.insert("projection", p);
+        }
+        add.insert(
+            "batchSize",
+            self.batch_size.unwrap_or(DEFAULT_FIRST_BATCH).max(1),
+        );
+        Ok(add)
+    }
+}
+
+/// The shard cursors of a merged `find` opened at once, with their first
+/// batches; whether a shard was left out (`allowPartialResults`). On a
+/// failure every opened cursor is closed.
+#[allow(clippy::type_complexity)]
+async fn open_streams(
+    state: &RouterState,
+    body: &bson::RawDocument,
+    routing: &CollectionRouting,
+    shards: Vec<shardgate_config_store::ShardType>,
+    filter: &Document,
+    add: Document,
+    args: &FindArgs,
+) -> Result<(
+    Vec<ShardStream>,
+    Vec<(Vec<bson::RawDocumentBuf>, bool)>,
+    bool,
+)> {
+    let simple = crate::session::simple_collation(body);
+    let (adds, filters): (Vec<Document>, Vec<_>) = exclusions(state, routing, &shards, simple)
+        .await
+        .into_iter()
+        .map(|exclusion| {
+            let mut add = add.clone();
+            add.insert("filter", exclusion.apply(filter));
+            let filter = exclusion
+                .router()
+                .map(|orphans| filter_stream(state, orphans, &mut add));
+            (add, filter)
+        })
+        .unzip();
+    let getmore_batch = args.batch_size.unwrap_or(1000).max(1);
+    let opens =
+        shards
+            .into_iter()
+            .zip(adds)
+            .zip(filters)
+            .map(|((shard, add), filter)| async move {
+                let dropped = ["skip", "limit", "singleBatch", "allowPartialResults"];
+                let cmd = rewrite(body, &dropped, add)?;
+                ShardStream::open(state.shards.clone(), shard, &cmd, filter, getmore_batch).await
+            });
+    let (mut streams, mut firsts) = (Vec::new(), Vec::new());
+    let (mut failure, mut partial) = (None, false);
+    for opened in futures::future::join_all(opens).await {
+        match opened {
+            Ok((stream, docs, done)) => {
+                streams.push(stream);
+                firsts.push((docs, done));
+            }
+            Err(e) if args.allow_partial && e.is_retryable() => partial = true,
+            Err(e) => failure = Some(e),
+        }
+    }
+    if let Some(e) = failure {
+        for mut stream in streams {
+            stream.close().await;
+        }
+        return Err(e);
+    }
+    Ok((streams, firsts, partial))
 }
 
 /// The router's part for a shard holding hashed orphans, and the change to
