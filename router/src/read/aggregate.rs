@@ -179,37 +179,11 @@ pub(crate) async fn aggregate(
         session.connection_id,
         state.config.limits.max_cursors_per_connection,
     )?;
-    let pipeline: Vec<Document> = req
-        .body
-        .get_array("pipeline")
-        .map_err(|_| RouterError::command(14, "TypeMismatch", "'pipeline' must be an array"))?
-        .into_iter()
-        .map(|s| {
-            s.ok()
-                .and_then(|s| s.as_document())
-                .and_then(|d| Document::try_from(d).ok())
-                .ok_or_else(|| {
-                    RouterError::command(
-                        14,
-                        "TypeMismatch",
-                        "each pipeline stage must be a document",
-                    )
-                })
-        })
-        .collect::<Result<_>>()?;
+    let pipeline = pipeline_of(req.body)?;
     if req.body.get_bool("explain").unwrap_or(false) {
         return explain_to_shards(state, req, routing, &Document::new()).await;
     }
-    let cut = pipeline
-        .iter()
-        .position(|s| !per_document(s))
-        .unwrap_or(pipeline.len());
-    let mut shard_part: Vec<Document> = pipeline[..cut].to_vec();
-    let mut router_part: Vec<Document> = pipeline[cut..].to_vec();
-    if let Some((partial, merged)) = router_part.first().and_then(split_group) {
-        shard_part.push(partial);
-        router_part[0] = merged;
-    }
+    let (shard_part, router_part) = split_pipeline(&pipeline);
     let filter = match pipeline.first().and_then(|s| s.get_document("$match").ok()) {
         Some(m) => m.clone(),
         None => Document::new(),
@@ -221,73 +195,13 @@ pub(crate) async fn aggregate(
         .ok()
         .and_then(|c| c.get("batchSize").ok().flatten())
         .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)));
-    let simple = crate::session::simple_collation(req.body);
-    let (pipelines, filters): (Vec<Vec<Document>>, Vec<_>) =
-        exclusions(state, routing, &shards, simple)
-            .await
-            .into_iter()
-            .map(|exclusion| match exclusion.router() {
-                Some(orphans) => {
-                    let (stages, filter) =
-                        filter_pipeline(state, orphans, &shard_part, req.body, ns);
-                    (stages, Some(filter))
-                }
-                None => {
-                    let mut stages = shard_part.clone();
-                    stages.insert(0, doc! {"$match": exclusion.apply(&Document::new())});
-                    (stages, None)
-                }
-            })
-            .unzip();
-    let opens = shards.into_iter().zip(pipelines).zip(filters).map(
-        |((shard, stages), filter)| async move {
-            let add = doc! {"pipeline": stages, "cursor": {"batchSize": 1000}};
-            let cmd = rewrite(req.body, &[], add)?;
-            ShardStream::open(state.shards.clone(), shard, &cmd, filter, 1000).await
-        },
-    );
-    let mut streams = Vec::new();
-    let mut firsts = Vec::new();
-    let mut failure = None;
-    for opened in futures::future::join_all(opens).await {
-        match opened {
-            Ok((stream, docs, done)) => {
-                streams.push(stream);
-                firsts.push((docs, done));
-            }
-            Err(e) => failure = Some(e),
-        }
-    }
-    if let Some(e) = failure {
-        for mut stream in streams {
-            stream.close().await;
-        }
-        return Err(e);
-    }
-    let mut merge = KWayMerge::new(streams.len(), None);
-    for (i, (docs, done)) in firsts.into_iter().enumerate() {
-        merge.push(i, docs, done);
-    }
-    let mut cursor = MergeCursor {
-        streams,
-        merge,
-        skip: 0,
-        remaining: None,
-        strip: false,
-        pending: None,
-    };
+    let mut cursor = open_shard_part(state, req, routing, shards, &shard_part, ns).await?;
     let first = batch_size.unwrap_or(101).max(0) as usize;
     if router_part.is_empty() {
         let batch = cursor.next_batch(first).await?;
         let done = cursor.is_exhausted();
-        return Ok(finish(
-            state,
-            session,
-            ns,
-            batch,
-            CursorKind::Merge(Box::new(cursor)),
-            done,
-        ));
+        let kind = CursorKind::Merge(Box::new(cursor));
+        return Ok(finish(state, session, ns, batch, kind, done));
     }
     let mut all = Vec::new();
     loop {
@@ -313,6 +227,108 @@ pub(crate) async fn aggregate(
         CursorKind::Buffered(docs),
         done,
     ))
+}
+
+/// The client's pipeline, each stage a document.
+fn pipeline_of(body: &bson::RawDocument) -> Result<Vec<Document>> {
+    body.get_array("pipeline")
+        .map_err(|_| RouterError::command(14, "TypeMismatch", "'pipeline' must be an array"))?
+        .into_iter()
+        .map(|s| {
+            s.ok()
+                .and_then(|s| s.as_document())
+                .and_then(|d| Document::try_from(d).ok())
+                .ok_or_else(|| {
+                    RouterError::command(
+                        14,
+                        "TypeMismatch",
+                        "each pipeline stage must be a document",
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The shards' part (the leading per-document stages, and a `$group`'s
+/// partial half) and the router's part (the rest).
+fn split_pipeline(pipeline: &[Document]) -> (Vec<Document>, Vec<Document>) {
+    let cut = pipeline
+        .iter()
+        .position(|s| !per_document(s))
+        .unwrap_or(pipeline.len());
+    let mut shard_part: Vec<Document> = pipeline[..cut].to_vec();
+    let mut router_part: Vec<Document> = pipeline[cut..].to_vec();
+    if let Some((partial, merged)) = router_part.first().and_then(split_group) {
+        shard_part.push(partial);
+        router_part[0] = merged;
+    }
+    (shard_part, router_part)
+}
+
+/// Runs the shards' part on every target shard (orphans excluded) and
+/// merges their streams behind one cursor; on a failure every opened
+/// shard cursor is closed.
+async fn open_shard_part(
+    state: &RouterState,
+    req: &Request<'_>,
+    routing: &CollectionRouting,
+    shards: Vec<shardgate_config_store::ShardType>,
+    shard_part: &[Document],
+    ns: &str,
+) -> Result<MergeCursor> {
+    let simple = crate::session::simple_collation(req.body);
+    let (pipelines, filters): (Vec<Vec<Document>>, Vec<_>) =
+        exclusions(state, routing, &shards, simple)
+            .await
+            .into_iter()
+            .map(|exclusion| match exclusion.router() {
+                Some(orphans) => {
+                    let (stages, filter) =
+                        filter_pipeline(state, orphans, shard_part, req.body, ns);
+                    (stages, Some(filter))
+                }
+                None => {
+                    let mut stages = shard_part.to_vec();
+                    stages.insert(0, doc! {"$match": exclusion.apply(&Document::new())});
+                    (stages, None)
+                }
+            })
+            .unzip();
+    let opens = shards.into_iter().zip(pipelines).zip(filters).map(
+        |((shard, stages), filter)| async move {
+            let add = doc! {"pipeline": stages, "cursor": {"batchSize": 1000}};
+            let cmd = rewrite(req.body, &[], add)?;
+            ShardStream::open(state.shards.clone(), shard, &cmd, filter, 1000).await
+        },
+    );
+    let (mut streams, mut firsts, mut failure) = (Vec::new(), Vec::new(), None);
+    for opened in futures::future::join_all(opens).await {
+        match opened {
+            Ok((stream, docs, done)) => {
+                streams.push(stream);
+                firsts.push((docs, done));
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    if let Some(e) = failure {
+        for mut stream in streams {
+            stream.close().await;
+        }
+        return Err(e);
+    }
+    let mut merge = KWayMerge::new(streams.len(), None);
+    for (i, (docs, done)) in firsts.into_iter().enumerate() {
+        merge.push(i, docs, done);
+    }
+    Ok(MergeCursor {
+        streams,
+        merge,
+        skip: 0,
+        remaining: None,
+        strip: false,
+        pending: None,
+    })
 }
 
 /// The pipeline for a shard holding hashed orphans: its leading `$match`
