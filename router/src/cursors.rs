@@ -257,7 +257,54 @@ pub(crate) async fn kill(cursor: &mut RouterCursor) {
     }
 }
 
+/// One shard stream just opened: the stream, its first batch, whether it
+/// is already exhausted.
+pub(crate) type Opened = (ShardStream, Vec<RawDocumentBuf>, bool);
+
 impl MergeCursor {
+    /// A merge over streams opened at once (`opened`, in stream order,
+    /// merged by `spec` when sorted). A shard that failed is left out when
+    /// `allow_partial` and its error is retryable (the flag returned says
+    /// so); any other failure closes every opened stream and is returned.
+    pub(crate) async fn from_opened(
+        opened: Vec<Result<Opened>>,
+        spec: Option<merge::SortSpec>,
+        allow_partial: bool,
+    ) -> Result<(MergeCursor, bool)> {
+        let (mut streams, mut firsts) = (Vec::new(), Vec::new());
+        let (mut failure, mut partial) = (None, false);
+        for o in opened {
+            match o {
+                Ok((stream, docs, done)) => {
+                    streams.push(stream);
+                    firsts.push((docs, done));
+                }
+                Err(e) if allow_partial && e.is_retryable() => partial = true,
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(e) = failure {
+            for mut stream in streams {
+                stream.close().await;
+            }
+            return Err(e);
+        }
+        let strip = spec.is_some();
+        let mut merge = KWayMerge::new(streams.len(), spec);
+        for (i, (docs, done)) in firsts.into_iter().enumerate() {
+            merge.push(i, docs, done);
+        }
+        let cursor = MergeCursor {
+            streams,
+            merge,
+            skip: 0,
+            remaining: None,
+            strip,
+            pending: None,
+        };
+        Ok((cursor, partial))
+    }
+
     /// The next batch: at most `max_docs` documents and `MAX_BATCH_BYTES`.
     pub(crate) async fn next_batch(&mut self, max_docs: usize) -> Result<Vec<RawDocumentBuf>> {
         let mut out = Vec::new();

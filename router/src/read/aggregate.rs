@@ -17,7 +17,6 @@ use bson::{doc, Bson, Document, RawDocumentBuf};
 use super::orphans::{count_owned, distinct_owned, exclusions, HashedOrphans, StreamFilter};
 use super::{cursor_reply, doc_field, int_field, rewrite, run_raw, target};
 use crate::catalog_cache::routing::CollectionRouting;
-use crate::cursors::merge::KWayMerge;
 use crate::cursors::{BatchFilter, CursorKind, MergeCursor, RouterCursor, ShardStream};
 use crate::error::{Result, RouterError};
 use crate::session::Namespace;
@@ -266,8 +265,7 @@ fn split_pipeline(pipeline: &[Document]) -> (Vec<Document>, Vec<Document>) {
 }
 
 /// Runs the shards' part on every target shard (orphans excluded) and
-/// merges their streams behind one cursor; on a failure every opened
-/// shard cursor is closed.
+/// merges their streams behind one cursor.
 async fn open_shard_part(
     state: &RouterState,
     req: &Request<'_>,
@@ -301,34 +299,8 @@ async fn open_shard_part(
             ShardStream::open(state.shards.clone(), shard, &cmd, filter, 1000).await
         },
     );
-    let (mut streams, mut firsts, mut failure) = (Vec::new(), Vec::new(), None);
-    for opened in futures::future::join_all(opens).await {
-        match opened {
-            Ok((stream, docs, done)) => {
-                streams.push(stream);
-                firsts.push((docs, done));
-            }
-            Err(e) => failure = Some(e),
-        }
-    }
-    if let Some(e) = failure {
-        for mut stream in streams {
-            stream.close().await;
-        }
-        return Err(e);
-    }
-    let mut merge = KWayMerge::new(streams.len(), None);
-    for (i, (docs, done)) in firsts.into_iter().enumerate() {
-        merge.push(i, docs, done);
-    }
-    Ok(MergeCursor {
-        streams,
-        merge,
-        skip: 0,
-        remaining: None,
-        strip: false,
-        pending: None,
-    })
+    let opened = futures::future::join_all(opens).await;
+    Ok(MergeCursor::from_opened(opened, None, false).await?.0)
 }
 
 /// The pipeline for a shard holding hashed orphans: its leading `$match`

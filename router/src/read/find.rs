@@ -10,8 +10,10 @@ use bson::{doc, Document};
 use super::orphans::{exclusions, HashedOrphans, StreamFilter};
 use super::{cursor_reply, doc_field, has_orphans, int_field, rewrite, target};
 use crate::catalog_cache::routing::CollectionRouting;
-use crate::cursors::merge::{KWayMerge, SortSpec, SORT_KEY_FIELD};
-use crate::cursors::{kill, BatchFilter, CursorKind, MergeCursor, RouterCursor, ShardStream};
+use crate::cursors::merge::{SortSpec, SORT_KEY_FIELD};
+use crate::cursors::{
+    kill, BatchFilter, CursorKind, MergeCursor, Opened, RouterCursor, ShardStream,
+};
 use crate::error::{Result, RouterError};
 use crate::session::{Reply, Request, Session};
 use crate::state::RouterState;
@@ -39,20 +41,11 @@ pub(crate) async fn find(
     }
     let args = FindArgs::parse(body)?;
     let add = args.shard_fields(body)?;
-    let (streams, firsts, partial) =
-        open_streams(state, body, routing, shards, &filter, add, &args).await?;
-    let mut merge = KWayMerge::new(streams.len(), args.spec.clone());
-    for (i, (docs, done)) in firsts.into_iter().enumerate() {
-        merge.push(i, docs, done);
-    }
-    let mut cursor = MergeCursor {
-        streams,
-        merge,
-        skip: args.skip,
-        remaining: (args.limit > 0).then_some(args.limit),
-        strip: args.spec.is_some(),
-        pending: None,
-    };
+    let opened = open_streams(state, body, routing, shards, &filter, add, &args).await;
+    let spec = args.spec.clone();
+    let (mut cursor, partial) = MergeCursor::from_opened(opened, spec, args.allow_partial).await?;
+    cursor.skip = args.skip;
+    cursor.remaining = (args.limit > 0).then_some(args.limit);
     let first = match args.batch_size {
         Some(0) => 0,
         n => n.unwrap_or(DEFAULT_FIRST_BATCH).max(1) as usize,
@@ -144,10 +137,7 @@ impl FindArgs {
     }
 }
 
-/// The shard cursors of a merged `find` opened at once, with their first
-/// batches; whether a shard was left out (`allowPartialResults`). On a
-/// failure every opened cursor is closed.
-#[allow(clippy::type_complexity)]
+/// The shard cursors of a merged `find`, opened at once.
 async fn open_streams(
     state: &RouterState,
     body: &bson::RawDocument,
@@ -156,11 +146,7 @@ async fn open_streams(
     filter: &Document,
     add: Document,
     args: &FindArgs,
-) -> Result<(
-    Vec<ShardStream>,
-    Vec<(Vec<bson::RawDocumentBuf>, bool)>,
-    bool,
-)> {
+) -> Vec<Result<Opened>> {
     let simple = crate::session::simple_collation(body);
     let (adds, filters): (Vec<Document>, Vec<_>) = exclusions(state, routing, &shards, simple)
         .await
@@ -185,25 +171,7 @@ async fn open_streams(
                 let cmd = rewrite(body, &dropped, add)?;
                 ShardStream::open(state.shards.clone(), shard, &cmd, filter, getmore_batch).await
             });
-    let (mut streams, mut firsts) = (Vec::new(), Vec::new());
-    let (mut failure, mut partial) = (None, false);
-    for opened in futures::future::join_all(opens).await {
-        match opened {
-            Ok((stream, docs, done)) => {
-                streams.push(stream);
-                firsts.push((docs, done));
-            }
-            Err(e) if args.allow_partial && e.is_retryable() => partial = true,
-            Err(e) => failure = Some(e),
-        }
-    }
-    if let Some(e) = failure {
-        for mut stream in streams {
-            stream.close().await;
-        }
-        return Err(e);
-    }
-    Ok((streams, firsts, partial))
+    futures::future::join_all(opens).await
 }
 
 /// The router's part for a shard holding hashed orphans, and the change to
