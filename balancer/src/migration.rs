@@ -99,48 +99,9 @@ pub(crate) async fn move_chunk(
     wait_for_delete: bool,
 ) -> Result<MoveStats> {
     let started = Instant::now();
-    let coll = state.catalog.collection(ns).await?.ok_or_else(|| {
-        BalancerError::command(118, "NamespaceNotSharded", format!("{ns} is not sharded"))
-    })?;
-    let bad = |e: shardgate_config_store::shard_key::ShardKeyError| {
-        BalancerError::command(2, "BadValue", e.to_string())
-    };
-    let pattern = ShardKeyPattern::parse(&coll.key).map_err(bad)?;
-    let chunk = state
-        .catalog
-        .chunks(ns)
-        .await?
-        .into_iter()
-        .map(|(c, _)| c)
-        .find(|c| c.min == *min && c.max == *max)
-        .ok_or_else(|| {
-            BalancerError::command(
-                2,
-                "BadValue",
-                format!("no chunk of {ns} has bounds [{min}, {max})"),
-            )
-        })?;
-    let from = chunk.shard.clone();
-    let dest = state.shard(to).await?;
-    if dest.draining {
-        return Err(BalancerError::command(
-            20,
-            "IllegalOperation",
-            format!("cannot move a chunk to {to}: it is draining"),
-        ));
-    }
-    if from == to {
+    let Some((pattern, migration, source, dest)) = plan(state, guard, ns, min, max, to).await?
+    else {
         return Ok(MoveStats::default());
-    }
-    let source = state.shard(&from).await?;
-    let migration = MigrationType {
-        ns: ns.to_owned(),
-        min: min.clone(),
-        max: max.clone(),
-        from_shard: from.clone(),
-        to_shard: to.to_owned(),
-        state: MigrationState::Cloning,
-        fencing: guard.token,
     };
     if !state
         .catalog
@@ -155,18 +116,22 @@ pub(crate) async fn move_chunk(
     }
     log(state, "moveChunk.start", &migration, doc! {}).await;
     let mut stats = MoveStats::default();
-    let outcome = run(
-        state, guard, &pattern, &migration, &source, &dest, &mut stats,
-    )
-    .await;
-    if let Err(e) = outcome {
+    let step = Step {
+        state,
+        guard,
+        pattern: &pattern,
+        m: &migration,
+        source: &source,
+        dest: &dest,
+    };
+    if let Err(e) = run(&step, &mut stats).await {
         tracing::warn!(%ns, error = %e, "migration failed; aborting");
         abort(state, &pattern, &migration, &e.to_string()).await?;
         return Err(e);
     }
     stats.total = started.elapsed();
     let details = doc! {
-        "from": &from, "to": to,
+        "from": &source.id, "to": to,
         "cloned": stats.cloned as i64, "clonedBytes": stats.bytes as i64,
         "caughtUp": stats.caught_up as i64,
         "criticalSectionMillis": stats.critical.as_millis() as i64,
@@ -174,27 +139,89 @@ pub(crate) async fn move_chunk(
         "totalMillis": stats.total.as_millis() as i64,
     };
     log(state, "moveChunk.commit", &migration, details).await;
-    // Range deletion on the source: its copies are orphans now, excluded
-    // from reads, so deleting them later only frees space.
-    let mut committed = migration.clone();
+    delete_source_copies(state, pattern, migration, wait_for_delete).await?;
+    Ok(stats)
+}
+
+/// What a move needs, checked: the collection's key, the migration record
+/// to start, and both shards; `None` when the chunk is already on `to`.
+async fn plan(
+    state: &Balancer,
+    guard: &LockGuard,
+    ns: &str,
+    min: &Document,
+    max: &Document,
+    to: &str,
+) -> Result<Option<(ShardKeyPattern, MigrationType, ShardType, ShardType)>> {
+    let coll = state.catalog.collection(ns).await?.ok_or_else(|| {
+        BalancerError::command(118, "NamespaceNotSharded", format!("{ns} is not sharded"))
+    })?;
+    let pattern = ShardKeyPattern::parse(&coll.key)
+        .map_err(|e| BalancerError::command(2, "BadValue", e.to_string()))?;
+    let chunk = state
+        .catalog
+        .chunks(ns)
+        .await?
+        .into_iter()
+        .map(|(c, _)| c)
+        .find(|c| c.min == *min && c.max == *max)
+        .ok_or_else(|| {
+            BalancerError::command(
+                2,
+                "BadValue",
+                format!("no chunk of {ns} has bounds [{min}, {max})"),
+            )
+        })?;
+    let dest = state.shard(to).await?;
+    if dest.draining {
+        return Err(BalancerError::command(
+            20,
+            "IllegalOperation",
+            format!("cannot move a chunk to {to}: it is draining"),
+        ));
+    }
+    if chunk.shard == to {
+        return Ok(None);
+    }
+    let source = state.shard(&chunk.shard).await?;
+    let migration = MigrationType {
+        ns: ns.to_owned(),
+        min: min.clone(),
+        max: max.clone(),
+        from_shard: chunk.shard,
+        to_shard: to.to_owned(),
+        state: MigrationState::Cloning,
+        fencing: guard.token,
+    };
+    Ok(Some((pattern, migration, source, dest)))
+}
+
+/// Range deletion on the source after the commit: its copies are orphans
+/// now, excluded from reads, so deleting them later only frees space.
+async fn delete_source_copies(
+    state: &Balancer,
+    pattern: ShardKeyPattern,
+    migration: MigrationType,
+    wait_for_delete: bool,
+) -> Result<()> {
+    let mut committed = migration;
     committed.state = MigrationState::Committed;
     if wait_for_delete || state.config.orphan_cleanup_delay_secs == 0 {
-        cleanup(state, &pattern, &committed).await?;
-    } else {
-        // Later, from the service loop (`delete_due`); if this process
-        // stops first, the next lock holder's recovery deletes it.
-        let delay = Duration::from_secs(state.config.orphan_cleanup_delay_secs);
-        state
-            .pending_deletions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(PendingDeletion {
-                due: Instant::now() + delay,
-                pattern,
-                migration: committed,
-            });
+        return cleanup(state, &pattern, &committed).await;
     }
-    Ok(stats)
+    // Later, from the service loop (`delete_due`); if this process stops
+    // first, the next lock holder's recovery deletes it.
+    let delay = Duration::from_secs(state.config.orphan_cleanup_delay_secs);
+    state
+        .pending_deletions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(PendingDeletion {
+            due: Instant::now() + delay,
+            pattern,
+            migration: committed,
+        });
+    Ok(())
 }
 
 pub(super) async fn log(state: &Balancer, what: &str, m: &MigrationType, mut details: Document) {
@@ -205,17 +232,21 @@ pub(super) async fn log(state: &Balancer, what: &str, m: &MigrationType, mut det
     state.log_change(what, &m.ns, details).await;
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn run(
-    state: &Arc<Balancer>,
-    guard: &LockGuard,
-    pattern: &ShardKeyPattern,
-    m: &MigrationType,
-    source: &ShardType,
-    dest: &ShardType,
-    stats: &mut MoveStats,
-) -> Result<()> {
-    let Namespace { db, coll } = Namespace::parse(&m.ns);
+/// One running migration, as each step sees it.
+pub(super) struct Step<'a> {
+    pub state: &'a Arc<Balancer>,
+    pub guard: &'a LockGuard,
+    pub pattern: &'a ShardKeyPattern,
+    pub m: &'a MigrationType,
+    pub source: &'a ShardType,
+    pub dest: &'a ShardType,
+}
+
+/// Steps 1 to 5: an error from any of them aborts the migration.
+async fn run(step: &Step<'_>, stats: &mut MoveStats) -> Result<()> {
+    let Step {
+        state, pattern, m, ..
+    } = *step;
     let range = Range::new(pattern, m)?;
     // Every live router excludes the destination's copies before the first
     // one arrives.
@@ -224,56 +255,92 @@ pub(super) async fn run(
         ack.orphans.contains(&orphan)
     })
     .await?;
-    copy_indexes(state, source, dest, db, coll).await?;
+    let Namespace { db, coll } = Namespace::parse(&m.ns);
+    copy_indexes(state, step.source, step.dest, db, coll).await?;
     // Leftovers of an earlier attempt.
-    delete_range(state, &dest.id, pattern, m).await?;
-    let held;
-    match ChangeStream::open(state, source, db, coll).await {
-        Ok(mut stream) => {
-            pause_point(state, "cloning").await;
-            clone_range(state, source, dest, db, coll, &range, stats).await?;
-            let mut catchup = m.clone();
-            catchup.state = MigrationState::Catchup;
-            put_fenced(state, guard, pattern, &catchup).await?;
-            pause_point(state, "catchup").await;
-            // Catch up until the lag is small (bounded: writers may never pause).
-            for _ in 0..20 {
-                let ids = stream.next_ids(state, &range, dest).await?;
-                let small = ids.len() < 100;
-                stats.caught_up += resync(state, source, dest, db, coll, &range, ids).await?;
-                if small {
-                    break;
-                }
-            }
-            // Critical section: hold writes on every router, then drain.
-            held = enter_critical(state, guard, pattern, m, &range).await?;
-            // Writes to the range are held now: drain until nothing is left.
-            for pass in 0.. {
-                let ids = stream.next_ids(state, &range, dest).await?;
-                if ids.is_empty() {
-                    break;
-                }
-                if pass == 100 {
-                    return Err(BalancerError::command(
-                        50,
-                        "MaxTimeMSExpired",
-                        "the range kept changing during the critical section",
-                    ));
-                }
-                stats.caught_up += resync(state, source, dest, db, coll, &range, ids).await?;
-            }
-            stream.close(state).await;
-        }
+    delete_range(state, &step.dest.id, pattern, m).await?;
+    let held = match ChangeStream::open(state, step.source, db, coll).await {
+        Ok(stream) => copy_and_catch_up(step, &range, stream, stats).await?,
         Err(e) => {
             // No change stream on this shard: the critical section covers
             // the whole copy.
             tracing::info!(error = %e, "no change stream on the source; copying inside the critical section");
-            held = enter_critical(state, guard, pattern, m, &range).await?;
+            let held = enter_critical(state, step.guard, pattern, m, &range).await?;
             stats.copied_in_critical = true;
-            clone_range(state, source, dest, db, coll, &range, stats).await?;
+            clone_range(state, step.source, step.dest, db, coll, &range, stats).await?;
+            held
+        }
+    };
+    commit(step).await?;
+    stats.critical = held.elapsed();
+    clear_acks(state, &m.ns).await;
+    pause_point(state, "committed").await;
+    Ok(())
+}
+
+/// Steps 2 to 4 with a change stream on the source: the copy, catch-up
+/// until the lag is small, then the critical section and the last drain.
+/// Returns when the critical section began.
+async fn copy_and_catch_up(
+    step: &Step<'_>,
+    range: &Range,
+    mut stream: ChangeStream,
+    stats: &mut MoveStats,
+) -> Result<Instant> {
+    let Step {
+        state,
+        guard,
+        pattern,
+        m,
+        source,
+        dest,
+    } = *step;
+    let Namespace { db, coll } = Namespace::parse(&m.ns);
+    pause_point(state, "cloning").await;
+    clone_range(state, source, dest, db, coll, range, stats).await?;
+    let mut catchup = m.clone();
+    catchup.state = MigrationState::Catchup;
+    put_fenced(state, guard, pattern, &catchup).await?;
+    pause_point(state, "catchup").await;
+    // Catch up until the lag is small (bounded: writers may never pause).
+    for _ in 0..20 {
+        let ids = stream.next_ids(state, range, dest).await?;
+        let small = ids.len() < 100;
+        stats.caught_up += resync(state, source, dest, db, coll, range, ids).await?;
+        if small {
+            break;
         }
     }
-    // Commit: the chunk moves to the destination with a major version bump.
+    let held = enter_critical(state, guard, pattern, m, range).await?;
+    // Writes to the range are held now: drain until nothing is left.
+    for pass in 0.. {
+        let ids = stream.next_ids(state, range, dest).await?;
+        if ids.is_empty() {
+            break;
+        }
+        if pass == 100 {
+            return Err(BalancerError::command(
+                50,
+                "MaxTimeMSExpired",
+                "the range kept changing during the critical section",
+            ));
+        }
+        stats.caught_up += resync(state, source, dest, db, coll, range, ids).await?;
+    }
+    stream.close(state).await;
+    Ok(held)
+}
+
+/// Step 5: the chunk moves to the destination with a major version bump,
+/// in one store transaction fenced by the lock.
+async fn commit(step: &Step<'_>) -> Result<()> {
+    let Step {
+        state,
+        guard,
+        pattern,
+        m,
+        ..
+    } = *step;
     let coll_entry = state.catalog.collection(&m.ns).await?.ok_or_else(|| {
         BalancerError::command(118, "NamespaceNotSharded", format!("{} was dropped", m.ns))
     })?;
@@ -321,9 +388,6 @@ pub(super) async fn run(
             "the commit lost a race (chunks changed or the migration lock was lost)",
         ));
     }
-    stats.critical = held.elapsed();
-    clear_acks(state, &m.ns).await;
-    pause_point(state, "committed").await;
     Ok(())
 }
 

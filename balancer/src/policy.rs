@@ -111,22 +111,41 @@ pub fn zone_of<'a>(chunk: &Chunk, zones: &'a [ZoneRange]) -> Option<&'a str> {
 /// balancing move.
 pub fn moves(shards: &[Shard], chunks: &[Chunk], zones: &[ZoneRange], threshold: u64) -> Vec<Move> {
     let mut busy: BTreeSet<String> = BTreeSet::new();
+    let mut out = forced_moves(shards, chunks, zones, &mut busy);
+    // Balance within each group of shards that may hold a zone's chunks.
+    let mut groups: BTreeSet<Option<&str>> = chunks.iter().map(|c| zone_of(c, zones)).collect();
+    groups.insert(None);
+    for zone in groups {
+        let group = Group {
+            shards,
+            chunks,
+            zones,
+            zone,
+        };
+        out.extend(group.balance(threshold, &mut busy));
+    }
+    out
+}
+
+/// Whether `s` may hold a chunk of `zone`.
+fn allowed(s: &Shard, zone: Option<&str>) -> bool {
+    !s.draining && zone.is_none_or(|z| s.zones.contains(z))
+}
+
+/// Zone violations and chunks on draining shards: each goes to the
+/// emptiest shard it may be on.
+fn forced_moves(
+    shards: &[Shard],
+    chunks: &[Chunk],
+    zones: &[ZoneRange],
+    busy: &mut BTreeSet<String>,
+) -> Vec<Move> {
     let mut out = Vec::new();
     // Data per shard, updated as moves are decided.
     let mut load: BTreeMap<&str, u64> = shards.iter().map(|s| (s.id.as_str(), 0)).collect();
     for c in chunks {
         *load.entry(c.shard.as_str()).or_default() += c.bytes;
     }
-    let allowed =
-        |s: &Shard, zone: Option<&str>| !s.draining && zone.is_none_or(|z| s.zones.contains(z));
-    let emptiest = |zone: Option<&str>, busy: &BTreeSet<String>, load: &BTreeMap<&str, u64>| {
-        shards
-            .iter()
-            .filter(|s| allowed(s, zone) && !busy.contains(&s.id))
-            .min_by_key(|s| (load.get(s.id.as_str()).copied().unwrap_or(0), s.id.clone()))
-            .map(|s| s.id.clone())
-    };
-    // Zone violations and draining shards first.
     for (i, c) in chunks.iter().enumerate() {
         if busy.contains(&c.shard) {
             continue;
@@ -142,37 +161,52 @@ pub fn moves(shards: &[Shard], chunks: &[Chunk], zones: &[ZoneRange], threshold:
         } else {
             continue;
         };
-        if let Some(to) = emptiest(zone, &busy, &load) {
-            *load.entry(c.shard.as_str()).or_default() -= c.bytes;
-            *load
-                .entry(
-                    shards
-                        .iter()
-                        .find(|s| s.id == to)
-                        .map(|s| s.id.as_str())
-                        .unwrap_or(""),
-                )
-                .or_default() += c.bytes;
-            busy.insert(c.shard.clone());
-            busy.insert(to.clone());
-            out.push(Move {
-                chunk: i,
-                to,
-                reason,
-            });
-        }
-    }
-    // Balance within each group of shards that may hold a zone's chunks.
-    let mut groups: BTreeSet<Option<&str>> = chunks.iter().map(|c| zone_of(c, zones)).collect();
-    groups.insert(None);
-    for zone in groups {
-        let members: Vec<&Shard> = shards.iter().filter(|s| allowed(s, zone)).collect();
-        if members.len() < 2 {
+        let emptiest = shards
+            .iter()
+            .filter(|s| allowed(s, zone) && !busy.contains(&s.id))
+            .min_by_key(|s| (load.get(s.id.as_str()).copied().unwrap_or(0), s.id.clone()));
+        let Some(to) = emptiest.map(|s| s.id.clone()) else {
             continue;
+        };
+        *load.entry(c.shard.as_str()).or_default() -= c.bytes;
+        if let Some(l) = load.get_mut(to.as_str()) {
+            *l += c.bytes;
+        }
+        busy.insert(c.shard.clone());
+        busy.insert(to.clone());
+        out.push(Move {
+            chunk: i,
+            to,
+            reason,
+        });
+    }
+    out
+}
+
+/// The chunks of one zone (or of no zone) and the shards that may hold them.
+struct Group<'a> {
+    shards: &'a [Shard],
+    chunks: &'a [Chunk],
+    zones: &'a [ZoneRange],
+    zone: Option<&'a str>,
+}
+
+impl Group<'_> {
+    /// Moves from the fullest free member to the emptiest while their gap
+    /// exceeds `threshold`.
+    fn balance(&self, threshold: u64, busy: &mut BTreeSet<String>) -> Vec<Move> {
+        let mut out = Vec::new();
+        let members: Vec<&Shard> = self
+            .shards
+            .iter()
+            .filter(|s| allowed(s, self.zone))
+            .collect();
+        if members.len() < 2 {
+            return out;
         }
         // Data of this group's chunks per member shard.
         let mut data: BTreeMap<&str, u64> = members.iter().map(|s| (s.id.as_str(), 0)).collect();
-        for c in chunks.iter().filter(|c| zone_of(c, zones) == zone) {
+        for c in self.chunks.iter().filter(|c| self.holds(c)) {
             if let Some(d) = data.get_mut(c.shard.as_str()) {
                 *d += c.bytes;
             }
@@ -195,10 +229,11 @@ pub fn moves(shards: &[Shard], chunks: &[Chunk], zones: &[ZoneRange], threshold:
             }
             // The largest chunk that does not overshoot: moving it narrows
             // the gap.
-            let pick = chunks
+            let pick = self
+                .chunks
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.shard == full && !c.jumbo && zone_of(c, zones) == zone)
+                .filter(|(_, c)| c.shard == full && !c.jumbo && self.holds(c))
                 .filter(|(_, c)| c.bytes > 0 && c.bytes < gap)
                 .max_by_key(|(_, c)| c.bytes);
             let Some((i, c)) = pick else { break };
@@ -213,8 +248,12 @@ pub fn moves(shards: &[Shard], chunks: &[Chunk], zones: &[ZoneRange], threshold:
                 reason: Reason::Balance,
             });
         }
+        out
     }
-    out
+
+    fn holds(&self, c: &Chunk) -> bool {
+        zone_of(c, self.zones) == self.zone
+    }
 }
 
 #[cfg(test)]

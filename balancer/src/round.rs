@@ -103,21 +103,34 @@ async fn round_locked(state: &Arc<Balancer>, guard: &LockGuard) -> Result<()> {
     Ok(())
 }
 
+/// One collection's share of a round: splits at zone bounds, splits of
+/// chunks past the chunk size, then the moves.
 async fn balance_collection(
     state: &Arc<Balancer>,
     guard: &LockGuard,
     coll: &CollectionType,
     chunk_size: u64,
 ) -> Result<()> {
-    let ns = &coll.ns;
     let pattern =
         ShardKeyPattern::parse(&coll.key).map_err(|e| BalancerError::bad_value(e.to_string()))?;
+    let zones = split_at_zones(state, &pattern, &coll.ns).await?;
+    if !split_large_chunks(state, coll, &pattern, chunk_size).await? {
+        return Ok(());
+    }
+    move_chunks(state, guard, &pattern, &coll.ns, &zones, chunk_size).await
+}
+
+/// Step 1: splits chunks at zone boundaries; returns the zone ranges.
+async fn split_at_zones(
+    state: &Balancer,
+    pattern: &ShardKeyPattern,
+    ns: &str,
+) -> Result<Vec<ZoneRange>> {
     let enc = |d: &Document| {
         pattern
             .encode_bound(d)
             .map_err(|e| BalancerError::bad_value(e.to_string()))
     };
-    // 1. Split at zone boundaries.
     let tags = state.catalog.zone_ranges(ns).await?;
     let zones: Vec<ZoneRange> = tags
         .iter()
@@ -134,25 +147,36 @@ async fn balance_collection(
         .flat_map(|t| [t.min.clone(), t.max.clone()])
         .filter_map(|d| enc(&d).ok().map(|k| (k, d)))
         .collect();
-    let chunks = snapshot(state, &pattern, ns).await?;
+    let chunks = snapshot(state, pattern, ns).await?;
     for (_, at) in policy::zone_splits(&chunks.0, &zones) {
         if let Some((_, doc)) = bounds.iter().find(|(k, _)| *k == at) {
             split_at(state, ns, doc).await?;
         }
     }
-    // 2. Sizes, and splits of chunks above the chunk size.
-    let (chunks, docs) = snapshot(state, &pattern, ns).await?;
-    let sizes = estimate(state, &pattern, ns, &chunks, &docs).await?;
+    Ok(zones)
+}
+
+/// Step 2: sizes, and splits of chunks above the chunk size (a chunk that
+/// cannot be split is marked jumbo). False when the balancer was stopped.
+async fn split_large_chunks(
+    state: &Balancer,
+    coll: &CollectionType,
+    pattern: &ShardKeyPattern,
+    chunk_size: u64,
+) -> Result<bool> {
+    let ns = &coll.ns;
+    let (chunks, docs) = snapshot(state, pattern, ns).await?;
+    let sizes = estimate(state, pattern, ns, &chunks, &docs).await?;
     for (i, (bytes, count)) in sizes.iter().enumerate() {
         if *bytes <= chunk_size || chunks[i].jumbo || *count < 2 {
             continue;
         }
         if !enabled(state).await? {
-            return Ok(());
+            return Ok(false);
         }
         let per_piece = ((chunk_size / 2).max(1) * count / bytes).max(1);
         let points = split_points(
-            state, &pattern, ns, &chunks[i], &docs[i], per_piece, chunk_size,
+            state, pattern, ns, &chunks[i], &docs[i], per_piece, chunk_size,
         )
         .await?;
         if points.is_empty() {
@@ -163,7 +187,18 @@ async fn balance_collection(
             split_at(state, ns, &p).await?;
         }
     }
-    // 3. Moves.
+    Ok(true)
+}
+
+/// Step 3: the policy's moves, each a migration.
+async fn move_chunks(
+    state: &Arc<Balancer>,
+    guard: &LockGuard,
+    pattern: &ShardKeyPattern,
+    ns: &str,
+    zones: &[ZoneRange],
+    chunk_size: u64,
+) -> Result<()> {
     let shards: Vec<Shard> = state
         .catalog
         .shards()
@@ -175,8 +210,8 @@ async fn balance_collection(
             draining: s.draining,
         })
         .collect();
-    let (chunks, docs) = snapshot(state, &pattern, ns).await?;
-    let sizes = estimate(state, &pattern, ns, &chunks, &docs).await?;
+    let (chunks, docs) = snapshot(state, pattern, ns).await?;
+    let sizes = estimate(state, pattern, ns, &chunks, &docs).await?;
     let chunks: Vec<Chunk> = chunks
         .into_iter()
         .zip(&sizes)
@@ -186,7 +221,7 @@ async fn balance_collection(
         })
         .collect();
     let threshold = 3 * chunk_size;
-    for mv in policy::moves(&shards, &chunks, &zones, threshold) {
+    for mv in policy::moves(&shards, &chunks, zones, threshold) {
         if !enabled(state).await? {
             return Ok(());
         }

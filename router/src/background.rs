@@ -6,10 +6,66 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardgate_config_store::model::{keys, DatabaseType, MongosType};
-use shardgate_config_store::StoreError;
+use shardgate_config_store::{StoreError, WatchEvent};
 use tokio::sync::watch;
 
 use crate::state::RouterState;
+
+/// Applies a batch of store events to the placement cache; returns the
+/// namespaces whose routing must be reloaded and whether shards changed.
+fn apply_events(
+    state: &RouterState,
+    batch: &[WatchEvent],
+    revision: &mut u64,
+) -> (BTreeSet<String>, bool) {
+    let mut dirty = BTreeSet::new();
+    let mut shards_changed = false;
+    for ev in batch {
+        *revision = (*revision).max(ev.revision);
+        if ev.key.starts_with(keys::SHARDS) {
+            shards_changed = true;
+        } else if let Some(name) = ev.key.strip_prefix(keys::DATABASES) {
+            match ev
+                .value
+                .as_deref()
+                .map(bson::deserialize_from_slice::<DatabaseType>)
+            {
+                Some(Ok(db)) => state.placement.remember(db),
+                Some(Err(_)) => {}
+                None => state.placement.forget(name),
+            }
+        } else if let Some(ns) = ev.key.strip_prefix(keys::COLLECTIONS) {
+            dirty.insert(ns.to_owned());
+        } else if let Some(ns) = ev.key.strip_prefix("collversion/") {
+            dirty.insert(ns.to_owned());
+        } else if let Some(ns) = keys::namespace_of(&ev.key, keys::CHUNKS)
+            .or_else(|| keys::namespace_of(&ev.key, keys::MIGRATIONS))
+        {
+            dirty.insert(ns);
+        } else if let Some(rest) = ev.key.strip_prefix(keys::ORPHANS) {
+            if let Some((ns, _)) = rest.split_once('/') {
+                dirty.insert(ns.to_owned());
+            }
+        }
+    }
+    (dirty, shards_changed)
+}
+
+/// Reloads what changed, and tells the balancer what this router now
+/// excludes and holds (for a critical section, once the writes in flight
+/// are done: in the background, as they may wait for this watch).
+async fn refresh(state: &Arc<RouterState>, dirty: BTreeSet<String>, shards_changed: bool) {
+    if shards_changed {
+        let _ = state.placement.refresh_shards(&state.catalog).await;
+    }
+    for ns in dirty {
+        if let Err(e) = state.routing.refresh(&state.catalog, &ns).await {
+            tracing::warn!(%ns, error = %e, "routing refresh failed; keeping the cached table");
+        }
+        let st = state.clone();
+        tokio::spawn(async move { crate::write::critical::acknowledge(&st, &ns).await });
+    }
+}
 
 /// Follows every change in the store from `revision` on, refreshing the
 /// placement and routing caches; on a broken watch it reloads everything
@@ -45,49 +101,8 @@ pub(crate) async fn follow_store(
             while let Ok(ev) = events.try_recv() {
                 batch.push(ev);
             }
-            let mut dirty = BTreeSet::new();
-            let mut shards_changed = false;
-            for ev in &batch {
-                revision = revision.max(ev.revision);
-                if ev.key.starts_with(keys::SHARDS) {
-                    shards_changed = true;
-                } else if let Some(name) = ev.key.strip_prefix(keys::DATABASES) {
-                    match ev
-                        .value
-                        .as_deref()
-                        .map(bson::deserialize_from_slice::<DatabaseType>)
-                    {
-                        Some(Ok(db)) => state.placement.remember(db),
-                        Some(Err(_)) => {}
-                        None => state.placement.forget(name),
-                    }
-                } else if let Some(ns) = ev.key.strip_prefix(keys::COLLECTIONS) {
-                    dirty.insert(ns.to_owned());
-                } else if let Some(ns) = ev.key.strip_prefix("collversion/") {
-                    dirty.insert(ns.to_owned());
-                } else if let Some(ns) = keys::namespace_of(&ev.key, keys::CHUNKS)
-                    .or_else(|| keys::namespace_of(&ev.key, keys::MIGRATIONS))
-                {
-                    dirty.insert(ns);
-                } else if let Some(rest) = ev.key.strip_prefix(keys::ORPHANS) {
-                    if let Some((ns, _)) = rest.split_once('/') {
-                        dirty.insert(ns.to_owned());
-                    }
-                }
-            }
-            if shards_changed {
-                let _ = state.placement.refresh_shards(&state.catalog).await;
-            }
-            for ns in dirty {
-                if let Err(e) = state.routing.refresh(&state.catalog, &ns).await {
-                    tracing::warn!(%ns, error = %e, "routing refresh failed; keeping the cached table");
-                }
-                // Tell the balancer what this router now excludes and holds
-                // (for a critical section, once the writes in flight are
-                // done: in the background, as they may wait for this watch).
-                let st = state.clone();
-                tokio::spawn(async move { crate::write::critical::acknowledge(&st, &ns).await });
-            }
+            let (dirty, shards_changed) = apply_events(&state, &batch, &mut revision);
+            refresh(&state, dirty, shards_changed).await;
         }
         tracing::debug!("config store watch ended; reloading");
         if pause(&mut shutdown, Duration::from_millis(200)).await {

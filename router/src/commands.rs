@@ -10,6 +10,7 @@ mod diagnostic;
 
 mod handshake;
 pub(crate) mod registry;
+mod shard_collection;
 pub(crate) mod sharding;
 mod table;
 mod zones;

@@ -67,21 +67,8 @@ pub(crate) async fn serve<S>(
         };
         let frame = match frame {
             Ok(f) => f,
-            Err(ReadError::Limit(why)) => {
-                tracing::info!(peer = %session.peer, %why, "closing a client connection");
-                if let Ok(header) = MsgHeader::parse(&buf) {
-                    let body = RouterError::command(6, "HostUnreachable", why).to_reply();
-                    write_error(&mut wr, &body, header, ids.next()).await;
-                }
-                break;
-            }
-            Err(ReadError::Closed) => break,
-            Err(ReadError::Io(e)) => {
-                tracing::debug!(error = %e, peer = %session.peer, "client connection failed");
-                break;
-            }
-            Err(ReadError::Wire(e, header)) => {
-                reject(&mut wr, &e, header, &session, ids.next()).await;
+            Err(e) => {
+                unreadable(e, &buf, &mut wr, &session, &mut ids).await;
                 break;
             }
         };
@@ -98,55 +85,22 @@ pub(crate) async fn serve<S>(
                 break;
             }
         };
-        let request_id = decoded.header.request_id;
-        let mut close_after = false;
+        let compressor = decoded
+            .compressor
+            .filter(|c| session.compressors.contains(c));
         out.clear();
-        match decoded.message {
-            Message::Msg(msg) => {
-                let (reply, malformed) = dispatch(&state, &mut session, &msg).await;
-                close_after = malformed;
-                if state.config.enable_test_commands
-                    && is_write(&msg)
-                    && state.take_close_after_write()
-                {
-                    tracing::info!("test fault: closing the connection after a write");
-                    break;
-                }
-                if msg.flags.more_to_come() && !malformed {
-                    continue;
-                }
-                match reply {
-                    Reply::Body(body) => {
-                        encode_msg(ids.next(), request_id, 0, &body, &[], &mut out)
-                    }
-                    Reply::Msg(m) => {
-                        let reply = OpMsg {
-                            flags: Default::default(),
-                            ..m
-                        };
-                        reply.encode_into(ids.next(), request_id, &mut out);
-                    }
-                }
-            }
-            Message::Query(q) => {
-                let reply = legacy_query(&state, &mut session, &q).await;
-                reply.encode_into(ids.next(), request_id, &mut out);
-            }
-            Message::Reply(_) => {
-                let e = WireError::Malformed("clients may not send OP_REPLY".into());
+        let close_after = match answer(&state, &mut session, decoded, &mut out, &mut ids).await {
+            Ok(Some(close_after)) => close_after,
+            Ok(None) => continue,
+            Err(Closing::Now) => break,
+            Err(Closing::Reject(e)) => {
                 reject(&mut wr, &e, header, &session, ids.next()).await;
                 break;
             }
-        }
-        let written = match decoded
-            .compressor
-            .filter(|c| session.compressors.contains(c))
-        {
-            Some(c) => match compress_frame(&out, c) {
-                Ok(z) => wr.write_all(&z).await,
-                Err(_) => wr.write_all(&out).await,
-            },
-            None => wr.write_all(&out).await,
+        };
+        let written = match compressor.map(|c| compress_frame(&out, c)) {
+            Some(Ok(z)) => wr.write_all(&z).await,
+            _ => wr.write_all(&out).await,
         };
         if written.is_err() || close_after {
             break;
@@ -157,6 +111,83 @@ pub(crate) async fn serve<S>(
         .cursors
         .kill_for_connection(session.connection_id)
         .await;
+}
+
+/// Why a connection closes after a request.
+enum Closing {
+    /// At once, without a reply.
+    Now,
+    /// With an error reply to the frame.
+    Reject(WireError),
+}
+
+/// Runs one request and encodes its reply into `out`: `Some(close_after)`
+/// when there is a reply to write, `None` for a `moreToCome` request.
+async fn answer(
+    state: &Arc<RouterState>,
+    session: &mut Session,
+    decoded: shardgate_wire::message::Decoded,
+    out: &mut Vec<u8>,
+    ids: &mut ReplyIds,
+) -> Result<Option<bool>, Closing> {
+    let request_id = decoded.header.request_id;
+    match decoded.message {
+        Message::Msg(msg) => {
+            let (reply, malformed) = dispatch(state, session, &msg).await;
+            if state.config.enable_test_commands && is_write(&msg) && state.take_close_after_write()
+            {
+                tracing::info!("test fault: closing the connection after a write");
+                return Err(Closing::Now);
+            }
+            if msg.flags.more_to_come() && !malformed {
+                return Ok(None);
+            }
+            match reply {
+                Reply::Body(body) => encode_msg(ids.next(), request_id, 0, &body, &[], out),
+                Reply::Msg(m) => {
+                    let reply = OpMsg {
+                        flags: Default::default(),
+                        ..m
+                    };
+                    reply.encode_into(ids.next(), request_id, out);
+                }
+            }
+            Ok(Some(malformed))
+        }
+        Message::Query(q) => {
+            let reply = legacy_query(state, session, &q).await;
+            reply.encode_into(ids.next(), request_id, out);
+            Ok(Some(false))
+        }
+        Message::Reply(_) => Err(Closing::Reject(WireError::Malformed(
+            "clients may not send OP_REPLY".into(),
+        ))),
+    }
+}
+
+/// Answers (where it can) a frame that could not be read whole; the
+/// connection closes after.
+async fn unreadable<W: AsyncWrite + Unpin>(
+    e: ReadError,
+    buf: &[u8],
+    wr: &mut W,
+    session: &Session,
+    ids: &mut ReplyIds,
+) {
+    match e {
+        ReadError::Limit(why) => {
+            tracing::info!(peer = %session.peer, %why, "closing a client connection");
+            if let Ok(header) = MsgHeader::parse(buf) {
+                let body = RouterError::command(6, "HostUnreachable", why).to_reply();
+                write_error(wr, &body, header, ids.next()).await;
+            }
+        }
+        ReadError::Closed => {}
+        ReadError::Io(e) => {
+            tracing::debug!(error = %e, peer = %session.peer, "client connection failed");
+        }
+        ReadError::Wire(e, header) => reject(wr, &e, header, session, ids.next()).await,
+    }
 }
 
 /// What reading a frame may use: how long a begun frame may take, and the
@@ -195,18 +226,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
             Ok(None) => {}
             Err(e) => {
                 // Read the rest of the header, if it is coming, to answer it.
-                if buf.len() < HEADER_LEN {
-                    let mut rest = [0u8; HEADER_LEN];
-                    let want = HEADER_LEN - buf.len();
-                    let read = tokio::time::timeout(
-                        std::time::Duration::from_millis(200),
-                        rd.read_exact(&mut rest[..want]),
-                    )
-                    .await;
-                    if let Ok(Ok(_)) = read {
-                        buf.extend_from_slice(&rest[..want]);
-                    }
-                }
+                read_header_rest(rd, buf).await;
                 return Err(ReadError::Wire(e, MsgHeader::parse(buf).ok()));
             }
         }
@@ -216,23 +236,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
         if buf.len() >= 4 {
             let want = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
             if permit.is_none() {
-                if let Some(budget) = &limits.budget {
-                    // Waiting for budget takes at most half the frame time.
-                    let kb = want.div_ceil(1024).max(1) as u32;
-                    let granted = tokio::time::timeout(
-                        limits.timeout / 2,
-                        budget.clone().acquire_many_owned(kb),
-                    )
-                    .await;
-                    match granted {
-                        Ok(Ok(p)) => permit = Some(p),
-                        _ => {
-                            return Err(ReadError::Limit(format!(
-                                "the router is buffering too many incoming bytes to accept a {want}-byte message now; retry"
-                            )))
-                        }
-                    }
-                }
+                permit = reserve(limits, want).await?;
             }
             buf.reserve(want.saturating_sub(buf.len()));
         }
@@ -259,6 +263,41 @@ async fn read_frame<R: AsyncRead + Unpin>(
             Ok(_) => {}
             Err(e) => return Err(ReadError::Io(e)),
         }
+    }
+}
+
+/// Reads what is missing of a frame's header, if it arrives soon.
+async fn read_header_rest<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) {
+    if buf.len() >= HEADER_LEN {
+        return;
+    }
+    let mut rest = [0u8; HEADER_LEN];
+    let want = HEADER_LEN - buf.len();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        rd.read_exact(&mut rest[..want]),
+    )
+    .await;
+    if let Ok(Ok(_)) = read {
+        buf.extend_from_slice(&rest[..want]);
+    }
+}
+
+/// The buffered-bytes budget for a `want`-byte frame; waiting for it takes
+/// at most half the frame time.
+async fn reserve(
+    limits: &FrameLimits,
+    want: usize,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ReadError> {
+    let Some(budget) = &limits.budget else {
+        return Ok(None);
+    };
+    let kb = want.div_ceil(1024).max(1) as u32;
+    match tokio::time::timeout(limits.timeout / 2, budget.clone().acquire_many_owned(kb)).await {
+        Ok(Ok(p)) => Ok(Some(p)),
+        _ => Err(ReadError::Limit(format!(
+            "the router is buffering too many incoming bytes to accept a {want}-byte message now; retry"
+        ))),
     }
 }
 

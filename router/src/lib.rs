@@ -11,8 +11,8 @@
 //! - [`request`]: [`CommandInfo`], the routing fields read from a raw body.
 //! - `commands`: the command registry (`registry`, `table`: names,
 //!   privileges, writes/retryable, handlers), dispatch, and the router's
-//!   own commands (`handshake`, `diagnostic`, `admin`, `sharding`, `chunks`,
-//!   `zones`, `cluster`, `bulk_write`).
+//!   own commands (`handshake`, `diagnostic`, `admin`, `sharding`,
+//!   `shard_collection`, `chunks`, `zones`, `cluster`, `bulk_write`).
 //! - `auth`: SCRAM conversations, users and roles, the privilege check.
 //! - `catalog_cache`: the routing table and database placement, kept
 //!   current by `background`, which follows the config store's watch and

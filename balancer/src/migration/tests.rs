@@ -2,10 +2,13 @@
 //! faults real shards cannot be made to produce on cue): a copy that fails
 //! on the destination aborts and deletes what reached it; a destination
 //! that is down during the abort leaves an `aborted` record that the next
-//! lock holder's recovery finishes.
+//! lock holder's recovery finishes; a change stream lost during catch-up,
+//! a failure inside the critical section and a commit that loses to a
+//! chunk split each abort, delete the destination's copies and leave the
+//! chunk where it was.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bson::{doc, Bson, Document};
 use shardgate_config_store::catalog::{new_chunk, CollectionVersion};
@@ -27,6 +30,16 @@ struct FakeShards {
     s1_down: AtomicBool,
     /// `s1` goes down at its first insert.
     down_at_insert: AtomicBool,
+    /// The catalog, for faults that change it or look at it mid-migration.
+    catalog: OnceLock<Catalog>,
+    /// `getMore`s on the source's change stream so far.
+    get_mores: AtomicUsize,
+    /// The change stream fails at this `getMore` (1-based; 0: never).
+    fail_get_more_at: AtomicUsize,
+    /// The chunk `[50, MaxKey)` is split at 75 during this `getMore`.
+    split_at_get_more: AtomicUsize,
+    /// The migration record's state at the `getMore` that failed or split.
+    state_at_fault: Mutex<Option<MigrationState>>,
 }
 
 impl FakeShards {
@@ -38,6 +51,38 @@ impl FakeShards {
             .filter(|(s, n, _)| s == shard && n == name)
             .map(|(_, _, b)| b.clone())
             .collect()
+    }
+}
+
+impl FakeShards {
+    /// The fault planned for this change-stream `getMore`, if any: an error
+    /// reply, or a split of the migrating chunk (then `None`, and the
+    /// `getMore` answers as usual).
+    async fn stream_fault(&self) -> Option<Document> {
+        let n = self.get_mores.fetch_add(1, Ordering::SeqCst) + 1;
+        let fail = self.fail_get_more_at.load(Ordering::SeqCst) == n;
+        let split = self.split_at_get_more.load(Ordering::SeqCst) == n;
+        if !fail && !split {
+            return None;
+        }
+        let catalog = self.catalog.get().unwrap();
+        let record = catalog.migrations("db.c").await.unwrap();
+        *self.state_at_fault.lock().unwrap() = record.first().map(|m| m.state);
+        if split {
+            let now = bson::Timestamp {
+                time: 2,
+                increment: 1,
+            };
+            catalog
+                .split_at("db.c", &doc! {"x": 75}, now)
+                .await
+                .unwrap();
+            return None;
+        }
+        Some(doc! {
+            "ok": 0.0, "code": 286, "codeName": "ChangeStreamHistoryLost",
+            "errmsg": "resume point lost (test double)",
+        })
     }
 }
 
@@ -63,6 +108,11 @@ impl ShardClient for FakeShards {
         let cursor = |id: i64, docs: Vec<Document>| {
             doc! {"cursor": {"id": id, "ns": "db.c", "firstBatch": docs}, "ok": 1.0}
         };
+        if name == "getMore" {
+            if let Some(reply) = self.stream_fault().await {
+                return Ok(OpMsg::from_body(reply.to_vec().unwrap()));
+            }
+        }
         let reply = match name.as_str() {
             "listIndexes" => cursor(0, vec![doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}]),
             "aggregate" => cursor(77, Vec::new()), // the change stream
@@ -138,6 +188,7 @@ async fn setup(shards: Arc<FakeShards>) -> (Arc<Balancer>, tempfile::TempDir) {
         .create_sharded_collection(&coll, &chunks)
         .await
         .unwrap());
+    let _ = shards.catalog.set(catalog.clone());
     let config = BalancerConfig {
         id: "test-balancer".into(),
         rounds: false,
@@ -256,4 +307,107 @@ async fn a_destination_down_during_the_abort_is_recovered_by_the_next_lock_holde
         .unwrap()
         .is_empty());
     assert_eq!(owners(&state).await, ["s0", "s0"]);
+}
+
+/// Runs the move of `[50, MaxKey)` to `s1` and returns its error.
+async fn failed_move(state: &Arc<Balancer>) -> crate::error::BalancerError {
+    let guard = super::take_lock(state, "test", std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let (min, max) = (doc! {"x": 50}, doc! {"x": Bson::MaxKey});
+    let e = super::move_chunk(state, &guard, "db.c", &min, &max, "s1", true)
+        .await
+        .unwrap_err();
+    guard.release().await;
+    e
+}
+
+/// What every completed abort leaves: no record, no orphan range, the
+/// destination's copies deleted twice (before the copy and in the abort)
+/// and the source untouched.
+async fn assert_aborted(state: &Balancer, shards: &FakeShards) {
+    assert!(
+        state.catalog.migrations("db.c").await.unwrap().is_empty(),
+        "no record left"
+    );
+    assert!(
+        state
+            .catalog
+            .orphan_ranges("db.c")
+            .await
+            .unwrap()
+            .is_empty(),
+        "no orphan range left"
+    );
+    assert_eq!(range_deletes(shards, "s1"), 2);
+    assert_eq!(range_deletes(shards, "s0"), 0);
+    let log = state.catalog.changelog().await.unwrap();
+    assert!(log
+        .iter()
+        .any(|e| e.what == "moveChunk.error" && e.details.get_bool("aborted").ok() == Some(true)));
+    assert!(!log.iter().any(|e| e.what == "moveChunk.commit"));
+}
+
+#[tokio::test]
+async fn a_change_stream_lost_during_catch_up_aborts() {
+    let shards = Arc::new(FakeShards::default());
+    shards.fail_get_more_at.store(1, Ordering::SeqCst);
+    let (state, _dir) = setup(shards.clone()).await;
+    let e = failed_move(&state).await;
+    assert_eq!(e.code().0, 286, "{e}");
+    assert_eq!(
+        *shards.state_at_fault.lock().unwrap(),
+        Some(MigrationState::Catchup)
+    );
+    // The whole range had been copied before the stream failed.
+    assert_eq!(shards.calls("s1", "insert").len(), 1);
+    assert_eq!(owners(&state).await, ["s0", "s0"]);
+    assert_aborted(&state, &shards).await;
+}
+
+#[tokio::test]
+async fn a_failure_inside_the_critical_section_aborts_and_releases_writes() {
+    let shards = Arc::new(FakeShards::default());
+    // The first getMore is catch-up; the second drains inside the critical
+    // section.
+    shards.fail_get_more_at.store(2, Ordering::SeqCst);
+    let (state, _dir) = setup(shards.clone()).await;
+    let e = failed_move(&state).await;
+    assert_eq!(e.code().0, 286, "{e}");
+    assert_eq!(
+        *shards.state_at_fault.lock().unwrap(),
+        Some(MigrationState::Critical)
+    );
+    // Routers hold writes while a `critical` record exists: it is gone.
+    assert_eq!(owners(&state).await, ["s0", "s0"]);
+    assert_aborted(&state, &shards).await;
+}
+
+#[tokio::test]
+async fn a_commit_that_loses_to_a_chunk_split_aborts() {
+    let shards = Arc::new(FakeShards::default());
+    shards.split_at_get_more.store(2, Ordering::SeqCst);
+    let (state, _dir) = setup(shards.clone()).await;
+    let e = failed_move(&state).await;
+    assert_eq!(e.code().0, 117, "{e}");
+    assert!(e.to_string().contains("chunk changed"), "{e}");
+    assert_eq!(
+        *shards.state_at_fault.lock().unwrap(),
+        Some(MigrationState::Critical)
+    );
+    // The split stands; nothing moved.
+    let chunks = state.catalog.chunks("db.c").await.unwrap();
+    let bounds: Vec<_> = chunks
+        .iter()
+        .map(|(c, _)| (c.min.clone(), c.shard.clone()))
+        .collect();
+    assert_eq!(
+        bounds,
+        [
+            (doc! {"x": Bson::MinKey}, "s0".to_owned()),
+            (doc! {"x": 50}, "s0".to_owned()),
+            (doc! {"x": 75}, "s0".to_owned()),
+        ]
+    );
+    assert_aborted(&state, &shards).await;
 }

@@ -9,7 +9,7 @@ use super::{decode, encode, Catalog};
 use crate::error::{Result, StoreError};
 use crate::model::keys::TAGS;
 use crate::model::TagType;
-use crate::shard_key::ShardKeyPattern;
+use crate::shard_key::{KeyBytes, ShardKeyPattern};
 use crate::store::{Txn, TxnOutcome};
 
 impl Catalog {
@@ -92,31 +92,9 @@ impl Catalog {
         }
         let key = range_key(TAGS, ns, pattern, min)?;
         let Some(zone) = zone else {
-            let existing = self.store().get(&key).await?;
-            if let Some(v) = existing {
-                let tag: TagType = decode(&key, &v.value)?;
-                if enc(&tag.max)? == hi {
-                    self.store()
-                        .txn(Txn::default().unchanged(&key, v.mod_revision).delete(&key))
-                        .await?;
-                }
-            }
-            return Ok(());
+            return self.remove_zone_range(&key, &hi, enc).await;
         };
-        if !self
-            .shards()
-            .await?
-            .iter()
-            .any(|s| s.tags.iter().any(|t| t == zone))
-        {
-            return Err(StoreError::rejected(
-                177,
-                "ZoneNotFound",
-                format!(
-                    "zone {zone} does not exist: assign it to a shard with addShardToZone first"
-                ),
-            ));
-        }
+        self.check_zone_exists(zone).await?;
         let listing = self.store().scan(&format!("{TAGS}{ns}/")).await?;
         let mut txn = Txn::default();
         for (k, v) in &listing.entries {
@@ -151,6 +129,42 @@ impl Catalog {
                 "zone ranges changed concurrently; retry".into(),
             )),
         }
+    }
+
+    /// Removes the zone range starting at `key` when it ends at `hi`.
+    async fn remove_zone_range(
+        &self,
+        key: &str,
+        hi: &KeyBytes,
+        enc: impl Fn(&Document) -> Result<KeyBytes>,
+    ) -> Result<()> {
+        let Some(v) = self.store().get(key).await? else {
+            return Ok(());
+        };
+        let tag: TagType = decode(key, &v.value)?;
+        if enc(&tag.max)? == *hi {
+            self.store()
+                .txn(Txn::default().unchanged(key, v.mod_revision).delete(key))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// ZoneNotFound unless some shard is in `zone`.
+    async fn check_zone_exists(&self, zone: &str) -> Result<()> {
+        if self
+            .shards()
+            .await?
+            .iter()
+            .any(|s| s.tags.iter().any(|t| t == zone))
+        {
+            return Ok(());
+        }
+        Err(StoreError::rejected(
+            177,
+            "ZoneNotFound",
+            format!("zone {zone} does not exist: assign it to a shard with addShardToZone first"),
+        ))
     }
 
     /// A shard entry and its revision.

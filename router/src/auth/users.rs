@@ -73,71 +73,45 @@ pub(crate) async fn user_command(
     req: &Request<'_>,
 ) -> Result<Document> {
     let db = req.db;
-    let name_of = || {
-        req.body
-            .get_str(req.name)
-            .map(str::to_owned)
-            .map_err(|_| RouterError::bad_value(format!("{} takes a user name", req.name)))
-    };
-    let not_found = |user: &str| {
+    if !matches!(
+        req.name,
+        "createUser" | "updateUser" | "dropUser" | "grantRolesToUser" | "revokeRolesFromUser"
+    ) {
+        return users_info(state, session, req).await;
+    }
+    let user = req
+        .body
+        .get_str(req.name)
+        .map(str::to_owned)
+        .map_err(|_| RouterError::bad_value(format!("{} takes a user name", req.name)))?;
+    if req.name == "createUser" {
+        return create_user(state, req, user).await;
+    }
+    let mut doc = find_user(state, db, &user).await?.ok_or_else(|| {
         RouterError::command(
             11,
             "UserNotFound",
             format!("Could not find user \"{user}\" for db \"{db}\""),
         )
-    };
+    })?;
     match req.name {
-        "createUser" => {
-            let user = name_of()?;
-            let pwd = req
-                .body
-                .get_str("pwd")
-                .map_err(|_| RouterError::bad_value("createUser needs 'pwd'"))?;
-            if pwd.is_empty() {
-                return Err(RouterError::bad_value("the password must not be empty"));
-            }
-            let roles = parse_roles(req.body, "roles", db)?;
-            let doc = UserDoc {
-                id: format!("{db}.{user}"),
-                user: user.clone(),
-                db: db.to_owned(),
-                roles,
-                credentials: credentials_for(&user, pwd, &mechanisms_arg(req.body))?,
-            };
-            put_user(state, &doc, true).await?;
-            Ok(Document::new())
-        }
         "updateUser" => {
-            let user = name_of()?;
-            let mut doc = find_user(state, db, &user)
-                .await?
-                .ok_or_else(|| not_found(&user))?;
             if let Ok(pwd) = req.body.get_str("pwd") {
                 doc.credentials = credentials_for(&user, pwd, &mechanisms_arg(req.body))?;
             }
             if req.body.get_array("roles").is_ok() {
                 doc.roles = parse_roles(req.body, "roles", db)?;
             }
-            put_user(state, &doc, false).await?;
-            Ok(Document::new())
         }
         "dropUser" => {
-            let user = name_of()?;
-            find_user(state, db, &user)
-                .await?
-                .ok_or_else(|| not_found(&user))?;
             state
                 .catalog
                 .store()
                 .txn(Txn::default().delete(key(db, &user)))
                 .await?;
-            Ok(Document::new())
+            return Ok(Document::new());
         }
-        "grantRolesToUser" | "revokeRolesFromUser" => {
-            let user = name_of()?;
-            let mut doc = find_user(state, db, &user)
-                .await?
-                .ok_or_else(|| not_found(&user))?;
+        _ => {
             let roles = parse_roles(req.body, "roles", db)?;
             if req.name == "grantRolesToUser" {
                 for r in roles {
@@ -148,57 +122,80 @@ pub(crate) async fn user_command(
             } else {
                 doc.roles.retain(|r| !roles.contains(r));
             }
-            put_user(state, &doc, false).await?;
-            Ok(Document::new())
         }
-        _ => {
-            // usersInfo: 1 (all of this db), a name, {user, db}, or a list.
-            let all: Vec<UserDoc> = state
-                .catalog
-                .store()
-                .list(USERS)
-                .await?
-                .into_iter()
-                .filter_map(|(_, v)| bson::deserialize_from_slice::<UserDoc>(&v.value).ok())
-                .collect();
-            let wanted: Box<dyn Fn(&UserDoc) -> bool> = match req.body.get(req.name).ok().flatten()
-            {
-                Some(bson::RawBsonRef::String(u)) => {
-                    let u = u.to_owned();
-                    Box::new(move |d: &UserDoc| d.user == u && d.db == db)
-                }
-                Some(bson::RawBsonRef::Document(d)) => {
-                    let (u, udb) = (
-                        d.get_str("user").unwrap_or("").to_owned(),
-                        d.get_str("db").unwrap_or(db).to_owned(),
-                    );
-                    Box::new(move |x: &UserDoc| x.user == u && x.db == udb)
-                }
-                _ => Box::new(|d: &UserDoc| d.db == db),
-            };
-            let may_see_all = !state.config.auth || {
-                let roles: Vec<RoleRef> = session
+    }
+    put_user(state, &doc, false).await?;
+    Ok(Document::new())
+}
+
+async fn create_user(state: &RouterState, req: &Request<'_>, user: String) -> Result<Document> {
+    let db = req.db;
+    let pwd = req
+        .body
+        .get_str("pwd")
+        .map_err(|_| RouterError::bad_value("createUser needs 'pwd'"))?;
+    if pwd.is_empty() {
+        return Err(RouterError::bad_value("the password must not be empty"));
+    }
+    let roles = parse_roles(req.body, "roles", db)?;
+    let doc = UserDoc {
+        id: format!("{db}.{user}"),
+        credentials: credentials_for(&user, pwd, &mechanisms_arg(req.body))?,
+        user,
+        db: db.to_owned(),
+        roles,
+    };
+    put_user(state, &doc, true).await?;
+    Ok(Document::new())
+}
+
+/// `usersInfo`: 1 (all of this db), a name, `{user, db}`, or a list; a user
+/// without `userAdmin` on the database sees only themselves.
+async fn users_info(state: &RouterState, session: &Session, req: &Request<'_>) -> Result<Document> {
+    let db = req.db;
+    let all: Vec<UserDoc> = state
+        .catalog
+        .store()
+        .list(USERS)
+        .await?
+        .into_iter()
+        .filter_map(|(_, v)| bson::deserialize_from_slice::<UserDoc>(&v.value).ok())
+        .collect();
+    let wanted: Box<dyn Fn(&UserDoc) -> bool> = match req.body.get(req.name).ok().flatten() {
+        Some(bson::RawBsonRef::String(u)) => {
+            let u = u.to_owned();
+            Box::new(move |d: &UserDoc| d.user == u && d.db == db)
+        }
+        Some(bson::RawBsonRef::Document(d)) => {
+            let (u, udb) = (
+                d.get_str("user").unwrap_or("").to_owned(),
+                d.get_str("db").unwrap_or(db).to_owned(),
+            );
+            Box::new(move |x: &UserDoc| x.user == u && x.db == udb)
+        }
+        _ => Box::new(|d: &UserDoc| d.db == db),
+    };
+    let may_see_all = !state.config.auth || {
+        let roles: Vec<RoleRef> = session
+            .auth
+            .users
+            .iter()
+            .flat_map(|u| u.roles.clone())
+            .collect();
+        grants(&roles, &Need::UserAdmin(db.to_owned()))
+    };
+    let users: Vec<Bson> = all
+        .iter()
+        .filter(|d| wanted(d))
+        .filter(|d| {
+            may_see_all
+                || session
                     .auth
                     .users
                     .iter()
-                    .flat_map(|u| u.roles.clone())
-                    .collect();
-                grants(&roles, &Need::UserAdmin(db.to_owned()))
-            };
-            let users: Vec<Bson> = all
-                .iter()
-                .filter(|d| wanted(d))
-                .filter(|d| {
-                    may_see_all
-                        || session
-                            .auth
-                            .users
-                            .iter()
-                            .any(|u| u.user == d.user && u.db == d.db)
-                })
-                .map(|d| Bson::Document(d.public()))
-                .collect();
-            Ok(doc! {"users": users})
-        }
-    }
+                    .any(|u| u.user == d.user && u.db == d.db)
+        })
+        .map(|d| Bson::Document(d.public()))
+        .collect();
+    Ok(doc! {"users": users})
 }

@@ -155,25 +155,7 @@ pub(crate) async fn bulk_write(
             "bulkWrite may only be run against the admin database.",
         ));
     }
-    let ns_info: Vec<(String, String)> = req
-        .documents("nsInfo")
-        .into_iter()
-        .map(|d| {
-            let ns = d.get_str("ns").map_err(|_| {
-                RouterError::command(14, "TypeMismatch", "nsInfo entries need a string 'ns'")
-            })?;
-            match ns.split_once('.') {
-                Some((db, coll)) if !db.is_empty() && !coll.is_empty() => {
-                    Ok((db.to_owned(), coll.to_owned()))
-                }
-                _ => Err(RouterError::command(
-                    73,
-                    "InvalidNamespace",
-                    format!("Invalid namespace specified for bulkWrite: '{ns}'"),
-                )),
-            }
-        })
-        .collect::<Result<_>>()?;
+    let ns_info = namespaces(req)?;
     let ops = req
         .documents("ops")
         .into_iter()
@@ -205,216 +187,305 @@ pub(crate) async fn bulk_write(
             start + 1
         };
         let (db, coll) = &ns_info[first.ns];
-        let mut body = Document::new();
-        let (name, field) = match first.kind {
-            Kind::Insert => ("insert", "documents"),
-            Kind::Update => ("update", "updates"),
-            Kind::Delete => ("delete", "deletes"),
-        };
-        body.insert(name, coll.as_str());
-        let stmts: Vec<Bson> = ops[start..end]
-            .iter()
-            .map(|op| match op.kind {
-                Kind::Insert => op
-                    .doc
-                    .get_document("document")
-                    .map_err(|_| {
-                        RouterError::command(
-                            40414,
-                            "IDLFailedToParse",
-                            "bulkWrite insert needs 'document'",
-                        )
-                    })
-                    .and_then(|d| {
-                        Document::try_from(d).map_err(|e| RouterError::bad_value(e.to_string()))
-                    })
-                    .map(Bson::Document),
-                _ => statement(op).map(Bson::Document),
-            })
-            .collect::<Result<_>>()?;
-        body.insert(field, stmts);
-        body.insert("ordered", ordered);
-        if first.kind != Kind::Insert {
-            if let Ok(Some(v)) = req.body.get("let") {
-                body.insert("let", Bson::try_from(v).unwrap_or(Bson::Null));
-            }
-        }
-        for f in PASSED {
-            if let Ok(Some(v)) = req.body.get(f) {
-                body.insert(f, Bson::try_from(v).unwrap_or(Bson::Null));
-            }
-        }
-        if retryable {
-            let ids: Vec<Bson> = (start..end).map(|i| Bson::Int32(i as i32)).collect();
-            body.insert("stmtIds", ids);
-        }
-        body.insert("$db", db.as_str());
-        let bytes = body
-            .to_vec()
-            .map_err(|e| RouterError::bad_value(e.to_string()))?;
-        let msg = OpMsg::from_body(bytes);
-        let sub = Request {
-            name,
-            db,
-            collection: Some(coll),
-            body: msg.body(),
-            msg: &msg,
-        };
-        let outcome = match route(state, session, &sub).await {
-            Ok(Reply::Body(b)) => bson::RawDocumentBuf::from_bytes(b)
-                .map_err(|e| RouterError::bad_value(e.to_string()))?,
-            Ok(Reply::Msg(m)) => m.body().to_owned(),
-            Err(e) if retryable && e.is_retryable() => return Err(e),
-            Err(e) => bson::RawDocumentBuf::from_bytes(e.to_reply())
-                .map_err(|e| RouterError::bad_value(e.to_string()))?,
-        };
-        let stop = record(
-            &mut totals,
+        let body = command(req, &ops, start..end, coll, db, ordered, retryable)?;
+        let outcome = run(state, session, body, retryable).await?;
+        let stop = totals.record(
             first.kind,
-            start,
-            end,
+            start..end,
             &outcome,
-            ordered,
-            errors_only,
+            Mode {
+                ordered,
+                errors_only,
+            },
         );
         if stop {
             break;
         }
         start = end;
     }
-    let mut reply = doc! {
-        "cursor": {"id": 0i64, "firstBatch": totals.results, "ns": NS},
-        "nErrors": totals.n_errors,
-        "nInserted": totals.inserted as i32,
-        "nMatched": totals.matched as i32,
-        "nModified": totals.modified as i32,
-        "nUpserted": totals.upserted as i32,
-        "nDeleted": totals.deleted as i32,
-    };
-    if let Some(wce) = totals.write_concern_error {
-        reply.insert("writeConcernError", wce);
-    }
-    reply.insert("ok", 1.0);
-    Ok(Reply::Body(
-        reply
-            .to_vec()
-            .map_err(|e| RouterError::bad_value(e.to_string()))?,
-    ))
+    totals.reply()
 }
 
-/// Adds the outcome of ops `start..end` (one command) to `totals`; true
-/// when an ordered bulk write must stop.
-fn record(
-    totals: &mut Totals,
-    kind: Kind,
-    start: usize,
-    end: usize,
-    reply: &RawDocument,
+/// `nsInfo`, as `(db, collection)` pairs.
+fn namespaces(req: &Request<'_>) -> Result<Vec<(String, String)>> {
+    req.documents("nsInfo")
+        .into_iter()
+        .map(|d| {
+            let ns = d.get_str("ns").map_err(|_| {
+                RouterError::command(14, "TypeMismatch", "nsInfo entries need a string 'ns'")
+            })?;
+            match ns.split_once('.') {
+                Some((db, coll)) if !db.is_empty() && !coll.is_empty() => {
+                    Ok((db.to_owned(), coll.to_owned()))
+                }
+                _ => Err(RouterError::command(
+                    73,
+                    "InvalidNamespace",
+                    format!("Invalid namespace specified for bulkWrite: '{ns}'"),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// The `insert`, `update` or `delete` command for ops `range` (all of one
+/// kind and namespace).
+fn command(
+    req: &Request<'_>,
+    ops: &[Op<'_>],
+    range: std::ops::Range<usize>,
+    coll: &str,
+    db: &str,
+    ordered: bool,
+    retryable: bool,
+) -> Result<Document> {
+    let kind = ops[range.start].kind;
+    let (name, field) = match kind {
+        Kind::Insert => ("insert", "documents"),
+        Kind::Update => ("update", "updates"),
+        Kind::Delete => ("delete", "deletes"),
+    };
+    let stmts: Vec<Bson> = ops[range.clone()]
+        .iter()
+        .map(|op| match op.kind {
+            Kind::Insert => op
+                .doc
+                .get_document("document")
+                .map_err(|_| {
+                    RouterError::command(
+                        40414,
+                        "IDLFailedToParse",
+                        "bulkWrite insert needs 'document'",
+                    )
+                })
+                .and_then(|d| {
+                    Document::try_from(d).map_err(|e| RouterError::bad_value(e.to_string()))
+                })
+                .map(Bson::Document),
+            _ => statement(op).map(Bson::Document),
+        })
+        .collect::<Result<_>>()?;
+    let mut body = doc! {name: coll, field: stmts, "ordered": ordered};
+    let copy = |body: &mut Document, f: &str| {
+        if let Ok(Some(v)) = req.body.get(f) {
+            body.insert(f, Bson::try_from(v).unwrap_or(Bson::Null));
+        }
+    };
+    if kind != Kind::Insert {
+        copy(&mut body, "let");
+    }
+    for f in PASSED {
+        copy(&mut body, f);
+    }
+    if retryable {
+        let ids: Vec<Bson> = range.map(|i| Bson::Int32(i as i32)).collect();
+        body.insert("stmtIds", ids);
+    }
+    body.insert("$db", db);
+    Ok(body)
+}
+
+/// Runs one command through the router's own path; its failure becomes
+/// its reply, except a retryable error of a retryable write, which fails
+/// the whole `bulkWrite` so the driver retries it.
+async fn run(
+    state: &Arc<RouterState>,
+    session: &Session,
+    body: Document,
+    retryable: bool,
+) -> Result<bson::RawDocumentBuf> {
+    let bytes = body
+        .to_vec()
+        .map_err(|e| RouterError::bad_value(e.to_string()))?;
+    let msg = OpMsg::from_body(bytes);
+    let name = body.keys().next().map(String::as_str).unwrap_or_default();
+    let (db, coll) = (
+        body.get_str("$db").unwrap_or_default(),
+        body.get_str(name).unwrap_or_default(),
+    );
+    let sub = Request {
+        name,
+        db,
+        collection: Some(coll),
+        body: msg.body(),
+        msg: &msg,
+    };
+    let raw = |b: Vec<u8>| {
+        bson::RawDocumentBuf::from_bytes(b).map_err(|e| RouterError::bad_value(e.to_string()))
+    };
+    match route(state, session, &sub).await {
+        Ok(Reply::Body(b)) => raw(b),
+        Ok(Reply::Msg(m)) => Ok(m.body().to_owned()),
+        Err(e) if retryable && e.is_retryable() => Err(e),
+        Err(e) => raw(e.to_reply()),
+    }
+}
+
+/// How results are recorded.
+#[derive(Clone, Copy)]
+struct Mode {
     ordered: bool,
     errors_only: bool,
-) -> bool {
-    let error = |idx: usize, e: &RawDocument| {
-        let mut out = doc! {
-            "ok": 0.0,
-            "idx": idx as i32,
-            "code": e.get_i32("code").unwrap_or(1),
-            "errmsg": e.get_str("errmsg").unwrap_or(""),
-        };
-        if let Ok(name) = e.get_str("codeName") {
-            out.insert("codeName", name);
-        }
-        for f in ["keyPattern", "keyValue", "errInfo"] {
-            if let Ok(Some(v)) = e.get(f) {
-                out.insert(f, Bson::try_from(v).unwrap_or(Bson::Null));
-            }
-        }
-        out.insert("n", 0);
-        out
+}
+
+/// One op's error entry in the results cursor.
+fn op_error(idx: usize, e: &RawDocument) -> Document {
+    let mut out = doc! {
+        "ok": 0.0,
+        "idx": idx as i32,
+        "code": e.get_i32("code").unwrap_or(1),
+        "errmsg": e.get_str("errmsg").unwrap_or(""),
     };
-    if let Ok(wce) = reply.get_document("writeConcernError") {
-        if totals.write_concern_error.is_none() {
-            totals.write_concern_error = Document::try_from(wce).ok();
+    if let Ok(name) = e.get_str("codeName") {
+        out.insert("codeName", name);
+    }
+    for f in ["keyPattern", "keyValue", "errInfo"] {
+        if let Ok(Some(v)) = e.get(f) {
+            out.insert(f, Bson::try_from(v).unwrap_or(Bson::Null));
         }
     }
-    if !reply_ok(reply) {
-        // The whole command failed: ordered, its first op; else every op.
-        let last = if ordered { start + 1 } else { end };
-        for idx in start..last {
-            totals.results.push(error(idx, reply));
-            totals.n_errors += 1;
+    out.insert("n", 0);
+    out
+}
+
+impl Totals {
+    /// Adds the outcome of ops `range` (one command) to the totals; true
+    /// when an ordered bulk write must stop.
+    fn record(
+        &mut self,
+        kind: Kind,
+        range: std::ops::Range<usize>,
+        reply: &RawDocument,
+        mode: Mode,
+    ) -> bool {
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            if self.write_concern_error.is_none() {
+                self.write_concern_error = Document::try_from(wce).ok();
+            }
         }
-        return ordered;
-    }
-    let mut failed: Vec<(usize, Document)> = reply
-        .get_array("writeErrors")
-        .map(|a| {
-            a.into_iter()
-                .filter_map(|v| v.ok().and_then(|v| v.as_document()))
-                .map(|e| {
-                    let idx = start + e.get_i32("index").unwrap_or(0).max(0) as usize;
-                    (idx, error(idx, e))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    failed.sort_by_key(|(i, _)| *i);
-    let n = crate::commands::number_field(reply, "n").unwrap_or(0);
-    match kind {
-        Kind::Insert => {
-            totals.inserted += n;
-            // Ordered inserts stop at the first error; the ops after it did not run.
-            let ran_until = if ordered {
-                failed.first().map(|(i, _)| *i + 1).unwrap_or(end)
+        if !reply_ok(reply) {
+            // The whole command failed: ordered, its first op; else every op.
+            let last = if mode.ordered {
+                range.start + 1
             } else {
-                end
+                range.end
             };
-            for idx in start..ran_until {
-                match failed.iter().find(|(i, _)| *i == idx) {
-                    Some((_, e)) => {
-                        totals.results.push(e.clone());
-                        totals.n_errors += 1;
-                    }
-                    None if !errors_only => totals
-                        .results
-                        .push(doc! {"ok": 1.0, "idx": idx as i32, "n": 1}),
-                    None => {}
-                }
+            for idx in range.start..last {
+                self.push_error(op_error(idx, reply));
             }
+            return mode.ordered;
         }
-        Kind::Update | Kind::Delete => {
-            if let Some((_, e)) = failed.into_iter().next() {
-                totals.results.push(e);
-                totals.n_errors += 1;
-                return ordered;
+        let mut failed: Vec<(usize, Document)> = reply
+            .get_array("writeErrors")
+            .map(|a| {
+                a.into_iter()
+                    .filter_map(|v| v.ok().and_then(|v| v.as_document()))
+                    .map(|e| {
+                        let idx = range.start + e.get_i32("index").unwrap_or(0).max(0) as usize;
+                        (idx, op_error(idx, e))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        failed.sort_by_key(|(i, _)| *i);
+        match kind {
+            Kind::Insert => {
+                self.record_inserts(range, reply, failed, mode);
+                mode.ordered && self.n_errors > 0
             }
-            let mut entry = doc! {"ok": 1.0, "idx": start as i32, "n": n as i32};
-            if kind == Kind::Update {
-                let modified = crate::commands::number_field(reply, "nModified").unwrap_or(0);
-                entry.insert("nModified", modified as i32);
-                totals.modified += modified;
-                let upserted = reply
-                    .get_array("upserted")
-                    .ok()
-                    .and_then(|a| a.into_iter().next())
-                    .and_then(|v| v.ok())
-                    .and_then(|v| v.as_document())
-                    .and_then(|d| d.get("_id").ok().flatten())
-                    .and_then(|id| Bson::try_from(id).ok());
-                match upserted {
-                    Some(id) => {
-                        totals.upserted += 1;
-                        entry.insert("upserted", doc! {"_id": id});
-                    }
-                    None => totals.matched += n,
+            Kind::Update | Kind::Delete => match failed.into_iter().next() {
+                Some((_, e)) => {
+                    self.push_error(e);
+                    mode.ordered
                 }
-            } else {
-                totals.deleted += n;
-            }
-            if !errors_only {
-                totals.results.push(entry);
-            }
-            return false;
+                None => {
+                    self.record_one(kind, range.start, reply, mode.errors_only);
+                    false
+                }
+            },
         }
     }
-    ordered && totals.n_errors > 0
+
+    fn push_error(&mut self, e: Document) {
+        self.results.push(e);
+        self.n_errors += 1;
+    }
+
+    /// One `insert` command's ops: ordered inserts stop at the first
+    /// error, so the ops after it did not run.
+    fn record_inserts(
+        &mut self,
+        range: std::ops::Range<usize>,
+        reply: &RawDocument,
+        failed: Vec<(usize, Document)>,
+        mode: Mode,
+    ) {
+        self.inserted += crate::commands::number_field(reply, "n").unwrap_or(0);
+        let ran_until = match failed.first() {
+            Some((i, _)) if mode.ordered => *i + 1,
+            _ => range.end,
+        };
+        for idx in range.start..ran_until {
+            match failed.iter().find(|(i, _)| *i == idx) {
+                Some((_, e)) => self.push_error(e.clone()),
+                None if !mode.errors_only => self
+                    .results
+                    .push(doc! {"ok": 1.0, "idx": idx as i32, "n": 1}),
+                None => {}
+            }
+        }
+    }
+
+    /// A successful update or delete op.
+    fn record_one(&mut self, kind: Kind, idx: usize, reply: &RawDocument, errors_only: bool) {
+        let n = crate::commands::number_field(reply, "n").unwrap_or(0);
+        let mut entry = doc! {"ok": 1.0, "idx": idx as i32, "n": n as i32};
+        if kind == Kind::Update {
+            let modified = crate::commands::number_field(reply, "nModified").unwrap_or(0);
+            entry.insert("nModified", modified as i32);
+            self.modified += modified;
+            let upserted = reply
+                .get_array("upserted")
+                .ok()
+                .and_then(|a| a.into_iter().next())
+                .and_then(|v| v.ok())
+                .and_then(|v| v.as_document())
+                .and_then(|d| d.get("_id").ok().flatten())
+                .and_then(|id| Bson::try_from(id).ok());
+            match upserted {
+                Some(id) => {
+                    self.upserted += 1;
+                    entry.insert("upserted", doc! {"_id": id});
+                }
+                None => self.matched += n,
+            }
+        } else {
+            self.deleted += n;
+        }
+        if !errors_only {
+            self.results.push(entry);
+        }
+    }
+
+    /// The `bulkWrite` reply: the results as one exhausted cursor.
+    fn reply(self) -> Result<Reply> {
+        let mut reply = doc! {
+            "cursor": {"id": 0i64, "firstBatch": self.results, "ns": NS},
+            "nErrors": self.n_errors,
+            "nInserted": self.inserted as i32,
+            "nMatched": self.matched as i32,
+            "nModified": self.modified as i32,
+            "nUpserted": self.upserted as i32,
+            "nDeleted": self.deleted as i32,
+        };
+        if let Some(wce) = self.write_concern_error {
+            reply.insert("writeConcernError", wce);
+        }
+        reply.insert("ok", 1.0);
+        Ok(Reply::Body(
+            reply
+                .to_vec()
+                .map_err(|e| RouterError::bad_value(e.to_string()))?,
+        ))
+    }
 }

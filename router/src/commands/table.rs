@@ -4,7 +4,9 @@
 use bson::Document;
 
 use super::registry::{handler, namespace, router, CommandSpec, Privilege::*};
-use super::{admin, bulk_write, chunks, cluster, diagnostic, handshake, ok, sharding, zones};
+use super::{
+    admin, bulk_write, chunks, cluster, diagnostic, handshake, ok, shard_collection, zones,
+};
 use crate::error::RouterError;
 
 /// Every command spec.
@@ -244,9 +246,11 @@ fn sharding_admin() -> Vec<CommandSpec> {
         router(
             "shardCollection",
             ClusterManager,
-            handler!(|state, session, req| sharding::shard_collection(state, req)
-                .await
-                .and_then(ok)),
+            handler!(
+                |state, session, req| shard_collection::shard_collection(state, req)
+                    .await
+                    .and_then(ok)
+            ),
         )
         .aliases(&["shardcollection"]),
         router(

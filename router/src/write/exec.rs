@@ -195,6 +195,51 @@ struct Sent<'a> {
     exclusion: &'a Exclusion,
 }
 
+/// The batch's statements as one document sequence; a statement targeted
+/// by its filter gets the exclusion of the shard's orphan ranges, so it
+/// does not touch documents the shard holds but does not own.
+fn batch_documents(
+    stmts: &[Cow<'_, RawDocument>],
+    routes: &[std::result::Result<Routed, StmtError>],
+    sent: &Sent<'_>,
+) -> Result<Vec<u8>> {
+    let orphans = !matches!(sent.exclusion, Exclusion::None);
+    let mut documents = Vec::with_capacity(sent.batch.bytes);
+    for &i in &sent.batch.indexes {
+        let keyed = matches!(&routes[i], Ok(r) if r.key.is_some());
+        if orphans && !keyed {
+            let mut s = Document::try_from(stmts[i].as_ref())
+                .map_err(|e| RouterError::bad_value(e.to_string()))?;
+            let q = s.get_document("q").cloned().unwrap_or_default();
+            s.insert("q", sent.exclusion.apply(&q));
+            s.to_writer(&mut documents)
+                .map_err(|e| RouterError::bad_value(e.to_string()))?;
+        } else {
+            documents.extend_from_slice(stmts[i].as_bytes());
+        }
+    }
+    Ok(documents)
+}
+
+/// `stmtIds` of a retryable batch: the client's statement ids when it sent
+/// them (a `bulkWrite` split by the router does), else the statements'
+/// indexes.
+fn statement_ids(req: &Request<'_>, indexes: &[usize]) -> Vec<Bson> {
+    let given: Vec<Bson> = req
+        .body
+        .get_array("stmtIds")
+        .map(|a| {
+            a.into_iter()
+                .filter_map(|v| v.ok().and_then(|v| Bson::try_from(v).ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    indexes
+        .iter()
+        .map(|i| given.get(*i).cloned().unwrap_or(Bson::Int32(*i as i32)))
+        .collect()
+}
+
 /// [`send`] of a batch the shard runs as it is.
 #[allow(clippy::too_many_arguments)]
 async fn send_batch(
@@ -209,42 +254,10 @@ async fn send_batch(
 ) -> Result<Outcome> {
     let batch = sent.batch;
     let shard = state.placement.shard(&batch.shard)?;
-    let orphans = !matches!(sent.exclusion, Exclusion::None);
-    let mut documents = Vec::with_capacity(batch.bytes);
-    for &i in &batch.indexes {
-        let keyed = matches!(&routes[i], Ok(r) if r.key.is_some());
-        if orphans && !keyed {
-            // A statement targeted by its filter must not touch documents
-            // the shard holds but does not own.
-            let mut s = Document::try_from(stmts[i].as_ref())
-                .map_err(|e| RouterError::bad_value(e.to_string()))?;
-            let q = s.get_document("q").cloned().unwrap_or_default();
-            s.insert("q", sent.exclusion.apply(&q));
-            s.to_writer(&mut documents)
-                .map_err(|e| RouterError::bad_value(e.to_string()))?;
-        } else {
-            documents.extend_from_slice(stmts[i].as_bytes());
-        }
-    }
+    let documents = batch_documents(stmts, routes, &sent)?;
     let mut extra = Document::new();
     if retryable {
-        // The client's statement ids when it sent them (a `bulkWrite` split
-        // by the router does), else the statements' indexes.
-        let given: Vec<Bson> = req
-            .body
-            .get_array("stmtIds")
-            .map(|a| {
-                a.into_iter()
-                    .filter_map(|v| v.ok().and_then(|v| Bson::try_from(v).ok()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let ids: Vec<Bson> = batch
-            .indexes
-            .iter()
-            .map(|i| given.get(*i).cloned().unwrap_or(Bson::Int32(*i as i32)))
-            .collect();
-        extra.insert("stmtIds", ids);
+        extra.insert("stmtIds", statement_ids(req, &batch.indexes));
     }
     let body = rewrite(req.body, &[kind.field(), "stmtIds"], extra)?;
     let msg = OpMsg {
@@ -402,6 +415,34 @@ fn reply(kind: WriteKind, mut total: Outcome) -> Vec<u8> {
     reply.to_vec().unwrap_or_default()
 }
 
+/// `findAndModify` by `_id` on one of the shards it may be on: only a
+/// document the shard owns may be modified there.
+async fn find_and_modify_on(
+    state: &RouterState,
+    req: &Request<'_>,
+    routing: &CollectionRouting,
+    id: &str,
+    query: &Document,
+) -> Result<OpMsg> {
+    let shard = state.placement.shard(id)?;
+    let simple = plan::simple_collation(req.body);
+    let exclusion = Exclusion::for_shard(state, routing, &shard, simple).await;
+    let filter = match exclusion.router() {
+        Some(orphans) => {
+            let ns = routing.collection.ns.as_str();
+            let collation = crate::read::doc_field(req.body, "collation")?;
+            let mut ids =
+                OwnedIds::open(state, &shard, orphans, ns, query, collation.as_ref()).await?;
+            let owned = ids.next().await?.unwrap_or_default();
+            ids.close().await;
+            doc! {"$and": [query.clone(), {"_id": {"$in": owned}}]}
+        }
+        None => exclusion.apply(query),
+    };
+    let body = rewrite(req.body, &[], doc! {"query": filter})?;
+    to_shard(state, &shard, &OpMsg::from_body(body.into_bytes())).await
+}
+
 /// `findAndModify` on a sharded collection: to the owner of the key its
 /// query pins, or (an exact `_id` without upsert) to every shard the query
 /// reaches, answering with the one that found the document.
@@ -441,31 +482,10 @@ pub(crate) async fn find_and_modify(
         let shard = state.placement.shard(&routed.shards[0])?;
         return Ok(Reply::Msg(to_shard(state, &shard, req.msg).await?));
     }
-    let sends = routed.shards.iter().map(|id| {
-        let routing = &routing;
-        let query = &query;
-        async move {
-            let shard = state.placement.shard(id)?;
-            let simple = plan::simple_collation(req.body);
-            let exclusion = Exclusion::for_shard(state, routing, &shard, simple).await;
-            let filter = match exclusion.router() {
-                // Only a document the shard owns may be modified there.
-                Some(orphans) => {
-                    let ns = routing.collection.ns.as_str();
-                    let collation = crate::read::doc_field(req.body, "collation")?;
-                    let mut ids =
-                        OwnedIds::open(state, &shard, orphans, ns, query, collation.as_ref())
-                            .await?;
-                    let owned = ids.next().await?.unwrap_or_default();
-                    ids.close().await;
-                    doc! {"$and": [query.clone(), {"_id": {"$in": owned}}]}
-                }
-                None => exclusion.apply(query),
-            };
-            let body = rewrite(req.body, &[], doc! {"query": filter})?;
-            to_shard(state, &shard, &OpMsg::from_body(body.into_bytes())).await
-        }
-    });
+    let sends = routed
+        .shards
+        .iter()
+        .map(|id| find_and_modify_on(state, req, &routing, id, &query));
     let mut chosen: Option<OpMsg> = None;
     for reply in futures::future::join_all(sends).await {
         let reply = reply?;
