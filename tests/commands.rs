@@ -63,9 +63,25 @@ async fn privileges_come_from_the_registry() {
         doc! {"compact": "c"},
         doc! {"createRole": "r", "privileges": [], "roles": []},
         doc! {"collMod": "c"},
+        doc! {"createIndexes": "c", "indexes": [{"key": {"v": 1}, "name": "v_1"}]},
+        doc! {"dropIndexes": "c", "index": "_id_"},
+        doc! {"validate": "c"},
         doc! {"someCommandNobodyKnows": 1},
     ] {
         let e = rapp.run_command(cmd.clone()).await.unwrap_err();
+        assert_eq!(error_code(&e), 13, "a read user runs {cmd}");
+    }
+    for cmd in [
+        doc! {"killOp": 1, "op": "shard0000:1"},
+        doc! {"checkMetadataConsistency": 1},
+        doc! {"currentOp": 1},
+        doc! {"hostInfo": 1},
+    ] {
+        let e = reader
+            .database("admin")
+            .run_command(cmd.clone())
+            .await
+            .unwrap_err();
         assert_eq!(error_code(&e), 13, "a read user runs {cmd}");
     }
     // The collection is untouched: not capped.

@@ -32,7 +32,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::{doc, Document};
-use shardgate_config_store::catalog::{new_chunk, ChunkChange, CollectionVersion};
+use shardgate_config_store::catalog::{
+    ddl_lock_name, new_chunk, ChunkChange, CollectionVersion, LeaseLock,
+};
 use shardgate_config_store::model::{MigrationState, MigrationType, ShardType};
 use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
 
@@ -83,8 +85,6 @@ pub(crate) struct MoveStats {
     pub critical: Duration,
     /// The source had no change stream: the copy ran in the critical section.
     pub copied_in_critical: bool,
-    /// The whole migration.
-    pub total: Duration,
 }
 
 /// Moves the chunk `[min, max)` of `ns` to `to`. The range must be one
@@ -103,9 +103,64 @@ pub(crate) async fn move_chunk(
     else {
         return Ok(MoveStats::default());
     };
+    // No DDL on the collection (an index build, a rename) interleaves with
+    // the migration: the copy would miss it.
+    let ddl = ddl_lock(state, ns).await?;
+    let outcome = migrate(state, guard, &pattern, &migration, &source, &dest).await;
+    ddl.release().await;
+    let stats = outcome?;
+    let details = doc! {
+        "from": &source.id, "to": to,
+        "cloned": stats.cloned as i64, "clonedBytes": stats.bytes as i64,
+        "caughtUp": stats.caught_up as i64,
+        "criticalSectionMillis": stats.critical.as_millis() as i64,
+        "copiedInCriticalSection": stats.copied_in_critical,
+        "totalMillis": started.elapsed().as_millis() as i64,
+    };
+    log(state, "moveChunk.commit", &migration, details).await;
+    delete_source_copies(state, pattern, migration, wait_for_delete).await?;
+    Ok(stats)
+}
+
+/// The namespace's DDL lock, waited for up to a minute.
+async fn ddl_lock(state: &Balancer, ns: &str) -> Result<LeaseLock> {
+    let name = ddl_lock_name(ns);
+    let ttl = Duration::from_secs(5);
+    match LeaseLock::acquire(
+        &state.catalog,
+        &name,
+        state.id(),
+        "moveChunk",
+        ttl,
+        Duration::from_secs(60),
+    )
+    .await?
+    {
+        Some(held) => Ok(held),
+        None => Err(BalancerError::command(
+            46,
+            "LockBusy",
+            format!(
+                "{ns} is locked by {}; the migration will be retried",
+                LeaseLock::holder(&state.catalog, &name).await
+            ),
+        )),
+    }
+}
+
+/// Steps 1 to 5 under the DDL lock: record, run, and abort on failure.
+async fn migrate(
+    state: &Arc<Balancer>,
+    guard: &LockGuard,
+    pattern: &ShardKeyPattern,
+    migration: &MigrationType,
+    source: &ShardType,
+    dest: &ShardType,
+) -> Result<MoveStats> {
+    let ns = &migration.ns;
     if !state
         .catalog
-        .start_migration(&pattern, &migration, guard.fence())
+        .start_migration(pattern, migration, guard.fence())
         .await?
     {
         return Err(BalancerError::command(
@@ -114,32 +169,21 @@ pub(crate) async fn move_chunk(
             format!("another migration of {ns} is in progress, or the migration lock was lost"),
         ));
     }
-    log(state, "moveChunk.start", &migration, doc! {}).await;
+    log(state, "moveChunk.start", migration, doc! {}).await;
     let mut stats = MoveStats::default();
     let step = Step {
         state,
         guard,
-        pattern: &pattern,
-        m: &migration,
-        source: &source,
-        dest: &dest,
+        pattern,
+        m: migration,
+        source,
+        dest,
     };
     if let Err(e) = run(&step, &mut stats).await {
         tracing::warn!(%ns, error = %e, "migration failed; aborting");
-        abort(state, &pattern, &migration, &e.to_string()).await?;
+        abort(state, pattern, migration, &e.to_string()).await?;
         return Err(e);
     }
-    stats.total = started.elapsed();
-    let details = doc! {
-        "from": &source.id, "to": to,
-        "cloned": stats.cloned as i64, "clonedBytes": stats.bytes as i64,
-        "caughtUp": stats.caught_up as i64,
-        "criticalSectionMillis": stats.critical.as_millis() as i64,
-        "copiedInCriticalSection": stats.copied_in_critical,
-        "totalMillis": stats.total.as_millis() as i64,
-    };
-    log(state, "moveChunk.commit", &migration, details).await;
-    delete_source_copies(state, pattern, migration, wait_for_delete).await?;
     Ok(stats)
 }
 

@@ -6,7 +6,9 @@
 
 mod balancing;
 mod cluster;
+mod lease_lock;
 pub use cluster::DEFAULT_CHUNK_SIZE_MB;
+pub use lease_lock::{ddl_lock_name, LeaseLock};
 mod sharding;
 mod splits;
 mod zones;

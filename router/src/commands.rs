@@ -6,9 +6,11 @@ mod admin;
 mod bulk_write;
 pub(crate) mod chunks;
 pub(crate) mod cluster;
+mod data_distribution;
 mod diagnostic;
 
 mod handshake;
+mod host;
 pub(crate) mod registry;
 mod shard_collection;
 pub(crate) mod sharding;
@@ -115,6 +117,14 @@ async fn execute(
 async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -> Result<Reply> {
     match req.db {
         "admin" => {
+            if req.name == "aggregate" {
+                if let Some(reply) = host::current_op_stage(state, req).await? {
+                    return Ok(reply);
+                }
+                if let Some(reply) = data_distribution::stage(state, req).await? {
+                    return Ok(reply);
+                }
+            }
             // Admin commands that name a namespace (`renameCollection`,
             // `cloneCollectionAsCapped`…) go to that database's primary.
             let target = req

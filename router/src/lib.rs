@@ -11,8 +11,9 @@
 //! - [`request`]: [`CommandInfo`], the routing fields read from a raw body.
 //! - `commands`: the command registry (`registry`, `table`: names,
 //!   privileges, writes/retryable, handlers), dispatch, and the router's
-//!   own commands (`handshake`, `diagnostic`, `admin`, `sharding`,
-//!   `shard_collection`, `chunks`, `zones`, `cluster`, `bulk_write`).
+//!   own commands (`handshake`, `diagnostic`, `host`, `admin`, `sharding`,
+//!   `shard_collection`, `chunks`, `zones`, `cluster`, `data_distribution`,
+//!   `bulk_write`).
 //! - `auth`: SCRAM conversations, users and roles, the privilege check.
 //! - `catalog_cache`: the routing table and database placement, kept
 //!   current by `background`, which follows the config store's watch and
@@ -25,8 +26,9 @@
 //!   `write_gates`: one write gate per sharded collection.
 //! - `shards`: the router's calls over its `ShardClient`.
 //! - `config_view`: the `config` database as a view of the store.
-//! - `balancer`, `migration`: the balancer task and the migration protocol
-//!   (to move to the balancer crate).
+//! - `ddl`: DDL and statistics on sharded collections (indexes, `collMod`,
+//!   `collStats`, `dbStats`, `validate`, `checkMetadataConsistency`),
+//!   under the namespace's DDL lock.
 //! - `retry_cache`: replies of retryable writes; `stats`: `serverStatus`
 //!   counters; `state`: what every connection shares; `error`:
 //!   [`RouterError`] and the MongoDB-shaped error reply.
@@ -43,6 +45,7 @@ pub mod config;
 mod config_view;
 mod connection;
 mod cursors;
+mod ddl;
 pub mod error;
 pub mod read;
 pub mod request;

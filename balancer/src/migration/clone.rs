@@ -8,6 +8,76 @@ use super::*;
 use crate::context::Balancer;
 use crate::error::{BalancerError, Result};
 
+/// The options a collection was created with, as `create` takes them.
+async fn collection_options(
+    state: &Balancer,
+    source: &ShardType,
+    db: &str,
+    coll: &str,
+) -> Result<Document> {
+    let reply = state
+        .run_on_shard(
+            source,
+            doc! {"listCollections": 1, "filter": {"name": coll}, "$db": db},
+        )
+        .await?;
+    let options = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .ok()
+        .and_then(|b| b.iter().filter_map(Bson::as_document).next())
+        .and_then(|c| c.get_document("options").ok())
+        .cloned()
+        .unwrap_or_default();
+    Ok(options)
+}
+
+/// A destination that owns no chunk of the collection may hold indexes
+/// dropped since it last did (DDL goes to the owning shards): those the
+/// source lacks are dropped, as mongod's recipient does.
+async fn drop_stale_indexes(
+    state: &Balancer,
+    dest: &ShardType,
+    db: &str,
+    coll: &str,
+    wanted: &[Bson],
+) -> Result<()> {
+    let ns = format!("{db}.{coll}");
+    let owns = state
+        .catalog
+        .chunks(&ns)
+        .await?
+        .iter()
+        .any(|(c, _)| c.shard == dest.id);
+    if owns {
+        return Ok(());
+    }
+    let names: Vec<&str> = wanted
+        .iter()
+        .filter_map(|i| i.as_document()?.get_str("name").ok())
+        .collect();
+    let reply = state
+        .run_on_shard(dest, doc! {"listIndexes": coll, "$db": db})
+        .await?;
+    let stale: Vec<String> = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .map(|b| {
+            b.iter()
+                .filter_map(|i| i.as_document()?.get_str("name").ok())
+                .filter(|n| *n != "_id_" && !names.contains(n))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !stale.is_empty() {
+        state
+            .run_on_shard(dest, doc! {"dropIndexes": coll, "index": stale, "$db": db})
+            .await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn copy_indexes(
     state: &Balancer,
     source: &ShardType,
@@ -34,17 +104,20 @@ pub(super) async fn copy_indexes(
                 .collect()
         })
         .unwrap_or_default();
+    // The collection with the source's options (validator, collation,
+    // capped…), unless the destination has it already.
+    let mut create = doc! {"create": coll};
+    create.extend(collection_options(state, source, db, coll).await?);
+    create.insert("$db", db);
+    state.run_on_shard(dest, create).await.or_else(|e| {
+        if e.code().0 == 48 {
+            Ok(Document::new())
+        } else {
+            Err(e)
+        }
+    })?;
+    drop_stale_indexes(state, dest, db, coll, &indexes).await?;
     if indexes.is_empty() {
-        state
-            .run_on_shard(dest, doc! {"create": coll, "$db": db})
-            .await
-            .or_else(|e| {
-                if e.code().0 == 48 {
-                    Ok(Document::new())
-                } else {
-                    Err(e)
-                }
-            })?;
         return Ok(());
     }
     state

@@ -94,6 +94,9 @@ pub(crate) async fn route_sharded(
     let Some(routing) = state.routing.get(&ns) else {
         return Ok(None);
     };
+    if let Some(reply) = crate::ddl::route(state, req, &routing, &ns).await? {
+        return Ok(Some(reply));
+    }
     let reply = match req.name {
         "drop" => {
             drop_sharded(state, &ns, req).await?;
@@ -102,7 +105,10 @@ pub(crate) async fn route_sharded(
         "find" => find::find(state, session, req, &routing, &ns).await?,
         "count" => aggregate::count(state, req, &routing).await?,
         "distinct" => aggregate::distinct(state, req, &routing).await?,
-        "aggregate" => aggregate::aggregate(state, session, req, &routing, &ns).await?,
+        "aggregate" => match crate::ddl::stats::stage_per_shard(state, req, &routing, &ns).await? {
+            Some(reply) => reply,
+            None => aggregate::aggregate(state, session, req, &routing, &ns).await?,
+        },
         "insert" | "update" | "delete" => {
             let kind = WriteKind::of(req.name).expect("a write command");
             crate::write::exec::write(state, req, &ns, kind).await?

@@ -5,7 +5,8 @@ use bson::Document;
 
 use super::registry::{handler, namespace, router, CommandSpec, Privilege::*};
 use super::{
-    admin, bulk_write, chunks, cluster, diagnostic, handshake, ok, shard_collection, zones,
+    admin, bulk_write, chunks, cluster, data_distribution, diagnostic, handshake, host, ok,
+    shard_collection, zones,
 };
 use crate::error::RouterError;
 
@@ -213,13 +214,28 @@ fn host_management() -> Vec<CommandSpec> {
             handler!(|state, session, req| admin::to_every_shard(state, req).await.and_then(ok)),
         )
         .aliases(&["killAllSessionsByPattern"]),
-        namespace("hostInfo", ClusterMonitor).aliases(&[
+        router(
+            "hostInfo",
+            ClusterMonitor,
+            handler!(|state, session, req| ok(host::host_info())),
+        ),
+        router(
             "connPoolStats",
-            "top",
+            ClusterMonitor,
+            handler!(|state, session, req| ok(host::conn_pool_stats(state))),
+        ),
+        router(
             "currentOp",
-            "netstat",
-        ]),
-        namespace("killOp", HostManager).aliases(&["setParameter"]),
+            ClusterMonitor,
+            handler!(|state, session, req| host::current_op(state, req).await.and_then(ok)),
+        ),
+        router(
+            "killOp",
+            HostManager,
+            handler!(|state, session, req| host::kill_op(state, req).await.and_then(ok)),
+        ),
+        namespace("top", ClusterMonitor).aliases(&["netstat"]),
+        namespace("setParameter", HostManager),
     ]
 }
 
@@ -358,7 +374,29 @@ fn data() -> Vec<CommandSpec> {
         namespace("listIndexes", Read),
         namespace("listSearchIndexes", Read),
         namespace("collStats", Read).aliases(&["dataSize", "dbHash"]),
-        namespace("dbStats", Read),
+        router(
+            "dbStats",
+            Read,
+            handler!(|state, session, req| match req.db {
+                "admin" | "config" | "local" => super::route(state, session, req).await,
+                _ => crate::ddl::stats::db_stats(state, req).await,
+            }),
+        )
+        .aliases(&["dbstats"]),
+        router(
+            "balancerCollectionStatus",
+            ClusterMonitor,
+            handler!(|state, session, req| {
+                data_distribution::balancer_collection_status(state, req)
+                    .await
+                    .and_then(ok)
+            }),
+        ),
+        router(
+            "checkMetadataConsistency",
+            ClusterManager,
+            handler!(|state, session, req| crate::ddl::consistency::check(state, req).await),
+        ),
         router(
             "listDatabases",
             Nothing,
