@@ -165,6 +165,64 @@ async fn ddl_on_three_shards_matches_an_unsharded_server_and_moves_with_chunks()
         .get_array("firstBatch")
         .unwrap();
     assert!(found.is_empty(), "{report}");
+
+    // Rename: every shard's copy and the metadata follow; then drop and
+    // re-create under the new name.
+    let rename = doc! {"renameCollection": "ddl.c", "to": "ddl.c2"};
+    admin(&client, rename.clone()).await;
+    direct
+        .client()
+        .database("admin")
+        .run_command(rename)
+        .await
+        .unwrap();
+    let collections = support::config_docs(
+        &client,
+        "collections",
+        doc! {"_id": {"$regex": "^ddl\\."}},
+        doc! {"_id": 1},
+    )
+    .await;
+    let names: Vec<&str> = collections
+        .iter()
+        .map(|c| c.get_str("_id").unwrap())
+        .collect();
+    assert_eq!(names, ["ddl.c2"]);
+    assert_eq!(indexes(&router, "c2").await, indexes(&direct, "c2").await);
+    let (a, b) = (
+        documents(&router, "c2").await,
+        documents(&direct, "c2").await,
+    );
+    assert!(
+        a == b && a.len() == 300,
+        "documents differ after the rename: {} vs {}",
+        a.len(),
+        b.len()
+    );
+    assert!(documents(&router, "c").await.is_empty());
+    for (i, shard_db) in shard_dbs.iter().enumerate() {
+        let names = shard_db.list_collection_names().await.unwrap();
+        assert!(
+            !names.contains(&"c".to_owned()),
+            "shard000{i} still has c: {names:?}"
+        );
+    }
+    // A sharded collection stays in its database.
+    let e = support::admin_error(
+        &client,
+        doc! {"renameCollection": "ddl.c2", "to": "other.c2"},
+    )
+    .await;
+    assert_eq!(e, 20);
+    both(&router, &direct, doc! {"drop": "c2"}).await;
+    assert!(documents(&router, "c2").await.is_empty());
+    router.collection("c2").insert_many(docs()).await.unwrap();
+    direct.collection("c2").insert_many(docs()).await.unwrap();
+    assert_eq!(
+        documents(&router, "c2").await,
+        documents(&direct, "c2").await
+    );
+    assert_eq!(indexes(&router, "c2").await, indexes(&direct, "c2").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

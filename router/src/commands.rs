@@ -125,6 +125,11 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
                     return Ok(reply);
                 }
             }
+            if req.name == "renameCollection" {
+                if let Some(reply) = crate::ddl::rename::rename(state, req).await? {
+                    return Ok(reply);
+                }
+            }
             // Admin commands that name a namespace (`renameCollection`,
             // `cloneCollectionAsCapped`…) go to that database's primary.
             let target = req

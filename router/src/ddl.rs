@@ -12,10 +12,14 @@
 //! - `stats`: `collStats`, `validate`, `dbStats`, and the `$collStats` and
 //!   `$indexStats` stages (one document per shard, with `shard`).
 //! - `consistency`: `checkMetadataConsistency` (indexes that differ).
+//! - `rename`: `renameCollection` of a sharded collection; `drop`: `drop`
+//!   of one, on every shard.
 
 pub(crate) mod consistency;
+pub(crate) mod drop;
 mod indexes;
 mod lock;
+pub(crate) mod rename;
 pub(crate) mod stats;
 
 use bson::{doc, Bson, Document};

@@ -149,3 +149,14 @@ mod tests {
         );
     }
 }
+
+/// The current time as a BSON timestamp.
+pub(crate) fn now_ts() -> bson::Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32);
+    bson::Timestamp {
+        time: secs,
+        increment: 1,
+    }
+}

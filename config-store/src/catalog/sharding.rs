@@ -290,6 +290,53 @@ impl Catalog {
         Ok(())
     }
 
+    /// Renames the sharded collection `from` to `to` (which must not be a
+    /// sharded collection): the same UUID, key and chunks under a new epoch,
+    /// its zone ranges moved along. The new entry is written before the old
+    /// one is removed, so a crash between leaves both, never neither.
+    pub async fn rename_collection(&self, from: &str, to: &str, now: Timestamp) -> Result<()> {
+        let rejected = |code, code_name, message: String| StoreError::Rejected {
+            code,
+            code_name,
+            message,
+        };
+        let coll = self.collection(from).await?.ok_or_else(|| {
+            rejected(118, "NamespaceNotSharded", format!("{from} is not sharded"))
+        })?;
+        let pattern =
+            ShardKeyPattern::parse(&coll.key).map_err(|e| StoreError::Invariant(e.to_string()))?;
+        let mut renamed = coll.clone();
+        renamed.ns = to.to_owned();
+        renamed.epoch = ObjectId::new();
+        renamed.timestamp = now;
+        renamed.last_modified = bson::DateTime::now();
+        let chunks: Vec<ChunkType> = self
+            .chunks(from)
+            .await?
+            .into_iter()
+            .map(|(mut c, _)| {
+                c.ns = to.to_owned();
+                c.epoch = renamed.epoch;
+                c
+            })
+            .collect();
+        if !self.create_sharded_collection(&renamed, &chunks).await? {
+            return Err(rejected(
+                48,
+                "NamespaceExists",
+                format!("{to} is a sharded collection already"),
+            ));
+        }
+        for mut zone in self.zone_ranges(from).await? {
+            zone.ns = to.to_owned();
+            let key = range_key(crate::model::keys::TAGS, to, &pattern, &zone.min)?;
+            self.store()
+                .txn(Txn::default().put(key, encode(&zone)?))
+                .await?;
+        }
+        self.drop_collection(from).await
+    }
+
     /// The orphan ranges of `ns` on every shard.
     pub async fn orphan_ranges(&self, ns: &str) -> Result<Vec<OrphanRange>> {
         self.list(&format!("{ORPHANS}{ns}/")).await

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use bson::{doc, Document, RawDocument, Timestamp};
+use bson::{doc, Document, RawDocument};
 use shardgate_config_store::shard_key::ShardKeyError;
 
 use super::{Reply, Request, Session};
 use crate::error::{Result, RouterError};
-use crate::session::Namespace;
-use crate::shards::{run_on_shard, to_shard};
+
+use crate::shards::to_shard;
 use crate::state::RouterState;
 
 /// Splits `db.coll` (InvalidNamespace when it is not one).
@@ -51,16 +51,7 @@ pub(crate) fn document_arg(body: &RawDocument, field: &str) -> Result<Document> 
     Document::try_from(raw).map_err(|e| RouterError::bad_value(format!("'{field}': {e}")))
 }
 
-/// The current time as a BSON timestamp.
-pub(crate) fn now_ts() -> Timestamp {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32);
-    Timestamp {
-        time: secs,
-        increment: 1,
-    }
-}
+pub(crate) use crate::session::now_ts;
 
 /// Routes a command on a sharded collection (and `getMore`/`killCursors`
 /// on router cursors). Reads scatter to the shards that own the data and
@@ -187,31 +178,8 @@ pub(crate) async fn drop_sharded(
     ns: &str,
     req: &Request<'_>,
 ) -> Result<()> {
-    let Some(routing) = state.routing.get(ns) else {
-        return Ok(());
-    };
-    let mut targets: Vec<String> = routing
-        .chunks
-        .shards()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    if let Some(db) = state.placement.cached(req.db) {
-        if !targets.contains(&db.primary) {
-            targets.push(db.primary);
-        }
+    if crate::ddl::drop::drop(state, ns, req.db).await? {
+        super::cluster::log_change(state, "dropCollection", ns, Document::new()).await;
     }
-    let coll = Namespace::parse(ns).coll;
-    for id in targets {
-        let shard = state.placement.shard(&id)?;
-        match run_on_shard(state, &shard, doc! {"drop": coll, "$db": req.db}).await {
-            Ok(_) => {}
-            Err(e) if e.code().0 == 26 => {}
-            Err(e) => return Err(e),
-        }
-    }
-    state.catalog.drop_collection(ns).await?;
-    state.routing.refresh(&state.catalog, ns).await?;
-    super::cluster::log_change(state, "dropCollection", ns, Document::new()).await;
     Ok(())
 }
