@@ -3,7 +3,7 @@
 //! or `createRole`; an unknown command needs `root`), `killCursors` of ids
 //! the router does not hold on a sharded collection, `listCommands`, and a
 //! shard's `RetryableWriteError` reaching the driver through a scattered
-//! retryable insert.
+//! retryable insert; custom roles granting exactly their privileges.
 
 mod support;
 
@@ -224,4 +224,101 @@ print(c.r.c.count_documents({}), sorted(d["x"] for d in c.r.c.find()) == list(ra
     );
     assert_eq!(out.trim(), "10 True", "pymongo saw: {out}");
     admin(&shard1, fail(bson::Bson::String("off".into()))).await;
+}
+
+/// Custom roles live in the router's store (no shard ever sees them): a
+/// role granting `createIndex` on one collection allows exactly that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_role_grants_exactly_its_privileges() {
+    let config = RouterConfig {
+        auth: true,
+        balancer: false,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_bare(1, config).await;
+    let anonymous = cluster.client().await;
+    admin(
+        &anonymous,
+        doc! {"createUser": "boss", "pwd": "pw-boss", "roles": [{"role": "root", "db": "admin"}]},
+    )
+    .await;
+    let login = |user: &str, pwd: &str| {
+        format!(
+            "mongodb://{user}:{pwd}@{}/?authSource=admin",
+            cluster.router.addr
+        )
+    };
+    let root = support::client(&login("boss", "pw-boss")).await;
+    admin(&root, doc! {"addShard": cluster.shards[0].address()}).await;
+    let app = root.database("app");
+    app.run_command(doc! {
+        "createRole": "indexer",
+        "privileges": [{"resource": {"db": "app", "collection": "c"}, "actions": ["createIndex"]}],
+        "roles": [],
+    })
+    .await
+    .unwrap();
+    // A role that does not exist cannot be granted.
+    let e = support::admin_error(
+        &root,
+        doc! {"createUser": "x", "pwd": "pw", "roles": [{"role": "nope", "db": "app"}]},
+    )
+    .await;
+    assert_eq!(e, 31, "RoleNotFound");
+    admin(
+        &root,
+        doc! {"createUser": "ix", "pwd": "pw-ix", "roles": [{"role": "indexer", "db": "app"}]},
+    )
+    .await;
+    for coll in ["c", "d"] {
+        app.collection::<Document>(coll)
+            .insert_one(doc! {"_id": 1})
+            .await
+            .unwrap();
+    }
+    let info = app
+        .run_command(doc! {"rolesInfo": "indexer", "showPrivileges": true})
+        .await
+        .unwrap();
+    let roles = info.get_array("roles").unwrap();
+    assert_eq!(roles.len(), 1, "{info}");
+    let role = roles[0].as_document().unwrap();
+    assert_eq!(role.get_str("role").unwrap(), "indexer");
+    assert_eq!(role.get_array("privileges").unwrap().len(), 1);
+    // The shard's own user store never saw the role.
+    let shard = support::direct_client(&cluster.shards[0]).await;
+    let on_shard = shard
+        .database("app")
+        .run_command(doc! {"rolesInfo": "indexer"})
+        .await
+        .map(|r| r.get_array("roles").map(|a| a.len()).unwrap_or(0))
+        .unwrap_or(0);
+    assert_eq!(on_shard, 0);
+
+    let ix = support::client(&login("ix", "pw-ix")).await.database("app");
+    let index =
+        |coll: &str| doc! {"createIndexes": coll, "indexes": [{"key": {"v": 1}, "name": "v_1"}]};
+    ix.run_command(index("c")).await.unwrap();
+    for cmd in [
+        index("d"),
+        doc! {"insert": "c", "documents": [{"_id": 2}]},
+        doc! {"find": "c"},
+        doc! {"dropIndexes": "c", "index": "v_1"},
+    ] {
+        let e = ix.run_command(cmd.clone()).await.unwrap_err();
+        assert_eq!(error_code(&e), 13, "the indexer runs {cmd}");
+    }
+    // Granting `find` adds exactly that.
+    app.run_command(doc! {
+        "grantPrivilegesToRole": "indexer",
+        "privileges": [{"resource": {"db": "app", "collection": "c"}, "actions": ["find"]}],
+    })
+    .await
+    .unwrap();
+    ix.run_command(doc! {"find": "c"}).await.unwrap();
+    let e = ix.run_command(doc! {"find": "d"}).await.unwrap_err();
+    assert_eq!(error_code(&e), 13);
+    app.run_command(doc! {"dropRole": "indexer"}).await.unwrap();
+    let e = ix.run_command(index("c")).await.unwrap_err();
+    assert_eq!(error_code(&e), 13, "the role is gone");
 }

@@ -22,7 +22,9 @@ use crate::session::{InProgress, Request, Session};
 use crate::state::RouterState;
 use scram::{Conversation, Credential, Mechanism};
 
+mod roles;
 mod users;
+pub(crate) use roles::role_command;
 pub(crate) use users::user_command;
 
 const USERS: &str = "users/";
@@ -384,6 +386,12 @@ pub(crate) async fn authorize(
         grants(&roles, &need)
     };
     if allowed {
+        return Ok(());
+    }
+    // Custom roles: read from the store only when the built-in ones do not
+    // allow the command, so the common path costs nothing.
+    let (builtins, privileges) = roles::expand(state, &roles).await?;
+    if grants(&builtins, &need) || roles::allows(&privileges, req) {
         return Ok(());
     }
     if req.name == "createUser" && loopback(&session.peer) && !any_user(state).await? {

@@ -29,13 +29,6 @@ fn parse_roles(body: &RawDocument, field: &str, db: &str) -> Result<Vec<RoleRef>
                 },
                 _ => return Err(RouterError::bad_value("a role is a name or {role, db}")),
             };
-            if !ROLES.contains(&role.role.as_str()) {
-                return Err(RouterError::command(
-                    31,
-                    "RoleNotFound",
-                    format!("Could not find role: {}@{}", role.role, role.db),
-                ));
-            }
             Ok(role)
         })
         .collect()
@@ -101,6 +94,7 @@ pub(crate) async fn user_command(
             }
             if req.body.get_array("roles").is_ok() {
                 doc.roles = parse_roles(req.body, "roles", db)?;
+                super::roles::check_roles_exist(state, &doc.roles).await?;
             }
         }
         "dropUser" => {
@@ -114,6 +108,7 @@ pub(crate) async fn user_command(
         _ => {
             let roles = parse_roles(req.body, "roles", db)?;
             if req.name == "grantRolesToUser" {
+                super::roles::check_roles_exist(state, &roles).await?;
                 for r in roles {
                     if !doc.roles.contains(&r) {
                         doc.roles.push(r);
@@ -138,6 +133,7 @@ async fn create_user(state: &RouterState, req: &Request<'_>, user: String) -> Re
         return Err(RouterError::bad_value("the password must not be empty"));
     }
     let roles = parse_roles(req.body, "roles", db)?;
+    super::roles::check_roles_exist(state, &roles).await?;
     let doc = UserDoc {
         id: format!("{db}.{user}"),
         credentials: credentials_for(&user, pwd, &mechanisms_arg(req.body))?,

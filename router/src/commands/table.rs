@@ -102,7 +102,14 @@ fn users_and_sessions() -> Vec<CommandSpec> {
                     .and_then(ok)
             ),
         ),
-        namespace("createRole", UserAdmin).aliases(&[
+        router(
+            "createRole",
+            UserAdmin,
+            handler!(|state, session, req| crate::auth::role_command(state, req)
+                .await
+                .and_then(ok)),
+        )
+        .aliases(&[
             "updateRole",
             "dropRole",
             "grantRolesToRole",
