@@ -50,6 +50,16 @@ async fn privileges_come_from_the_registry() {
         .unwrap();
 
     let reader = support::client(&login("reader", "pw-reader")).await;
+    let status = admin(&reader, doc! {"connectionStatus": 1}).await;
+    let info = status.get_document("authInfo").unwrap();
+    assert_eq!(
+        info.get_array("authenticatedUsers").unwrap(),
+        &vec![bson::Bson::Document(doc! {"user": "reader", "db": "admin"})]
+    );
+    assert_eq!(
+        info.get_array("authenticatedUserRoles").unwrap(),
+        &vec![bson::Bson::Document(doc! {"role": "read", "db": "app"})]
+    );
     let rapp = reader.database("app");
     let found = rapp
         .collection::<Document>("c")

@@ -136,11 +136,26 @@ pub(crate) fn get_parameter(state: &RouterState, body: &RawDocument) -> Result<D
     Ok(out)
 }
 
-pub(crate) fn connection_status() -> Document {
+/// `connectionStatus`: the users this connection authenticated as and
+/// their roles.
+pub(crate) fn connection_status(session: &crate::session::Session) -> Document {
+    let users: Vec<Document> = session
+        .auth
+        .users
+        .iter()
+        .map(|u| doc! {"user": &u.user, "db": &u.db})
+        .collect();
+    let mut roles: Vec<Document> = Vec::new();
+    for r in session.auth.users.iter().flat_map(|u| &u.roles) {
+        let role = doc! {"role": &r.role, "db": &r.db};
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
     doc! {
         "authInfo": {
-            "authenticatedUsers": [],
-            "authenticatedUserRoles": [],
+            "authenticatedUsers": users,
+            "authenticatedUserRoles": roles,
         }
     }
 }

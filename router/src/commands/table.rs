@@ -165,7 +165,7 @@ fn diagnostics() -> Vec<CommandSpec> {
         router(
             "connectionStatus",
             Nothing,
-            handler!(|state, session, req| ok(diagnostic::connection_status())),
+            handler!(|state, session, req| ok(diagnostic::connection_status(session))),
         ),
         router(
             "listCommands",
