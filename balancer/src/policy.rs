@@ -127,6 +127,37 @@ pub fn moves(shards: &[Shard], chunks: &[Chunk], zones: &[ZoneRange], threshold:
     out
 }
 
+/// The auto-merger's merges: maximal runs (as index ranges, inclusive) of
+/// two or more contiguous chunks on one shard whose data together stays
+/// within `chunk_size`, so a merged chunk is never one the next round
+/// splits again. Jumbo chunks are left alone.
+pub fn merges(chunks: &[Chunk], chunk_size: u64) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chunks.len() {
+        let mut total = chunks[i].bytes;
+        let mut j = i;
+        while j + 1 < chunks.len() {
+            let next = &chunks[j + 1];
+            let joins = next.shard == chunks[i].shard
+                && next.min == chunks[j].max
+                && !next.jumbo
+                && !chunks[i].jumbo
+                && total + next.bytes <= chunk_size;
+            if !joins {
+                break;
+            }
+            total += next.bytes;
+            j += 1;
+        }
+        if j > i {
+            out.push((i, j));
+        }
+        i = j + 1;
+    }
+    out
+}
+
 /// Whether `s` may hold a chunk of `zone`.
 fn allowed(s: &Shard, zone: Option<&str>) -> bool {
     !s.draining && zone.is_none_or(|z| s.zones.contains(z))
@@ -375,5 +406,27 @@ mod tests {
         let mut chunks = vec![chunk(0, 10, "a", 100)];
         chunks[0].jumbo = true;
         assert!(moves(&shards, &chunks, &[], 10).is_empty());
+    }
+
+    #[test]
+    fn the_auto_merger_joins_contiguous_runs_on_one_shard_within_the_chunk_size() {
+        let mut chunks = vec![
+            chunk(0, 10, "a", 10),
+            chunk(10, 20, "a", 10),
+            chunk(20, 30, "a", 10),
+            chunk(30, 40, "b", 10),
+            chunk(40, 50, "a", 10),
+            chunk(50, 60, "a", 50),
+            chunk(60, 70, "a", 10),
+            chunk(70, 80, "a", 10),
+            chunk(80, 90, "c", 1),
+            chunk(90, 100, "c", 1),
+        ];
+        // Runs stop at another shard and at the chunk size (50).
+        assert_eq!(merges(&chunks, 50), [(0, 2), (6, 7), (8, 9)]);
+        assert_eq!(merges(&chunks, 15), [(8, 9)]);
+        // And at a jumbo chunk.
+        chunks[9].jumbo = true;
+        assert_eq!(merges(&chunks, 50), [(0, 2), (6, 7)]);
     }
 }

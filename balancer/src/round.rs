@@ -104,7 +104,8 @@ async fn round_locked(state: &Arc<Balancer>, guard: &LockGuard) -> Result<()> {
 }
 
 /// One collection's share of a round: splits at zone bounds, splits of
-/// chunks past the chunk size, then the moves.
+/// chunks past the chunk size, the moves, then (when the collection enables
+/// it) the auto-merger.
 async fn balance_collection(
     state: &Arc<Balancer>,
     guard: &LockGuard,
@@ -117,7 +118,40 @@ async fn balance_collection(
     if !split_large_chunks(state, coll, &pattern, chunk_size).await? {
         return Ok(());
     }
-    move_chunks(state, guard, &pattern, &coll.ns, &zones, chunk_size).await
+    move_chunks(state, guard, &pattern, &coll.ns, &zones, chunk_size).await?;
+    if coll.enable_auto_merger == Some(true) {
+        auto_merge(state, &pattern, &coll.ns, chunk_size).await?;
+    }
+    Ok(())
+}
+
+/// The auto-merger: runs of contiguous chunks on one shard that together
+/// stay within the chunk size become one chunk.
+async fn auto_merge(
+    state: &Balancer,
+    pattern: &ShardKeyPattern,
+    ns: &str,
+    chunk_size: u64,
+) -> Result<()> {
+    let (chunks, docs) = snapshot(state, pattern, ns).await?;
+    let sizes = estimate(state, pattern, ns, &chunks, &docs).await?;
+    let chunks: Vec<Chunk> = chunks
+        .into_iter()
+        .zip(&sizes)
+        .map(|(mut c, (bytes, _))| {
+            c.bytes = *bytes;
+            c
+        })
+        .collect();
+    for (first, last) in policy::merges(&chunks, chunk_size) {
+        let (min, max) = (&docs[first].0, &docs[last].1);
+        let details = state
+            .catalog
+            .merge_range(ns, min, max, crate::context::now_ts())
+            .await?;
+        state.log_change("merge", ns, details).await;
+    }
+    Ok(())
 }
 
 /// Step 1: splits chunks at zone boundaries; returns the zone ranges.

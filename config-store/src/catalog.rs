@@ -7,6 +7,7 @@
 mod balancing;
 mod cluster;
 mod lease_lock;
+mod merges;
 pub use cluster::DEFAULT_CHUNK_SIZE_MB;
 pub use lease_lock::{ddl_lock_name, LeaseLock};
 mod sharding;

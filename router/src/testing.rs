@@ -191,6 +191,7 @@ pub(crate) async fn sharded_state(
         unique: false,
         no_balance: true,
         max_chunk_size_bytes: None,
+        enable_auto_merger: None,
     };
     let now = bson::Timestamp {
         time: 1,

@@ -160,6 +160,7 @@ async fn setup(shards: Arc<FakeShards>) -> (Arc<Balancer>, tempfile::TempDir) {
         unique: false,
         no_balance: true,
         max_chunk_size_bytes: None,
+        enable_auto_merger: None,
     };
     let now = bson::Timestamp {
         time: 1,

@@ -34,6 +34,15 @@ pub struct CollectionType {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_chunk_size_bytes: Option<i64>,
+    /// Whether the balancer merges contiguous chunks on one shard
+    /// (`configureCollectionBalancing`'s `enableAutoMerger`; off unless
+    /// set).
+    #[serde(
+        rename = "enableAutoMerger",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enable_auto_merger: Option<bool>,
 }
 
 /// One shard-ownership record of a chunk.

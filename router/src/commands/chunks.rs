@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bson::{doc, Bson, Document};
-use shardgate_config_store::catalog::{new_chunk, ChunkChange, CollectionVersion};
+use shardgate_config_store::catalog::CollectionVersion;
 use shardgate_config_store::model::{ChunkType, CollectionType, MoveRequest, MoveResult};
 use shardgate_config_store::shard_key::{range_filter, KeyKind, ShardKeyPattern};
 
@@ -90,28 +90,6 @@ async fn split_chunk(
     };
     state.routing.refresh(&state.catalog, &coll.ns).await?;
     super::cluster::log_change(state, "split", &coll.ns, details).await;
-    Ok(true)
-}
-
-/// Applies a chunk change; on success refreshes this router's routing table
-/// and logs `what` to the changelog. False on a conflict (re-read, retry).
-async fn commit(
-    state: &RouterState,
-    coll: &CollectionType,
-    version: (CollectionVersion, u64),
-    change: &ChunkChange,
-    what: &str,
-    details: Document,
-) -> Result<bool> {
-    if !state
-        .catalog
-        .apply_chunk_change(coll, version, change)
-        .await?
-    {
-        return Ok(false);
-    }
-    state.routing.refresh(&state.catalog, &coll.ns).await?;
-    super::cluster::log_change(state, what, &coll.ns, details).await;
     Ok(true)
 }
 
@@ -274,68 +252,45 @@ pub(crate) async fn merge_chunks(state: &Arc<RouterState>, req: &Request<'_>) ->
     let [min, max] = bounds.as_slice() else {
         return Err(RouterError::bad_value("bounds must be [min, max]"));
     };
-    let illegal = |m: String| RouterError::command(20, "IllegalOperation", m);
-    for _attempt in 0..5 {
-        let (coll, pattern, chunks, version) = load(state, ns).await?;
-        let (lo, hi) = (
-            pattern.encode_bound(min).map_err(key_error)?,
-            pattern.encode_bound(max).map_err(key_error)?,
-        );
-        let inside: Vec<(ChunkType, u64)> = chunks
-            .into_iter()
-            .filter(|(c, _)| {
-                let cl = pattern.encode_bound(&c.min).ok();
-                let ch = pattern.encode_bound(&c.max).ok();
-                cl.is_some_and(|cl| cl < hi) && ch.is_some_and(|ch| ch > lo)
-            })
-            .collect();
-        let (Some(first), Some(last)) = (inside.first(), inside.last()) else {
-            return Err(illegal(format!("no chunks of {ns} in [{min}, {max})")));
-        };
-        if first.0.min != *min || last.0.max != *max {
-            return Err(illegal(format!(
-                "could not merge chunks: [{min}, {max}) does not start and end at chunk boundaries"
-            )));
-        }
-        if inside.len() < 2 {
-            return Err(illegal(format!(
-                "could not merge chunks: [{min}, {max}) is a single chunk already"
-            )));
-        }
-        let shard = first.0.shard.clone();
-        if let Some((other, _)) = inside.iter().find(|(c, _)| c.shard != shard) {
-            return Err(illegal(format!(
-                "could not merge chunks: [{}, {}) is on shard {} but [{min}, …) starts on {shard}",
-                other.min, other.max, other.shard
-            )));
-        }
-        let v = version.0;
-        let merged = new_chunk(
-            &coll,
-            min.clone(),
-            max.clone(),
-            &shard,
-            CollectionVersion {
-                major: v.major,
-                minor: v.minor + 1,
-            },
-            now_ts(),
-        );
-        let count = inside.len();
-        let change = ChunkChange {
-            removed: inside,
-            added: vec![merged],
-        };
-        let details = doc! {"min": min, "max": max, "merged": count as i64, "shard": &shard};
-        if commit(state, &coll, version, &change, "merge", details).await? {
-            return Ok(Document::new());
-        }
+    let details = state.catalog.merge_range(ns, min, max, now_ts()).await?;
+    state.routing.refresh(&state.catalog, ns).await?;
+    super::cluster::log_change(state, "merge", ns, details).await;
+    Ok(Document::new())
+}
+
+/// `mergeAllChunksOnShard`: every run of contiguous chunks of the
+/// collection on the shard becomes one chunk.
+pub(crate) async fn merge_all_on_shard(
+    state: &Arc<RouterState>,
+    req: &Request<'_>,
+) -> Result<Document> {
+    admin_only(req)?;
+    let ns = name_arg(req, "a namespace string")?;
+    let shard = req
+        .body
+        .get_str("shard")
+        .map_err(|_| RouterError::bad_value("mergeAllChunksOnShard needs 'shard'"))?;
+    state.placement.shard(shard)?;
+    merge_everywhere(state, ns, Some(shard)).await
+}
+
+/// Merges every run of contiguous chunks of `ns` on `shard` (every shard
+/// when `None`), logging each merge.
+pub(crate) async fn merge_everywhere(
+    state: &RouterState,
+    ns: &str,
+    shard: Option<&str>,
+) -> Result<Document> {
+    state.routing.get(ns).ok_or_else(|| not_sharded(ns))?;
+    let merges = state
+        .catalog
+        .merge_all_on_shard(ns, shard, now_ts())
+        .await?;
+    state.routing.refresh(&state.catalog, ns).await?;
+    for details in &merges {
+        super::cluster::log_change(state, "merge", ns, details.clone()).await;
     }
-    Err(RouterError::command(
-        117,
-        "ConflictingOperationInProgress",
-        format!("chunks of {ns} kept changing; retry the merge"),
-    ))
+    Ok(Document::new())
 }
 
 /// `moveChunk` (`find` or `bounds`, `to`, `_waitForDelete`) and `moveRange`

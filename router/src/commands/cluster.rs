@@ -185,6 +185,14 @@ pub(crate) async fn configure_collection_balancing(
         }
         coll.max_chunk_size_bytes = (mb > 0).then_some(mb * 1024 * 1024);
     }
+    if let Ok(enable) = req.body.get_bool("enableAutoMerger") {
+        coll.enable_auto_merger = Some(enable);
+    }
     state.catalog.update_collection(&coll).await?;
+    if req.body.get_bool("defragmentCollection").unwrap_or(false) {
+        // Defragmentation's merge phase, at once: every run of contiguous
+        // chunks on a shard becomes one chunk.
+        super::chunks::merge_everywhere(state, ns, None).await?;
+    }
     Ok(Document::new())
 }

@@ -16,6 +16,30 @@ use super::Request;
 use crate::error::{Result, RouterError};
 use crate::shards::run_on_shard;
 use crate::state::RouterState;
+/// `collation` and `presplitHashedZones` as mongos checks them: the
+/// shard key's collation must be simple (the chunk bounds compare binary);
+/// pre-splitting by zones needs zones on the namespace (an empty
+/// collection is then split at every zone range, on the zone's shards).
+async fn check_options(state: &RouterState, req: &Request<'_>, ns: &str) -> Result<()> {
+    if let Ok(collation) = req.body.get_document("collation") {
+        if collation.get_str("locale").ok() != Some("simple") || collation.iter().count() != 1 {
+            return Err(RouterError::bad_value(
+                "The collation for shardCollection must be {locale: 'simple'}",
+            ));
+        }
+    }
+    if req.body.get_bool("presplitHashedZones").unwrap_or(false)
+        && state.catalog.zone_ranges(ns).await?.is_empty()
+    {
+        return Err(RouterError::command(
+            72,
+            "InvalidOptions",
+            format!("presplitHashedZones is set but no zones are defined for {ns}"),
+        ));
+    }
+    Ok(())
+}
+
 /// `unique` and `numInitialChunks` checked against the key; the number of
 /// initial chunks asked for, if any.
 fn initial_chunks_arg(
@@ -98,6 +122,7 @@ pub(crate) async fn shard_collection(
     let pattern = ShardKeyPattern::parse(&key).map_err(key_error)?;
     let unique = req.body.get_bool("unique").unwrap_or(false);
     let num_initial = initial_chunks_arg(req, &pattern, unique)?;
+    check_options(state, req, ns).await?;
     let database = match state.placement.cached(db) {
         Some(d) => d,
         None => state.catalog.database(db).await?.ok_or_else(|| {
@@ -125,6 +150,7 @@ pub(crate) async fn shard_collection(
         unique,
         no_balance: false,
         max_chunk_size_bytes: None,
+        enable_auto_merger: None,
     };
     let chunks = initial_chunks(
         &collection,

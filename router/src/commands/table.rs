@@ -293,6 +293,13 @@ fn sharding_admin() -> Vec<CommandSpec> {
         )
         .aliases(&["movechunk", "moveRange"]),
         router(
+            "mergeAllChunksOnShard",
+            ClusterManager,
+            handler!(|state, session, req| chunks::merge_all_on_shard(state, req)
+                .await
+                .and_then(ok)),
+        ),
+        router(
             "configureCollectionBalancing",
             ClusterManager,
             handler!(
