@@ -1,7 +1,8 @@
 //! Chunk merges an operator asks for and the balancer's auto-merger:
 //! `mergeAllChunksOnShard`, `configureCollectionBalancing` with
 //! `defragmentCollection` and `enableAutoMerger`, every document still
-//! readable after; `shardCollection`'s `collation` and
+//! readable after; `setAllowMigrations`; a jumbo chunk marked by the
+//! balancer and cleared by `clearJumboFlag`; `shardCollection`'s `collation` and
 //! `presplitHashedZones` checked as mongos checks them.
 
 mod support;
@@ -104,6 +105,32 @@ async fn merges_on_request_keep_every_document() {
         assert_eq!(n, 60, "m.{coll}");
     }
 
+    // No chunk of a collection moves while migrations are not allowed.
+    admin(
+        &client,
+        doc! {"setAllowMigrations": "m.c", "allowMigrations": false},
+    )
+    .await;
+    let coll = support::config_docs(&client, "collections", doc! {"_id": "m.c"}, doc! {}).await;
+    assert!(!coll[0].get_bool("permitMigrations").unwrap());
+    let e = support::admin_error(
+        &client,
+        doc! {"moveChunk": "m.c", "find": {"k": 5}, "to": "shard0001"},
+    )
+    .await;
+    assert_eq!(e, 117);
+    admin(
+        &client,
+        doc! {"setAllowMigrations": "m.c", "allowMigrations": true},
+    )
+    .await;
+    admin(
+        &client,
+        doc! {"moveChunk": "m.c", "find": {"k": 5}, "to": "shard0001", "_waitForDelete": true},
+    )
+    .await;
+    assert_eq!(layout(&client, "m.c").await[0], (Bson::MinKey, s1.clone()));
+
     // shardCollection's options.
     let e = support::admin_error(
         &client,
@@ -156,4 +183,35 @@ async fn the_auto_merger_merges_only_collections_that_enable_it() {
     assert_eq!(layout(&client, "a.off").await.len(), 4);
     let coll = support::config_docs(&client, "collections", doc! {"_id": "a.on"}, doc! {}).await;
     assert!(coll[0].get_bool("enableAutoMerger").unwrap());
+
+    // A chunk past the chunk size whose documents share one key cannot be
+    // split: the balancer marks it jumbo; clearJumboFlag clears it.
+    shard_and_split(&client, "a.j", &[]).await;
+    admin(
+        &client,
+        doc! {"configureCollectionBalancing": "a.j", "chunkSize": 1},
+    )
+    .await;
+    let big = "x".repeat(600_000);
+    let docs: Vec<Document> = (0..3).map(|i| doc! {"_id": i, "k": 5, "s": &big}).collect();
+    client
+        .database("a")
+        .collection("j")
+        .insert_many(docs)
+        .await
+        .unwrap();
+    let jumbo = || async {
+        support::config_docs(&client, "chunks", doc! {"ns": "a.j"}, doc! {})
+            .await
+            .iter()
+            .any(|c| c.get_bool("jumbo").unwrap_or(false))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !jumbo().await {
+        assert!(std::time::Instant::now() < deadline, "never marked jumbo");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    admin(&client, doc! {"balancerStop": 1}).await;
+    admin(&client, doc! {"clearJumboFlag": "a.j", "find": {"k": 5}}).await;
+    assert!(!jumbo().await);
 }

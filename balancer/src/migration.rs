@@ -200,6 +200,13 @@ async fn plan(
     let coll = state.catalog.collection(ns).await?.ok_or_else(|| {
         BalancerError::command(118, "NamespaceNotSharded", format!("{ns} is not sharded"))
     })?;
+    if coll.permit_migrations == Some(false) {
+        return Err(BalancerError::command(
+            117,
+            "ConflictingOperationInProgress",
+            format!("migrations of {ns} are not allowed (setAllowMigrations)"),
+        ));
+    }
     let pattern = ShardKeyPattern::parse(&coll.key)
         .map_err(|e| BalancerError::command(2, "BadValue", e.to_string()))?;
     let chunk = state

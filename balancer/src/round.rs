@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{doc, Bson, Document};
-use shardgate_config_store::catalog::ChunkChange;
 use shardgate_config_store::model::CollectionType;
 use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
 
@@ -118,7 +117,9 @@ async fn balance_collection(
     if !split_large_chunks(state, coll, &pattern, chunk_size).await? {
         return Ok(());
     }
-    move_chunks(state, guard, &pattern, &coll.ns, &zones, chunk_size).await?;
+    if coll.permit_migrations != Some(false) {
+        move_chunks(state, guard, &pattern, &coll.ns, &zones, chunk_size).await?;
+    }
     if coll.enable_auto_merger == Some(true) {
         auto_merge(state, &pattern, &coll.ns, chunk_size).await?;
     }
@@ -539,25 +540,9 @@ async fn mark_jumbo(
     coll: &CollectionType,
     bounds: &(Document, Document),
 ) -> Result<()> {
-    let version = state.catalog.collection_version(&coll.ns).await?;
-    let Some((chunk, rev)) = state
-        .catalog
-        .chunks(&coll.ns)
-        .await?
-        .into_iter()
-        .find(|(c, _)| c.min == bounds.0 && c.max == bounds.1)
-    else {
-        return Ok(());
-    };
-    let mut jumbo = chunk.clone();
-    jumbo.jumbo = true;
-    let change = ChunkChange {
-        removed: vec![(chunk, rev)],
-        added: vec![jumbo],
-    };
     if state
         .catalog
-        .apply_chunk_change(coll, version, &change)
+        .set_jumbo(&coll.ns, &bounds.0, &bounds.1, true)
         .await?
     {
         tracing::info!(ns = %coll.ns, min = %bounds.0, "chunk marked jumbo");

@@ -192,6 +192,7 @@ pub(crate) async fn sharded_state(
         no_balance: true,
         max_chunk_size_bytes: None,
         enable_auto_merger: None,
+        permit_migrations: None,
     };
     let now = bson::Timestamp {
         time: 1,

@@ -161,6 +161,7 @@ async fn setup(shards: Arc<FakeShards>) -> (Arc<Balancer>, tempfile::TempDir) {
         no_balance: true,
         max_chunk_size_bytes: None,
         enable_auto_merger: None,
+        permit_migrations: None,
     };
     let now = bson::Timestamp {
         time: 1,

@@ -1,5 +1,5 @@
 //! Merging chunks: contiguous chunks on one shard become one, the minor
-//! version bumped. Used by the router's `mergeChunks`,
+//! version bumped; and a chunk's jumbo flag. Used by the router's `mergeChunks`,
 //! `mergeAllChunksOnShard` and `configureCollectionBalancing`'s
 //! defragmentation, and by the balancer's auto-merger.
 
@@ -139,5 +139,43 @@ impl Catalog {
             done.push(self.merge_range(ns, &min, &max, now).await?);
         }
         Ok(done)
+    }
+
+    /// Sets the jumbo flag of the chunk `[min, max)` of `ns`; false when no
+    /// chunk has these bounds. Retries conflicts.
+    pub async fn set_jumbo(
+        &self,
+        ns: &str,
+        min: &Document,
+        max: &Document,
+        jumbo: bool,
+    ) -> Result<bool> {
+        for _attempt in 0..5 {
+            let Some(coll) = self.collection(ns).await? else {
+                return Ok(false);
+            };
+            let version = self.collection_version(ns).await?;
+            let Some((chunk, rev)) = self
+                .chunks(ns)
+                .await?
+                .into_iter()
+                .find(|(c, _)| c.min == *min && c.max == *max)
+            else {
+                return Ok(false);
+            };
+            if chunk.jumbo == jumbo {
+                return Ok(true);
+            }
+            let mut changed = chunk.clone();
+            changed.jumbo = jumbo;
+            let change = ChunkChange {
+                removed: vec![(chunk, rev)],
+                added: vec![changed],
+            };
+            if self.apply_chunk_change(&coll, version, &change).await? {
+                return Ok(true);
+            }
+        }
+        Err(conflict(ns))
     }
 }

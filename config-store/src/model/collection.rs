@@ -43,6 +43,14 @@ pub struct CollectionType {
         skip_serializing_if = "Option::is_none"
     )]
     pub enable_auto_merger: Option<bool>,
+    /// `false` after `setAllowMigrations: false`: no chunk of the
+    /// collection moves.
+    #[serde(
+        rename = "permitMigrations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub permit_migrations: Option<bool>,
 }
 
 /// One shard-ownership record of a chunk.

@@ -442,3 +442,53 @@ async fn containing_chunk(
         .map(|c| (c.min, c.max))
         .ok_or_else(|| RouterError::command(1, "InternalError", "chunks do not cover the key"))
 }
+
+/// `clearJumboFlag: ns` with `find` (a document in the chunk) or `bounds`:
+/// the balancer considers the chunk for splits and moves again.
+pub(crate) async fn clear_jumbo_flag(
+    state: &Arc<RouterState>,
+    req: &Request<'_>,
+) -> Result<Document> {
+    admin_only(req)?;
+    let ns = name_arg(req, "a namespace string")?;
+    let routing = state.routing.get(ns).ok_or_else(|| not_sharded(ns))?;
+    let (min, max) = match req.body.get_array("bounds") {
+        Ok(bounds) => {
+            let bounds: Vec<Document> = bounds
+                .into_iter()
+                .filter_map(|b| Document::try_from(b.ok()?.as_document()?).ok())
+                .collect();
+            let [min, max] = bounds.as_slice() else {
+                return Err(RouterError::bad_value("bounds must be [min, max]"));
+            };
+            (min.clone(), max.clone())
+        }
+        Err(_) => {
+            let find = document_arg(req.body, "find")?;
+            let raw = bson::RawDocumentBuf::try_from(&find)
+                .map_err(|e| RouterError::bad_value(e.to_string()))?;
+            let pattern = &routing.pattern;
+            let key = pattern.extract_key(&raw).map_err(key_error)?;
+            let bounds = state
+                .catalog
+                .chunks(ns)
+                .await?
+                .into_iter()
+                .map(|(c, _)| c)
+                .find(|c| {
+                    let lo = pattern.encode_bound(&c.min).ok();
+                    let hi = pattern.encode_bound(&c.max).ok();
+                    lo.is_some_and(|lo| lo <= key) && hi.is_some_and(|hi| key < hi)
+                })
+                .ok_or_else(|| RouterError::bad_value(format!("no chunk of {ns} holds {find}")))?;
+            (bounds.min, bounds.max)
+        }
+    };
+    if !state.catalog.set_jumbo(ns, &min, &max, false).await? {
+        return Err(RouterError::bad_value(format!(
+            "no chunk of {ns} has bounds [{min}, {max})"
+        )));
+    }
+    state.routing.refresh(&state.catalog, ns).await?;
+    Ok(Document::new())
+}

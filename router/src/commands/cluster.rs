@@ -196,3 +196,23 @@ pub(crate) async fn configure_collection_balancing(
     }
     Ok(Document::new())
 }
+
+/// `setAllowMigrations: ns, allowMigrations: bool`: while false, neither
+/// the balancer nor `moveChunk` moves a chunk of the collection.
+pub(crate) async fn set_allow_migrations(
+    state: &RouterState,
+    req: &Request<'_>,
+) -> Result<Document> {
+    admin_only(req)?;
+    let ns = name_arg(req, "a namespace string")?;
+    let allow = req
+        .body
+        .get_bool("allowMigrations")
+        .map_err(|_| RouterError::bad_value("setAllowMigrations needs allowMigrations: <bool>"))?;
+    let mut coll = state.catalog.collection(ns).await?.ok_or_else(|| {
+        RouterError::command(118, "NamespaceNotSharded", format!("{ns} is not sharded"))
+    })?;
+    coll.permit_migrations = (!allow).then_some(false);
+    state.catalog.update_collection(&coll).await?;
+    Ok(Document::new())
+}

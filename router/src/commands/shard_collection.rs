@@ -151,6 +151,7 @@ pub(crate) async fn shard_collection(
         no_balance: false,
         max_chunk_size_bytes: None,
         enable_auto_merger: None,
+        permit_migrations: None,
     };
     let chunks = initial_chunks(
         &collection,

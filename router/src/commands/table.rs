@@ -293,6 +293,18 @@ fn sharding_admin() -> Vec<CommandSpec> {
         )
         .aliases(&["movechunk", "moveRange"]),
         router(
+            "clearJumboFlag",
+            ClusterManager,
+            handler!(|state, session, req| chunks::clear_jumbo_flag(state, req).await.and_then(ok)),
+        ),
+        router(
+            "setAllowMigrations",
+            ClusterManager,
+            handler!(
+                |state, session, req| cluster::set_allow_migrations(state, req).await.and_then(ok)
+            ),
+        ),
+        router(
             "mergeAllChunksOnShard",
             ClusterManager,
             handler!(|state, session, req| chunks::merge_all_on_shard(state, req)
