@@ -332,3 +332,70 @@ async fn a_custom_role_grants_exactly_its_privileges() {
     let e = ix.run_command(index("c")).await.unwrap_err();
     assert_eq!(error_code(&e), 13, "the role is gone");
 }
+
+/// The cluster's default concerns: kept in the store (a restarted router
+/// still has them) and added to writes that carry no write concern.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_read_and_write_concerns_apply_to_commands_without_their_own() {
+    let mut cluster = TestCluster::start(1).await;
+    let client = cluster.client().await;
+    let implicit = admin(&client, doc! {"getDefaultRWConcern": 1}).await;
+    assert_eq!(
+        implicit.get_str("defaultWriteConcernSource").unwrap(),
+        "implicit"
+    );
+    assert_eq!(
+        implicit.get_document("defaultReadConcern").unwrap(),
+        &doc! {"level": "local"}
+    );
+    let e = support::admin_error(
+        &client,
+        doc! {"setDefaultRWConcern": 1, "defaultReadConcern": {"level": "snapshot"}},
+    )
+    .await;
+    assert_eq!(e, 2);
+    // A write concern no one-node replica set can satisfy makes the
+    // default visible: writes without their own report it.
+    let set = admin(
+        &client,
+        doc! {"setDefaultRWConcern": 1, "defaultWriteConcern": {"w": 5, "wtimeout": 100}},
+    )
+    .await;
+    assert_eq!(set.get_str("defaultWriteConcernSource").unwrap(), "global");
+    cluster
+        .restart_router(RouterConfig {
+            balancer: false,
+            ..Default::default()
+        })
+        .await;
+    let client = cluster.client().await;
+    let got = admin(&client, doc! {"getDefaultRWConcern": 1}).await;
+    assert_eq!(
+        got.get_document("defaultWriteConcern").unwrap(),
+        &doc! {"w": 5, "wtimeout": 100}
+    );
+    let db = client.database("rw");
+    let defaulted = db
+        .run_command(doc! {"insert": "c", "documents": [{"_id": 1}]})
+        .await;
+    let own = db
+        .run_command(doc! {"insert": "c", "documents": [{"_id": 2}], "writeConcern": {"w": 1}})
+        .await
+        .unwrap();
+    assert!(!own.contains_key("writeConcernError"), "{own}");
+    match defaulted {
+        Ok(reply) => assert!(reply.contains_key("writeConcernError"), "{reply}"),
+        Err(e) => assert_eq!(error_code(&e), 100, "{e}"),
+    }
+    // Unset: writes are plain again.
+    admin(
+        &client,
+        doc! {"setDefaultRWConcern": 1, "defaultWriteConcern": {}},
+    )
+    .await;
+    let plain = db
+        .run_command(doc! {"insert": "c", "documents": [{"_id": 3}]})
+        .await
+        .unwrap();
+    assert!(!plain.contains_key("writeConcernError"), "{plain}");
+}

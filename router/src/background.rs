@@ -11,19 +11,28 @@ use tokio::sync::watch;
 
 use crate::state::RouterState;
 
-/// Applies a batch of store events to the placement cache; returns the
-/// namespaces whose routing must be reloaded and whether shards changed.
-fn apply_events(
-    state: &RouterState,
-    batch: &[WatchEvent],
-    revision: &mut u64,
-) -> (BTreeSet<String>, bool) {
-    let mut dirty = BTreeSet::new();
-    let mut shards_changed = false;
+/// What a batch of store events changed.
+#[derive(Default)]
+struct Changes {
+    /// Namespaces whose routing must be reloaded.
+    namespaces: BTreeSet<String>,
+    /// The shard list.
+    shards: bool,
+    /// `config.settings` (the default concerns among them).
+    settings: bool,
+}
+
+/// Applies a batch of store events to the placement cache; returns what
+/// else must be reloaded.
+fn apply_events(state: &RouterState, batch: &[WatchEvent], revision: &mut u64) -> Changes {
+    let mut changes = Changes::default();
+    let dirty = &mut changes.namespaces;
     for ev in batch {
         *revision = (*revision).max(ev.revision);
         if ev.key.starts_with(keys::SHARDS) {
-            shards_changed = true;
+            changes.shards = true;
+        } else if ev.key.starts_with(keys::SETTINGS) {
+            changes.settings = true;
         } else if let Some(name) = ev.key.strip_prefix(keys::DATABASES) {
             match ev
                 .value
@@ -48,17 +57,22 @@ fn apply_events(
             }
         }
     }
-    (dirty, shards_changed)
+    changes
 }
 
 /// Reloads what changed, and tells the balancer what this router now
 /// excludes and holds (for a critical section, once the writes in flight
 /// are done: in the background, as they may wait for this watch).
-async fn refresh(state: &Arc<RouterState>, dirty: BTreeSet<String>, shards_changed: bool) {
-    if shards_changed {
+async fn refresh(state: &Arc<RouterState>, changes: Changes) {
+    if changes.shards {
         let _ = state.placement.refresh_shards(&state.catalog).await;
     }
-    for ns in dirty {
+    if changes.settings {
+        if let Err(e) = state.reload_rw_defaults().await {
+            tracing::warn!(error = %e, "reading the default concerns failed");
+        }
+    }
+    for ns in changes.namespaces {
         if let Err(e) = state.routing.refresh(&state.catalog, &ns).await {
             tracing::warn!(%ns, error = %e, "routing refresh failed; keeping the cached table");
         }
@@ -101,8 +115,8 @@ pub(crate) async fn follow_store(
             while let Ok(ev) = events.try_recv() {
                 batch.push(ev);
             }
-            let (dirty, shards_changed) = apply_events(&state, &batch, &mut revision);
-            refresh(&state, dirty, shards_changed).await;
+            let changes = apply_events(&state, &batch, &mut revision);
+            refresh(&state, changes).await;
         }
         tracing::debug!("config store watch ended; reloading");
         if pause(&mut shutdown, Duration::from_millis(200)).await {
@@ -117,6 +131,7 @@ async fn reload(state: &RouterState) -> Option<u64> {
     let revision = state.catalog.store().revision().await.ok()?;
     state.placement.reload(&state.catalog).await.ok()?;
     state.routing.load_all(&state.catalog).await.ok()?;
+    state.reload_rw_defaults().await.ok()?;
     Some(revision)
 }
 

@@ -12,6 +12,7 @@ mod diagnostic;
 mod handshake;
 mod host;
 pub(crate) mod registry;
+mod rw_concern;
 mod shard_collection;
 pub(crate) mod sharding;
 mod table;
@@ -59,6 +60,13 @@ pub(crate) async fn dispatch(
 }
 
 async fn run(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Result<Reply> {
+    match rw_concern::apply(state, msg)? {
+        Some(with_defaults) => run_msg(state, session, &with_defaults).await,
+        None => run_msg(state, session, msg).await,
+    }
+}
+
+async fn run_msg(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -> Result<Reply> {
     let info = CommandInfo::parse(msg)?;
     let (name, db, body) = (info.name, info.db, info.body);
     state.stats.count(name);

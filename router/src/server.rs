@@ -49,6 +49,7 @@ pub async fn run(
         Arc::new(pools),
         listen.clone(),
     ));
+    state.reload_rw_defaults().await?;
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");
     let background = [
         tokio::spawn(crate::background::follow_store(

@@ -51,6 +51,22 @@ pub(crate) struct RouterState {
     pub buffered: std::sync::Arc<tokio::sync::Semaphore>,
     /// Open client connections per IP address.
     pub clients_by_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    /// The cluster's default read and write concerns
+    /// (`setDefaultRWConcern`), applied to commands that carry none;
+    /// kept current from the store.
+    pub rw_defaults: std::sync::RwLock<RwDefaults>,
+}
+
+/// The `config.settings` document holding the default concerns.
+pub(crate) const RW_DEFAULTS_SETTING: &str = "ReadWriteConcernDefaults";
+
+/// Default read and write concerns set with `setDefaultRWConcern`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RwDefaults {
+    /// `defaultReadConcern`, when set.
+    pub read: Option<bson::Document>,
+    /// `defaultWriteConcern`, when set.
+    pub write: Option<bson::Document>,
 }
 
 impl RouterState {
@@ -82,8 +98,24 @@ impl RouterState {
             write_gates: Default::default(),
             buffered: std::sync::Arc::new(tokio::sync::Semaphore::new(buffered_kb)),
             clients_by_ip: Default::default(),
+            rw_defaults: Default::default(),
             listen,
         }
+    }
+
+    /// Reads the default read and write concerns from the store.
+    pub(crate) async fn reload_rw_defaults(&self) -> crate::error::Result<()> {
+        let stored = self
+            .catalog
+            .setting(RW_DEFAULTS_SETTING)
+            .await?
+            .unwrap_or_default();
+        let defaults = RwDefaults {
+            read: stored.get_document("defaultReadConcern").ok().cloned(),
+            write: stored.get_document("defaultWriteConcern").ok().cloned(),
+        };
+        *self.rw_defaults.write().unwrap_or_else(|e| e.into_inner()) = defaults;
+        Ok(())
     }
 
     /// Whether the fault hook wants this write's connection closed.

@@ -6,7 +6,7 @@ use bson::Document;
 use super::registry::{handler, namespace, router, CommandSpec, Privilege::*};
 use super::{
     admin, bulk_write, chunks, cluster, data_distribution, diagnostic, handshake, host, ok,
-    shard_collection, zones,
+    rw_concern, shard_collection, zones,
 };
 use crate::error::RouterError;
 
@@ -221,6 +221,16 @@ fn host_management() -> Vec<CommandSpec> {
             handler!(|state, session, req| admin::to_every_shard(state, req).await.and_then(ok)),
         )
         .aliases(&["killAllSessionsByPattern"]),
+        router(
+            "getDefaultRWConcern",
+            ClusterMonitor,
+            handler!(|state, session, req| rw_concern::get(state).await.and_then(ok)),
+        ),
+        router(
+            "setDefaultRWConcern",
+            ClusterManager,
+            handler!(|state, session, req| rw_concern::set(state, req).await.and_then(ok)),
+        ),
         router(
             "hostInfo",
             ClusterMonitor,
