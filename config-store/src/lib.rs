@@ -16,6 +16,9 @@
 //!   and MongoDB's hashed-index hash.
 //! - [`chunk_map`]: [`chunk_map::ChunkMap`], chunk lookup by encoded key.
 //! - [`open`]: turning a `--config-store` URL into a store.
+//! - `error`: [`StoreError`], the store's errors with their MongoDB codes.
+//! - The catalog's lease locks ([`catalog::LeaseLock`]): the balancer's
+//!   migration lock and the per-namespace DDL lock.
 
 pub mod catalog;
 pub mod chunk_map;
