@@ -8,6 +8,7 @@ mod balancing;
 mod cluster;
 mod lease_lock;
 mod merges;
+mod primary;
 pub use cluster::DEFAULT_CHUNK_SIZE_MB;
 pub use lease_lock::{ddl_lock_name, LeaseLock};
 mod sharding;

@@ -52,6 +52,12 @@ pub mod keys {
     pub const FAIL_POINTS: &str = "failpoints/";
     /// `balancer_status`: the balancer service's counters
     pub const BALANCER_STATUS: &str = "balancer_status";
+    /// `db_critical/<db>`: a `movePrimary` holds the database's unsharded
+    /// collections
+    pub const DB_CRITICAL: &str = "db_critical/";
+    /// `db_acks/<db>/<router>`: a router holds them and drained its
+    /// requests in flight
+    pub const DB_ACKS: &str = "db_acks/";
 
     /// The namespace part of a `chunks/<ns>/<hex>` or `tags/<ns>/<hex>` key.
     pub fn namespace_of(key: &str, prefix: &str) -> Option<String> {

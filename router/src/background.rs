@@ -20,6 +20,8 @@ struct Changes {
     shards: bool,
     /// `config.settings` (the default concerns among them).
     settings: bool,
+    /// Databases whose `movePrimary` critical section began or ended.
+    dbs: BTreeSet<String>,
 }
 
 /// Applies a batch of store events to the placement cache; returns what
@@ -33,6 +35,8 @@ fn apply_events(state: &RouterState, batch: &[WatchEvent], revision: &mut u64) -
             changes.shards = true;
         } else if ev.key.starts_with(keys::SETTINGS) {
             changes.settings = true;
+        } else if let Some(db) = ev.key.strip_prefix(keys::DB_CRITICAL) {
+            changes.dbs.insert(db.to_owned());
         } else if let Some(name) = ev.key.strip_prefix(keys::DATABASES) {
             match ev
                 .value
@@ -72,6 +76,9 @@ async fn refresh(state: &Arc<RouterState>, changes: Changes) {
             tracing::warn!(error = %e, "reading the default concerns failed");
         }
     }
+    for db in changes.dbs {
+        follow_db_critical(state, db).await;
+    }
     for ns in changes.namespaces {
         if let Err(e) = state.routing.refresh(&state.catalog, &ns).await {
             tracing::warn!(%ns, error = %e, "routing refresh failed; keeping the cached table");
@@ -101,6 +108,8 @@ pub(crate) async fn follow_store(
                     return;
                 }
                 revision = reload(&state).await.unwrap_or(revision);
+                follow_all_db_criticals(&state).await;
+                follow_all_db_criticals(&state).await;
                 continue;
             }
         };
@@ -123,6 +132,7 @@ pub(crate) async fn follow_store(
             return;
         }
         revision = reload(&state).await.unwrap_or(revision);
+        follow_all_db_criticals(&state).await;
     }
 }
 
@@ -133,6 +143,41 @@ async fn reload(state: &RouterState) -> Option<u64> {
     state.routing.load_all(&state.catalog).await.ok()?;
     state.reload_rw_defaults().await.ok()?;
     Some(revision)
+}
+
+/// Follows every `movePrimary` critical section in force (at start-up and
+/// after the watch was lost).
+pub(crate) async fn follow_all_db_criticals(state: &Arc<RouterState>) {
+    let Ok(dbs) = state.catalog.dbs_in_critical().await else {
+        return;
+    };
+    for db in state.write_gates.held_dbs() {
+        if !dbs.contains(&db) {
+            state.write_gates.release_db(&db);
+        }
+    }
+    for db in dbs {
+        follow_db_critical(state, db).await;
+    }
+}
+
+/// Holds or releases `db` as its `movePrimary` critical section says; a
+/// hold is acknowledged once this router's requests in flight to the
+/// database are done (in the background: they may wait for this watch).
+async fn follow_db_critical(state: &Arc<RouterState>, db: String) {
+    match state.catalog.db_critical(&db).await {
+        Ok(Some(_)) => {
+            let st = state.clone();
+            tokio::spawn(async move {
+                st.write_gates.hold_db(&db).await;
+                if let Err(e) = st.catalog.put_db_ack(&db, &st.listen).await {
+                    tracing::warn!(%db, error = %e, "could not acknowledge the movePrimary hold");
+                }
+            });
+        }
+        Ok(None) => state.write_gates.release_db(&db),
+        Err(e) => tracing::warn!(%db, error = %e, "reading a movePrimary critical section failed"),
+    }
 }
 
 /// Sleeps unless shutdown begins first; true when it did.

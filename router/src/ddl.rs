@@ -14,11 +14,14 @@
 //! - `consistency`: `checkMetadataConsistency` (indexes that differ).
 //! - `rename`: `renameCollection` of a sharded collection; `drop`: `drop`
 //!   of one, on every shard.
+//! - `move_primary`: `movePrimary`, a database's unsharded collections to
+//!   another shard under a database-wide critical section.
 
 pub(crate) mod consistency;
 pub(crate) mod drop;
 mod indexes;
 mod lock;
+pub(crate) mod move_primary;
 pub(crate) mod rename;
 pub(crate) mod stats;
 

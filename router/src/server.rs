@@ -50,6 +50,7 @@ pub async fn run(
         listen.clone(),
     ));
     state.reload_rw_defaults().await?;
+    crate::background::follow_all_db_criticals(&state).await;
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");
     let background = [
         tokio::spawn(crate::background::follow_store(

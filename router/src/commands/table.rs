@@ -17,6 +17,7 @@ pub(crate) fn specs() -> Vec<CommandSpec> {
     specs.extend(diagnostics());
     specs.extend(host_management());
     specs.extend(sharding_admin());
+    specs.extend(chunk_admin());
     specs.extend(zones_and_balancer());
     specs.extend(data());
     specs.extend(database_admin());
@@ -286,6 +287,11 @@ fn sharding_admin() -> Vec<CommandSpec> {
             ),
         )
         .aliases(&["shardcollection"]),
+    ]
+}
+
+fn chunk_admin() -> Vec<CommandSpec> {
+    vec![
         router(
             "split",
             ClusterManager,
@@ -302,6 +308,16 @@ fn sharding_admin() -> Vec<CommandSpec> {
             handler!(|state, session, req| chunks::move_range(state, req).await.and_then(ok)),
         )
         .aliases(&["movechunk", "moveRange"]),
+        router(
+            "movePrimary",
+            ClusterManager,
+            handler!(
+                |state, session, req| crate::ddl::move_primary::move_primary(state, req)
+                    .await
+                    .and_then(ok)
+            ),
+        )
+        .aliases(&["moveprimary"]),
         router(
             "clearJumboFlag",
             ClusterManager,
