@@ -399,3 +399,40 @@ async fn default_read_and_write_concerns_apply_to_commands_without_their_own() {
         .unwrap();
     assert!(!plain.contains_key("writeConcernError"), "{plain}");
 }
+
+/// Session and parameter commands mongos answers itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_parameters_are_answered_by_the_router() {
+    let cluster = TestCluster::start(2).await;
+    let client = cluster.client().await;
+    let started = admin(&client, doc! {"startSession": 1}).await;
+    let id = started
+        .get_document("id")
+        .unwrap()
+        .get("id")
+        .unwrap()
+        .clone();
+    assert!(
+        matches!(id, bson::Bson::Binary(ref b) if b.subtype == bson::spec::BinarySubtype::Uuid)
+    );
+    assert_eq!(started.get_i32("timeoutMinutes").unwrap(), 30);
+    admin(&client, doc! {"refreshSessions": [{"id": id.clone()}]}).await;
+    admin(&client, doc! {"endSessions": [{"id": id}]}).await;
+    // Parameters are fixed at start-up: the current value is accepted.
+    let current = admin(&client, doc! {"getParameter": 1, "enableTestCommands": 1}).await;
+    let value = current.get("enableTestCommands").unwrap().clone();
+    let was = admin(
+        &client,
+        doc! {"setParameter": 1, "enableTestCommands": value.clone()},
+    )
+    .await;
+    assert_eq!(was.get("was"), Some(&value));
+    for cmd in [
+        doc! {"setParameter": 1, "enableTestCommands": !value.as_bool().unwrap()},
+        doc! {"setParameter": 1, "noSuchParameter": 1},
+        doc! {"setParameter": 1},
+    ] {
+        let e = support::admin_error(&client, cmd.clone()).await;
+        assert_eq!(e, 72, "{cmd}");
+    }
+}

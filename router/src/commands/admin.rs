@@ -285,11 +285,12 @@ pub(crate) async fn drop_database(state: &Arc<RouterState>, req: &Request<'_>) -
     Ok(Reply::Msg(reply))
 }
 
-/// `endSessions`: best effort on every shard; always succeeds, as on mongos.
+/// `endSessions` and `refreshSessions`: best effort on every shard; always
+/// succeed, as on mongos.
 pub(crate) async fn end_sessions(state: &RouterState, req: &Request<'_>) -> Result<Document> {
     for (shard, reply) in to_all(state, req.msg).await {
         if let Err(e) = reply {
-            tracing::debug!(shard = %shard.id, error = %e, "endSessions on shard failed");
+            tracing::debug!(shard = %shard.id, error = %e, command = req.name, "session command on shard failed");
         }
     }
     Ok(Document::new())

@@ -110,6 +110,44 @@ fn parameters(state: &RouterState) -> Document {
     }
 }
 
+/// `setParameter`: shardgate's parameters are fixed at start-up (its
+/// configuration file); setting one to its current value answers `was`,
+/// any other value or an unknown name is refused as mongod refuses them.
+pub(crate) fn set_parameter(state: &RouterState, body: &RawDocument) -> Result<Document> {
+    let all = parameters(state);
+    let mut out = Document::new();
+    for elem in body.iter().skip(1).flatten() {
+        let (name, value) = (elem.0.as_str(), elem.1);
+        if name.starts_with('$') || matches!(name, "lsid" | "comment") {
+            continue;
+        }
+        let current = all.get(name).ok_or_else(|| {
+            RouterError::command(
+                72,
+                "InvalidOptions",
+                format!("attempted to set unrecognized parameter [{name}], use help:true to see options"),
+            )
+        })?;
+        let same = bson::Bson::try_from(value).ok().as_ref() == Some(current);
+        if !same {
+            return Err(RouterError::command(
+                72,
+                "InvalidOptions",
+                format!("not allowed to change [{name}] at runtime on shardgate; set it in the configuration file"),
+            ));
+        }
+        out.insert("was", current.clone());
+    }
+    if out.is_empty() {
+        return Err(RouterError::command(
+            72,
+            "InvalidOptions",
+            "no option found to set, use help:true to see options",
+        ));
+    }
+    Ok(out)
+}
+
 pub(crate) fn get_parameter(state: &RouterState, body: &RawDocument) -> Result<Document> {
     let all = parameters(state);
     let wants_all = matches!(body.get("getParameter"), Ok(Some(v)) if v.as_str() == Some("*"));
@@ -170,4 +208,9 @@ pub(crate) fn get_log(body: &RawDocument) -> Result<Document> {
             "getLog takes '*', 'global' or 'startupWarnings'",
         )),
     }
+}
+
+/// `startSession`: a new logical session id, as mongos makes one.
+pub(crate) fn start_session() -> Document {
+    doc! {"id": {"id": bson::Uuid::new()}, "timeoutMinutes": 30}
 }

@@ -126,7 +126,18 @@ fn users_and_sessions() -> Vec<CommandSpec> {
             Nothing,
             handler!(|state, session, req| admin::end_sessions(state, req).await.and_then(ok)),
         ),
-        namespace("startSession", Nothing).aliases(&["refreshSessions"]),
+        router(
+            "startSession",
+            Nothing,
+            handler!(|state, session, req| ok(diagnostic::start_session())),
+        ),
+        // Every shard may hold state of these sessions: each is refreshed
+        // (best effort, as endSessions).
+        router(
+            "refreshSessions",
+            Nothing,
+            handler!(|state, session, req| admin::end_sessions(state, req).await.and_then(ok)),
+        ),
     ]
 }
 
@@ -253,7 +264,11 @@ fn host_management() -> Vec<CommandSpec> {
             handler!(|state, session, req| host::kill_op(state, req).await.and_then(ok)),
         ),
         namespace("top", ClusterMonitor).aliases(&["netstat"]),
-        namespace("setParameter", HostManager),
+        router(
+            "setParameter",
+            HostManager,
+            handler!(|state, session, req| diagnostic::set_parameter(state, req.body).and_then(ok)),
+        ),
     ]
 }
 
