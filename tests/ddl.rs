@@ -508,3 +508,91 @@ async fn current_op_names_each_shard_and_kill_op_reaches_it() {
     let e = support::admin_error(&client, doc! {"killOp": 1, "op": 5}).await;
     assert_eq!(e, 14, "TypeMismatch");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refining_the_shard_key_extends_every_bound_without_moving_data() {
+    let cluster = TestCluster::start(3).await;
+    let client = sharded(&cluster).await;
+    let router = client.database("ddl");
+    router.collection("c").insert_many(docs()).await.unwrap();
+    let before = documents(&router, "c").await;
+    let refine = doc! {"refineCollectionShardKey": "ddl.c", "key": {"k": 1, "v": 1}};
+    // An index for the new key must exist first.
+    assert_eq!(support::admin_error(&client, refine.clone()).await, 72);
+    router
+        .run_command(
+            doc! {"createIndexes": "c", "indexes": [{"key": {"k": 1, "v": 1}, "name": "k_v"}]},
+        )
+        .await
+        .unwrap();
+    // The new key must extend the old one.
+    for key in [doc! {"v": 1, "k": 1}, doc! {"k": 1}] {
+        let e = support::admin_error(
+            &client,
+            doc! {"refineCollectionShardKey": "ddl.c", "key": key.clone()},
+        )
+        .await;
+        assert_eq!(e, 72, "{key}");
+    }
+    admin(&client, refine).await;
+    let coll = support::config_docs(&client, "collections", doc! {"_id": "ddl.c"}, doc! {}).await;
+    assert_eq!(coll[0].get_document("key").unwrap(), &doc! {"k": 1, "v": 1});
+    let chunks =
+        support::config_docs(&client, "chunks", doc! {"ns": "ddl.c"}, doc! {"min": 1}).await;
+    let bounds: Vec<(Document, Document, String)> = chunks
+        .iter()
+        .map(|c| {
+            (
+                c.get_document("min").unwrap().clone(),
+                c.get_document("max").unwrap().clone(),
+                c.get_str("shard").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        bounds,
+        [
+            (
+                doc! {"k": Bson::MinKey, "v": Bson::MinKey},
+                doc! {"k": 100, "v": Bson::MinKey},
+                "shard0000".to_owned()
+            ),
+            (
+                doc! {"k": 100, "v": Bson::MinKey},
+                doc! {"k": 200, "v": Bson::MinKey},
+                "shard0001".to_owned()
+            ),
+            (
+                doc! {"k": 200, "v": Bson::MinKey},
+                doc! {"k": Bson::MaxKey, "v": Bson::MaxKey},
+                "shard0000".to_owned()
+            ),
+        ]
+    );
+    assert!(documents(&router, "c").await == before, "documents changed");
+    // The finer key splits inside one k value and moves the piece.
+    admin(
+        &client,
+        doc! {"split": "ddl.c", "middle": {"k": 150, "v": 4}},
+    )
+    .await;
+    admin(
+        &client,
+        doc! {"moveChunk": "ddl.c", "find": {"k": 150, "v": 5}, "to": "shard0002", "_waitForDelete": true},
+    )
+    .await;
+    assert!(
+        documents(&router, "c").await == before,
+        "documents changed after the move"
+    );
+    let one: Vec<Document> = router
+        .collection::<Document>("c")
+        .find(doc! {"k": 150, "v": 3})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].get_i64("_id").unwrap(), 150);
+}

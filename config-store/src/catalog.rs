@@ -9,6 +9,7 @@ mod cluster;
 mod lease_lock;
 mod merges;
 mod primary;
+mod refine;
 pub use cluster::DEFAULT_CHUNK_SIZE_MB;
 pub use lease_lock::{ddl_lock_name, LeaseLock};
 mod sharding;

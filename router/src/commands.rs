@@ -11,6 +11,7 @@ mod diagnostic;
 
 mod handshake;
 mod host;
+mod refine_shard_key;
 pub(crate) mod registry;
 mod rw_concern;
 mod shard_collection;

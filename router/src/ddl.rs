@@ -20,7 +20,7 @@
 pub(crate) mod consistency;
 pub(crate) mod drop;
 mod indexes;
-mod lock;
+pub(crate) mod lock;
 pub(crate) mod move_primary;
 pub(crate) mod rename;
 pub(crate) mod stats;

@@ -12,8 +12,8 @@
 //! - `commands`: the command registry (`registry`, `table`: names,
 //!   privileges, writes/retryable, handlers), dispatch, and the router's
 //!   own commands (`handshake`, `diagnostic`, `host`, `admin`, `sharding`,
-//!   `shard_collection`, `chunks`, `zones`, `cluster`, `data_distribution`,
-//!   `bulk_write`).
+//!   `shard_collection`, `refine_shard_key`, `chunks`, `zones`, `cluster`,
+//!   `data_distribution`, `rw_concern`, `bulk_write`).
 //! - `auth`: SCRAM conversations, users and roles, the privilege check.
 //! - `catalog_cache`: the routing table and database placement, kept
 //!   current by `background`, which follows the config store's watch and

@@ -255,7 +255,7 @@ fn hashed_prefix(pattern: &ShardKeyPattern) -> bool {
         .is_some_and(|(_, kind)| kind == KeyKind::Hashed)
 }
 
-async fn has_supporting_index(
+pub(super) async fn has_supporting_index(
     state: &RouterState,
     shard: &ShardType,
     db: &str,

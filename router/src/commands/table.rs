@@ -6,7 +6,7 @@ use bson::Document;
 use super::registry::{handler, namespace, router, CommandSpec, Privilege::*};
 use super::{
     admin, bulk_write, chunks, cluster, data_distribution, diagnostic, handshake, host, ok,
-    rw_concern, shard_collection, zones,
+    refine_shard_key, rw_concern, shard_collection, zones,
 };
 use crate::error::RouterError;
 
@@ -302,6 +302,11 @@ fn sharding_admin() -> Vec<CommandSpec> {
             ),
         )
         .aliases(&["shardcollection"]),
+        router(
+            "refineCollectionShardKey",
+            ClusterManager,
+            handler!(|state, session, req| refine_shard_key::refine(state, req).await.and_then(ok)),
+        ),
     ]
 }
 
