@@ -247,13 +247,37 @@ pub(crate) fn long(n: i64) -> Bson {
     i32::try_from(n).map_or(Bson::Int64(n), Bson::Int32)
 }
 
-/// A `$documents` stage over `docs`, each as a literal (a field such as a
-/// `$currentOp` entry's `command` may hold `$`-prefixed names a shard
-/// would otherwise read as expressions).
-pub(crate) fn documents_stage(docs: Vec<Bson>) -> Document {
+/// The rest of a pipeline (`stages`), run on `shard` over `docs` fed with
+/// `$documents` (each as a literal: a field such as a `$currentOp`
+/// entry's `command` may hold `$`-prefixed names a shard would otherwise
+/// read as expressions), with the client's `cursor` options; the shard's
+/// reply is the client's.
+pub(crate) async fn rest_on_shard(
+    state: &RouterState,
+    shard: &ShardType,
+    req: &Request<'_>,
+    db: &str,
+    docs: Vec<Bson>,
+    stages: &[Document],
+) -> Result<Reply> {
     let literals: Vec<Bson> = docs
         .into_iter()
         .map(|d| Bson::Document(doc! {"$literal": d}))
         .collect();
-    doc! {"$documents": literals}
+    let mut pipeline = vec![Bson::Document(doc! {"$documents": literals})];
+    pipeline.extend(stages.iter().cloned().map(Bson::Document));
+    let cursor = req
+        .body
+        .get_document("cursor")
+        .ok()
+        .and_then(|c| Document::try_from(c).ok())
+        .unwrap_or_default();
+    let command = doc! {"aggregate": 1, "pipeline": pipeline, "cursor": cursor, "$db": db};
+    let bytes = command
+        .to_vec()
+        .map_err(|e| RouterError::bad_value(e.to_string()))?;
+    let msg = OpMsg::from_body(bytes);
+    Ok(Reply::Msg(
+        crate::shards::to_shard(state, shard, &msg).await?,
+    ))
 }

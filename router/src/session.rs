@@ -160,3 +160,13 @@ pub(crate) fn now_ts() -> bson::Timestamp {
         increment: 1,
     }
 }
+
+/// A numeric field value as an integer (0 when absent or not a number).
+pub(crate) fn int_of(v: Option<&bson::Bson>) -> i64 {
+    match v {
+        Some(bson::Bson::Int32(n)) => i64::from(*n),
+        Some(bson::Bson::Int64(n)) => *n,
+        Some(bson::Bson::Double(f)) => *f as i64,
+        _ => 0,
+    }
+}

@@ -9,7 +9,7 @@ use shardgate_query::Filter;
 
 use crate::error::{Result, RouterError};
 use crate::session::{Reply, Request};
-use crate::shards::{run_on_shard, to_shard};
+use crate::shards::run_on_shard;
 use crate::state::RouterState;
 
 /// Fields of the `currentOp` command that are not a filter.
@@ -103,27 +103,15 @@ pub(crate) async fn current_op_stage(
         let reply = doc! {"cursor": {"id": 0i64, "ns": "admin.$cmd.aggregate", "firstBatch": ops}};
         return super::ok(reply).map(Some);
     }
-    let mut pipeline = vec![Bson::Document(crate::ddl::documents_stage(ops))];
-    pipeline.extend(stages[1..].iter().cloned().map(Bson::Document));
-    let cursor = req
-        .body
-        .get_document("cursor")
-        .ok()
-        .and_then(|c| Document::try_from(c).ok())
-        .unwrap_or_default();
-    let command = doc! {"aggregate": 1, "pipeline": pipeline, "cursor": cursor, "$db": "admin"};
     let shard = state
         .placement
         .shards()
         .into_iter()
         .next()
         .ok_or_else(|| RouterError::command(70, "ShardNotFound", "no shards"))?;
-    let msg = shardgate_wire::OpMsg::from_body(
-        command
-            .to_vec()
-            .map_err(|e| RouterError::bad_value(e.to_string()))?,
-    );
-    Ok(Some(Reply::Msg(to_shard(state, &shard, &msg).await?)))
+    crate::ddl::rest_on_shard(state, &shard, req, "admin", ops, &stages[1..])
+        .await
+        .map(Some)
 }
 
 /// `killOp` of `shardId:opid`, forwarded to that shard.

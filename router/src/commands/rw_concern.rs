@@ -97,10 +97,13 @@ const READS: [&str; 4] = ["find", "aggregate", "count", "distinct"];
 /// (never inside a transaction); `None` when nothing is added — always,
 /// and at the cost of one read lock, while no default is set.
 pub(crate) fn apply(state: &RouterState, msg: &OpMsg) -> Result<Option<OpMsg>> {
-    let d = defaults(state);
-    if d.read.is_none() && d.write.is_none() {
-        return Ok(None);
-    }
+    let d = {
+        let held = state.rw_defaults.read().unwrap_or_else(|e| e.into_inner());
+        if held.read.is_none() && held.write.is_none() {
+            return Ok(None);
+        }
+        held.clone()
+    };
     let info = CommandInfo::parse(msg)?;
     let body: &RawDocument = info.body;
     if matches!(body.get("autocommit"), Ok(Some(_))) || matches!(info.db, "config" | "local") {

@@ -238,14 +238,7 @@ fn already_sharded(
     ))
 }
 
-fn number(v: Option<&Bson>) -> i64 {
-    match v {
-        Some(Bson::Int32(n)) => *n as i64,
-        Some(Bson::Int64(n)) => *n,
-        Some(Bson::Double(n)) => *n as i64,
-        _ => 0,
-    }
-}
+use crate::session::int_of as number;
 
 /// Whether the key starts with a hashed field (chunks can be pre-split by hash).
 fn hashed_prefix(pattern: &ShardKeyPattern) -> bool {

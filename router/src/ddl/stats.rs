@@ -9,7 +9,7 @@ use shardgate_config_store::ShardType;
 use crate::catalog_cache::routing::CollectionRouting;
 use crate::error::{Result, RouterError};
 use crate::session::{Reply, Request};
-use crate::shards::{run_on_shard, to_shard};
+use crate::shards::run_on_shard;
 use crate::state::RouterState;
 
 use super::{body, on_shards, passthrough, raw_reply, ShardReply};
@@ -44,14 +44,7 @@ fn first_error(replies: &[ShardReply]) -> Result<()> {
     }
 }
 
-fn number(v: Option<&Bson>) -> i64 {
-    match v {
-        Some(Bson::Int32(n)) => i64::from(*n),
-        Some(Bson::Int64(n)) => *n,
-        Some(Bson::Double(f)) => *f as i64,
-        _ => 0,
-    }
-}
+use crate::session::int_of as number;
 
 fn clean(mut d: Document) -> Document {
     for f in ["$clusterTime", "operationTime", "ok"] {
@@ -275,27 +268,11 @@ pub(crate) async fn stage_per_shard(
             .map(Some);
     }
     // The rest of the pipeline, on the primary shard.
-    let mut rest = vec![Bson::Document(super::documents_stage(docs))];
-    rest.extend(stages[1..].iter().cloned().map(Bson::Document));
-    let mut command = doc! {"aggregate": 1, "pipeline": rest};
-    command.insert(
-        "cursor",
-        req.body
-            .get_document("cursor")
-            .ok()
-            .and_then(|c| Document::try_from(c).ok())
-            .unwrap_or_default(),
-    );
-    command.insert("$db", req.db);
-    let db = state.placement.cached(req.db).map(|d| d.primary);
-    let primary = match db {
-        Some(id) => state.placement.shard(&id)?,
+    let primary = match state.placement.cached(req.db) {
+        Some(d) => state.placement.shard(&d.primary)?,
         None => owners(state, routing)?.remove(0),
     };
-    let msg = shardgate_wire::OpMsg::from_body(
-        command
-            .to_vec()
-            .map_err(|e| RouterError::bad_value(e.to_string()))?,
-    );
-    Ok(Some(Reply::Msg(to_shard(state, &primary, &msg).await?)))
+    super::rest_on_shard(state, &primary, req, req.db, docs, &stages[1..])
+        .await
+        .map(Some)
 }
