@@ -100,6 +100,27 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "router answers ping");
+    // getLog: the router's own recent lines, as structured-log JSON.
+    let log = admin.run_command(doc! {"getLog": "global"}).await.unwrap();
+    let lines = log.get_array("log").unwrap();
+    let listening = lines.iter().any(|l| {
+        let line: serde_json::Value = serde_json::from_str(l.as_str().unwrap()).unwrap();
+        line["msg"] == "router listening" && line["s"] == "I" && line["t"]["$date"].is_string()
+    });
+    assert!(listening, "{log}");
+    assert!(log.get_i64("totalLinesWritten").unwrap() >= lines.len() as i64);
+    let names = admin.run_command(doc! {"getLog": "*"}).await.unwrap();
+    assert_eq!(
+        names.get_array("names").unwrap(),
+        &vec![
+            bson::Bson::from("global"),
+            bson::Bson::from("startupWarnings")
+        ]
+    );
+    admin
+        .run_command(doc! {"getLog": "startupWarnings"})
+        .await
+        .unwrap();
 
     // A second router on the same embedded store is refused with a clear error.
     let out = Command::new(BIN)

@@ -86,9 +86,26 @@ async fn run_msg(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -
     // A command the router does not know needs every action on the cluster.
     let need = spec.map_or(crate::auth::Need::AnyAction, |s| s.privilege.need(&req));
     crate::auth::authorize(state, session, &req, need).await?;
+    let mut running = state.operations.begin(&session.slot, &req);
+    tokio::select! {
+        biased;
+        reply = authorized(state, session, msg, &req, spec) => reply,
+        e = running.interrupted() => Err(e),
+    }
+}
+
+/// Runs a command the session may run: a retryable write through the
+/// retry cache, anything else at once.
+async fn authorized(
+    state: &Arc<RouterState>,
+    session: &mut Session,
+    msg: &OpMsg,
+    req: &Request<'_>,
+    spec: Option<CommandSpec>,
+) -> Result<Reply> {
     let retryable = spec.is_some_and(|s| s.retryable);
     if !retryable {
-        return execute(state, session, &req, spec.as_ref()).await;
+        return execute(state, session, req, spec.as_ref()).await;
     }
     // A retryable write: replay a lost reply instead of writing again.
     let ticket = match state.retries.claim(msg).await {
@@ -96,7 +113,7 @@ async fn run_msg(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -
         Claim::Replay(reply) => return Ok(Reply::Body(reply)),
         Claim::Run(ticket) => Some(ticket),
     };
-    let result = execute(state, session, &req, spec.as_ref()).await;
+    let result = execute(state, session, req, spec.as_ref()).await;
     if let Some(ticket) = ticket {
         let body = match &result {
             Ok(Reply::Body(b)) => RawDocument::from_bytes(b).ok(),

@@ -5,10 +5,13 @@
 //! # Layout
 //! - `lock`: the namespace's DDL lock in the store (a migration takes it
 //!   too, so no DDL and migration interleave).
-//! - this file: `collMod` (TTL, validator, hidden index…) on every shard
-//!   holding the collection; `convertToCapped`, refused as mongos does;
+//! - this file: `collMod` (TTL, validator, hidden index…), `compact` and
+//!   the plan-cache commands on every shard holding the collection;
+//!   `convertToCapped`, refused as mongos does;
 //!   sending a command to those shards and mongos's `raw` reply.
 //! - `indexes`: `createIndexes`, `dropIndexes`, `listIndexes`.
+//! - `data_size`: `dataSize`, summed over the owning shards (counted by
+//!   an aggregation on a shard without the command).
 //! - `stats`: `collStats`, `validate`, `dbStats`, and the `$collStats` and
 //!   `$indexStats` stages (one document per shard, with `shard`).
 //! - `consistency`: `checkMetadataConsistency` (indexes that differ).
@@ -18,6 +21,7 @@
 //!   another shard under a database-wide critical section.
 
 pub(crate) mod consistency;
+pub(crate) mod data_size;
 pub(crate) mod drop;
 mod indexes;
 pub(crate) mod lock;
@@ -54,6 +58,23 @@ pub(crate) async fn route(
                 "IllegalOperation",
                 format!("You can't convertToCapped a sharded collection: {ns}"),
             ))
+        }
+        "compact" | "planCacheClear" | "planCacheClearFilters" | "planCacheSetFilter" => {
+            let shards = targets(state, routing, req.db)?;
+            body(raw_reply(
+                &on_shards(state, shards, &passthrough(req)?).await?,
+            ))?
+        }
+        "planCacheListFilters" => {
+            // The shards hold the same filters (set on all of them): the
+            // first one's, as mongos answers.
+            let shards = targets(state, routing, req.db)?;
+            let first = on_shards(state, shards, &passthrough(req)?).await?;
+            match first.into_iter().next() {
+                Some(r) if r.ok() => body(r.reply)?,
+                Some(r) => body(raw_reply(&[r]))?,
+                None => body(doc! {"filters": [], "ok": 1.0})?,
+            }
         }
         "collStats" => stats::coll_stats(state, req, routing, ns).await?,
         "validate" => stats::validate(state, req, routing).await?,

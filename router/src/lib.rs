@@ -29,6 +29,8 @@
 //! - `ddl`: DDL and statistics on sharded collections (indexes, `collMod`,
 //!   `collStats`, `dbStats`, `validate`, `checkMetadataConsistency`),
 //!   under the namespace's DDL lock.
+//! - `operations`: the router's own operations in progress (`currentOp`,
+//!   `killOp`); [`log`]: the recent log lines `getLog` answers.
 //! - `retry_cache`: replies of retryable writes; `stats`: `serverStatus`
 //!   counters; `state`: what every connection shares; `error`:
 //!   [`RouterError`] and the MongoDB-shaped error reply.
@@ -47,6 +49,8 @@ mod connection;
 mod cursors;
 mod ddl;
 pub mod error;
+pub mod log;
+mod operations;
 pub mod read;
 pub mod request;
 mod retry_cache;

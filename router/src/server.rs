@@ -52,6 +52,7 @@ pub async fn run(
     state.reload_rw_defaults().await?;
     crate::background::follow_all_db_criticals(&state).await;
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");
+    crate::log::mark_started();
     let background = [
         tokio::spawn(crate::background::follow_store(
             state.clone(),
@@ -119,11 +120,13 @@ async fn accept_until_shutdown(
             .stats
             .current_connections
             .fetch_add(1, Ordering::Relaxed);
+        let connection_id = state.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let session = Session {
-            connection_id: state.next_connection_id.fetch_add(1, Ordering::Relaxed),
+            connection_id,
             peer: peer.to_string(),
             compressors: Vec::new(),
             auth: Default::default(),
+            slot: state.operations.connect(connection_id, &peer.to_string()),
         };
         tasks.spawn(serve_connection(
             stream,
@@ -145,6 +148,7 @@ async fn serve_connection(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let connection_id = session.connection_id;
     state
         .stats
         .total_connections
@@ -158,6 +162,7 @@ async fn serve_connection(
         }
         None => {}
     }
+    state.operations.disconnect(connection_id);
     state
         .stats
         .current_connections

@@ -18,6 +18,8 @@ pub(crate) struct Session {
     pub compressors: Vec<Compressor>,
     /// Who this connection authenticated as.
     pub auth: AuthState,
+    /// This connection's slot among the router's operations.
+    pub slot: std::sync::Arc<crate::operations::Slot>,
 }
 
 /// What a command answers.

@@ -55,6 +55,8 @@ pub(crate) struct RouterState {
     /// (`setDefaultRWConcern`), applied to commands that carry none;
     /// kept current from the store.
     pub rw_defaults: std::sync::RwLock<RwDefaults>,
+    /// The router's own operations in progress (`currentOp`, `killOp`).
+    pub operations: crate::operations::Operations,
 }
 
 /// The `config.settings` document holding the default concerns.
@@ -98,6 +100,7 @@ impl RouterState {
             write_gates: Default::default(),
             buffered: std::sync::Arc::new(tokio::sync::Semaphore::new(buffered_kb)),
             clients_by_ip: Default::default(),
+            operations: Default::default(),
             rw_defaults: Default::default(),
             listen,
         }

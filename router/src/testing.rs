@@ -193,6 +193,7 @@ pub(crate) async fn sharded_state(
         max_chunk_size_bytes: None,
         enable_auto_merger: None,
         permit_migrations: None,
+        dropping: false,
     };
     let now = bson::Timestamp {
         time: 1,
@@ -239,6 +240,7 @@ pub(crate) fn session() -> Session {
         peer: "127.0.0.1:1".into(),
         compressors: Vec::new(),
         auth: Default::default(),
+        slot: std::sync::Arc::new(crate::operations::Slot::new(1, "127.0.0.1:1")),
     }
 }
 

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 use shardgate_config_store::model::{MigrationState, MigrationType};
 use shardgate_config_store::shard_key::ShardKeyPattern;
 
-use std::collections::BTreeSet;
-
 use shardgate_config_store::model::MigrationAck;
 
 use super::*;
@@ -48,26 +46,11 @@ pub(super) async fn wait_for_acks(
 ) -> Result<()> {
     let deadline = Instant::now() + ACK_WAIT;
     loop {
-        let routers: BTreeSet<String> = state
-            .catalog
-            .routers()
-            .await?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        let done: BTreeSet<String> = state
-            .catalog
-            .migration_acks(ns)
-            .await?
-            .into_iter()
-            .filter(|(_, ack)| acked(ack))
-            .map(|(router, _)| router)
-            .collect();
-        if routers.is_subset(&done) {
+        let missing = state.catalog.routers_without_ack(ns, &acked).await?;
+        if missing.is_empty() {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            let missing: Vec<_> = routers.difference(&done).cloned().collect();
             return Err(BalancerError::command(
                 50,
                 "MaxTimeMSExpired",

@@ -162,6 +162,7 @@ async fn setup(shards: Arc<FakeShards>) -> (Arc<Balancer>, tempfile::TempDir) {
         max_chunk_size_bytes: None,
         enable_auto_merger: None,
         permit_migrations: None,
+        dropping: false,
     };
     let now = bson::Timestamp {
         time: 1,

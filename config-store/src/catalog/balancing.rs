@@ -103,6 +103,32 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The live routers whose acknowledgement for `ns` does not satisfy
+    /// `acked` yet.
+    pub async fn routers_without_ack(
+        &self,
+        ns: &str,
+        acked: impl Fn(&MigrationAck) -> bool,
+    ) -> Result<Vec<String>> {
+        let done: std::collections::BTreeSet<String> = self
+            .migration_acks(ns)
+            .await?
+            .into_iter()
+            .filter(|(_, ack)| acked(ack))
+            .map(|(router, _)| router)
+            .collect();
+        let mut missing: Vec<String> = self
+            .routers()
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .filter(|id| !done.contains(id))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        Ok(missing)
+    }
+
     /// Forgets the acknowledgements for `ns`.
     pub async fn clear_migration_acks(&self, ns: &str) -> Result<()> {
         let keys = self.store().list(&format!("{ACKS}{ns}/")).await?;

@@ -51,6 +51,15 @@ pub struct CollectionType {
         skip_serializing_if = "Option::is_none"
     )]
     pub permit_migrations: Option<bool>,
+    /// Set while a `drop` runs on the shards: every router holds writes to
+    /// the collection (as in a migration's critical section over all of
+    /// it), so none lands on a shard after the shard dropped its copy.
+    #[serde(
+        rename = "dropping",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub dropping: bool,
 }
 
 /// One shard-ownership record of a chunk.

@@ -182,6 +182,24 @@ async fn build(catalog: &Catalog, coll: CollectionType) -> Result<CollectionRout
             ));
         }
     }
+    if coll.dropping {
+        // A drop in progress holds writes to the whole key space.
+        let edge = |b: bson::Bson| -> bson::Document {
+            pattern
+                .fields()
+                .map(|(f, _)| (f.to_owned(), b.clone()))
+                .collect()
+        };
+        let bound = |d: &bson::Document| {
+            pattern
+                .encode_bound(d)
+                .map_err(|e| RouterError::Store(StoreError::Invariant(format!("{}: {e}", coll.ns))))
+        };
+        critical.push((
+            bound(&edge(bson::Bson::MinKey))?,
+            bound(&edge(bson::Bson::MaxKey))?,
+        ));
+    }
     Ok(CollectionRouting {
         collection: coll,
         pattern,

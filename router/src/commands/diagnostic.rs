@@ -201,7 +201,14 @@ pub(crate) fn connection_status(session: &crate::session::Session) -> Document {
 pub(crate) fn get_log(body: &RawDocument) -> Result<Document> {
     match body.get_str("getLog") {
         Ok("*") => Ok(doc! {"names": ["global", "startupWarnings"]}),
-        Ok("global") | Ok("startupWarnings") => Ok(doc! {"totalLinesWritten": 0, "log": []}),
+        Ok("global") => {
+            let (lines, written) = crate::log::global();
+            Ok(doc! {"totalLinesWritten": written as i64, "log": lines})
+        }
+        Ok("startupWarnings") => {
+            let lines = crate::log::startup_warnings();
+            Ok(doc! {"totalLinesWritten": lines.len() as i64, "log": lines})
+        }
         _ => Err(RouterError::command(
             72,
             "InvalidOptions",

@@ -30,6 +30,13 @@ pub(crate) fn hello(session: &mut Session, body: &RawDocument, legacy: bool) -> 
     d.insert("minWireVersion", 0i32);
     d.insert("maxWireVersion", MAX_WIRE_VERSION);
     d.insert("readOnly", false);
+    if let Ok(app) = body
+        .get_document("client")
+        .and_then(|c| c.get_document("application"))
+        .and_then(|a| a.get_str("name"))
+    {
+        session.slot.set_app_name(app);
+    }
     if let Ok(requested) = body.get_array("compression") {
         session.compressors = requested
             .into_iter()

@@ -1,7 +1,9 @@
 //! Host management and diagnostics mongos answers for the cluster:
-//! `currentOp` (command and `$currentOp` stage) gathered from every shard
-//! with each operation's `shard` and an `opid` of `shardId:opid`; `killOp`
-//! of such an id, forwarded to its shard; `hostInfo` of the router's own
+//! `currentOp` (command and `$currentOp` stage): the router's own
+//! operations (plain `opid`s), then every shard's with its `shard` and an
+//! `opid` of `shardId:opid` (only the router's with `localOps: true`);
+//! `killOp` of a router opid interrupts it, of `shardId:opid` is
+//! forwarded to that shard; `hostInfo` of the router's own
 //! machine; `connPoolStats` of the router's shard pools.
 
 use bson::{doc, Bson, Document};
@@ -13,8 +15,9 @@ use crate::shards::run_on_shard;
 use crate::state::RouterState;
 
 /// Fields of the `currentOp` command that are not a filter.
-const OPTIONS: [&str; 9] = [
+const OPTIONS: [&str; 10] = [
     "currentOp",
+    "localOps",
     "$all",
     "$ownOps",
     "$db",
@@ -30,7 +33,10 @@ const OPTIONS: [&str; 9] = [
 /// `currentOp` command, whose entries carry their `opid` on every server.
 async fn shard_ops(state: &RouterState, spec: &Document) -> Result<Vec<Document>> {
     let all = spec.get_bool("idleConnections").unwrap_or(false);
-    let mut ops = Vec::new();
+    let mut ops = state.operations.current(&state.listen, all);
+    if spec.get_bool("localOps").unwrap_or(false) {
+        return Ok(ops);
+    }
     for shard in state.placement.shards() {
         let command = doc! {"currentOp": 1, "$all": all, "$db": "admin"};
         let reply = run_on_shard(state, &shard, command).await?;
@@ -63,7 +69,9 @@ pub(crate) async fn current_op(state: &RouterState, req: &Request<'_>) -> Result
         .collect();
     let filter = Filter::parse(&filter)
         .map_err(|e| RouterError::command(e.code().0, e.code().1, e.to_string()))?;
-    let spec = doc! {"allUsers": true, "idleConnections": all, "idleSessions": all};
+    let local = req.body.get_bool("localOps").unwrap_or(false);
+    let spec =
+        doc! {"allUsers": true, "idleConnections": all, "idleSessions": all, "localOps": local};
     let ops: Vec<Bson> = shard_ops(state, &spec)
         .await?
         .into_iter()
@@ -114,13 +122,27 @@ pub(crate) async fn current_op_stage(
         .map(Some)
 }
 
-/// `killOp` of `shardId:opid`, forwarded to that shard.
+/// `killOp`: of a router operation's id, interrupts it; of
+/// `shardId:opid`, forwarded to that shard.
 pub(crate) async fn kill_op(state: &RouterState, req: &Request<'_>) -> Result<Document> {
+    let local = match req.body.get("op") {
+        Ok(Some(bson::RawBsonRef::Int32(n))) => Some(i64::from(n)),
+        Ok(Some(bson::RawBsonRef::Int64(n))) => Some(n),
+        Ok(Some(bson::RawBsonRef::Double(f))) if f.fract() == 0.0 => Some(f as i64),
+        Ok(Some(bson::RawBsonRef::String(s))) if !s.contains(':') => s.parse().ok(),
+        _ => None,
+    };
+    if let Some(opid) = local {
+        let opid = u32::try_from(opid)
+            .map_err(|_| RouterError::bad_value(format!("invalid opid {opid}")))?;
+        state.operations.kill(opid);
+        return Ok(doc! {"info": "attempting to kill op"});
+    }
     let op = req.body.get_str("op").map_err(|_| {
         RouterError::command(
             14,
             "TypeMismatch",
-            "killOp through a router takes op as \"shardId:opid\"",
+            "killOp takes op as a router opid or \"shardId:opid\"",
         )
     })?;
     let (shard, id) = op.split_once(':').ok_or_else(|| {

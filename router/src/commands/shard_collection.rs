@@ -152,6 +152,7 @@ pub(crate) async fn shard_collection(
         max_chunk_size_bytes: None,
         enable_auto_merger: None,
         permit_migrations: None,
+        dropping: false,
     };
     let chunks = initial_chunks(
         &collection,

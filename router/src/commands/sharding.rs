@@ -102,10 +102,12 @@ pub(crate) async fn route_sharded(
         },
         "insert" | "update" | "delete" => {
             let kind = WriteKind::of(req.name).expect("a write command");
-            crate::write::exec::write(state, req, &ns, kind).await?
+            let written = crate::write::exec::write(state, req, &ns, kind).await;
+            return unless_dropped(state, &ns, written);
         }
         "findAndModify" | "findandmodify" => {
-            crate::write::exec::find_and_modify(state, req, &ns).await?
+            let written = crate::write::exec::find_and_modify(state, req, &ns).await;
+            return unless_dropped(state, &ns, written);
         }
         "explain" => {
             let inner = explained
@@ -129,6 +131,15 @@ pub(crate) async fn route_sharded(
         _ => whole_to_one_shard(state, req, &routing, &ns).await?,
     };
     Ok(Some(reply))
+}
+
+/// A write's reply; `None` (the unsharded path) when it was held by a
+/// `drop` and, nothing sent, found the collection no longer sharded.
+fn unless_dropped(state: &RouterState, ns: &str, written: Result<Reply>) -> Result<Option<Reply>> {
+    match written {
+        Err(e) if e.code().0 == 13388 && state.routing.get(ns).is_none() => Ok(None),
+        other => other.map(Some),
+    }
 }
 
 /// `getMore` and `killCursors` of cursors the router holds.

@@ -445,7 +445,13 @@ fn data() -> Vec<CommandSpec> {
         namespace("listCollections", Read),
         namespace("listIndexes", Read),
         namespace("listSearchIndexes", Read),
-        namespace("collStats", Read).aliases(&["dataSize", "dbHash"]),
+        namespace("collStats", Read),
+        router(
+            "dataSize",
+            Read,
+            handler!(|state, session, req| crate::ddl::data_size::data_size(state, req).await),
+        )
+        .aliases(&["datasize"]),
         router(
             "dbStats",
             Read,

@@ -1,0 +1,239 @@
+//! The router's own diagnostics, as a user of mongos checks them: its
+//! operations in `currentOp` (and `killOp` interrupting one), `dataSize`
+//! summed over the shards owning a collection, and a `drop` of a sharded
+//! collection fenced against writes routed by the old metadata.
+
+mod support;
+
+use std::time::Duration;
+
+use bson::{doc, Document};
+use futures::TryStreamExt;
+use support::{admin, direct_client, error_code, TestCluster};
+
+/// `diag.c` sharded on `{k: 1}`: `[MinKey, 100)` on shard0000 (the
+/// primary), `[100, 200)` on shard0001, `[200, MaxKey)` on shard0002.
+async fn spread(cluster: &TestCluster) -> mongodb::Client {
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "diag", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "diag.c", "key": {"k": 1}}).await;
+    for (middle, to) in [(100, "shard0001"), (200, "shard0002")] {
+        admin(&client, doc! {"split": "diag.c", "middle": {"k": middle}}).await;
+        admin(
+            &client,
+            doc! {"moveChunk": "diag.c", "find": {"k": middle}, "to": to, "_waitForDelete": true},
+        )
+        .await;
+    }
+    client
+}
+
+fn docs(n: i64) -> Vec<Document> {
+    (0..n)
+        .map(|i| doc! {"_id": i, "k": i, "pad": "x".repeat((i % 17) as usize)})
+        .collect()
+}
+
+fn bytes(docs: &[Document]) -> i64 {
+    docs.iter().map(|d| d.to_vec().unwrap().len() as i64).sum()
+}
+
+fn number(d: &Document, f: &str) -> i64 {
+    match d.get(f) {
+        Some(bson::Bson::Int32(n)) => i64::from(*n),
+        Some(bson::Bson::Int64(n)) => *n,
+        Some(bson::Bson::Double(x)) => *x as i64,
+        other => panic!("{f}: {other:?} in {d}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_size_sums_every_owning_shard() {
+    let cluster = TestCluster::start(3).await;
+    let client = spread(&cluster).await;
+    let db = client.database("diag");
+    let all = docs(300);
+    db.collection("c").insert_many(all.clone()).await.unwrap();
+    let whole = db.run_command(doc! {"dataSize": "diag.c"}).await.unwrap();
+    assert_eq!(number(&whole, "numObjects"), 300, "{whole}");
+    assert_eq!(number(&whole, "size"), bytes(&all), "{whole}");
+    // A key range crossing all three shards: [50, 250).
+    let range = db
+        .run_command(doc! {"dataSize": "diag.c", "keyPattern": {"k": 1}, "min": {"k": 50}, "max": {"k": 250}})
+        .await
+        .unwrap();
+    assert_eq!(number(&range, "numObjects"), 200, "{range}");
+    assert_eq!(number(&range, "size"), bytes(&all[50..250]), "{range}");
+    // An unsharded collection: its primary's.
+    let few = docs(5);
+    db.collection("u").insert_many(few.clone()).await.unwrap();
+    let small = db.run_command(doc! {"dataSize": "diag.u"}).await.unwrap();
+    assert_eq!(number(&small, "numObjects"), 5);
+    assert_eq!(number(&small, "size"), bytes(&few));
+    let e = db
+        .run_command(doc! {"dataSize": "other.c"})
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 73, "a namespace of another database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_op_lists_router_operations_and_kill_op_interrupts_one() {
+    let cluster = TestCluster::start_with(
+        1,
+        shardgate_router::config::RouterConfig {
+            balancer: false,
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    let client = cluster.client().await;
+    let db = client.database("diag");
+    db.collection("u")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    // `currentOp` shows itself, as the router's operation.
+    let own = admin(&client, doc! {"currentOp": 1}).await;
+    let mine = own
+        .get_array("inprog")
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.as_document())
+        .find(|o| {
+            o.get_document("command")
+                .is_ok_and(|c| c.contains_key("currentOp"))
+        })
+        .unwrap_or_else(|| panic!("the currentOp command itself: {own}"));
+    assert!(mine.get_i32("opid").is_ok(), "{mine}");
+    assert!(!mine.contains_key("shard"), "{mine}");
+    assert_eq!(mine.get_bool("active").unwrap(), true);
+
+    // The shard holds every `count` for 20 s; the router's operation
+    // waiting on it is listed, and killOp of its opid interrupts it.
+    let shard = direct_client(&cluster.shards[0]).await;
+    admin(
+        &shard,
+        doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {"failCommands": ["count"], "blockConnection": true, "blockTimeMS": 20000},
+        },
+    )
+    .await;
+    let counting = tokio::spawn({
+        let db = db.clone();
+        async move { db.run_command(doc! {"count": "u"}).await }
+    });
+    let mut opid = None;
+    for _ in 0..100 {
+        let ops = admin(
+            &client,
+            doc! {"currentOp": 1, "localOps": true, "command.count": "u"},
+        )
+        .await;
+        opid = ops
+            .get_array("inprog")
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.as_document())
+            .find_map(|o| o.get_i32("opid").ok());
+        if opid.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let opid = opid.expect("the count is listed as the router's operation");
+    admin(&client, doc! {"killOp": 1, "op": opid}).await;
+    let e = tokio::time::timeout(Duration::from_secs(10), counting)
+        .await
+        .expect("the killed count answers before the shard releases it")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error_code(&e), 11601, "Interrupted");
+    admin(
+        &shard,
+        doc! {"configureFailPoint": "failCommand", "mode": "off"},
+    )
+    .await;
+    // The connection still works.
+    let n = db
+        .collection::<Document>("u")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_drop_never_land_on_a_shard_that_dropped() {
+    let cluster = TestCluster::start(3).await;
+    let client = spread(&cluster).await;
+    let coll = client.database("diag").collection::<Document>("c");
+    coll.insert_many(docs(300)).await.unwrap();
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A writer inserting over every chunk's range, before, during and
+    // after the drop; it notes which inserts began after the drop answered.
+    let writer = tokio::spawn({
+        let (coll, dropped) = (coll.clone(), dropped.clone());
+        async move {
+            let mut after = Vec::new();
+            let mut extra = 0;
+            for i in 1000i64.. {
+                let late = dropped.load(std::sync::atomic::Ordering::SeqCst);
+                let d = doc! {"_id": i, "k": i % 300};
+                if coll.insert_one(d).await.is_ok() && late {
+                    after.push(i);
+                }
+                if late {
+                    extra += 1;
+                    if extra == 100 {
+                        break;
+                    }
+                }
+            }
+            after
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    coll.drop().await.unwrap();
+    dropped.store(true, std::sync::atomic::Ordering::SeqCst);
+    let after = writer.await.unwrap();
+    assert_eq!(after.len(), 100, "every insert after the drop succeeds");
+    // No shard but the primary holds a document of the dropped collection.
+    for shard in &cluster.shards[1..] {
+        let direct = direct_client(shard).await;
+        let n = direct
+            .database("diag")
+            .collection::<Document>("c")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
+        assert_eq!(
+            n,
+            0,
+            "{} holds documents of the dropped collection",
+            shard.address()
+        );
+    }
+    // Every insert acknowledged after the drop is there, once.
+    let ids: Vec<i64> = coll
+        .find(doc! {"_id": {"$in": &after}})
+        .await
+        .unwrap()
+        .try_collect::<Vec<Document>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.get_i64("_id").unwrap())
+        .collect();
+    assert_eq!(ids.len(), after.len());
+    let sharded =
+        support::config_docs(&client, "collections", doc! {"_id": "diag.c"}, doc! {}).await;
+    assert!(sharded.is_empty(), "the collection is unsharded now");
+}
