@@ -358,3 +358,70 @@ async fn a_chunk_of_one_key_value_is_marked_jumbo_and_shown_by_sh_status() {
     let chunks = config_docs(&client, "chunks", doc! {"ns": "jb.c"}, doc! {"min": 1}).await;
     assert_eq!(chunks.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defragmentation_moves_small_chunks_to_neighbours_and_merges_them() {
+    let cluster = TestCluster::start_with(3, config(), false).await;
+    let client = cluster.client().await;
+    set_chunk_size_mb(&client, 1).await;
+    admin(
+        &client,
+        doc! {"enableSharding": "df", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "df.c", "key": {"k": 1}}).await;
+    let n = 300;
+    client
+        .database("df")
+        .collection::<Document>("c")
+        .insert_many(documents(n))
+        .await
+        .unwrap();
+    // Six chunks of about 50 KB, on alternating shards: nothing to
+    // balance (far under 3 × 1 MB), all fragments.
+    let shards = ["shard0000", "shard0001", "shard0002"];
+    for (i, at) in [50, 100, 150, 200, 250].into_iter().enumerate() {
+        admin(&client, doc! {"split": "df.c", "middle": {"k": at}}).await;
+        let to = shards[(i + 1) % 3];
+        if to != "shard0000" {
+            admin(
+                &client,
+                doc! {"moveChunk": "df.c", "find": {"k": at}, "to": to, "_waitForDelete": true},
+            )
+            .await;
+        }
+    }
+    let chunks = config_docs(&client, "chunks", doc! {"ns": "df.c"}, doc! {"min": 1}).await;
+    assert_eq!(chunks.len(), 6);
+    admin(
+        &client,
+        doc! {"configureCollectionBalancing": "df.c", "defragmentCollection": true},
+    )
+    .await;
+    let status = admin(&client, doc! {"balancerCollectionStatus": "df.c"}).await;
+    assert_eq!(
+        status.get_str("firstComplianceViolation").unwrap(),
+        "defragmentingChunks",
+        "{status}"
+    );
+    // Each small chunk moves to its neighbour's shard and merges with it,
+    // until one chunk of 300 KB is left (within the 1 MB chunk size).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let chunks = config_docs(&client, "chunks", doc! {"ns": "df.c"}, doc! {"min": 1}).await;
+        let coll = config_docs(&client, "collections", doc! {"_id": "df.c"}, doc! {}).await;
+        if chunks.len() == 1 && !coll[0].contains_key("defragmentCollection") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "defragmentation did not finish: {} chunks, {}",
+            chunks.len(),
+            coll[0]
+        );
+    }
+    let status = admin(&client, doc! {"balancerCollectionStatus": "df.c"}).await;
+    assert!(status.get_bool("balancerCompliant").unwrap(), "{status}");
+    all_present_once(&cluster, &client, "df", n).await;
+}

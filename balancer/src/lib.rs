@@ -7,7 +7,9 @@
 //!   [`BalancerConfig::rounds`]) and the `moveChunk`/`moveRange` requests
 //!   routers leave in the store, each under the lease lock.
 //! - `round`: one balancing round — zone splits, size estimates and
-//!   auto-split, the moves `policy` decides.
+//!   auto-split, the moves `policy` decides; `defragment`: a collection's
+//!   defragmentation (merge runs, move small chunks to a neighbour and
+//!   merge), a share per round.
 //! - `lock`: the `balancer` lease lock with its fencing token; taking it
 //!   recovers what a dead holder left.
 //! - `migration`: moving one chunk — record, clone, catch-up, critical
@@ -16,6 +18,7 @@
 //!   its own shard pools, counters; `error`: [`BalancerError`].
 
 mod context;
+mod defragment;
 mod error;
 mod lock;
 mod migration;

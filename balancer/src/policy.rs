@@ -158,6 +158,41 @@ pub fn merges(chunks: &[Chunk], chunk_size: u64) -> Vec<(usize, usize)> {
     out
 }
 
+/// Defragmentation's second phase, one step: the first chunk smaller than a
+/// quarter of the chunk size that has a contiguous neighbour on another
+/// shard, in the same zone, with which it stays within the chunk size —
+/// `(small, neighbour)`, the smaller neighbour when both qualify. The small
+/// chunk moves to the neighbour's shard and the two merge. `None` when no
+/// chunk qualifies (the phase is over). Jumbo chunks are left alone.
+pub fn defragment_step(
+    chunks: &[Chunk],
+    zones: &[ZoneRange],
+    chunk_size: u64,
+) -> Option<(usize, usize)> {
+    let fits = |i: usize, j: usize| {
+        let (a, b) = (&chunks[i], &chunks[j]);
+        !b.jumbo
+            && a.shard != b.shard
+            && (a.max == b.min || b.max == a.min)
+            && zone_of(a, zones) == zone_of(b, zones)
+            && a.bytes + b.bytes <= chunk_size
+    };
+    (0..chunks.len()).find_map(|i| {
+        let c = &chunks[i];
+        if c.jumbo || c.bytes >= chunk_size / 4 {
+            return None;
+        }
+        let before = i.checked_sub(1).filter(|&j| fits(i, j));
+        let after = Some(i + 1).filter(|&j| j < chunks.len() && fits(i, j));
+        let best = match (before, after) {
+            (Some(b), Some(a)) if chunks[a].bytes < chunks[b].bytes => Some(a),
+            (Some(b), _) => Some(b),
+            (None, a) => a,
+        };
+        best.map(|j| (i, j))
+    })
+}
+
 /// Whether `s` may hold a chunk of `zone`.
 fn allowed(s: &Shard, zone: Option<&str>) -> bool {
     !s.draining && zone.is_none_or(|z| s.zones.contains(z))
@@ -289,6 +324,44 @@ impl Group<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn defragmentation_moves_small_chunks_to_their_smaller_neighbour() {
+        let chunk = |min: u8, max: u8, shard: &str, bytes: u64| Chunk {
+            min: KeyBytes::from(vec![min]),
+            max: KeyBytes::from(vec![max]),
+            shard: shard.into(),
+            bytes,
+            jumbo: false,
+        };
+        let size = 100;
+        // [0,1) s0 10 · [1,2) s1 50 · [2,3) s0 5: the first small chunk
+        // (10 < 25) joins its only neighbour, on s1.
+        let chunks = vec![
+            chunk(0, 1, "s0", 10),
+            chunk(1, 2, "s1", 50),
+            chunk(2, 3, "s0", 5),
+        ];
+        assert_eq!(defragment_step(&chunks, &[], size), Some((0, 1)));
+        // Both neighbours fit: the smaller one.
+        let chunks = vec![
+            chunk(0, 1, "s0", 30),
+            chunk(1, 2, "s1", 10),
+            chunk(2, 3, "s2", 20),
+        ];
+        assert_eq!(defragment_step(&chunks, &[], size), Some((1, 2)));
+        // Too big together, or big enough already: nothing.
+        let chunks = vec![chunk(0, 1, "s0", 20), chunk(1, 2, "s1", 90)];
+        assert_eq!(defragment_step(&chunks, &[], size), None);
+        // A zone boundary between them: nothing.
+        let zones = vec![ZoneRange {
+            min: KeyBytes::from(vec![1]),
+            max: KeyBytes::from(vec![2]),
+            zone: "z".into(),
+        }];
+        let chunks = vec![chunk(0, 1, "s0", 1), chunk(1, 2, "s1", 1)];
+        assert_eq!(defragment_step(&chunks, &zones, size), None);
+    }
+
     use super::*;
 
     fn k(n: u8) -> KeyBytes {

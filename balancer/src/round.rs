@@ -103,8 +103,8 @@ async fn round_locked(state: &Arc<Balancer>, guard: &LockGuard) -> Result<()> {
 }
 
 /// One collection's share of a round: splits at zone bounds, splits of
-/// chunks past the chunk size, the moves, then (when the collection enables
-/// it) the auto-merger.
+/// chunks past the chunk size, defragmentation (when asked for), the
+/// moves, then (when the collection enables it) the auto-merger.
 async fn balance_collection(
     state: &Arc<Balancer>,
     guard: &LockGuard,
@@ -118,6 +118,9 @@ async fn balance_collection(
         return Ok(());
     }
     if coll.permit_migrations != Some(false) {
+        if coll.defragment_collection == Some(true) {
+            crate::defragment::defragment(state, guard, coll, &pattern, &zones, chunk_size).await?;
+        }
         move_chunks(state, guard, &pattern, &coll.ns, &zones, chunk_size).await?;
     }
     if coll.enable_auto_merger == Some(true) {
@@ -134,16 +137,10 @@ async fn auto_merge(
     ns: &str,
     chunk_size: u64,
 ) -> Result<()> {
-    let (chunks, docs) = snapshot(state, pattern, ns).await?;
-    let sizes = estimate(state, pattern, ns, &chunks, &docs).await?;
-    let chunks: Vec<Chunk> = chunks
-        .into_iter()
-        .zip(&sizes)
-        .map(|(mut c, (bytes, _))| {
-            c.bytes = *bytes;
-            c
-        })
-        .collect();
+    let Sized {
+        chunks,
+        bounds: docs,
+    } = sized_snapshot(state, pattern, ns).await?;
     for (first, last) in policy::merges(&chunks, chunk_size) {
         let (min, max) = (&docs[first].0, &docs[last].1);
         let details = state
@@ -245,16 +242,10 @@ async fn move_chunks(
             draining: s.draining,
         })
         .collect();
-    let (chunks, docs) = snapshot(state, pattern, ns).await?;
-    let sizes = estimate(state, pattern, ns, &chunks, &docs).await?;
-    let chunks: Vec<Chunk> = chunks
-        .into_iter()
-        .zip(&sizes)
-        .map(|(mut c, (bytes, _))| {
-            c.bytes = *bytes;
-            c
-        })
-        .collect();
+    let Sized {
+        chunks,
+        bounds: docs,
+    } = sized_snapshot(state, pattern, ns).await?;
     let threshold = 3 * chunk_size;
     for mv in policy::moves(&shards, &chunks, zones, threshold) {
         if !enabled(state).await? {
@@ -266,6 +257,30 @@ async fn move_chunks(
         state.stats.migrations.fetch_add(1, Ordering::SeqCst);
     }
     Ok(())
+}
+
+/// The chunks of a collection with their estimated sizes, in key order.
+pub(crate) struct Sized {
+    /// Encoded, for the policy, each with its estimated bytes.
+    pub chunks: Vec<Chunk>,
+    /// Their bounds as documents.
+    pub bounds: Vec<(Document, Document)>,
+}
+
+/// [`snapshot`] with each chunk's estimated bytes.
+pub(crate) async fn sized_snapshot(
+    state: &Balancer,
+    pattern: &ShardKeyPattern,
+    ns: &str,
+) -> Result<Sized> {
+    let (chunks, bounds) = snapshot(state, pattern, ns).await?;
+    let sizes = estimate(state, pattern, ns, &chunks, &bounds).await?;
+    let chunks = chunks
+        .into_iter()
+        .zip(&sizes)
+        .map(|(c, (bytes, _))| Chunk { bytes: *bytes, ..c })
+        .collect();
+    Ok(Sized { chunks, bounds })
 }
 
 /// The chunks of `ns` (encoded, for the policy) and their bounds as

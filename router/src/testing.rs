@@ -194,6 +194,7 @@ pub(crate) async fn sharded_state(
         enable_auto_merger: None,
         permit_migrations: None,
         dropping: false,
+        defragment_collection: None,
     };
     let now = bson::Timestamp {
         time: 1,

@@ -163,6 +163,7 @@ async fn setup(shards: Arc<FakeShards>) -> (Arc<Balancer>, tempfile::TempDir) {
         enable_auto_merger: None,
         permit_migrations: None,
         dropping: false,
+        defragment_collection: None,
     };
     let now = bson::Timestamp {
         time: 1,

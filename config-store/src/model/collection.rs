@@ -51,6 +51,14 @@ pub struct CollectionType {
         skip_serializing_if = "Option::is_none"
     )]
     pub permit_migrations: Option<bool>,
+    /// `true` after `configureCollectionBalancing` with
+    /// `defragmentCollection: true`, until the balancer finished it.
+    #[serde(
+        rename = "defragmentCollection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub defragment_collection: Option<bool>,
     /// Set while a `drop` runs on the shards: every router holds writes to
     /// the collection (as in a migration's critical section over all of
     /// it), so none lands on a shard after the shard dropped its copy.

@@ -188,10 +188,16 @@ pub(crate) async fn configure_collection_balancing(
     if let Ok(enable) = req.body.get_bool("enableAutoMerger") {
         coll.enable_auto_merger = Some(enable);
     }
+    let defragment = req.body.get_bool("defragmentCollection").ok();
+    if let Some(on) = defragment {
+        // The balancer runs the phases and clears the flag when done;
+        // `false` stops it.
+        coll.defragment_collection = on.then_some(true);
+    }
     state.catalog.update_collection(&coll).await?;
-    if req.body.get_bool("defragmentCollection").unwrap_or(false) {
-        // Defragmentation's merge phase, at once: every run of contiguous
-        // chunks on a shard becomes one chunk.
+    if defragment == Some(true) {
+        // Its first phase at once, even while the balancer is stopped:
+        // every run of contiguous chunks on a shard becomes one chunk.
         super::chunks::merge_everywhere(state, ns, None).await?;
     }
     Ok(Document::new())

@@ -152,6 +152,9 @@ async fn violation(
     routing: &CollectionRouting,
     chunk_size: i64,
 ) -> Result<Option<&'static str>> {
+    if routing.collection.defragment_collection == Some(true) {
+        return Ok(Some("defragmentingChunks"));
+    }
     let shards = state.placement.shards();
     let owners = routing.chunks.shards();
     if shards

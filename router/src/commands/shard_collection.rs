@@ -153,6 +153,7 @@ pub(crate) async fn shard_collection(
         enable_auto_merger: None,
         permit_migrations: None,
         dropping: false,
+        defragment_collection: None,
     };
     let chunks = initial_chunks(
         &collection,
