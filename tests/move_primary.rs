@@ -1,7 +1,8 @@
 //! `movePrimary` while clients write: a database's unsharded collections
-//! (with their options and indexes) and views move to another shard, every
-//! acknowledged write is there exactly once, nothing is left on the old
-//! primary, and `removeShard` of the old primary then completes.
+//! (with their options and indexes) and views move to another shard (the
+//! copy and its change-stream catch-up outside the critical section),
+//! every acknowledged write is there exactly once, nothing is left on the
+//! old primary, and `removeShard` of the old primary then completes.
 
 mod support;
 
@@ -84,6 +85,17 @@ async fn move_primary_while_writing_then_remove_the_old_primary() {
     }
     let written = acknowledged.load(Ordering::SeqCst);
     assert!(written > 0);
+    // The copy ran while the writers wrote, caught up by the change stream.
+    let logged =
+        support::config_docs(&client, "changelog", doc! {"what": "movePrimary"}, doc! {}).await;
+    assert_eq!(logged.len(), 1);
+    let details = logged[0].get_document("details").unwrap();
+    assert!(
+        !details.get_bool("copiedInCriticalSection").unwrap(),
+        "{details}"
+    );
+    assert!(details.get_i64("caughtUp").unwrap() > 0, "{details}");
+    assert_eq!(details.get_str("to").unwrap(), "shard0001");
 
     // Every acknowledged document is on the new primary, once.
     let new_primary = support::direct_client(&cluster.shards[1])

@@ -12,11 +12,14 @@
 //! - `pool`: [`Pools`], one bounded pool per shard (`pool/conn.rs`: one
 //!   connection, framing, the `hello` handshake and SCRAM login), with a
 //!   deadline on every round trip.
+//! - `change_stream`: [`ChangeStream`] and [`resync`], how a copy catches
+//!   up with its source (chunk migrations, `movePrimary`).
 //! - `cursor`: [`ShardCursor`], a shard's cursor read batch by batch, killed
 //!   when dropped before its end; [`cursor_reply`] reads a cursor reply.
 //! - [`scram`]: SCRAM-SHA-1/256, client and server sides.
 //! - `tls`: the connector for TLS to shards, built once from the files.
 
+mod change_stream;
 mod config;
 mod cursor;
 mod error;
@@ -27,6 +30,7 @@ mod tls;
 use bson::{RawDocument, RawDocumentBuf};
 use shardgate_wire::{OpMsg, OpMsgFlags};
 
+pub use change_stream::{event_id, resync, ChangeStream};
 pub use config::{PoolConfig, ShardAuth, ShardTls};
 pub use cursor::{cursor_reply, CursorReply, ShardCursor};
 pub use error::{Result, ShardError};

@@ -2,13 +2,13 @@
 //! written since the copy began; each is read again on the source and
 //! written to (or removed from) the destination.
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson};
 use shardgate_config_store::model::ShardType;
 
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::context::Balancer;
+use crate::context::{target, Balancer};
 use crate::error::{BalancerError, Result};
 
 /// Makes the destination's copies of `ids` match the source: each is read
@@ -22,61 +22,24 @@ pub(super) async fn resync(
     range: &Range,
     ids: Vec<Bson>,
 ) -> Result<u64> {
-    let n = ids.len() as u64;
-    for chunk in ids.chunks(500) {
-        let found = find_all(
-            state,
-            source,
-            db,
-            coll,
-            doc! {"find": coll, "filter": {"_id": {"$in": chunk.to_vec()}}},
-        )
-        .await?;
-        let mut updates = Vec::new();
-        let mut present = BTreeSet::new();
-        for d in &found {
-            if range.contains(d) {
-                let id = d
-                    .get("_id")
-                    .ok()
-                    .flatten()
-                    .and_then(|v| Bson::try_from(v).ok());
-                if let (Some(id), Ok(doc)) = (id, Document::try_from(d.as_ref())) {
-                    present.insert(id.to_string());
-                    updates.push(doc! {"q": {"_id": id}, "u": doc, "upsert": true});
-                }
-            }
-        }
-        let gone: Vec<Bson> = chunk
-            .iter()
-            .filter(|id| !present.contains(&id.to_string()))
-            .cloned()
-            .collect();
-        if !updates.is_empty() {
-            state
-                .run_on_shard(
-                    dest,
-                    doc! {"update": coll, "updates": updates, "ordered": false, "$db": db},
-                )
-                .await?;
-        }
-        if !gone.is_empty() {
-            state.run_on_shard(dest,
-                doc! {"delete": coll, "deletes": [{"q": {"_id": {"$in": gone}}, "limit": 0}], "$db": db},
-            )
-            .await?;
-        }
-    }
-    Ok(n)
+    let keep = |d: &bson::RawDocument| range.contains(d);
+    Ok(shardgate_shard_client::resync(
+        &state.shards,
+        target(source),
+        target(dest),
+        db,
+        coll,
+        &ids,
+        &keep,
+    )
+    .await?)
 }
 
 /// A change stream on the source collection, read for document ids.
 pub(super) struct ChangeStream {
-    shard: ShardType,
+    stream: shardgate_shard_client::ChangeStream,
     db: String,
     coll: String,
-    id: i64,
-    pending: Vec<Bson>,
 }
 
 impl ChangeStream {
@@ -86,26 +49,28 @@ impl ChangeStream {
         db: &str,
         coll: &str,
     ) -> Result<Self> {
-        let reply = state.run_on_shard(shard,
-            doc! {"aggregate": coll, "pipeline": [{"$changeStream": {"fullDocument": "updateLookup"}}], "cursor": {"batchSize": 0}, "$db": db},
+        let stream = shardgate_shard_client::ChangeStream::open(
+            state.shards.as_ref(),
+            target(shard),
+            db,
+            Some(coll),
+            false,
         )
         .await
         .map_err(|e| {
             BalancerError::command(
                 e.code().0,
                 "ChangeStreamUnavailable",
-                format!("{} cannot open a change stream for the migration: {e}", shard.id),
+                format!(
+                    "{} cannot open a change stream for the migration: {e}",
+                    shard.id
+                ),
             )
         })?;
-        let cursor = reply
-            .get_document("cursor")
-            .map_err(|e| BalancerError::bad_value(e.to_string()))?;
         Ok(ChangeStream {
-            shard: shard.clone(),
+            stream,
             db: db.to_owned(),
             coll: coll.to_owned(),
-            id: cursor.get_i64("id").unwrap_or(0),
-            pending: cursor.get_array("firstBatch").cloned().unwrap_or_default(),
         })
     }
 
@@ -118,31 +83,12 @@ impl ChangeStream {
         range: &Range,
         dest: &ShardType,
     ) -> Result<Vec<Bson>> {
-        let mut events = std::mem::take(&mut self.pending);
-        loop {
-            let reply = state.run_on_shard(&self.shard,
-                doc! {"getMore": self.id, "collection": &self.coll, "batchSize": 10_000, "maxTimeMS": 20, "$db": &self.db},
-            )
-            .await?;
-            let cursor = reply
-                .get_document("cursor")
-                .map_err(|e| BalancerError::bad_value(e.to_string()))?;
-            let batch = cursor.get_array("nextBatch").cloned().unwrap_or_default();
-            let full = batch.len() >= 10_000;
-            events.extend(batch);
-            if !full {
-                break;
-            }
-        }
+        let events = self.stream.events(state.shards.as_ref()).await?;
         let mut ids = Vec::new();
         let mut maybe_gone = Vec::new();
         let mut seen = BTreeSet::new();
-        for e in events.iter().filter_map(Bson::as_document) {
-            let Some(id) = e
-                .get_document("documentKey")
-                .ok()
-                .and_then(|k| k.get("_id"))
-            else {
+        for e in &events {
+            let Some(id) = shardgate_shard_client::event_id(e) else {
                 continue;
             };
             if !seen.insert(id.to_string()) {
@@ -182,11 +128,6 @@ impl ChangeStream {
     }
 
     pub(super) async fn close(self, state: &Balancer) {
-        let _ = state
-            .run_on_shard(
-                &self.shard,
-                doc! {"killCursors": &self.coll, "cursors": [self.id], "$db": &self.db},
-            )
-            .await;
+        self.stream.close(state.shards.as_ref()).await;
     }
 }

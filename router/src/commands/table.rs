@@ -331,11 +331,14 @@ fn chunk_admin() -> Vec<CommandSpec> {
         router(
             "movePrimary",
             ClusterManager,
-            handler!(
-                |state, session, req| crate::ddl::move_primary::move_primary(state, req)
-                    .await
-                    .and_then(ok)
-            ),
+            handler!(|state, session, req| {
+                let (reply, details) = crate::ddl::move_primary::move_primary(state, req).await?;
+                if !details.is_empty() {
+                    let db = req.body.get_str("movePrimary").unwrap_or_default();
+                    cluster::log_change(state, "movePrimary", db, details).await;
+                }
+                ok(reply)
+            }),
         )
         .aliases(&["moveprimary"]),
         router(

@@ -1,17 +1,25 @@
 //! `movePrimary`: a database's unsharded collections (and views) move to
-//! another shard, which becomes the database's primary. Under the
-//! database's DDL lock, every live router holds requests to the
-//! database's unsharded collections (a critical section in the store,
-//! acknowledged once each router's requests in flight are done); then each
-//! collection is created on the new shard with its options and indexes and
-//! its documents copied; then the primary switches and the hold ends; the
-//! old copies are dropped last. A failure before the switch drops what
-//! reached the new shard and leaves the primary where it was.
+//! another shard, which becomes the database's primary, as a chunk
+//! migration moves a range. Under the database's DDL lock:
+//! 1. clone: a change stream opens on the database at the old primary,
+//!    then each collection is created on the new shard with its options
+//!    and indexes and its documents copied, while clients go on writing;
+//! 2. catch-up: the documents the stream names are read again on the old
+//!    primary and written to (or removed from) the new one, until the lag
+//!    is small;
+//! 3. critical section: every live router holds requests to the
+//!    database's unsharded collections (recorded in the store,
+//!    acknowledged once each router's requests in flight are done), the
+//!    last events are applied, the primary switches and the hold ends;
+//! 4. the old copies are dropped.
 //!
-//! Unlike a chunk migration there is no change-stream catch-up: the whole
-//! copy runs inside the critical section, so requests to the database wait
-//! (up to `critical_section_wait_ms`, then a retryable StaleConfig) while
-//! it runs.
+//! A shard without change streams, or a DDL event on the database during
+//! the clone (a collection created, dropped or re-indexed), makes the copy
+//! run whole inside the critical section instead, where requests wait (up
+//! to `critical_section_wait_ms`, then a retryable StaleConfig). A failure
+//! before the switch drops what reached the new shard and leaves the
+//! primary where it was. The changelog's `movePrimary` entry says which
+//! way it went and how long the critical section lasted.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -26,21 +34,27 @@ use crate::state::RouterState;
 
 use super::lock;
 
+mod online;
+
 /// How long the routers may take to acknowledge the hold.
 const ACK_WAIT: Duration = Duration::from_secs(15);
 /// Documents per insert while copying.
 const BATCH: usize = 1_000;
 
 /// One unsharded collection or view of the database.
-struct Unsharded {
-    name: String,
+pub(super) struct Unsharded {
+    pub(super) name: String,
     /// `create` options (a view's `viewOn` and `pipeline` among them).
     options: Document,
-    view: bool,
+    pub(super) view: bool,
 }
 
-/// `movePrimary: <db>, to: <shard>`.
-pub(crate) async fn move_primary(state: &RouterState, req: &Request<'_>) -> Result<Document> {
+/// `movePrimary: <db>, to: <shard>`: the reply, and the changelog
+/// entry's details.
+pub(crate) async fn move_primary(
+    state: &RouterState,
+    req: &Request<'_>,
+) -> Result<(Document, Document)> {
     let db = req
         .body
         .get_str("movePrimary")
@@ -61,8 +75,9 @@ pub(crate) async fn move_primary(state: &RouterState, req: &Request<'_>) -> Resu
         RouterError::command(26, "NamespaceNotFound", format!("database {db} not found"))
     })?;
     let dest = state.placement.shard(to)?;
+    let reply = doc! {"primary": format!("{}:{}", dest.id, dest.host)};
     if database.primary == dest.id {
-        return Ok(doc! {"primary": format!("{}:{}", dest.id, dest.host)});
+        return Ok((reply, Document::new()));
     }
     if dest.draining {
         return Err(RouterError::command(
@@ -75,8 +90,10 @@ pub(crate) async fn move_primary(state: &RouterState, req: &Request<'_>) -> Resu
     let held = lock::hold(state, db, "movePrimary").await?;
     let outcome = move_held(state, db, &source, &dest).await;
     held.release().await;
-    outcome?;
-    Ok(doc! {"primary": format!("{}:{}", dest.id, dest.host)})
+    let mut details = outcome?;
+    details.insert("from", &source.id);
+    details.insert("to", &dest.id);
+    Ok((reply, details))
 }
 
 async fn move_held(
@@ -84,24 +101,31 @@ async fn move_held(
     db: &str,
     source: &ShardType,
     dest: &ShardType,
-) -> Result<()> {
+) -> Result<Document> {
     let collections = unsharded(state, source, db).await?;
+    let online = online::clone(state, source, dest, db, &collections).await;
     state.catalog.enter_db_critical(db, &dest.id).await?;
+    let held = Instant::now();
     let copied = match wait_for_acks(state, db).await {
-        Ok(()) => copy_all(state, source, dest, db, &collections).await,
+        Ok(()) => online::finish(state, online, source, dest, db, &collections).await,
         Err(e) => Err(e),
     };
-    if let Err(e) = copied {
-        // Nothing switched: the copies on the new shard go, the hold ends.
-        drop_all(state, dest, db, &collections).await;
-        state.catalog.leave_db_critical(db).await?;
-        return Err(e);
-    }
+    let mut details = match copied {
+        Ok(details) => details,
+        Err(e) => {
+            // Nothing switched: the copies on the new shard go, the hold ends.
+            drop_all(state, dest, db, &collections).await;
+            state.catalog.leave_db_critical(db).await?;
+            return Err(e);
+        }
+    };
     let entry = state.catalog.set_primary(db, &dest.id).await?;
     state.placement.remember(entry);
     state.catalog.leave_db_critical(db).await?;
+    let critical_ms = held.elapsed().as_millis() as i64;
     drop_all(state, source, db, &collections).await;
-    Ok(())
+    details.insert("criticalSectionMillis", critical_ms);
+    Ok(details)
 }
 
 /// The database's unsharded collections and views on its primary.
@@ -158,7 +182,7 @@ async fn wait_for_acks(state: &RouterState, db: &str) -> Result<()> {
 
 /// Creates every collection (options, indexes) and view on `dest` and
 /// copies the collections' documents.
-async fn copy_all(
+pub(super) async fn copy_all(
     state: &RouterState,
     source: &ShardType,
     dest: &ShardType,
