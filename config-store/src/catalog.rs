@@ -14,6 +14,8 @@ pub use cluster::DEFAULT_CHUNK_SIZE_MB;
 pub use lease_lock::{ddl_lock_name, LeaseLock};
 mod sharding;
 mod splits;
+mod transactions;
+pub use transactions::{decision_key, TxnDecision, TXN_DECISIONS};
 mod zones;
 
 pub use sharding::{new_chunk, version_doc, ChunkChange, CollectionVersion};

@@ -86,11 +86,31 @@ async fn run_msg(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -
     // A command the router does not know needs every action on the cluster.
     let need = spec.map_or(crate::auth::Need::AnyAction, |s| s.privilege.need(&req));
     crate::auth::authorize(state, session, &req, need).await?;
+    let txn = crate::txn::statement(state, &req)?;
     let mut running = state.operations.begin(&session.slot, &req);
-    tokio::select! {
+    let outcome = tokio::select! {
         biased;
-        reply = authorized(state, session, msg, &req, spec) => reply,
+        reply = in_transaction(txn.clone(), authorized(state, session, msg, &req, spec)) => reply,
         e = running.interrupted() => Err(e),
+    };
+    let mut reply = match &txn {
+        Some(t) => crate::txn::after(state, t, outcome).await,
+        None => outcome?,
+    };
+    if let Reply::Body(body) = &mut reply {
+        state.clock.stamp(body);
+    }
+    Ok(reply)
+}
+
+/// Runs `f` as a statement of `txn`, if there is one.
+async fn in_transaction<F: std::future::Future>(
+    txn: Option<Arc<crate::txn::Txn>>,
+    f: F,
+) -> F::Output {
+    match txn {
+        Some(t) => crate::txn::run(t, f).await,
+        None => f.await,
     }
 }
 

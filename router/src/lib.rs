@@ -29,6 +29,8 @@
 //! - `ddl`: DDL and statistics on sharded collections (indexes, `collMod`,
 //!   `collStats`, `dbStats`, `validate`, `checkMetadataConsistency`),
 //!   under the namespace's DDL lock.
+//! - `txn`: the transaction router (participants, commit protocols, their
+//!   recovery) and the cluster time.
 //! - `operations`: the router's own operations in progress (`currentOp`,
 //!   `killOp`); [`log`]: the recent log lines `getLog` answers.
 //! - `retry_cache`: replies of retryable writes; `stats`: `serverStatus`
@@ -63,6 +65,7 @@ pub mod targeting;
 #[cfg(test)]
 mod testing;
 mod tls;
+mod txn;
 pub mod write;
 mod write_gates;
 

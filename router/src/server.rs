@@ -64,6 +64,7 @@ pub async fn run(
             state.clone(),
             shutdown.clone(),
         )),
+        tokio::spawn(crate::txn::recover(state.clone(), shutdown.clone())),
     ];
     let mut tasks = JoinSet::new();
     accept_until_shutdown(&listener, &state, acceptor, &mut shutdown, &mut tasks).await;

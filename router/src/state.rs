@@ -57,6 +57,13 @@ pub(crate) struct RouterState {
     pub rw_defaults: std::sync::RwLock<RwDefaults>,
     /// The router's own operations in progress (`currentOp`, `killOp`).
     pub operations: crate::operations::Operations,
+    /// Test-only fault: milliseconds a coordinated commit waits after its
+    /// decision is stored (`shardgatePauseAfterCommitDecision`).
+    pub pause_after_commit_decision_ms: std::sync::atomic::AtomicU64,
+    /// Open transactions.
+    pub transactions: crate::txn::Transactions,
+    /// The highest cluster time the shards told.
+    pub clock: std::sync::Arc<crate::txn::ClusterClock>,
 }
 
 /// The `config.settings` document holding the default concerns.
@@ -84,6 +91,9 @@ impl RouterState {
         let buffered_kb = (config.limits.max_buffered_mb as usize)
             .saturating_mul(1024)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let clock = std::sync::Arc::new(crate::txn::ClusterClock::default());
+        let shards: std::sync::Arc<dyn ShardClient> =
+            std::sync::Arc::new(crate::txn::TxnShards::new(shards, clock.clone()));
         RouterState {
             shards,
             hashed_key_expr: Default::default(),
@@ -101,6 +111,9 @@ impl RouterState {
             buffered: std::sync::Arc::new(tokio::sync::Semaphore::new(buffered_kb)),
             clients_by_ip: Default::default(),
             operations: Default::default(),
+            transactions: Default::default(),
+            pause_after_commit_decision_ms: Default::default(),
+            clock,
             rw_defaults: Default::default(),
             listen,
         }

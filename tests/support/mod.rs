@@ -39,6 +39,8 @@ pub async fn start_shards(dir: &Path, n: usize, test_commands: bool) -> Vec<Shar
 pub struct RouterHandle {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its config store.
+    pub store: Arc<dyn ConfigStore>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<Result<(), shardgate_router::RouterError>>>,
 }
@@ -75,6 +77,7 @@ impl RouterHandle {
         config: RouterConfig,
         balancer: bool,
     ) -> RouterHandle {
+        let keep = store.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = watch::channel(false);
@@ -92,6 +95,7 @@ impl RouterHandle {
         });
         RouterHandle {
             addr,
+            store: keep,
             shutdown: tx,
             task: Some(task),
         }

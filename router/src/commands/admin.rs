@@ -321,6 +321,33 @@ pub(crate) fn router_fail_point(state: &RouterState, body: &bson::RawDocument) -
     Ok(bson::doc! {"count": was})
 }
 
+/// The router's fail point that holds a coordinated commit after its
+/// decision is in the store and before any participant committed (a
+/// test-only fault, to kill the router there).
+pub(crate) const PAUSE_AFTER_COMMIT_DECISION: &str = "shardgatePauseAfterCommitDecision";
+
+/// `configureFailPoint` for [`PAUSE_AFTER_COMMIT_DECISION`]: `mode:
+/// "alwaysOn"` with `data: {ms}`, or `mode: "off"`.
+pub(crate) fn commit_pause_fail_point(
+    state: &RouterState,
+    body: &bson::RawDocument,
+) -> Result<Document> {
+    let ms = match body.get_str("mode") {
+        Ok("off") => 0,
+        Ok("alwaysOn") => body
+            .get_document("data")
+            .ok()
+            .and_then(|d| crate::commands::number_field(d, "ms"))
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| RouterError::bad_value("data.ms must be a positive number"))?,
+        _ => return Err(RouterError::bad_value("mode must be 'alwaysOn' or 'off'")),
+    };
+    state
+        .pause_after_commit_decision_ms
+        .store(ms as u64, std::sync::atomic::Ordering::SeqCst);
+    Ok(Document::new())
+}
+
 /// The router's fail point that pauses a migration at a state.
 pub(crate) use shardgate_config_store::model::PAUSE_MIGRATION;
 

@@ -73,6 +73,10 @@ pub(crate) fn server_status(state: &RouterState) -> Document {
             "command": Stats::get(&s.command),
         },
         "shardPools": pools,
+        "transactions": state
+            .transactions
+            .counters
+            .section(state.transactions.open_count()),
         "metrics": {
             "cursor": {"open": {"total": state.cursors.len() as i64}},
             "retryableWrites": {"records": state.retries.len() as i64},

@@ -223,9 +223,22 @@ fn host_management() -> Vec<CommandSpec> {
                     Some(admin::PAUSE_MIGRATION) => {
                         admin::pause_fail_point(state, req.body).await.and_then(ok)
                     }
+                    Some(admin::PAUSE_AFTER_COMMIT_DECISION) => {
+                        admin::commit_pause_fail_point(state, req.body).and_then(ok)
+                    }
                     _ => admin::to_every_shard(state, req).await.and_then(ok),
                 }
             }),
+        ),
+        router(
+            "commitTransaction",
+            Nothing,
+            handler!(|state, session, req| crate::txn::commit_transaction(state, req).await),
+        ),
+        router(
+            "abortTransaction",
+            Nothing,
+            handler!(|state, session, req| crate::txn::abort_transaction(state, req).await),
         ),
         router(
             "killAllSessions",

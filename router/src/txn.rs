@@ -1,0 +1,363 @@
+//! The transaction router, as mongos keeps transactions: one per session
+//! (`lsid`) and `txnNumber`, its participants in the order statements
+//! reach them. A statement runs with its transaction as a task-local
+//! ([`run`]); every message the router sends to a shard meanwhile goes
+//! through [`TxnShards`], which makes it a statement of that transaction
+//! on that shard: `lsid`, `txnNumber` and `autocommit: false` always, and
+//! `startTransaction` with the transaction's read concern (one
+//! `atClusterTime` for a snapshot) the first time it reaches a shard.
+//! Scatter reads, merges and cursors' `getMore`s join without knowing.
+//!
+//! # Layout
+//! - this file: the registry of open transactions, what a request is to
+//!   them ([`statement`]), and what a statement's outcome does ([`after`]:
+//!   a failed statement aborts every participant; replies carry a
+//!   `recoveryToken`).
+//! - `client`: [`TxnShards`], the `ShardClient` wrapper that rewrites
+//!   statements and keeps the cluster time.
+//! - `clock`: [`ClusterClock`], the highest `$clusterTime` seen, stamped on
+//!   the router's own replies with `operationTime`.
+//! - `commit`: `commitTransaction` and `abortTransaction` — no participant,
+//!   one, read-only, one writer, or the coordinated commit (the decision
+//!   in the store first, then every participant), and their recovery from
+//!   a `recoveryToken` through any router.
+//! - `recovery`: finishing decided commits a dead router left.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
+
+use crate::error::{Result, RouterError};
+use crate::session::{Reply, Request};
+use crate::state::RouterState;
+
+mod client;
+mod clock;
+mod commit;
+mod recovery;
+
+pub(crate) use client::TxnShards;
+pub(crate) use clock::ClusterClock;
+pub(crate) use commit::{abort_transaction, commit_transaction};
+pub(crate) use recovery::recover;
+
+tokio::task_local! {
+    static CURRENT: Arc<Txn>;
+}
+
+/// How long an open transaction may live, as mongod's
+/// `transactionLifetimeLimitSeconds`.
+pub(crate) const LIFETIME: Duration = Duration::from_secs(60);
+
+/// The router's open transactions, one per session.
+#[derive(Default)]
+pub(crate) struct Transactions {
+    open: Mutex<HashMap<String, Arc<Txn>>>,
+    /// `serverStatus.transactions` counters.
+    pub counters: commit::Counters,
+}
+
+/// One transaction.
+pub(crate) struct Txn {
+    /// The session's `lsid`, as the client sent it.
+    pub lsid: RawDocumentBuf,
+    /// [`lsid_key`] of it.
+    pub lsid_key: String,
+    pub txn_number: i64,
+    /// The read concern every participant starts with.
+    read_concern: Option<Document>,
+    started: Instant,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    participants: Vec<Participant>,
+    state: TxnState,
+}
+
+/// Where a transaction is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum TxnState {
+    #[default]
+    Open,
+    Aborted,
+    Committed,
+}
+
+/// A shard the transaction reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Participant {
+    pub shard: String,
+    pub host: String,
+    /// A statement that writes reached it.
+    pub wrote: bool,
+}
+
+/// The store-key form of an `lsid`: the hex of its bytes.
+pub(crate) fn lsid_key(lsid: &RawDocument) -> String {
+    lsid.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Txn {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The participants so far, in the order they were reached.
+    pub(crate) fn participants(&self) -> Vec<Participant> {
+        self.lock().participants.clone()
+    }
+
+    pub(crate) fn state(&self) -> TxnState {
+        self.lock().state
+    }
+
+    pub(crate) fn set_state(&self, s: TxnState) {
+        self.lock().state = s;
+    }
+
+    /// Adds `shard` as a participant (a writer if `writes`); true when this
+    /// is its first statement.
+    fn join(&self, shard: &str, host: &str, writes: bool) -> bool {
+        let mut inner = self.lock();
+        if let Some(p) = inner.participants.iter_mut().find(|p| p.shard == shard) {
+            p.wrote |= writes;
+            return false;
+        }
+        inner.participants.push(Participant {
+            shard: shard.to_owned(),
+            host: host.to_owned(),
+            wrote: writes,
+        });
+        true
+    }
+
+    /// The `recoveryToken` replies carry: the first participant.
+    fn recovery_token(&self) -> Option<Document> {
+        let inner = self.lock();
+        let first = inner.participants.first()?;
+        Some(doc! {"recoveryShardId": &first.shard})
+    }
+}
+
+impl Transactions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Txn>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session's transaction `txn_number`, if the router holds it.
+    pub(crate) fn get(&self, lsid_key: &str, txn_number: i64) -> Option<Arc<Txn>> {
+        self.lock()
+            .get(lsid_key)
+            .filter(|t| t.txn_number == txn_number)
+            .cloned()
+    }
+
+    /// Every transaction held.
+    pub(crate) fn all(&self) -> Vec<Arc<Txn>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Forgets `txn` (if it is still the session's).
+    pub(crate) fn forget(&self, txn: &Txn) {
+        let mut open = self.lock();
+        if open
+            .get(&txn.lsid_key)
+            .is_some_and(|t| t.txn_number == txn.txn_number)
+        {
+            open.remove(&txn.lsid_key);
+        }
+    }
+
+    /// How many are open now.
+    pub(crate) fn open_count(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|t| t.state() == TxnState::Open)
+            .count()
+    }
+}
+
+/// What a request is to the transactions: `None` outside one; the
+/// transaction it is a statement of, started here when it says
+/// `startTransaction`. `commitTransaction` and `abortTransaction` are
+/// their own handlers'.
+pub(crate) fn statement(state: &RouterState, req: &Request<'_>) -> Result<Option<Arc<Txn>>> {
+    if req.body.get_bool("autocommit").ok() != Some(false)
+        || matches!(req.name, "commitTransaction" | "abortTransaction")
+    {
+        return Ok(None);
+    }
+    let (lsid, txn_number) = ids(req)?;
+    let key = lsid_key(lsid);
+    if req.body.get_bool("startTransaction").ok() == Some(true) {
+        let read_concern = read_concern(state, req)?;
+        let txn = Arc::new(Txn {
+            lsid: lsid.to_owned(),
+            lsid_key: key.clone(),
+            txn_number,
+            read_concern,
+            started: Instant::now(),
+            inner: Default::default(),
+        });
+        let replaced = state.transactions.lock().insert(key, txn.clone());
+        if let Some(old) = replaced.filter(|o| o.state() == TxnState::Open) {
+            // A newer transaction on the session ends the older one.
+            commit::abort_in_background(state, old);
+        }
+        state.transactions.counters.started();
+        return Ok(Some(txn));
+    }
+    match state.transactions.get(&key, txn_number) {
+        Some(t) if t.state() == TxnState::Open => Ok(Some(t)),
+        _ => Err(no_such_transaction(txn_number)),
+    }
+}
+
+/// The `lsid` and `txnNumber` of a transaction command.
+pub(crate) fn ids<'a>(req: &Request<'a>) -> Result<(&'a RawDocument, i64)> {
+    let lsid = req
+        .body
+        .get_document("lsid")
+        .map_err(|_| RouterError::command(72, "InvalidOptions", "a transaction needs an 'lsid'"))?;
+    let txn_number = req.body.get_i64("txnNumber").map_err(|_| {
+        RouterError::command(72, "InvalidOptions", "a transaction needs a 'txnNumber'")
+    })?;
+    Ok((lsid, txn_number))
+}
+
+/// NoSuchTransaction (251), which drivers retry the transaction on.
+pub(crate) fn no_such_transaction(txn_number: i64) -> RouterError {
+    RouterError::command(
+        251,
+        "NoSuchTransaction",
+        format!(
+            "Given transaction number {txn_number} does not match any in-progress transactions."
+        ),
+    )
+}
+
+/// The transaction's read concern: the first statement's; a snapshot
+/// without `atClusterTime` gets the router's cluster time, the same for
+/// every participant.
+fn read_concern(state: &RouterState, req: &Request<'_>) -> Result<Option<Document>> {
+    let Ok(rc) = req.body.get_document("readConcern") else {
+        return Ok(None);
+    };
+    let mut rc = Document::try_from(rc).map_err(|e| RouterError::bad_value(e.to_string()))?;
+    if rc.get_str("level").ok() == Some("snapshot") && !rc.contains_key("atClusterTime") {
+        if let Some(ts) = state.clock.now() {
+            rc.insert("atClusterTime", ts);
+        }
+    }
+    Ok(Some(rc))
+}
+
+/// Runs `f` (a statement's execution) as a statement of `txn`.
+pub(crate) async fn run<F: std::future::Future>(txn: Arc<Txn>, f: F) -> F::Output {
+    CURRENT.scope(txn, f).await
+}
+
+/// The transaction of the statement running on this task, if any.
+fn current() -> Option<Arc<Txn>> {
+    CURRENT.try_with(|t| t.clone()).ok()
+}
+
+/// Error codes mongos labels `TransientTransactionError` on a statement:
+/// the whole transaction may succeed if retried.
+const TRANSIENT: [i32; 14] = [
+    6, 7, 24, 89, 91, 112, 189, 251, 9001, 10107, 11600, 11602, 13388, 13435,
+];
+
+/// A statement's outcome in `txn`: on failure (an error, `ok: 0` or write
+/// errors) every participant aborts and the error carries
+/// `TransientTransactionError` where mongos adds it; on success the reply
+/// carries the `recoveryToken`.
+pub(crate) async fn after(state: &RouterState, txn: &Arc<Txn>, outcome: Result<Reply>) -> Reply {
+    let body = match &outcome {
+        Ok(Reply::Body(b)) => RawDocument::from_bytes(b).ok(),
+        Ok(Reply::Msg(m)) => Some(m.body()),
+        Err(_) => None,
+    };
+    let failed = body
+        .is_none_or(|b| !shardgate_shard_client::reply_ok(b) || b.get_array("writeErrors").is_ok());
+    if !failed {
+        let reply = outcome.expect("a successful statement");
+        return match txn.recovery_token() {
+            Some(token) => append(reply, &doc! {"recoveryToken": token}),
+            None => reply,
+        };
+    }
+    commit::abort_all(state, txn).await;
+    txn.set_state(TxnState::Aborted);
+    state.transactions.counters.aborted();
+    let mut reply = match outcome {
+        Ok(r) => transient_write_error(reply_document(&r)),
+        Err(e) => Document::from_reader(&e.to_reply()[..]).unwrap_or_default(),
+    };
+    let code = reply.get_i32("code").unwrap_or(0);
+    if TRANSIENT.contains(&code) {
+        add_label(&mut reply, "TransientTransactionError");
+    }
+    Reply::Body(reply.to_vec().unwrap_or_default())
+}
+
+/// A write reply whose first write error is transient (a write conflict)
+/// becomes that error at the top level, as a shard answers it inside a
+/// transaction; other replies are kept.
+fn transient_write_error(reply: Document) -> Document {
+    let first = reply
+        .get_array("writeErrors")
+        .ok()
+        .and_then(|w| w.first())
+        .and_then(Bson::as_document);
+    let Some(first) = first else { return reply };
+    let code = first.get_i32("code").unwrap_or(0);
+    if !TRANSIENT.contains(&code) {
+        return reply;
+    }
+    let name = match code {
+        112 => "WriteConflict",
+        24 => "LockTimeout",
+        251 => "NoSuchTransaction",
+        13388 => "StaleConfig",
+        _ => "TransientTransactionError",
+    };
+    doc! {
+        "ok": 0.0,
+        "errmsg": first.get_str("errmsg").unwrap_or_default(),
+        "code": code,
+        "codeName": first.get_str("codeName").unwrap_or(name),
+    }
+}
+
+/// A reply as a document.
+fn reply_document(r: &Reply) -> Document {
+    let bytes = match r {
+        Reply::Body(b) => &b[..],
+        Reply::Msg(m) => m.body().as_bytes(),
+    };
+    Document::from_reader(bytes).unwrap_or_default()
+}
+
+/// Adds `label` to a reply's `errorLabels`.
+pub(crate) fn add_label(reply: &mut Document, label: &str) {
+    let mut labels = reply.get_array("errorLabels").cloned().unwrap_or_default();
+    if !labels.iter().any(|l| l.as_str() == Some(label)) {
+        labels.push(Bson::from(label));
+    }
+    reply.insert("errorLabels", labels);
+}
+
+/// `reply` with the fields of `extra` appended (replacing none).
+pub(crate) fn append(reply: Reply, extra: &Document) -> Reply {
+    let mut bytes = match reply {
+        Reply::Body(b) => b,
+        Reply::Msg(m) => m.body().as_bytes().to_vec(),
+    };
+    clock::append_fields(&mut bytes, extra);
+    Reply::Body(bytes)
+}

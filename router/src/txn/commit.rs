@@ -1,0 +1,433 @@
+//! `commitTransaction` and `abortTransaction`, as mongos commits:
+//! - no participant: nothing to do;
+//! - one: `commitTransaction` there;
+//! - several, none wrote: each commits;
+//! - one wrote: the readers commit, then the writer;
+//! - several wrote: the coordinated commit. The shards here have no
+//!   `prepareTransaction`, so there is no two-phase commit: the decision
+//!   is written to the store first, then every participant commits
+//!   (retried until it answers); any router that finds an unfinished
+//!   decision (a retried commit, or the recovery of a router that died)
+//!   finishes it. What it cannot promise: a participant that aborted on
+//!   its own after its last statement (its transaction lifetime ran out,
+//!   it restarted) cannot commit, and the others have — the reply says so.
+//!
+//! Without the transaction in memory (another router started it), a
+//! commit is recovered: from the store's decision, else from the
+//! `recoveryToken`'s shard, asked whether it committed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::{doc, Document, RawDocument};
+use shardgate_config_store::catalog::TxnDecision;
+use shardgate_shard_client::{ShardClient, Target};
+
+use super::{add_label, Participant, Txn, TxnState};
+use crate::error::{Result, RouterError};
+use crate::session::{Reply, Request};
+use crate::state::RouterState;
+
+/// How long a coordinated commit keeps retrying a participant that does
+/// not answer.
+const COMMIT_RETRY: Duration = Duration::from_secs(30);
+
+/// How a transaction commits (`serverStatus.transactions.commitTypes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    NoShards,
+    SingleShard,
+    SingleWriteShard,
+    ReadOnly,
+    /// Several writers, the decision in the store.
+    Coordinated,
+}
+
+const KINDS: [(Kind, &str); 5] = [
+    (Kind::NoShards, "noShards"),
+    (Kind::SingleShard, "singleShard"),
+    (Kind::SingleWriteShard, "singleWriteShard"),
+    (Kind::ReadOnly, "readOnly"),
+    (Kind::Coordinated, "coordinatedCommit"),
+];
+
+impl Kind {
+    fn of(participants: &[Participant]) -> Kind {
+        match (
+            participants.len(),
+            participants.iter().filter(|p| p.wrote).count(),
+        ) {
+            (0, _) => Kind::NoShards,
+            (1, _) => Kind::SingleShard,
+            (_, 0) => Kind::ReadOnly,
+            (_, 1) => Kind::SingleWriteShard,
+            _ => Kind::Coordinated,
+        }
+    }
+
+    fn index(self) -> usize {
+        KINDS.iter().position(|(k, _)| *k == self).unwrap_or(0)
+    }
+}
+
+/// `serverStatus.transactions`.
+#[derive(Default)]
+pub(crate) struct Counters {
+    started: AtomicU64,
+    committed: AtomicU64,
+    aborted: AtomicU64,
+    /// Per kind: initiated, successful, successful duration (µs).
+    kinds: [[AtomicU64; 3]; 5],
+}
+
+impl Counters {
+    pub(crate) fn started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn aborted(&self) {
+        self.aborted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `transactions` section, with `open` transactions now.
+    pub(crate) fn section(&self, open: usize) -> Document {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
+        let mut types = Document::new();
+        for (i, (_, name)) in KINDS.iter().enumerate() {
+            let k = &self.kinds[i];
+            types.insert(
+                *name,
+                doc! {"initiated": get(&k[0]), "successful": get(&k[1]), "successfulDurationMicros": get(&k[2])},
+            );
+        }
+        doc! {
+            "currentOpen": open as i64,
+            "currentActive": 0i64,
+            "currentInactive": open as i64,
+            "totalStarted": get(&self.started),
+            "totalCommitted": get(&self.committed),
+            "totalAborted": get(&self.aborted),
+            "commitTypes": types,
+        }
+    }
+}
+
+/// `commitTransaction`.
+pub(crate) async fn commit_transaction(state: &RouterState, req: &Request<'_>) -> Result<Reply> {
+    let (lsid, txn_number) = super::ids(req)?;
+    let key = super::lsid_key(lsid);
+    let wc = req
+        .body
+        .get_document("writeConcern")
+        .ok()
+        .and_then(|d| Document::try_from(d).ok());
+    let Some(txn) = state.transactions.get(&key, txn_number) else {
+        return recover(state, req, lsid, &key, txn_number, wc).await;
+    };
+    if txn.state() == TxnState::Aborted {
+        return Ok(labeled(
+            super::no_such_transaction(txn_number),
+            "TransientTransactionError",
+        ));
+    }
+    let participants = txn.participants();
+    let kind = Kind::of(&participants);
+    let counters = &state.transactions.counters;
+    counters.kinds[kind.index()][0].fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let body = commit_body(&txn.lsid, txn_number, wc.as_ref());
+    let shards = &state.shards;
+    let outcome = match kind {
+        Kind::NoShards => Ok(()),
+        Kind::SingleShard | Kind::ReadOnly => commit_each(shards, &participants, &body).await,
+        Kind::SingleWriteShard => {
+            let (writer, readers): (Vec<_>, Vec<_>) =
+                participants.iter().cloned().partition(|p| p.wrote);
+            match commit_each(shards, &readers, &body).await {
+                Ok(()) => commit_each(shards, &writer, &body).await,
+                Err(e) => Err(e),
+            }
+        }
+        Kind::Coordinated => coordinated(state, &txn, &participants, &body).await,
+    };
+    match outcome {
+        Ok(()) => {
+            txn.set_state(TxnState::Committed);
+            let k = &counters.kinds[kind.index()];
+            k[1].fetch_add(1, Ordering::Relaxed);
+            k[2].fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            counters.committed.fetch_add(1, Ordering::Relaxed);
+            Ok(ok_reply())
+        }
+        Err(e) => Ok(commit_error(e)),
+    }
+}
+
+/// A commit's error as drivers expect it: a shard unreachable or a write
+/// concern not met may have committed (`UnknownTransactionCommitResult`);
+/// NoSuchTransaction means it aborted (`TransientTransactionError`).
+fn commit_error(e: RouterError) -> Reply {
+    let label = match e.code().0 {
+        251 => Some("TransientTransactionError"),
+        _ if e.is_retryable() => Some("UnknownTransactionCommitResult"),
+        64 | 50 => Some("UnknownTransactionCommitResult"),
+        _ => None,
+    };
+    match label {
+        Some(l) => labeled(e, l),
+        None => Reply::Body(e.to_reply()),
+    }
+}
+
+/// An error reply with `label` added.
+fn labeled(e: RouterError, label: &str) -> Reply {
+    let mut reply = Document::from_reader(&e.to_reply()[..]).unwrap_or_default();
+    add_label(&mut reply, label);
+    Reply::Body(reply.to_vec().unwrap_or_default())
+}
+
+fn ok_reply() -> Reply {
+    Reply::Body(doc! {"ok": 1.0}.to_vec().unwrap_or_default())
+}
+
+fn commit_body(lsid: &RawDocument, txn_number: i64, wc: Option<&Document>) -> Document {
+    let mut body = doc! {
+        "commitTransaction": 1,
+        "lsid": Document::try_from(lsid).unwrap_or_default(),
+        "txnNumber": txn_number,
+        "autocommit": false,
+    };
+    if let Some(wc) = wc {
+        body.insert("writeConcern", wc.clone());
+    }
+    body.insert("$db", "admin");
+    body
+}
+
+fn target(p: &Participant) -> Target<'_> {
+    Target {
+        id: &p.shard,
+        host: &p.host,
+    }
+}
+
+async fn run(shards: &Arc<dyn ShardClient>, p: &Participant, body: &Document) -> Result<()> {
+    let raw =
+        bson::RawDocumentBuf::try_from(body).map_err(|e| RouterError::bad_value(e.to_string()))?;
+    shards.command(target(p), &raw).await?;
+    Ok(())
+}
+
+/// Commits on each participant at once; the first error.
+async fn commit_each(
+    shards: &Arc<dyn ShardClient>,
+    participants: &[Participant],
+    body: &Document,
+) -> Result<()> {
+    let results =
+        futures::future::join_all(participants.iter().map(|p| run(shards, p, body))).await;
+    results.into_iter().collect()
+}
+
+/// The coordinated commit: the decision in the store, then every
+/// participant, then the decision marked done.
+async fn coordinated(
+    state: &RouterState,
+    txn: &Arc<Txn>,
+    participants: &[Participant],
+    body: &Document,
+) -> Result<()> {
+    let mut decision = TxnDecision {
+        lsid: Document::try_from(txn.lsid.as_ref()).unwrap_or_default(),
+        txn_number: txn.txn_number,
+        participants: participants.iter().map(|p| p.shard.clone()).collect(),
+        router: state.listen.clone(),
+        time: bson::DateTime::now(),
+        done: false,
+    };
+    if let Err(e) = state.catalog.put_decision(&txn.lsid_key, &decision).await {
+        // Nothing committed: the transaction aborts.
+        abort_all(state, txn).await;
+        txn.set_state(TxnState::Aborted);
+        tracing::warn!(error = %e, "could not record a commit decision; aborted");
+        return Err(super::no_such_transaction(txn.txn_number));
+    }
+    pause_after_decision(state).await;
+    finish(&state.shards, participants, body).await?;
+    decision.done = true;
+    state.catalog.put_decision(&txn.lsid_key, &decision).await?;
+    Ok(())
+}
+
+/// The test-only fault `shardgatePauseAfterCommitDecision`: hold here.
+async fn pause_after_decision(state: &RouterState) {
+    let ms = state.pause_after_commit_decision_ms.load(Ordering::SeqCst);
+    if ms > 0 && state.config.enable_test_commands {
+        tracing::info!(ms, "test fault: holding a commit after its decision");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// Commits a decided transaction on every participant, each retried
+/// until it answers; a participant that no longer has the transaction is
+/// reported (the others committed).
+pub(crate) async fn finish(
+    shards: &Arc<dyn ShardClient>,
+    participants: &[Participant],
+    body: &Document,
+) -> Result<()> {
+    let results = futures::future::join_all(
+        participants
+            .iter()
+            .map(|p| commit_until_answered(shards, p, body)),
+    )
+    .await;
+    let lost: Vec<&str> = participants
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| matches!(r, Err(e) if e.code().0 == 251))
+        .map(|(p, _)| p.shard.as_str())
+        .collect();
+    if !lost.is_empty() {
+        return Err(RouterError::command(
+            251,
+            "NoSuchTransaction",
+            format!(
+                "the transaction was committed, but participant(s) {lost:?} had aborted it on their own before the commit reached them"
+            ),
+        ));
+    }
+    results.into_iter().collect()
+}
+
+async fn commit_until_answered(
+    shards: &Arc<dyn ShardClient>,
+    p: &Participant,
+    body: &Document,
+) -> Result<()> {
+    let deadline = Instant::now() + COMMIT_RETRY;
+    loop {
+        match run(shards, p, body).await {
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tracing::info!(shard = %p.shard, error = %e, "commit not answered; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A commit of a transaction this router does not hold.
+async fn recover(
+    state: &RouterState,
+    req: &Request<'_>,
+    lsid: &RawDocument,
+    key: &str,
+    txn_number: i64,
+    wc: Option<Document>,
+) -> Result<Reply> {
+    let body = commit_body(lsid, txn_number, wc.as_ref());
+    if let Some(mut d) = state.catalog.decision(key, txn_number).await? {
+        if !d.done {
+            let participants = super::recovery::participants(state, &d)?;
+            if let Err(e) = finish(&state.shards, &participants, &body).await {
+                return Ok(commit_error(e));
+            }
+            d.done = true;
+            state.catalog.put_decision(key, &d).await?;
+        }
+        return Ok(ok_reply());
+    }
+    let shard = req
+        .body
+        .get_document("recoveryToken")
+        .ok()
+        .and_then(|t| t.get_str("recoveryShardId").ok());
+    let Some(shard) = shard else {
+        return Ok(labeled(
+            super::no_such_transaction(txn_number),
+            "TransientTransactionError",
+        ));
+    };
+    // No decision: the transaction had one writer at most. Its recovery
+    // shard tells whether it committed; asking it to abort ends it if not.
+    let shard = state.placement.shard(shard)?;
+    let mut abort = body.clone();
+    abort.remove("commitTransaction");
+    let mut ask = doc! {"abortTransaction": 1};
+    ask.extend(abort);
+    let p = Participant {
+        shard: shard.id.clone(),
+        host: shard.host.clone(),
+        wrote: false,
+    };
+    match run(&state.shards, &p, &ask).await {
+        Err(e) if e.code().0 == 256 => Ok(ok_reply()),
+        Err(e) if e.is_retryable() => Ok(commit_error(e)),
+        _ => Ok(labeled(
+            super::no_such_transaction(txn_number),
+            "TransientTransactionError",
+        )),
+    }
+}
+
+/// `abortTransaction`: every participant aborts.
+pub(crate) async fn abort_transaction(state: &RouterState, req: &Request<'_>) -> Result<Reply> {
+    let (lsid, txn_number) = super::ids(req)?;
+    let key = super::lsid_key(lsid);
+    let Some(txn) = state.transactions.get(&key, txn_number) else {
+        return Err(super::no_such_transaction(txn_number));
+    };
+    match txn.state() {
+        TxnState::Committed => Err(RouterError::command(
+            256,
+            "TransactionCommitted",
+            format!("Transaction {txn_number} has been committed."),
+        )),
+        TxnState::Aborted => Err(super::no_such_transaction(txn_number)),
+        TxnState::Open => {
+            abort_all(state, &txn).await;
+            txn.set_state(TxnState::Aborted);
+            state.transactions.counters.aborted();
+            Ok(ok_reply())
+        }
+    }
+}
+
+/// Sends `abortTransaction` to every participant (errors ignored: one
+/// that lost the transaction has nothing to abort).
+pub(crate) async fn abort_all(state: &RouterState, txn: &Txn) {
+    abort_participants(&state.shards, txn).await;
+}
+
+async fn abort_participants(shards: &Arc<dyn ShardClient>, txn: &Txn) {
+    let body = doc! {
+        "abortTransaction": 1,
+        "lsid": Document::try_from(txn.lsid.as_ref()).unwrap_or_default(),
+        "txnNumber": txn.txn_number,
+        "autocommit": false,
+        "$db": "admin",
+    };
+    let participants = txn.participants();
+    let sends = participants.iter().map(|p| run(shards, p, &body));
+    for (p, r) in participants
+        .iter()
+        .zip(futures::future::join_all(sends).await)
+    {
+        if let Err(e) = r {
+            if !matches!(e.code().0, 251 | 256) {
+                tracing::debug!(shard = %p.shard, error = %e, "abortTransaction failed");
+            }
+        }
+    }
+}
+
+/// Aborts `txn` on its participants without waiting.
+pub(crate) fn abort_in_background(state: &RouterState, txn: Arc<Txn>) {
+    let shards = state.shards.clone();
+    tokio::spawn(async move {
+        abort_participants(&shards, &txn).await;
+        txn.set_state(TxnState::Aborted);
+    });
+}
