@@ -114,7 +114,7 @@ async fn diagnostics_answer_as_a_mongos() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fail_points_reach_shards_only_with_test_commands() {
+async fn fail_command_acts_on_the_router_only_with_test_commands() {
     let config = RouterConfig {
         enable_test_commands: true,
         ..RouterConfig::default()
@@ -157,6 +157,49 @@ async fn fail_points_reach_shards_only_with_test_commands() {
         .await
         .unwrap();
     assert_eq!(again.get_i32("n").unwrap(), 1);
+
+    // As drivers' own test suites use it on the endpoint they talk to:
+    // a closed connection for one application only, a write concern
+    // error a retryable write is retried on, labels as mongod adds them.
+    let out = support::pymongo(
+        &cluster.router.uri(),
+        r#"
+import os, pymongo
+from pymongo.errors import AutoReconnect, OperationFailure
+c = pymongo.MongoClient(os.environ["URI"], appName="victim", retryReads=False)
+other = pymongo.MongoClient(os.environ["URI"], appName="bystander")
+c.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 1},
+    "data": {"failCommands": ["find"], "closeConnection": True, "appName": "victim"}})
+other.fp.c.find_one()
+try:
+    c.fp.c.find_one(); print("no close")
+except AutoReconnect:
+    print("closed")
+print("then", c.fp.c.find_one()["_id"])
+c.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 1},
+    "data": {"failCommands": ["insert"], "writeConcernError": {"code": 91, "errmsg": "Replication is being shut down"}}})
+c.fp.c.insert_one({"_id": 2})
+print("inserted", c.fp.c.count_documents({"_id": 2}))
+c.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 2},
+    "data": {"failCommands": ["insert"], "errorCode": 262}})
+try:
+    c.fp.c.insert_one({"_id": 3}); print("no error")
+except OperationFailure as e:
+    print("failed", e.code, e.has_error_label("RetryableWriteError"))
+print("absent", c.fp.c.count_documents({"_id": 3}))
+"#,
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "closed",
+            "then 1",
+            "inserted 1",
+            "failed 262 True",
+            "absent 0"
+        ],
+        "pymongo saw: {out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,21 +86,91 @@ async fn run_msg(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -
     // A command the router does not know needs every action on the cluster.
     let need = spec.map_or(crate::auth::Need::AnyAction, |s| s.privilege.need(&req));
     crate::auth::authorize(state, session, &req, need).await?;
-    let txn = crate::txn::statement(state, &req)?;
-    let mut running = state.operations.begin(&session.slot, &req);
-    let outcome = tokio::select! {
-        biased;
-        reply = in_transaction(txn.clone(), authorized(state, session, msg, &req, spec)) => reply,
-        e = running.interrupted() => Err(e),
+    let failing = match state.config.enable_test_commands {
+        true => fail_point(state, session, &req).await,
+        false => None,
     };
-    let mut reply = match &txn {
-        Some(t) => crate::txn::after(state, t, outcome).await,
-        None => outcome?,
+    let mut reply = match failing {
+        Some(Failing::Answer(reply)) => reply,
+        Some(Failing::After(action)) => {
+            let reply = in_session(state, session, &req, spec).await?;
+            with_write_concern_error(reply, &action)
+        }
+        None => in_session(state, session, &req, spec).await?,
     };
     if let Reply::Body(body) = &mut reply {
         state.clock.stamp(body);
     }
     Ok(reply)
+}
+
+/// Runs the command as an operation of the router (listed by
+/// `currentOp`, interruptible by `killOp`) and, inside a transaction, as
+/// its statement.
+async fn in_session(
+    state: &Arc<RouterState>,
+    session: &mut Session,
+    req: &Request<'_>,
+    spec: Option<CommandSpec>,
+) -> Result<Reply> {
+    let txn = crate::txn::statement(state, req)?;
+    let mut running = state.operations.begin(&session.slot, req);
+    let outcome = tokio::select! {
+        biased;
+        reply = in_transaction(txn.clone(), authorized(state, session, req.msg, req, spec)) => reply,
+        e = running.interrupted() => Err(e),
+    };
+    match &txn {
+        Some(t) => Ok(crate::txn::after(state, t, outcome).await),
+        None => outcome,
+    }
+}
+
+/// What the `failCommand` fail point does to a command.
+enum Failing {
+    /// This reply instead (an error, or nothing when the connection closes).
+    Answer(Reply),
+    /// Run it, then add a write concern error.
+    After(crate::fail_points::Action),
+}
+
+async fn fail_point(
+    state: &RouterState,
+    session: &mut Session,
+    req: &Request<'_>,
+) -> Option<Failing> {
+    let retryable = crate::fail_points::is_retryable_write(req.name, req.body);
+    let app = session.slot.app_name();
+    let action = state
+        .fail_points
+        .check(req.name, app.as_deref(), retryable)?;
+    if let Some(d) = action.block {
+        tokio::time::sleep(d).await;
+    }
+    if action.close {
+        session.close_now = true;
+        return Some(Failing::Answer(Reply::Body(Vec::new())));
+    }
+    if let Some(e) = &action.error {
+        return Some(Failing::Answer(Reply::Body(e.to_vec().unwrap_or_default())));
+    }
+    match action.write_concern_error {
+        Some(_) => Some(Failing::After(action)),
+        None => None,
+    }
+}
+
+/// A successful reply with the fail point's `writeConcernError` (and the
+/// labels mongod adds) appended.
+fn with_write_concern_error(reply: Reply, action: &crate::fail_points::Action) -> Reply {
+    let Some(wce) = &action.write_concern_error else {
+        return reply;
+    };
+    let mut extra = bson::doc! {"writeConcernError": wce.clone()};
+    if !action.labels.is_empty() {
+        extra.insert("errorLabels", action.labels.clone());
+    }
+    crate::txn::append(reply, &extra)
 }
 
 /// Runs `f` as a statement of `txn`, if there is one.
@@ -140,7 +210,12 @@ async fn authorized(
             Ok(Reply::Msg(m)) => Some(m.body()),
             Err(_) => None,
         };
-        let recorded = body.filter(|b| reply_ok(b)).map(|b| b.as_bytes());
+        // A reply with a write concern error is not final: a retry runs
+        // again (the shards recognise the statements they applied) and
+        // awaits the write concern anew.
+        let recorded = body
+            .filter(|b| reply_ok(b) && b.get_document("writeConcernError").is_err())
+            .map(|b| b.as_bytes());
         state.retries.finish(ticket, recorded);
     }
     result

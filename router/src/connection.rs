@@ -134,6 +134,10 @@ async fn answer(
     match decoded.message {
         Message::Msg(msg) => {
             let (reply, malformed) = dispatch(state, session, &msg).await;
+            if std::mem::take(&mut session.close_now) {
+                tracing::info!("test fault: failCommand closes the connection");
+                return Err(Closing::Now);
+            }
             if state.config.enable_test_commands && is_write(&msg) && state.take_close_after_write()
             {
                 tracing::info!("test fault: closing the connection after a write");

@@ -29,6 +29,7 @@
 //! - `ddl`: DDL and statistics on sharded collections (indexes, `collMod`,
 //!   `collStats`, `dbStats`, `validate`, `checkMetadataConsistency`),
 //!   under the namespace's DDL lock.
+//! - `fail_points`: `failCommand` acting on the router's own commands.
 //! - `txn`: the transaction router (participants, commit protocols, their
 //!   recovery) and the cluster time.
 //! - `operations`: the router's own operations in progress (`currentOp`,
@@ -51,6 +52,7 @@ mod connection;
 mod cursors;
 mod ddl;
 pub mod error;
+mod fail_points;
 pub mod log;
 mod operations;
 pub mod read;

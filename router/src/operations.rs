@@ -135,6 +135,14 @@ impl Slot {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The client's `appName`, if its handshake gave one.
+    pub(crate) fn app_name(&self) -> Option<String> {
+        self.app_name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Records the client's `appName` from its handshake.
     pub(crate) fn set_app_name(&self, name: &str) {
         *self.app_name.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.to_owned());

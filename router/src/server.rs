@@ -128,6 +128,7 @@ async fn accept_until_shutdown(
             compressors: Vec::new(),
             auth: Default::default(),
             slot: state.operations.connect(connection_id, &peer.to_string()),
+            close_now: false,
         };
         tasks.spawn(serve_connection(
             stream,

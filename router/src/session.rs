@@ -20,6 +20,9 @@ pub(crate) struct Session {
     pub auth: AuthState,
     /// This connection's slot among the router's operations.
     pub slot: std::sync::Arc<crate::operations::Slot>,
+    /// Close the connection without replying (the `failCommand` fail
+    /// point's `closeConnection`).
+    pub close_now: bool,
 }
 
 /// What a command answers.

@@ -60,6 +60,8 @@ pub(crate) struct RouterState {
     /// Test-only fault: milliseconds a coordinated commit waits after its
     /// decision is stored (`shardgatePauseAfterCommitDecision`).
     pub pause_after_commit_decision_ms: std::sync::atomic::AtomicU64,
+    /// The router's own fail points (`failCommand`).
+    pub fail_points: crate::fail_points::FailPoints,
     /// Open transactions.
     pub transactions: crate::txn::Transactions,
     /// The highest cluster time the shards told.
@@ -112,6 +114,7 @@ impl RouterState {
             clients_by_ip: Default::default(),
             operations: Default::default(),
             transactions: Default::default(),
+            fail_points: Default::default(),
             pause_after_commit_decision_ms: Default::default(),
             clock,
             rw_defaults: Default::default(),

@@ -242,6 +242,7 @@ pub(crate) fn session() -> Session {
         compressors: Vec::new(),
         auth: Default::default(),
         slot: std::sync::Arc::new(crate::operations::Slot::new(1, "127.0.0.1:1")),
+        close_now: false,
     }
 }
 

@@ -223,6 +223,7 @@ fn host_management() -> Vec<CommandSpec> {
                     Some(admin::PAUSE_MIGRATION) => {
                         admin::pause_fail_point(state, req.body).await.and_then(ok)
                     }
+                    Some("failCommand") => state.fail_points.configure(req.body).and_then(ok),
                     Some(admin::PAUSE_AFTER_COMMIT_DECISION) => {
                         admin::commit_pause_fail_point(state, req.body).and_then(ok)
                     }
