@@ -229,7 +229,7 @@ async fn a_causal_session_reads_through_another_router_what_it_wrote() {
     // A second router on the same store (the embedded store is one
     // process's: it shares the first router's handle).
     let second = support::RouterHandle::start_router_only(
-        cluster.router.store.clone(),
+        cluster.router.store(),
         shardgate_router::RouterConfig {
             balancer: false,
             ..Default::default()

@@ -39,8 +39,8 @@ pub async fn start_shards(dir: &Path, n: usize, test_commands: bool) -> Vec<Shar
 pub struct RouterHandle {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Its config store.
-    pub store: Arc<dyn ConfigStore>,
+    /// Its config store, while it runs (a stopped router closes it).
+    store: std::sync::Weak<dyn ConfigStore>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<Result<(), shardgate_router::RouterError>>>,
 }
@@ -77,7 +77,7 @@ impl RouterHandle {
         config: RouterConfig,
         balancer: bool,
     ) -> RouterHandle {
-        let keep = store.clone();
+        let keep = Arc::downgrade(&store);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = watch::channel(false);
@@ -107,6 +107,11 @@ impl RouterHandle {
         if let Some(t) = self.task.take() {
             t.await.expect("router task").expect("router run");
         }
+    }
+
+    /// Its config store (for a second router in this process).
+    pub fn store(&self) -> Arc<dyn ConfigStore> {
+        self.store.upgrade().expect("the router is running")
     }
 
     /// A driver connection string for this router.
