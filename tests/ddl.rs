@@ -444,7 +444,7 @@ step("stats", () => { const s = c.stats(); return {sharded: s.sharded, count: s.
 step("distribution", () => { const r = c.getShardDistribution(); return JSON.parse(JSON.stringify(r.value || r)); });
 step("validate", () => { const v = c.validate(); return {valid: v.valid, raw: Object.keys(v.raw || {}).length}; });
 step("dbStats", () => { const s = d.stats(); return {objects: s.objects, raw: Object.keys(s.raw || {}).length}; });
-step("currentOp", () => { const ops = db.currentOp().inprog; return {n: ops.length, shards: [...new Set(ops.map(o => o.shard))].sort(), opid: typeof ops[0].opid}; });
+step("currentOp", () => { const ops = db.currentOp().inprog; return {router: ops.filter(o => !o.shard && typeof o.opid === "number").length > 0, shards: [...new Set(ops.filter(o => o.shard).map(o => o.shard))].sort(), opid: typeof ops.find(o => o.shard).opid}; });
 step("hostInfo", () => { const h = db.hostInfo(); return {cores: h.system.numCores > 0, os: h.os.type}; });
 step("listCommands", () => { const l = db.listCommands(); return typeof l; });
 step("balancerStatus", () => sh.balancerCollectionStatus("ddl.c").balancerCompliant);
@@ -470,6 +470,11 @@ print(JSON.stringify(out));
     assert_eq!(r["validate"], serde_json::json!({"valid": true, "raw": 2}));
     assert_eq!(r["dbStats"], serde_json::json!({"objects": 300, "raw": 3}));
     assert_eq!(r["currentOp"]["opid"], "string", "{r:#}");
+    assert_eq!(r["currentOp"]["router"], true, "{r:#}");
+    assert_eq!(
+        r["currentOp"]["shards"],
+        serde_json::json!(["shard0000", "shard0001", "shard0002"])
+    );
     assert_eq!(
         r["hostInfo"],
         serde_json::json!({"cores": true, "os": "Linux"})

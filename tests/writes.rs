@@ -617,6 +617,48 @@ async fn client_bulk_write_routes_every_operation() {
     client.bulk_write(models).await.unwrap();
     let d = sharded.find_one(doc! {"_id": 20}).await.unwrap().unwrap();
     assert_eq!(d, doc! {"_id": 20, "k": 20, "n": 1});
+
+    // More results than the first batch holds: the rest by getMore.
+    let mut raw = support::RawConn::connect(cluster.router.addr).await;
+    let ops: Vec<Document> = (100..107)
+        .map(|i| doc! {"insert": 0, "document": {"_id": i, "k": i}})
+        .collect();
+    let reply = raw
+        .command(doc! {
+            "bulkWrite": 1, "ops": ops, "nsInfo": [{"ns": "bw.c"}],
+            "cursor": {"batchSize": 3}, "$db": "admin",
+        })
+        .await;
+    assert_eq!(reply.get_i32("nInserted").unwrap(), 7, "{reply}");
+    let cursor = reply.get_document("cursor").unwrap();
+    let mut idx: Vec<i32> = cursor
+        .get_array("firstBatch")
+        .unwrap()
+        .iter()
+        .map(|r| r.as_document().unwrap().get_i32("idx").unwrap())
+        .collect();
+    assert_eq!(idx, [0, 1, 2]);
+    let mut id = cursor.get_i64("id").unwrap();
+    while id != 0 {
+        let more = raw
+            .command(doc! {"getMore": id, "collection": "$cmd.bulkWrite", "batchSize": 3, "$db": "admin"})
+            .await;
+        let c = more
+            .get_document("cursor")
+            .unwrap_or_else(|_| panic!("{more}"));
+        idx.extend(
+            c.get_array("nextBatch")
+                .unwrap()
+                .iter()
+                .map(|r| r.as_document().unwrap().get_i32("idx").unwrap()),
+        );
+        id = c.get_i64("id").unwrap();
+    }
+    assert_eq!(idx, (0..7).collect::<Vec<_>>());
+    let gone = raw
+        .command(doc! {"getMore": 12345i64, "collection": "$cmd.bulkWrite", "$db": "admin"})
+        .await;
+    assert_eq!(gone.get_i32("code").unwrap(), 43, "{gone}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

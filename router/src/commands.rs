@@ -96,7 +96,13 @@ async fn run_msg(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -
             let reply = in_session(state, session, &req, spec).await?;
             with_write_concern_error(reply, &action)
         }
-        None => in_session(state, session, &req, spec).await?,
+        None => match in_session(state, session, &req, spec).await {
+            Ok(reply) => reply,
+            Err(e) if !crate::fail_points::is_retryable_write(name, body) => {
+                without_retry_label(e)?
+            }
+            Err(e) => return Err(e),
+        },
     };
     if let Reply::Body(body) = &mut reply {
         state.clock.stamp(body);
@@ -173,6 +179,30 @@ fn with_write_concern_error(reply: Reply, action: &crate::fail_points::Action) -
     crate::txn::append(reply, &extra)
 }
 
+/// The error of a command that is not a retryable write, without the
+/// `RetryableWriteError` label (a driver retries only what it asked to be
+/// retryable, and mongos labels only those).
+fn without_retry_label(e: RouterError) -> Result<Reply> {
+    let mut reply = match bson::Document::from_reader(&e.to_reply()[..]) {
+        Ok(r) => r,
+        Err(_) => return Err(e),
+    };
+    let Ok(labels) = reply.get_array("errorLabels") else {
+        return Err(e);
+    };
+    let kept: Vec<bson::Bson> = labels
+        .iter()
+        .filter(|l| l.as_str() != Some("RetryableWriteError"))
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        reply.remove("errorLabels");
+    } else {
+        reply.insert("errorLabels", kept);
+    }
+    Ok(Reply::Body(reply.to_vec().unwrap_or_default()))
+}
+
 /// Runs `f` as a statement of `txn`, if there is one.
 async fn in_transaction<F: std::future::Future>(
     txn: Option<Arc<crate::txn::Txn>>,
@@ -238,6 +268,21 @@ async fn execute(
 async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -> Result<Reply> {
     match req.db {
         "admin" => {
+            // Router cursors on admin: `bulkWrite` results, `$currentOp`.
+            if let Some(reply) = sharding::router_cursor(state, session, req).await? {
+                return Ok(reply);
+            }
+            match req.name {
+                "getMore" => {
+                    return Err(RouterError::command(
+                        43,
+                        "CursorNotFound",
+                        "cursor id not found",
+                    ))
+                }
+                "killCursors" => return Ok(crate::read::get_more::kill_unknown_cursors(req)),
+                _ => {}
+            }
             if req.name == "aggregate" {
                 if let Some(reply) = host::current_op_stage(state, req).await? {
                     return Ok(reply);

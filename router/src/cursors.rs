@@ -257,6 +257,25 @@ pub(crate) async fn kill(cursor: &mut RouterCursor) {
     }
 }
 
+/// The next batch of buffered results: at most `max_docs` documents and
+/// [`MAX_BATCH_BYTES`] (one document at least).
+pub(crate) fn drain_batch(
+    buffer: &mut std::collections::VecDeque<RawDocumentBuf>,
+    max_docs: usize,
+) -> Vec<RawDocumentBuf> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while out.len() < max_docs {
+        let Some(next) = buffer.front() else { break };
+        bytes += next.as_bytes().len();
+        if bytes > MAX_BATCH_BYTES && !out.is_empty() {
+            break;
+        }
+        out.extend(buffer.pop_front());
+    }
+    out
+}
+
 /// One shard stream just opened: the stream, its first batch, whether it
 /// is already exhausted.
 pub(crate) type Opened = (ShardStream, Vec<RawDocumentBuf>, bool);

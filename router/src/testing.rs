@@ -43,6 +43,10 @@ pub(crate) struct FakeShards {
     /// Per shard, `insert` write errors to answer: the statement index
     /// within the shard's batch → (code, errmsg).
     pub insert_errors: Mutex<HashMap<String, (usize, i32, String)>>,
+    /// Shards that have `prepareTransaction`, with the prepare timestamp
+    /// each answers (`None`: it refuses the prepare); the others answer
+    /// CommandNotFound, as SecantusDB does.
+    pub prepares: Mutex<HashMap<String, Option<bson::Timestamp>>>,
     next_id: Mutex<i64>,
 }
 
@@ -120,6 +124,18 @@ impl FakeShards {
                     _ => doc! {"n": n as i32, "ok": 1.0},
                 }
             }
+            "prepareTransaction" => match self.prepares.lock().unwrap().get(shard) {
+                None => {
+                    doc! {"ok": 0.0, "code": 59, "codeName": "CommandNotFound", "errmsg": "no such command"}
+                }
+                Some(_) if !body.contains_key("lsid") => {
+                    doc! {"ok": 0.0, "code": 50768, "codeName": "Location50768", "errmsg": "not in a transaction"}
+                }
+                Some(Some(ts)) => doc! {"prepareTimestamp": *ts, "ok": 1.0},
+                Some(None) => {
+                    doc! {"ok": 0.0, "code": 251, "codeName": "NoSuchTransaction", "errmsg": "aborted"}
+                }
+            },
             _ => doc! {"ok": 1.0},
         }
     }

@@ -37,6 +37,8 @@ mod client;
 mod clock;
 mod commit;
 mod recovery;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use client::TxnShards;
 pub(crate) use clock::ClusterClock;

@@ -30,6 +30,14 @@ pub struct TxnDecision {
     pub time: bson::DateTime,
     /// Every participant acknowledged the commit.
     pub done: bool,
+    /// With a two-phase commit: the timestamp every participant commits
+    /// at (the highest prepare timestamp).
+    #[serde(
+        rename = "commitTimestamp",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub commit_timestamp: Option<bson::Timestamp>,
 }
 
 /// The store key of a decision.

@@ -203,7 +203,14 @@ pub(crate) async fn bulk_write(
         }
         start = end;
     }
-    totals.reply()
+    let batch_size = req
+        .body
+        .get_document("cursor")
+        .ok()
+        .and_then(|c| crate::commands::number_field(c, "batchSize"))
+        .filter(|n| *n >= 0)
+        .map_or(usize::MAX, |n| n as usize);
+    totals.reply(state, session, batch_size)
 }
 
 /// `nsInfo`, as `(db, collection)` pairs.
@@ -467,10 +474,32 @@ impl Totals {
         }
     }
 
-    /// The `bulkWrite` reply: the results as one exhausted cursor.
-    fn reply(self) -> Result<Reply> {
+    /// The `bulkWrite` reply: the results as a cursor, its first batch at
+    /// most `batch_size` results and 16 MB, the rest for `getMore`.
+    fn reply(self, state: &RouterState, session: &Session, batch_size: usize) -> Result<Reply> {
+        let mut results: std::collections::VecDeque<bson::RawDocumentBuf> = self
+            .results
+            .iter()
+            .filter_map(|d| bson::RawDocumentBuf::try_from(d).ok())
+            .collect();
+        let first: Vec<Bson> = crate::cursors::drain_batch(&mut results, batch_size)
+            .into_iter()
+            .filter_map(|d| Document::try_from(d).ok().map(Bson::Document))
+            .collect();
+        let id = match results.is_empty() {
+            true => 0,
+            false => state.cursors.insert(
+                None,
+                crate::cursors::RouterCursor {
+                    kind: crate::cursors::CursorKind::Buffered(results),
+                    ns: NS.to_owned(),
+                    connection: session.connection_id,
+                    last_used: std::time::Instant::now(),
+                },
+            ),
+        };
         let mut reply = doc! {
-            "cursor": {"id": 0i64, "firstBatch": self.results, "ns": NS},
+            "cursor": {"id": id, "firstBatch": first, "ns": NS},
             "nErrors": self.n_errors,
             "nInserted": self.inserted as i32,
             "nMatched": self.matched as i32,

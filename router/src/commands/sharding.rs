@@ -143,7 +143,7 @@ fn unless_dropped(state: &RouterState, ns: &str, written: Result<Reply>) -> Resu
 }
 
 /// `getMore` and `killCursors` of cursors the router holds.
-async fn router_cursor(
+pub(crate) async fn router_cursor(
     state: &Arc<RouterState>,
     session: &Session,
     req: &Request<'_>,

@@ -215,8 +215,7 @@ pub(crate) async fn aggregate(
         .iter()
         .filter_map(|d| RawDocumentBuf::try_from(d).ok())
         .collect();
-    let n = first.min(docs.len());
-    let batch: Vec<RawDocumentBuf> = docs.drain(..n).collect();
+    let batch = crate::cursors::drain_batch(&mut docs, first);
     let done = docs.is_empty();
     Ok(finish(
         state,

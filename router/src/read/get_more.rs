@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use bson::{doc, Bson, Document, RawDocumentBuf};
+use bson::{doc, Bson, Document};
 
 use super::{cursor_reply, int_field};
 use crate::cursors::{kill, CursorKind};
@@ -65,8 +65,7 @@ pub(crate) async fn get_more(
             (batch, done)
         }
         CursorKind::Buffered(buffer) => {
-            let n = batch_size.unwrap_or(usize::MAX).min(buffer.len());
-            let batch: Vec<RawDocumentBuf> = buffer.drain(..n).collect();
+            let batch = crate::cursors::drain_batch(buffer, batch_size.unwrap_or(usize::MAX));
             (batch, buffer.is_empty())
         }
     };

@@ -3,14 +3,20 @@
 //! - one: `commitTransaction` there;
 //! - several, none wrote: each commits;
 //! - one wrote: the readers commit, then the writer;
-//! - several wrote: the coordinated commit. The shards here have no
-//!   `prepareTransaction`, so there is no two-phase commit: the decision
-//!   is written to the store first, then every participant commits
-//!   (retried until it answers); any router that finds an unfinished
-//!   decision (a retried commit, or the recovery of a router that died)
-//!   finishes it. What it cannot promise: a participant that aborted on
-//!   its own after its last statement (its transaction lifetime ran out,
-//!   it restarted) cannot commit, and the others have — the reply says so.
+//! - several wrote, each able to prepare (`prepareTransaction`, probed
+//!   once per shard): the two-phase commit. Every writer prepares; any
+//!   failure aborts everywhere; else the decision, with the highest
+//!   prepare timestamp as the commit timestamp, goes to the store, then
+//!   every participant commits at it.
+//! - several wrote, one at least unable to prepare (SecantusDB): the
+//!   coordinated commit. The decision is written to the store first, then
+//!   every participant commits (retried until it answers). What it cannot
+//!   promise: a participant that aborted on its own after its last
+//!   statement (its transaction lifetime ran out, it restarted) cannot
+//!   commit, and the others have — the reply says so.
+//!
+//! Any router that finds an unfinished decision (a retried commit, or the
+//! recovery of a router that died) finishes it.
 //!
 //! Without the transaction in memory (another router started it), a
 //! commit is recovered: from the store's decision, else from the
@@ -40,15 +46,19 @@ pub(crate) enum Kind {
     SingleShard,
     SingleWriteShard,
     ReadOnly,
-    /// Several writers, the decision in the store.
+    /// Several writers that can prepare.
+    TwoPhase,
+    /// Several writers, one at least unable to prepare: the decision in
+    /// the store, then each commits.
     Coordinated,
 }
 
-const KINDS: [(Kind, &str); 5] = [
+const KINDS: [(Kind, &str); 6] = [
     (Kind::NoShards, "noShards"),
     (Kind::SingleShard, "singleShard"),
     (Kind::SingleWriteShard, "singleWriteShard"),
     (Kind::ReadOnly, "readOnly"),
+    (Kind::TwoPhase, "twoPhaseCommit"),
     (Kind::Coordinated, "coordinatedCommit"),
 ];
 
@@ -78,7 +88,9 @@ pub(crate) struct Counters {
     committed: AtomicU64,
     aborted: AtomicU64,
     /// Per kind: initiated, successful, successful duration (µs).
-    kinds: [[AtomicU64; 3]; 5],
+    kinds: [[AtomicU64; 3]; 6],
+    /// Whether each shard has `prepareTransaction` (probed once).
+    prepares: std::sync::Mutex<std::collections::HashMap<String, bool>>,
 }
 
 impl Counters {
@@ -132,7 +144,10 @@ pub(crate) async fn commit_transaction(state: &RouterState, req: &Request<'_>) -
         ));
     }
     let participants = txn.participants();
-    let kind = Kind::of(&participants);
+    let mut kind = Kind::of(&participants);
+    if kind == Kind::Coordinated && all_prepare(state, &participants).await {
+        kind = Kind::TwoPhase;
+    }
     let counters = &state.transactions.counters;
     counters.kinds[kind.index()][0].fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
@@ -149,6 +164,7 @@ pub(crate) async fn commit_transaction(state: &RouterState, req: &Request<'_>) -
                 Err(e) => Err(e),
             }
         }
+        Kind::TwoPhase => two_phase(state, &txn, &participants, &body).await,
         Kind::Coordinated => coordinated(state, &txn, &participants, &body).await,
     };
     match outcome {
@@ -213,10 +229,18 @@ fn target(p: &Participant) -> Target<'_> {
 }
 
 async fn run(shards: &Arc<dyn ShardClient>, p: &Participant, body: &Document) -> Result<()> {
+    run_reply(shards, p, body).await.map(drop)
+}
+
+async fn run_reply(
+    shards: &Arc<dyn ShardClient>,
+    p: &Participant,
+    body: &Document,
+) -> Result<Document> {
     let raw =
         bson::RawDocumentBuf::try_from(body).map_err(|e| RouterError::bad_value(e.to_string()))?;
-    shards.command(target(p), &raw).await?;
-    Ok(())
+    let reply = shards.command(target(p), &raw).await?;
+    Document::try_from(reply.as_ref()).map_err(|e| RouterError::bad_value(e.to_string()))
 }
 
 /// Commits on each participant at once; the first error.
@@ -230,6 +254,101 @@ async fn commit_each(
     results.into_iter().collect()
 }
 
+/// Whether every writing participant has `prepareTransaction`: asked once
+/// per shard outside any transaction (a server that has the command
+/// refuses it there; one without it answers CommandNotFound).
+async fn all_prepare(state: &RouterState, participants: &[Participant]) -> bool {
+    let counters = &state.transactions.counters;
+    for p in participants.iter().filter(|p| p.wrote) {
+        let known = counters
+            .prepares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p.shard)
+            .copied();
+        let has = match known {
+            Some(has) => has,
+            None => {
+                let probe = doc! {"prepareTransaction": 1, "$db": "admin"};
+                let has =
+                    !matches!(run(&state.shards, p, &probe).await, Err(e) if e.code().0 == 59);
+                counters
+                    .prepares
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(p.shard.clone(), has);
+                has
+            }
+        };
+        if !has {
+            return false;
+        }
+    }
+    true
+}
+
+/// The two-phase commit: every writer prepares; the decision with the
+/// highest prepare timestamp goes to the store; every participant
+/// commits at it. A failed prepare aborts everywhere.
+async fn two_phase(
+    state: &RouterState,
+    txn: &Arc<Txn>,
+    participants: &[Participant],
+    body: &Document,
+) -> Result<()> {
+    let mut prepare = body.clone();
+    prepare.remove("commitTransaction");
+    let mut prepare_cmd = doc! {"prepareTransaction": 1};
+    prepare_cmd.extend(prepare);
+    prepare_cmd.insert("writeConcern", doc! {"w": "majority"});
+    let writers: Vec<&Participant> = participants.iter().filter(|p| p.wrote).collect();
+    let prepared = futures::future::join_all(
+        writers
+            .iter()
+            .map(|p| run_reply(&state.shards, p, &prepare_cmd)),
+    )
+    .await;
+    let mut commit_at: Option<bson::Timestamp> = None;
+    for r in &prepared {
+        let ts = r
+            .as_ref()
+            .ok()
+            .and_then(|d| d.get_timestamp("prepareTimestamp").ok());
+        match ts {
+            Some(ts) => commit_at = Some(commit_at.map_or(ts, |c| c.max(ts))),
+            None => {
+                abort_all(state, txn).await;
+                txn.set_state(TxnState::Aborted);
+                return Err(super::no_such_transaction(txn.txn_number));
+            }
+        }
+    }
+    let mut decision = decision_of(state, txn, participants);
+    decision.commit_timestamp = commit_at;
+    state.catalog.put_decision(&txn.lsid_key, &decision).await?;
+    pause_after_decision(state).await;
+    let mut commit = body.clone();
+    if let Some(ts) = commit_at {
+        commit.insert("commitTimestamp", ts);
+    }
+    finish(&state.shards, participants, &commit).await?;
+    decision.done = true;
+    state.catalog.put_decision(&txn.lsid_key, &decision).await?;
+    Ok(())
+}
+
+fn decision_of(state: &RouterState, txn: &Txn, participants: &[Participant]) -> TxnDecision {
+    TxnDecision {
+        lsid: Document::try_from(txn.lsid.as_ref()).unwrap_or_default(),
+        txn_number: txn.txn_number,
+        participants: participants.iter().map(|p| p.shard.clone()).collect(),
+        router: state.listen.clone(),
+        time: bson::DateTime::now(),
+        done: false,
+        commit_timestamp: None,
+    }
+}
+
 /// The coordinated commit: the decision in the store, then every
 /// participant, then the decision marked done.
 async fn coordinated(
@@ -238,14 +357,7 @@ async fn coordinated(
     participants: &[Participant],
     body: &Document,
 ) -> Result<()> {
-    let mut decision = TxnDecision {
-        lsid: Document::try_from(txn.lsid.as_ref()).unwrap_or_default(),
-        txn_number: txn.txn_number,
-        participants: participants.iter().map(|p| p.shard.clone()).collect(),
-        router: state.listen.clone(),
-        time: bson::DateTime::now(),
-        done: false,
-    };
+    let mut decision = decision_of(state, txn, participants);
     if let Err(e) = state.catalog.put_decision(&txn.lsid_key, &decision).await {
         // Nothing committed: the transaction aborts.
         abort_all(state, txn).await;
@@ -327,8 +439,11 @@ async fn recover(
     txn_number: i64,
     wc: Option<Document>,
 ) -> Result<Reply> {
-    let body = commit_body(lsid, txn_number, wc.as_ref());
+    let mut body = commit_body(lsid, txn_number, wc.as_ref());
     if let Some(mut d) = state.catalog.decision(key, txn_number).await? {
+        if let Some(ts) = d.commit_timestamp {
+            body.insert("commitTimestamp", ts);
+        }
         if !d.done {
             let participants = super::recovery::participants(state, &d)?;
             if let Err(e) = finish(&state.shards, &participants, &body).await {

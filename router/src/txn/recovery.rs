@@ -96,13 +96,16 @@ async fn finish_decisions(state: &RouterState) -> Result<()> {
             continue;
         }
         tracing::info!(router = %d.router, txn_number = d.txn_number, "finishing a commit a router left");
-        let body = bson::doc! {
+        let mut body = bson::doc! {
             "commitTransaction": 1,
             "lsid": d.lsid.clone(),
             "txnNumber": d.txn_number,
             "autocommit": false,
             "$db": "admin",
         };
+        if let Some(ts) = d.commit_timestamp {
+            body.insert("commitTimestamp", ts);
+        }
         let participants = participants(state, &d)?;
         if let Err(e) = commit::finish(&state.shards, &participants, &body).await {
             tracing::warn!(error = %e, "a recovered commit did not reach every participant");
