@@ -469,20 +469,41 @@ async fn writes_wait_out_a_critical_section_then_reach_the_new_owner() {
     );
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 22);
 
-    // Past the bound, a held write fails with a retryable StaleConfig.
+    // Past the bound, a held write fails with StaleConfig: labelled
+    // retryable for a retryable write (the driver retried it once), not
+    // for a plain command, as mongos labels them.
     migration.min = doc! {"k": 60};
     migration.max = doc! {"k": 100};
     migration.state = MigrationState::Critical;
     catalog.put_migration(&pattern, &migration).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let reply = client
-        .database("crit")
-        .run_command(doc! {"insert": "c", "documents": [{"_id": 610, "k": 61.5}]})
-        .await;
-    let e = reply.unwrap_err();
-    assert_eq!(error_code(&e), 13388, "{e}");
-    assert!(e.contains_label("RetryableWriteError"), "{e}");
-    assert_eq!(coll.count_documents(doc! {"k": 61.5}).await.unwrap(), 0);
+    // Both at once, so both wait out the same bound.
+    let (mut plain, mut retryable) = (
+        support::RawConn::connect(router.addr).await,
+        support::RawConn::connect(router.addr).await,
+    );
+    let (plain, retryable) = tokio::join!(
+        plain.command(doc! {"insert": "c", "documents": [{"_id": 611, "k": 61.6}], "$db": "crit"}),
+        retryable.command(doc! {
+            "insert": "c", "documents": [{"_id": 610, "k": 61.5}], "$db": "crit",
+            "lsid": {"id": bson::Uuid::new()}, "txnNumber": 1i64,
+        }),
+    );
+    for (reply, labelled) in [(plain, false), (retryable, true)] {
+        assert_eq!(reply.get_i32("code").ok(), Some(13388), "{reply}");
+        let labels = reply.get_array("errorLabels").cloned().unwrap_or_default();
+        assert_eq!(
+            labels.contains(&Bson::from("RetryableWriteError")),
+            labelled,
+            "{reply}"
+        );
+    }
+    assert_eq!(
+        coll.count_documents(doc! {"k": {"$in": [61.5, 61.6]}})
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
