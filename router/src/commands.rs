@@ -86,22 +86,20 @@ async fn run_msg(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -
     // A command the router does not know needs every action on the cluster.
     let need = spec.map_or(crate::auth::Need::AnyAction, |s| s.privilege.need(&req));
     crate::auth::authorize(state, session, &req, need).await?;
+    let ctx = crate::labels::Context::of(name, body);
     let failing = match state.config.enable_test_commands {
-        true => fail_point(state, session, &req).await,
+        true => fail_point(state, session, &req, ctx).await,
         false => None,
     };
     let mut reply = match failing {
         Some(Failing::Answer(reply)) => reply,
-        Some(Failing::After(action)) => {
-            let reply = in_session(state, session, &req, spec).await?;
-            with_write_concern_error(reply, &action)
-        }
+        Some(Failing::After(action)) => match in_session(state, session, &req, spec).await {
+            Ok(reply) => with_write_concern_error(reply, &action),
+            Err(e) => error_reply(e, ctx),
+        },
         None => match in_session(state, session, &req, spec).await {
             Ok(reply) => reply,
-            Err(e) if !crate::fail_points::is_retryable_write(name, body) => {
-                without_retry_label(e)?
-            }
-            Err(e) => return Err(e),
+            Err(e) => error_reply(e, ctx),
         },
     };
     if let Reply::Body(body) = &mut reply {
@@ -144,12 +142,10 @@ async fn fail_point(
     state: &RouterState,
     session: &mut Session,
     req: &Request<'_>,
+    ctx: crate::labels::Context,
 ) -> Option<Failing> {
-    let retryable = crate::fail_points::is_retryable_write(req.name, req.body);
     let app = session.slot.app_name();
-    let action = state
-        .fail_points
-        .check(req.name, app.as_deref(), retryable)?;
+    let action = state.fail_points.check(req.name, app.as_deref(), ctx)?;
     if let Some(d) = action.block {
         tokio::time::sleep(d).await;
     }
@@ -179,28 +175,12 @@ fn with_write_concern_error(reply: Reply, action: &crate::fail_points::Action) -
     crate::txn::append(reply, &extra)
 }
 
-/// The error of a command that is not a retryable write, without the
-/// `RetryableWriteError` label (a driver retries only what it asked to be
-/// retryable, and mongos labels only those).
-fn without_retry_label(e: RouterError) -> Result<Reply> {
-    let mut reply = match bson::Document::from_reader(&e.to_reply()[..]) {
-        Ok(r) => r,
-        Err(_) => return Err(e),
-    };
-    let Ok(labels) = reply.get_array("errorLabels") else {
-        return Err(e);
-    };
-    let kept: Vec<bson::Bson> = labels
-        .iter()
-        .filter(|l| l.as_str() != Some("RetryableWriteError"))
-        .cloned()
-        .collect();
-    if kept.is_empty() {
-        reply.remove("errorLabels");
-    } else {
-        reply.insert("errorLabels", kept);
-    }
-    Ok(Reply::Body(reply.to_vec().unwrap_or_default()))
+/// An error as the reply mongod would give in `ctx`: its labels (see
+/// [`crate::labels`]), then the cluster time like any reply.
+fn error_reply(e: RouterError, ctx: crate::labels::Context) -> Reply {
+    let mut reply = bson::Document::from_reader(&e.to_reply()[..]).unwrap_or_default();
+    crate::labels::relabel(&mut reply, ctx);
+    Reply::Body(reply.to_vec().unwrap_or_default())
 }
 
 /// Runs `f` as a statement of `txn`, if there is one.

@@ -11,12 +11,7 @@ use std::time::Duration;
 use bson::{doc, Bson, Document, RawDocument};
 
 use crate::error::{Result, RouterError};
-
-/// Error codes a retryable write is retried on (drivers' retryable-writes
-/// specification): mongod labels them `RetryableWriteError`.
-const RETRYABLE: [i32; 15] = [
-    6, 7, 63, 89, 91, 134, 150, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
-];
+use crate::labels::Context;
 
 /// The router's fail points.
 #[derive(Default)]
@@ -113,12 +108,7 @@ impl FailPoints {
     /// What `failCommand` does to `name` from a client named `app`; it
     /// counts as one activation. `retryable_write`: the command is a
     /// retryable write (for the labels mongod adds).
-    pub(crate) fn check(
-        &self,
-        name: &str,
-        app: Option<&str>,
-        retryable_write: bool,
-    ) -> Option<Action> {
+    pub(crate) fn check(&self, name: &str, app: Option<&str>, ctx: Context) -> Option<Action> {
         let mut guard = self.fail_command.lock().unwrap_or_else(|e| e.into_inner());
         let fp = guard.as_mut()?;
         if !fp.commands.iter().any(|c| c == name)
@@ -142,13 +132,13 @@ impl FailPoints {
             *guard = None;
         }
         drop(guard);
-        let labels = |code: i32| -> Vec<Bson> {
+        let labels = |code: i32, wce: Option<i32>| -> Vec<Bson> {
             match &fp.error_labels {
                 Some(l) => l.clone(),
-                None if retryable_write && RETRYABLE.contains(&code) => {
-                    vec![Bson::from("RetryableWriteError")]
-                }
-                None => Vec::new(),
+                None => crate::labels::labels(code, wce, ctx)
+                    .into_iter()
+                    .map(Bson::from)
+                    .collect(),
             }
         };
         let error = fp.error_code.map(|code| {
@@ -156,9 +146,9 @@ impl FailPoints {
                 "ok": 0.0,
                 "errmsg": "Failing command via 'failCommand' failpoint",
                 "code": code,
-                "codeName": code_name(code),
+                "codeName": crate::labels::code_name(code),
             };
-            let l = labels(code);
+            let l = labels(code, None);
             if !l.is_empty() {
                 e.insert("errorLabels", l);
             }
@@ -174,7 +164,7 @@ impl FailPoints {
             close: fp.close,
             error,
             labels: if fp.write_concern_error.is_some() {
-                labels(wce_code)
+                labels(0, Some(wce_code))
             } else {
                 Vec::new()
             },
@@ -196,51 +186,6 @@ fn number(v: Option<&Bson>) -> Option<i64> {
     }
 }
 
-/// The code names drivers' tests use, as mongod names them.
-fn code_name(code: i32) -> &'static str {
-    match code {
-        1 => "InternalError",
-        2 => "BadValue",
-        6 => "HostUnreachable",
-        7 => "HostNotFound",
-        11 => "UserNotFound",
-        13 => "Unauthorized",
-        18 => "AuthenticationFailed",
-        24 => "LockTimeout",
-        50 => "MaxTimeMSExpired",
-        59 => "CommandNotFound",
-        64 => "WriteConcernFailed",
-        89 => "NetworkTimeout",
-        91 => "ShutdownInProgress",
-        100 => "UnsatisfiableWriteConcern",
-        112 => "WriteConflict",
-        189 => "PrimarySteppedDown",
-        251 => "NoSuchTransaction",
-        262 => "ExceededTimeLimit",
-        9001 => "SocketException",
-        10107 => "NotWritablePrimary",
-        11000 => "DuplicateKey",
-        11600 => "InterruptedAtShutdown",
-        11602 => "InterruptedDueToReplStateChange",
-        13435 => "NotPrimaryNoSecondaryOk",
-        13436 => "NotPrimaryOrSecondary",
-        _ => "UnknownError",
-    }
-}
-
-/// Whether a command body is a retryable write: a write with a
-/// `txnNumber` outside a transaction (or a transaction's commit or abort,
-/// which drivers retry the same way).
-pub(crate) fn is_retryable_write(name: &str, body: &RawDocument) -> bool {
-    let writes = matches!(
-        name,
-        "insert" | "update" | "delete" | "findAndModify" | "findandmodify" | "bulkWrite"
-    );
-    let txn = body.get_i64("txnNumber").is_ok();
-    let in_txn = body.get_bool("autocommit").is_ok();
-    (writes && txn && !in_txn) || matches!(name, "commitTransaction" | "abortTransaction")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,9 +202,14 @@ mod tests {
             "data": {"failCommands": ["insert"], "errorCode": 91, "appName": "a"},
         }))
         .unwrap();
-        assert!(fps.check("find", Some("a"), false).is_none());
-        assert!(fps.check("insert", Some("b"), true).is_none());
-        let first = fps.check("insert", Some("a"), true).unwrap();
+        let retryable = Context {
+            retryable_write: true,
+            ..Default::default()
+        };
+        let plain = Context::default();
+        assert!(fps.check("find", Some("a"), plain).is_none());
+        assert!(fps.check("insert", Some("b"), retryable).is_none());
+        let first = fps.check("insert", Some("a"), retryable).unwrap();
         let e = first.error.unwrap();
         assert_eq!(e.get_i32("code").unwrap(), 91);
         assert_eq!(
@@ -267,14 +217,14 @@ mod tests {
             &vec![Bson::from("RetryableWriteError")]
         );
         assert!(fps
-            .check("insert", Some("a"), false)
+            .check("insert", Some("a"), plain)
             .unwrap()
             .error
             .unwrap()
             .get("errorLabels")
             .is_none());
         assert!(
-            fps.check("insert", Some("a"), true).is_none(),
+            fps.check("insert", Some("a"), retryable).is_none(),
             "two times only"
         );
 
@@ -283,13 +233,13 @@ mod tests {
             "data": {"failCommands": ["ping"], "closeConnection": true},
         }))
         .unwrap();
-        assert!(fps.check("ping", None, false).is_none());
-        assert!(fps.check("ping", None, false).unwrap().close);
-        assert!(fps.check("ping", None, false).unwrap().close);
+        assert!(fps.check("ping", None, plain).is_none());
+        assert!(fps.check("ping", None, plain).unwrap().close);
+        assert!(fps.check("ping", None, plain).unwrap().close);
         fps.configure(&raw(
             doc! {"configureFailPoint": "failCommand", "mode": "off"},
         ))
         .unwrap();
-        assert!(fps.check("ping", None, false).is_none());
+        assert!(fps.check("ping", None, plain).is_none());
     }
 }

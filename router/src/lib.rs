@@ -29,7 +29,8 @@
 //! - `ddl`: DDL and statistics on sharded collections (indexes, `collMod`,
 //!   `collStats`, `dbStats`, `validate`, `checkMetadataConsistency`),
 //!   under the namespace's DDL lock.
-//! - `fail_points`: `failCommand` acting on the router's own commands.
+//! - `fail_points`: `failCommand` acting on the router's own commands;
+//!   `labels`: the error labels and code names mongod gives.
 //! - `txn`: the transaction router (participants, commit protocols, their
 //!   recovery) and the cluster time.
 //! - `operations`: the router's own operations in progress (`currentOp`,
@@ -53,6 +54,7 @@ mod cursors;
 mod ddl;
 pub mod error;
 mod fail_points;
+mod labels;
 pub mod log;
 mod operations;
 pub mod read;

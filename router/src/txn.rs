@@ -268,12 +268,6 @@ fn current() -> Option<Arc<Txn>> {
     CURRENT.try_with(|t| t.clone()).ok()
 }
 
-/// Error codes mongos labels `TransientTransactionError` on a statement:
-/// the whole transaction may succeed if retried.
-const TRANSIENT: [i32; 14] = [
-    6, 7, 24, 89, 91, 112, 189, 251, 9001, 10107, 11600, 11602, 13388, 13435,
-];
-
 /// A statement's outcome in `txn`: on failure (an error, `ok: 0` or write
 /// errors) every participant aborts and the error carries
 /// `TransientTransactionError` where mongos adds it; on success the reply
@@ -300,10 +294,11 @@ pub(crate) async fn after(state: &RouterState, txn: &Arc<Txn>, outcome: Result<R
         Ok(r) => transient_write_error(reply_document(&r)),
         Err(e) => Document::from_reader(&e.to_reply()[..]).unwrap_or_default(),
     };
-    let code = reply.get_i32("code").unwrap_or(0);
-    if TRANSIENT.contains(&code) {
-        add_label(&mut reply, "TransientTransactionError");
-    }
+    let ctx = crate::labels::Context {
+        in_txn: true,
+        ..Default::default()
+    };
+    crate::labels::relabel(&mut reply, ctx);
     Reply::Body(reply.to_vec().unwrap_or_default())
 }
 
@@ -318,16 +313,10 @@ fn transient_write_error(reply: Document) -> Document {
         .and_then(Bson::as_document);
     let Some(first) = first else { return reply };
     let code = first.get_i32("code").unwrap_or(0);
-    if !TRANSIENT.contains(&code) {
+    if !crate::labels::is_transient(code) {
         return reply;
     }
-    let name = match code {
-        112 => "WriteConflict",
-        24 => "LockTimeout",
-        251 => "NoSuchTransaction",
-        13388 => "StaleConfig",
-        _ => "TransientTransactionError",
-    };
+    let name = crate::labels::code_name(code);
     doc! {
         "ok": 0.0,
         "errmsg": first.get_str("errmsg").unwrap_or_default(),
@@ -343,15 +332,6 @@ fn reply_document(r: &Reply) -> Document {
         Reply::Msg(m) => m.body().as_bytes(),
     };
     Document::from_reader(bytes).unwrap_or_default()
-}
-
-/// Adds `label` to a reply's `errorLabels`.
-pub(crate) fn add_label(reply: &mut Document, label: &str) {
-    let mut labels = reply.get_array("errorLabels").cloned().unwrap_or_default();
-    if !labels.iter().any(|l| l.as_str() == Some(label)) {
-        labels.push(Bson::from(label));
-    }
-    reply.insert("errorLabels", labels);
 }
 
 /// `reply` with the fields of `extra` appended (replacing none).

@@ -33,6 +33,16 @@ pub struct Decoded {
 impl Message {
     /// Decodes a whole frame (as delimited by [`crate::check_frame`]).
     pub fn decode(frame: Bytes) -> Result<Decoded, WireError> {
+        Message::decode_limited(frame, false)
+    }
+
+    /// [`decode`](Self::decode) of a server's reply: an OP_MSG body may be
+    /// as large as the message (see [`OpMsg::parse_reply`]).
+    pub fn decode_reply(frame: Bytes) -> Result<Decoded, WireError> {
+        Message::decode_limited(frame, true)
+    }
+
+    fn decode_limited(frame: Bytes, reply: bool) -> Result<Decoded, WireError> {
         let header = MsgHeader::parse(&frame)?;
         if header.message_length as usize != frame.len() {
             return Err(WireError::Malformed(format!(
@@ -46,6 +56,7 @@ impl Message {
             _ => (frame, None),
         };
         let message = match OpCode::from_i32(crate::header::read_i32(&frame, 12))? {
+            OpCode::Msg if reply => Message::Msg(OpMsg::parse_reply(&frame)?),
             OpCode::Msg => Message::Msg(OpMsg::parse(&frame)?),
             OpCode::Query => Message::Query(OpQuery::parse(&frame)?),
             OpCode::Reply => Message::Reply(OpReply::parse(&frame)?),

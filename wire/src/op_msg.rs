@@ -104,6 +104,17 @@ impl OpMsg {
     /// checked for length and terminator; their elements are read (and so
     /// validated) by whoever needs them, once.
     pub fn parse(frame: &Bytes) -> Result<OpMsg, WireError> {
+        OpMsg::parse_limited(frame, MAX_COMMAND_SIZE)
+    }
+
+    /// [`parse`](Self::parse) for a server's reply, whose body may exceed
+    /// a command's limit (a server that does not shorten a long list of
+    /// write errors): up to the message size.
+    pub fn parse_reply(frame: &Bytes) -> Result<OpMsg, WireError> {
+        OpMsg::parse_limited(frame, crate::header::MAX_MESSAGE_SIZE)
+    }
+
+    fn parse_limited(frame: &Bytes, body_limit: usize) -> Result<OpMsg, WireError> {
         let flags = OpMsgFlags(get_i32(frame, HEADER_LEN, "flagBits")? as u32);
         let unknown = flags.0 & 0xffff & !OpMsgFlags::KNOWN_REQUIRED;
         if unknown != 0 {
@@ -132,7 +143,7 @@ impl OpMsg {
                     if body.is_some() {
                         return Err(WireError::Malformed("more than one body section".into()));
                     }
-                    let len = document_len(frame, at, end, MAX_COMMAND_SIZE)?;
+                    let len = document_len(frame, at, end, body_limit)?;
                     body = Some(frame.slice(at..at + len));
                     at += len;
                 }

@@ -30,7 +30,7 @@ use bson::{doc, Document, RawDocument};
 use shardgate_config_store::catalog::TxnDecision;
 use shardgate_shard_client::{ShardClient, Target};
 
-use super::{add_label, Participant, Txn, TxnState};
+use super::{Participant, Txn, TxnState};
 use crate::error::{Result, RouterError};
 use crate::session::{Reply, Request};
 use crate::state::RouterState;
@@ -138,10 +138,7 @@ pub(crate) async fn commit_transaction(state: &RouterState, req: &Request<'_>) -
         return recover(state, req, lsid, &key, txn_number, wc).await;
     };
     if txn.state() == TxnState::Aborted {
-        return Ok(labeled(
-            super::no_such_transaction(txn_number),
-            "TransientTransactionError",
-        ));
+        return Err(super::no_such_transaction(txn_number));
     }
     let participants = txn.participants();
     let mut kind = Kind::of(&participants);
@@ -176,31 +173,8 @@ pub(crate) async fn commit_transaction(state: &RouterState, req: &Request<'_>) -
             counters.committed.fetch_add(1, Ordering::Relaxed);
             Ok(ok_reply())
         }
-        Err(e) => Ok(commit_error(e)),
+        Err(e) => Err(e),
     }
-}
-
-/// A commit's error as drivers expect it: a shard unreachable or a write
-/// concern not met may have committed (`UnknownTransactionCommitResult`);
-/// NoSuchTransaction means it aborted (`TransientTransactionError`).
-fn commit_error(e: RouterError) -> Reply {
-    let label = match e.code().0 {
-        251 => Some("TransientTransactionError"),
-        _ if e.is_retryable() => Some("UnknownTransactionCommitResult"),
-        64 | 50 => Some("UnknownTransactionCommitResult"),
-        _ => None,
-    };
-    match label {
-        Some(l) => labeled(e, l),
-        None => Reply::Body(e.to_reply()),
-    }
-}
-
-/// An error reply with `label` added.
-fn labeled(e: RouterError, label: &str) -> Reply {
-    let mut reply = Document::from_reader(&e.to_reply()[..]).unwrap_or_default();
-    add_label(&mut reply, label);
-    Reply::Body(reply.to_vec().unwrap_or_default())
 }
 
 fn ok_reply() -> Reply {
@@ -402,9 +376,11 @@ pub(crate) async fn finish(
         .map(|(p, _)| p.shard.as_str())
         .collect();
     if !lost.is_empty() {
+        // Not NoSuchTransaction: the others committed, so the transaction
+        // must not be run again as a whole.
         return Err(RouterError::command(
-            251,
-            "NoSuchTransaction",
+            96,
+            "OperationFailed",
             format!(
                 "the transaction was committed, but participant(s) {lost:?} had aborted it on their own before the commit reached them"
             ),
@@ -446,9 +422,7 @@ async fn recover(
         }
         if !d.done {
             let participants = super::recovery::participants(state, &d)?;
-            if let Err(e) = finish(&state.shards, &participants, &body).await {
-                return Ok(commit_error(e));
-            }
+            finish(&state.shards, &participants, &body).await?;
             d.done = true;
             state.catalog.put_decision(key, &d).await?;
         }
@@ -460,10 +434,7 @@ async fn recover(
         .ok()
         .and_then(|t| t.get_str("recoveryShardId").ok());
     let Some(shard) = shard else {
-        return Ok(labeled(
-            super::no_such_transaction(txn_number),
-            "TransientTransactionError",
-        ));
+        return Err(super::no_such_transaction(txn_number));
     };
     // No decision: the transaction had one writer at most. Its recovery
     // shard tells whether it committed; asking it to abort ends it if not.
@@ -479,11 +450,8 @@ async fn recover(
     };
     match run(&state.shards, &p, &ask).await {
         Err(e) if e.code().0 == 256 => Ok(ok_reply()),
-        Err(e) if e.is_retryable() => Ok(commit_error(e)),
-        _ => Ok(labeled(
-            super::no_such_transaction(txn_number),
-            "TransientTransactionError",
-        )),
+        Err(e) if e.is_retryable() => Err(e),
+        _ => Err(super::no_such_transaction(txn_number)),
     }
 }
 

@@ -152,7 +152,7 @@ impl ShardConn {
                 header.response_to, id
             )));
         }
-        match Message::decode(frame).map_err(invalid)?.message {
+        match Message::decode_reply(frame).map_err(invalid)?.message {
             Message::Msg(reply) => Ok(reply),
             other => Err(invalid(format!("unexpected reply {other:?}"))),
         }
