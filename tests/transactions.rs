@@ -141,7 +141,12 @@ print("dropped")
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_driver_transactions_are_atomic_across_shards() {
-    let cluster = TestCluster::start(2).await;
+    let config = shardgate_router::RouterConfig {
+        balancer: false,
+        enable_test_commands: true,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(2, config, false).await;
     let client = two_shards(&cluster).await;
     let coll = client.database("tx").collection::<Document>("c");
     let mut s = client.start_session().await.unwrap();
@@ -220,6 +225,28 @@ async fn rust_driver_transactions_are_atomic_across_shards() {
     assert_eq!(support::error_code(&e), 251, "NoSuchTransaction: {e}");
     let z = coll.find_one(doc! {"_id": "z"}).await.unwrap();
     assert!(z.is_none());
+    // A statement the router's fail point fails ends the transaction too,
+    // labelled so drivers run it again.
+    s.start_transaction().await.unwrap();
+    coll.insert_one(doc! {"_id": "f1", "k": 8})
+        .session(&mut s)
+        .await
+        .unwrap();
+    admin(
+        &client,
+        doc! {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": {"failCommands": ["insert"], "errorCode": 112}},
+    )
+    .await;
+    let e = coll
+        .insert_one(doc! {"_id": "f2", "k": 108})
+        .session(&mut s)
+        .await
+        .unwrap_err();
+    assert!(e.contains_label("TransientTransactionError"), "{e}");
+    let e = s.commit_transaction().await.unwrap_err();
+    assert_eq!(support::error_code(&e), 251, "{e}");
+    assert!(e.contains_label("TransientTransactionError"), "{e}");
+    assert!(coll.find_one(doc! {"_id": "f1"}).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,7 +92,14 @@ async fn run_msg(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -
         false => None,
     };
     let mut reply = match failing {
-        Some(Failing::Answer(reply)) => reply,
+        Some(Failing::Answer(reply)) => {
+            // A statement the fail point failed ends its transaction, as
+            // any failed statement does.
+            if ctx.in_txn && !ctx.commit_or_abort {
+                crate::txn::abort_failed(state, &req).await;
+            }
+            reply
+        }
         Some(Failing::After(action)) => match in_session(state, session, &req, spec).await {
             Ok(reply) => with_write_concern_error(reply, &action),
             Err(e) => error_reply(e, ctx),

@@ -258,6 +258,21 @@ fn read_concern(state: &RouterState, req: &Request<'_>) -> Result<Option<Documen
     Ok(Some(rc))
 }
 
+/// Aborts the transaction of a statement that failed before it ran (the
+/// `failCommand` fail point), on every participant it reached so far.
+pub(crate) async fn abort_failed(state: &RouterState, req: &Request<'_>) {
+    let Ok((lsid, txn_number)) = ids(req) else {
+        return;
+    };
+    if let Some(txn) = state.transactions.get(&lsid_key(lsid), txn_number) {
+        if txn.state() == TxnState::Open {
+            commit::abort_all(state, &txn).await;
+            txn.set_state(TxnState::Aborted);
+            state.transactions.counters.aborted();
+        }
+    }
+}
+
 /// Runs `f` (a statement's execution) as a statement of `txn`.
 pub(crate) async fn run<F: std::future::Future>(txn: Arc<Txn>, f: F) -> F::Output {
     CURRENT.scope(txn, f).await
