@@ -16,7 +16,7 @@ use crate::context::Balancer;
 use crate::error::Result;
 use crate::lock::LockGuard;
 use crate::policy::{self, Chunk, ZoneRange};
-use crate::round::{sized_snapshot, Sized};
+use crate::sizes::{sized_snapshot, Sized};
 
 /// Move-and-merge steps one round runs at most, so other collections get
 /// their turn.

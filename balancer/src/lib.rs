@@ -9,7 +9,7 @@
 //! - `round`: one balancing round — zone splits, size estimates and
 //!   auto-split, the moves `policy` decides; `defragment`: a collection's
 //!   defragmentation (merge runs, move small chunks to a neighbour and
-//!   merge), a share per round.
+//!   merge), a share per round; `sizes`: chunk size estimates.
 //! - `lock`: the `balancer` lease lock with its fencing token; taking it
 //!   recovers what a dead holder left.
 //! - `migration`: moving one chunk — record, clone, catch-up, critical
@@ -25,6 +25,7 @@ mod migration;
 pub mod policy;
 mod round;
 mod service;
+mod sizes;
 
 pub use context::{Balancer, BalancerConfig};
 pub use error::BalancerError;

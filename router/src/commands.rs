@@ -125,7 +125,10 @@ async fn in_session(
     spec: Option<CommandSpec>,
 ) -> Result<Reply> {
     let txn = crate::txn::statement(state, req)?;
-    let mut running = state.operations.begin(&session.slot, req);
+    let mut running =
+        state
+            .operations
+            .begin(&session.slot, (req.name, req.db, req.collection), req.body);
     let outcome = tokio::select! {
         biased;
         reply = in_transaction(txn.clone(), authorized(state, session, req.msg, req, spec)) => reply,
@@ -163,10 +166,10 @@ async fn fail_point(
     if let Some(e) = &action.error {
         return Some(Failing::Answer(Reply::Body(e.to_vec().unwrap_or_default())));
     }
-    match action.write_concern_error {
-        Some(_) => Some(Failing::After(action)),
-        None => None,
-    }
+    action
+        .write_concern_error
+        .is_some()
+        .then_some(Failing::After(action))
 }
 
 /// A successful reply with the fail point's `writeConcernError` (and the

@@ -31,8 +31,9 @@
 //!   under the namespace's DDL lock.
 //! - `fail_points`: `failCommand` acting on the router's own commands;
 //!   `labels`: the error labels and code names mongod gives.
-//! - `txn`: the transaction router (participants, commit protocols, their
-//!   recovery) and the cluster time.
+//! - `txn`: the transaction router's protocols (statements, commit and
+//!   abort, their recovery) over `transactions`: the open transactions,
+//!   the `ShardClient` wrapper that joins shards to them, the cluster time.
 //! - `operations`: the router's own operations in progress (`currentOp`,
 //!   `killOp`); [`log`]: the recent log lines `getLog` answers.
 //! - `retry_cache`: replies of retryable writes; `stats`: `serverStatus`
@@ -69,6 +70,7 @@ pub mod targeting;
 #[cfg(test)]
 mod testing;
 mod tls;
+mod transactions;
 mod txn;
 pub mod write;
 mod write_gates;

@@ -15,7 +15,6 @@ use std::time::Instant;
 use bson::{doc, Bson, Document, RawDocument};
 
 use crate::error::RouterError;
-use crate::session::Request;
 
 /// Commands larger than this are shown as `$truncated`, as mongod shows them.
 const SHOWN_BYTES: usize = 1024;
@@ -88,21 +87,27 @@ impl Operations {
         false
     }
 
-    /// Marks `req` in progress on `slot` until the returned guard drops;
-    /// its `interrupted` future completes if a `killOp` names it.
-    pub(crate) fn begin(&self, slot: &Arc<Slot>, req: &Request<'_>) -> Running {
+    /// Marks the command `name` (on `db`, naming `collection`, with
+    /// `body`) in progress on `slot` until the returned guard drops; its
+    /// `interrupted` future completes if a `killOp` names it.
+    pub(crate) fn begin(
+        &self,
+        slot: &Arc<Slot>,
+        (name, db, collection): (&str, &str, Option<&str>),
+        body: &RawDocument,
+    ) -> Running {
         let opid = self.next_opid.fetch_add(1, Ordering::Relaxed) + 1;
-        let ns = match req.collection {
-            Some(c) => format!("{}.{c}", req.db),
-            None => format!("{}.$cmd", req.db),
+        let ns = match collection {
+            Some(c) => format!("{db}.{c}"),
+            None => format!("{db}.$cmd"),
         };
         *slot.lock() = Some(Op {
             opid,
             started: Instant::now(),
             started_at: bson::DateTime::now(),
-            op: op_type(req.name),
+            op: op_type(name),
             ns,
-            command: shown(req.body),
+            command: shown(body),
         });
         Running {
             slot: slot.clone(),

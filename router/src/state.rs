@@ -63,9 +63,9 @@ pub(crate) struct RouterState {
     /// The router's own fail points (`failCommand`).
     pub fail_points: crate::fail_points::FailPoints,
     /// Open transactions.
-    pub transactions: crate::txn::Transactions,
+    pub transactions: crate::transactions::Transactions,
     /// The highest cluster time the shards told.
-    pub clock: std::sync::Arc<crate::txn::ClusterClock>,
+    pub clock: std::sync::Arc<crate::transactions::ClusterClock>,
 }
 
 /// The `config.settings` document holding the default concerns.
@@ -93,9 +93,9 @@ impl RouterState {
         let buffered_kb = (config.limits.max_buffered_mb as usize)
             .saturating_mul(1024)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
-        let clock = std::sync::Arc::new(crate::txn::ClusterClock::default());
+        let clock = std::sync::Arc::new(crate::transactions::ClusterClock::default());
         let shards: std::sync::Arc<dyn ShardClient> =
-            std::sync::Arc::new(crate::txn::TxnShards::new(shards, clock.clone()));
+            std::sync::Arc::new(crate::transactions::TxnShards::new(shards, clock.clone()));
         RouterState {
             shards,
             hashed_key_expr: Default::default(),

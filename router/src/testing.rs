@@ -195,22 +195,16 @@ pub(crate) async fn sharded_state(
             .unwrap();
     }
     let coll = CollectionType {
-        ns: "db.c".into(),
-        epoch: bson::oid::ObjectId::new(),
-        last_modified: bson::DateTime::now(),
-        timestamp: bson::Timestamp {
-            time: 1,
-            increment: 1,
-        },
-        uuid: bson::Uuid::new(),
-        key: doc! {"x": 1},
-        unique: false,
         no_balance: true,
-        max_chunk_size_bytes: None,
-        enable_auto_merger: None,
-        permit_migrations: None,
-        dropping: false,
-        defragment_collection: None,
+        ..CollectionType::new(
+            "db.c",
+            doc! {"x": 1},
+            false,
+            bson::Timestamp {
+                time: 1,
+                increment: 1,
+            },
+        )
     };
     let now = bson::Timestamp {
         time: 1,

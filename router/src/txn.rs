@@ -23,165 +23,23 @@
 //!   a `recoveryToken` through any router.
 //! - `recovery`: finishing decided commits a dead router left.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
+use bson::{doc, Bson, Document, RawDocument};
 
 use crate::error::{Result, RouterError};
 use crate::session::{Reply, Request};
 use crate::state::RouterState;
 
-mod client;
-mod clock;
 mod commit;
 mod recovery;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use client::TxnShards;
-pub(crate) use clock::ClusterClock;
+pub(crate) use crate::transactions::{lsid_key, run, Participant, Txn, TxnState, LIFETIME};
 pub(crate) use commit::{abort_transaction, commit_transaction};
 pub(crate) use recovery::recover;
-
-tokio::task_local! {
-    static CURRENT: Arc<Txn>;
-}
-
-/// How long an open transaction may live, as mongod's
-/// `transactionLifetimeLimitSeconds`.
-pub(crate) const LIFETIME: Duration = Duration::from_secs(60);
-
-/// The router's open transactions, one per session.
-#[derive(Default)]
-pub(crate) struct Transactions {
-    open: Mutex<HashMap<String, Arc<Txn>>>,
-    /// `serverStatus.transactions` counters.
-    pub counters: commit::Counters,
-}
-
-/// One transaction.
-pub(crate) struct Txn {
-    /// The session's `lsid`, as the client sent it.
-    pub lsid: RawDocumentBuf,
-    /// [`lsid_key`] of it.
-    pub lsid_key: String,
-    pub txn_number: i64,
-    /// The read concern every participant starts with.
-    read_concern: Option<Document>,
-    started: Instant,
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    participants: Vec<Participant>,
-    state: TxnState,
-}
-
-/// Where a transaction is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum TxnState {
-    #[default]
-    Open,
-    Aborted,
-    Committed,
-}
-
-/// A shard the transaction reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Participant {
-    pub shard: String,
-    pub host: String,
-    /// A statement that writes reached it.
-    pub wrote: bool,
-}
-
-/// The store-key form of an `lsid`: the hex of its bytes.
-pub(crate) fn lsid_key(lsid: &RawDocument) -> String {
-    lsid.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl Txn {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The participants so far, in the order they were reached.
-    pub(crate) fn participants(&self) -> Vec<Participant> {
-        self.lock().participants.clone()
-    }
-
-    pub(crate) fn state(&self) -> TxnState {
-        self.lock().state
-    }
-
-    pub(crate) fn set_state(&self, s: TxnState) {
-        self.lock().state = s;
-    }
-
-    /// Adds `shard` as a participant (a writer if `writes`); true when this
-    /// is its first statement.
-    fn join(&self, shard: &str, host: &str, writes: bool) -> bool {
-        let mut inner = self.lock();
-        if let Some(p) = inner.participants.iter_mut().find(|p| p.shard == shard) {
-            p.wrote |= writes;
-            return false;
-        }
-        inner.participants.push(Participant {
-            shard: shard.to_owned(),
-            host: host.to_owned(),
-            wrote: writes,
-        });
-        true
-    }
-
-    /// The `recoveryToken` replies carry: the first participant.
-    fn recovery_token(&self) -> Option<Document> {
-        let inner = self.lock();
-        let first = inner.participants.first()?;
-        Some(doc! {"recoveryShardId": &first.shard})
-    }
-}
-
-impl Transactions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Txn>>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The session's transaction `txn_number`, if the router holds it.
-    pub(crate) fn get(&self, lsid_key: &str, txn_number: i64) -> Option<Arc<Txn>> {
-        self.lock()
-            .get(lsid_key)
-            .filter(|t| t.txn_number == txn_number)
-            .cloned()
-    }
-
-    /// Every transaction held.
-    pub(crate) fn all(&self) -> Vec<Arc<Txn>> {
-        self.lock().values().cloned().collect()
-    }
-
-    /// Forgets `txn` (if it is still the session's).
-    pub(crate) fn forget(&self, txn: &Txn) {
-        let mut open = self.lock();
-        if open
-            .get(&txn.lsid_key)
-            .is_some_and(|t| t.txn_number == txn.txn_number)
-        {
-            open.remove(&txn.lsid_key);
-        }
-    }
-
-    /// How many are open now.
-    pub(crate) fn open_count(&self) -> usize {
-        self.lock()
-            .values()
-            .filter(|t| t.state() == TxnState::Open)
-            .count()
-    }
-}
 
 /// What a request is to the transactions: `None` outside one; the
 /// transaction it is a statement of, started here when it says
@@ -273,16 +131,6 @@ pub(crate) async fn abort_failed(state: &RouterState, req: &Request<'_>) {
     }
 }
 
-/// Runs `f` (a statement's execution) as a statement of `txn`.
-pub(crate) async fn run<F: std::future::Future>(txn: Arc<Txn>, f: F) -> F::Output {
-    CURRENT.scope(txn, f).await
-}
-
-/// The transaction of the statement running on this task, if any.
-fn current() -> Option<Arc<Txn>> {
-    CURRENT.try_with(|t| t.clone()).ok()
-}
-
 /// A statement's outcome in `txn`: on failure (an error, `ok: 0` or write
 /// errors) every participant aborts and the error carries
 /// `TransientTransactionError` where mongos adds it; on success the reply
@@ -355,6 +203,6 @@ pub(crate) fn append(reply: Reply, extra: &Document) -> Reply {
         Reply::Body(b) => b,
         Reply::Msg(m) => m.body().as_bytes().to_vec(),
     };
-    clock::append_fields(&mut bytes, extra);
+    crate::transactions::append_fields(&mut bytes, extra);
     Reply::Body(bytes)
 }

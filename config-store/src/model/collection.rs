@@ -70,6 +70,28 @@ pub struct CollectionType {
     pub dropping: bool,
 }
 
+impl CollectionType {
+    /// A newly sharded collection: a new epoch and UUID, balanced, with
+    /// every option at its default.
+    pub fn new(ns: &str, key: Document, unique: bool, timestamp: Timestamp) -> CollectionType {
+        CollectionType {
+            ns: ns.to_owned(),
+            epoch: ObjectId::new(),
+            last_modified: DateTime::now(),
+            timestamp,
+            uuid: Uuid::new(),
+            key,
+            unique,
+            no_balance: false,
+            max_chunk_size_bytes: None,
+            enable_auto_merger: None,
+            permit_migrations: None,
+            dropping: false,
+            defragment_collection: None,
+        }
+    }
+}
+
 /// One shard-ownership record of a chunk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkHistory {

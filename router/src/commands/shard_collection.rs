@@ -140,21 +140,7 @@ pub(crate) async fn shard_collection(
     let non_empty = prepare_primary(state, &primary, ns, &pattern, unique).await?;
     let zones = state.catalog.zone_ranges(ns).await?;
     let shards = state.placement.shards();
-    let collection = CollectionType {
-        ns: ns.to_owned(),
-        epoch: bson::oid::ObjectId::new(),
-        last_modified: bson::DateTime::now(),
-        timestamp: now_ts(),
-        uuid: bson::Uuid::new(),
-        key: pattern.to_document(),
-        unique,
-        no_balance: false,
-        max_chunk_size_bytes: None,
-        enable_auto_merger: None,
-        permit_migrations: None,
-        dropping: false,
-        defragment_collection: None,
-    };
+    let collection = CollectionType::new(ns, pattern.to_document(), unique, now_ts());
     let chunks = initial_chunks(
         &collection,
         &pattern,

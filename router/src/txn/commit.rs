@@ -22,7 +22,7 @@
 //! commit is recovered: from the store's decision, else from the
 //! `recoveryToken`'s shard, asked whether it committed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,96 +34,11 @@ use super::{Participant, Txn, TxnState};
 use crate::error::{Result, RouterError};
 use crate::session::{Reply, Request};
 use crate::state::RouterState;
+use crate::transactions::Kind;
 
 /// How long a coordinated commit keeps retrying a participant that does
 /// not answer.
 const COMMIT_RETRY: Duration = Duration::from_secs(30);
-
-/// How a transaction commits (`serverStatus.transactions.commitTypes`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    NoShards,
-    SingleShard,
-    SingleWriteShard,
-    ReadOnly,
-    /// Several writers that can prepare.
-    TwoPhase,
-    /// Several writers, one at least unable to prepare: the decision in
-    /// the store, then each commits.
-    Coordinated,
-}
-
-const KINDS: [(Kind, &str); 6] = [
-    (Kind::NoShards, "noShards"),
-    (Kind::SingleShard, "singleShard"),
-    (Kind::SingleWriteShard, "singleWriteShard"),
-    (Kind::ReadOnly, "readOnly"),
-    (Kind::TwoPhase, "twoPhaseCommit"),
-    (Kind::Coordinated, "coordinatedCommit"),
-];
-
-impl Kind {
-    fn of(participants: &[Participant]) -> Kind {
-        match (
-            participants.len(),
-            participants.iter().filter(|p| p.wrote).count(),
-        ) {
-            (0, _) => Kind::NoShards,
-            (1, _) => Kind::SingleShard,
-            (_, 0) => Kind::ReadOnly,
-            (_, 1) => Kind::SingleWriteShard,
-            _ => Kind::Coordinated,
-        }
-    }
-
-    fn index(self) -> usize {
-        KINDS.iter().position(|(k, _)| *k == self).unwrap_or(0)
-    }
-}
-
-/// `serverStatus.transactions`.
-#[derive(Default)]
-pub(crate) struct Counters {
-    started: AtomicU64,
-    committed: AtomicU64,
-    aborted: AtomicU64,
-    /// Per kind: initiated, successful, successful duration (µs).
-    kinds: [[AtomicU64; 3]; 6],
-    /// Whether each shard has `prepareTransaction` (probed once).
-    prepares: std::sync::Mutex<std::collections::HashMap<String, bool>>,
-}
-
-impl Counters {
-    pub(crate) fn started(&self) {
-        self.started.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn aborted(&self) {
-        self.aborted.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The `transactions` section, with `open` transactions now.
-    pub(crate) fn section(&self, open: usize) -> Document {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
-        let mut types = Document::new();
-        for (i, (_, name)) in KINDS.iter().enumerate() {
-            let k = &self.kinds[i];
-            types.insert(
-                *name,
-                doc! {"initiated": get(&k[0]), "successful": get(&k[1]), "successfulDurationMicros": get(&k[2])},
-            );
-        }
-        doc! {
-            "currentOpen": open as i64,
-            "currentActive": 0i64,
-            "currentInactive": open as i64,
-            "totalStarted": get(&self.started),
-            "totalCommitted": get(&self.committed),
-            "totalAborted": get(&self.aborted),
-            "commitTypes": types,
-        }
-    }
-}
 
 /// `commitTransaction`.
 pub(crate) async fn commit_transaction(state: &RouterState, req: &Request<'_>) -> Result<Reply> {
