@@ -132,6 +132,27 @@ pub(crate) fn simple_collation(body: &RawDocument) -> bool {
     }
 }
 
+/// The current time as a BSON timestamp.
+pub(crate) fn now_ts() -> bson::Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32);
+    bson::Timestamp {
+        time: secs,
+        increment: 1,
+    }
+}
+
+/// A numeric field value as an integer (0 when absent or not a number).
+pub(crate) fn int_of(v: Option<&bson::Bson>) -> i64 {
+    match v {
+        Some(bson::Bson::Int32(n)) => i64::from(*n),
+        Some(bson::Bson::Int64(n)) => *n,
+        Some(bson::Bson::Double(f)) => *f as i64,
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,26 +173,5 @@ mod tests {
                 coll: ""
             }
         );
-    }
-}
-
-/// The current time as a BSON timestamp.
-pub(crate) fn now_ts() -> bson::Timestamp {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32);
-    bson::Timestamp {
-        time: secs,
-        increment: 1,
-    }
-}
-
-/// A numeric field value as an integer (0 when absent or not a number).
-pub(crate) fn int_of(v: Option<&bson::Bson>) -> i64 {
-    match v {
-        Some(bson::Bson::Int32(n)) => i64::from(*n),
-        Some(bson::Bson::Int64(n)) => *n,
-        Some(bson::Bson::Double(f)) => *f as i64,
-        _ => 0,
     }
 }

@@ -190,7 +190,7 @@ pub(crate) async fn sharded_state(
     let catalog = Catalog::new(store);
     for id in ["s0", "s1"] {
         catalog
-            .add_shard(ShardType::new(id, &format!("{id}.invalid:1")))
+            .add_shard(ShardType::new(id, format!("{id}.invalid:1")))
             .await
             .unwrap();
     }

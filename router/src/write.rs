@@ -8,12 +8,15 @@
 //! - `exec`: sending the batches and merging the shards' replies as mongos
 //!   does; `findAndModify`.
 //! - `owned`: filter-targeted writes on a shard holding hashed orphans.
+//! - `without_key`: single-document writes without the shard key, in two
+//!   phases (find one owned match, then write it by `_id` on its owner).
 
 pub mod plan;
 
 pub(crate) mod critical;
 pub(crate) mod exec;
 mod owned;
+mod without_key;
 
 #[cfg(test)]
 mod tests;

@@ -143,7 +143,7 @@ async fn setup(shards: Arc<FakeShards>) -> (Arc<Balancer>, tempfile::TempDir) {
     let catalog = Catalog::new(Arc::new(EmbeddedStore::open(dir.path()).unwrap()));
     for id in ["s0", "s1"] {
         catalog
-            .add_shard(ShardType::new(id, &format!("{id}.invalid:1")))
+            .add_shard(ShardType::new(id, format!("{id}.invalid:1")))
             .await
             .unwrap();
     }

@@ -42,7 +42,7 @@ async fn a_scatter_find_pages_every_document_once() {
     let shards = fake();
     let (state, _dir) = sharded_state(shards.clone()).await;
     let routing = state.routing.get("db.c").unwrap();
-    let mut session = session();
+    let session = session();
     let (msg, body) = message(doc! {"find": "c", "filter": {}, "batchSize": 7});
     let req = request(&msg, &body);
     let reply = body_of(
@@ -57,7 +57,7 @@ async fn a_scatter_find_pages_every_document_once() {
         let (msg, body) = message(doc! {"getMore": id, "collection": "c", "batchSize": 30});
         let req = request(&msg, &body);
         let reply = body_of(
-            super::get_more::get_more(&state, &mut session, &req)
+            super::get_more::get_more(&state, &session, &req)
                 .await
                 .unwrap()
                 .unwrap(),
@@ -128,8 +128,8 @@ async fn an_early_kill_cursors_closes_every_shard_cursor() {
     // The router forgot its cursor: a getMore on it is not its own.
     let (msg, body) = message(doc! {"getMore": id, "collection": "c"});
     let req = request(&msg, &body);
-    let mut session = session;
-    assert!(super::get_more::get_more(&state, &mut session, &req)
+    let session = session;
+    assert!(super::get_more::get_more(&state, &session, &req)
         .await
         .unwrap()
         .is_none());

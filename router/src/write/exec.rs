@@ -88,6 +88,17 @@ pub(crate) async fn write(
                 }
                 break;
             }
+            Step::WithoutKey(i) => {
+                let stmt = (&*stmts[i], i);
+                let out =
+                    super::without_key::write_one(state, req, &routing, kind, stmt, retryable)
+                        .await?;
+                let failed = !out.write_errors.is_empty();
+                merge(&mut total, out);
+                if ordered && failed {
+                    break;
+                }
+            }
             Step::Send(batches) => {
                 let sends = batches.iter().map(|b| {
                     send(
@@ -224,7 +235,7 @@ fn batch_documents(
 /// `stmtIds` of a retryable batch: the client's statement ids when it sent
 /// them (a `bulkWrite` split by the router does), else the statements'
 /// indexes.
-fn statement_ids(req: &Request<'_>, indexes: &[usize]) -> Vec<Bson> {
+pub(super) fn statement_ids(req: &Request<'_>, indexes: &[usize]) -> Vec<Bson> {
     let given: Vec<Bson> = req
         .body
         .get_array("stmtIds")
@@ -481,6 +492,9 @@ pub(crate) async fn find_and_modify(
     if routed.key.is_some() {
         let shard = state.placement.shard(&routed.shards[0])?;
         return Ok(Reply::Msg(to_shard(state, &shard, req.msg).await?));
+    }
+    if routed.without_key {
+        return super::without_key::find_and_modify(state, req, &routing, &query).await;
     }
     let sends = routed
         .shards

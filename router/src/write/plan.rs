@@ -7,8 +7,10 @@
 //! - an operator update, a delete and a `findAndModify` are targeted by their
 //!   filter, a replacement update by its replacement document when the filter
 //!   does not pin the key;
-//! - an upsert needs the full shard key by equality, and a single-document
-//!   update or delete needs it or an exact `_id` match (ShardKeyNotFound, 61);
+//! - an upsert needs the full shard key by equality (ShardKeyNotFound, 61);
+//!   a single-document update or delete without it or an exact `_id` is a
+//!   write without the shard key ([`Step::WithoutKey`], run in two phases
+//!   by `write::without_key`, as mongos ≥ 7.0 does);
 //! - an update that would change a document's shard key is refused
 //!   (ImmutableField, 66) unless it provably sets the key to the value the
 //!   filter already pins.
@@ -103,6 +105,9 @@ pub struct Routed {
     pub shards: Vec<String>,
     /// The exact shard key, when the statement is targeted by it.
     pub key: Option<KeyBytes>,
+    /// A single-document update or delete whose filter pins neither the
+    /// shard key nor `_id`: it runs in two phases on `shards`.
+    pub without_key: bool,
 }
 
 impl Routed {
@@ -110,6 +115,7 @@ impl Routed {
         Routed {
             shards: vec![shard.to_owned()],
             key: Some(key),
+            without_key: false,
         }
     }
 }
@@ -143,7 +149,7 @@ pub fn route_statement(
             let multi = flag(stmt, "multi");
             let upsert = flag(stmt, "upsert");
             let simple = simple_collation(stmt);
-            route_update(pattern, chunks, &q, &u, multi, upsert, simple, "update")
+            route_update(pattern, chunks, &q, &u, multi, upsert, simple)
         }
         WriteKind::Delete => {
             let q = sub_document(stmt, "q")?;
@@ -157,7 +163,7 @@ pub fn route_statement(
                     ))
                 }
             };
-            route_by_query(pattern, chunks, &q, simple_collation(stmt), multi, "delete")
+            route_by_query(pattern, chunks, &q, simple_collation(stmt), multi)
         }
     }
 }
@@ -182,6 +188,12 @@ pub fn route_find_and_modify(
         None if !upsert && simple && is_exact_id(query) => Ok(Routed {
             shards: sorted(targeting::target_shards(pattern, chunks, query)),
             key: None,
+            without_key: false,
+        }),
+        None if !upsert => Ok(Routed {
+            shards: sorted(targeting::target_shards(pattern, chunks, query)),
+            key: None,
+            without_key: true,
         }),
         None => Err(StmtError::new(
             61,
@@ -194,7 +206,6 @@ pub fn route_find_and_modify(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn route_update(
     pattern: &ShardKeyPattern,
     chunks: &ChunkMap,
@@ -203,7 +214,6 @@ fn route_update(
     multi: bool,
     upsert: bool,
     simple: bool,
-    what: &str,
 ) -> Result<Routed, StmtError> {
     let query_key = simple.then(|| targeting::exact_key(pattern, q)).flatten();
     check_key_unchanged(pattern, q, u, query_key.as_ref())?;
@@ -241,7 +251,7 @@ fn route_update(
             ),
         ));
     }
-    route_by_query(pattern, chunks, q, simple, multi, what)
+    route_by_query(pattern, chunks, q, simple, multi)
 }
 
 /// A statement targeted by its filter: a multi-document one goes to every
@@ -253,24 +263,13 @@ fn route_by_query(
     q: &Document,
     simple: bool,
     multi: bool,
-    what: &str,
 ) -> Result<Routed, StmtError> {
     if simple {
         if let Some(key) = targeting::exact_key(pattern, q) {
             return Ok(Routed::one(&chunks.chunk_for(&key).shard, key));
         }
     }
-    if !(multi || simple && is_exact_id(q)) {
-        let label = if what == "delete" { "Delete" } else { "Update" };
-        return Err(StmtError::new(
-            61,
-            "ShardKeyNotFound",
-            format!(
-                "A single {what} on a sharded collection must contain an exact match on _id (and have the collection default collation) or contain the shard key (and have the simple collation). {label} request: {{ q: {q} }}, shard key pattern: {}",
-                pattern.to_document()
-            ),
-        ));
-    }
+    let without_key = !(multi || simple && is_exact_id(q));
     let targets = if simple {
         targeting::target(pattern, q)
     } else {
@@ -286,7 +285,11 @@ fn route_by_query(
             .map(str::to_owned)
             .collect();
     }
-    Ok(Routed { shards, key: None })
+    Ok(Routed {
+        shards,
+        key: None,
+        without_key,
+    })
 }
 
 fn sorted(set: std::collections::BTreeSet<String>) -> Vec<String> {
@@ -372,6 +375,9 @@ pub enum Step {
     /// Ordered batches only: the statement at this index could not be
     /// routed; report it and stop.
     Fail(usize),
+    /// The statement at this index is a write without the shard key, run
+    /// on its own in two phases.
+    WithoutKey(usize),
 }
 
 /// Splits routed statements into steps. `sizes` are the statements' byte
@@ -381,8 +387,13 @@ pub fn plan(routes: &[Result<Routed, StmtError>], sizes: &[usize], ordered: bool
     let mut steps = Vec::new();
     if !ordered {
         let mut by_shard: BTreeMap<&str, Vec<Batch>> = BTreeMap::new();
+        let mut without_key = Vec::new();
         for (i, route) in routes.iter().enumerate() {
             let Ok(route) = route else { continue };
+            if route.without_key {
+                without_key.push(Step::WithoutKey(i));
+                continue;
+            }
             for shard in &route.shards {
                 let batches = by_shard.entry(shard).or_default();
                 push_limited(batches, shard, i, sizes);
@@ -392,6 +403,7 @@ pub fn plan(routes: &[Result<Routed, StmtError>], sizes: &[usize], ordered: bool
         if !batches.is_empty() {
             steps.push(Step::Send(batches));
         }
+        steps.extend(without_key);
         return steps;
     }
     let mut run: Vec<Batch> = Vec::new();
@@ -406,6 +418,13 @@ pub fn plan(routes: &[Result<Routed, StmtError>], sizes: &[usize], ordered: bool
                 return steps;
             }
         };
+        if route.without_key {
+            if !run.is_empty() {
+                steps.push(Step::Send(std::mem::take(&mut run)));
+            }
+            steps.push(Step::WithoutKey(i));
+            continue;
+        }
         if let [shard] = route.shards.as_slice() {
             let continues = run.last().is_some_and(|b| b.shard == *shard);
             if !continues && !run.is_empty() {

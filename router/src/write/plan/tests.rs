@@ -25,6 +25,13 @@ fn code(kind: WriteKind, stmt: Document) -> i32 {
     route(kind, stmt).expect_err("refused").code
 }
 
+/// The shards a write without the shard key searches.
+fn without_key(kind: WriteKind, stmt: Document) -> Vec<String> {
+    let r = route(kind, stmt).expect("routes");
+    assert!(r.without_key && r.key.is_none(), "{r:?}");
+    r.shards
+}
+
 #[test]
 fn inserts_go_to_the_owner_and_missing_keys_route_as_null() {
     assert_eq!(shards(WriteKind::Insert, doc! {"x": -5}), ["s0"]);
@@ -54,11 +61,15 @@ fn updates_follow_mongos_targeting_rules() {
         shards(upd, doc! {"q": {"_id": 7}, "u": {"$set": {"a": 1}}}),
         ["s0", "s1", "s2"]
     );
-    // single without the key or _id.
-    assert_eq!(code(upd, doc! {"q": {"a": 1}, "u": {"$set": {"b": 1}}}), 61);
+    // single without the key or _id: two phases, on the shards the
+    // filter reaches.
     assert_eq!(
-        code(upd, doc! {"q": {"x": {"$gt": 1}}, "u": {"$set": {"b": 1}}}),
-        61
+        without_key(upd, doc! {"q": {"a": 1}, "u": {"$set": {"b": 1}}}),
+        ["s0", "s1", "s2"]
+    );
+    assert_eq!(
+        without_key(upd, doc! {"q": {"x": {"$gt": 1}}, "u": {"$set": {"b": 1}}}),
+        ["s1", "s2"]
     );
     // upsert without the full key, even by _id.
     assert_eq!(
@@ -140,10 +151,13 @@ fn deletes_need_the_key_or_id_for_limit_one() {
         shards(del, doc! {"q": {"x": {"$lt": 0}}, "limit": 0}),
         ["s0"]
     );
-    assert_eq!(code(del, doc! {"q": {"a": 1}, "limit": 1}), 61);
     assert_eq!(
-        code(del, doc! {"q": {"_id": {"$in": [1, 2]}}, "limit": 1}),
-        61
+        without_key(del, doc! {"q": {"a": 1}, "limit": 1}),
+        ["s0", "s1", "s2"]
+    );
+    assert_eq!(
+        without_key(del, doc! {"q": {"_id": {"$in": [1, 2]}}, "limit": 1}),
+        ["s0", "s1", "s2"]
     );
 }
 
@@ -153,8 +167,10 @@ fn find_and_modify_needs_the_key() {
     let set = Bson::Document(doc! {"$set": {"a": 1}});
     let r = route_find_and_modify(&p, &map, &doc! {"x": 3}, Some(&set), true, true).unwrap();
     assert_eq!(r.shards, ["s1"]);
-    let e = route_find_and_modify(&p, &map, &doc! {"a": 3}, None, false, true).unwrap_err();
-    assert_eq!(e.code, 61);
+    let r = route_find_and_modify(&p, &map, &doc! {"a": 3}, None, false, true).unwrap();
+    assert!(r.without_key);
+    let e = route_find_and_modify(&p, &map, &doc! {"a": 3}, Some(&set), true, true).unwrap_err();
+    assert_eq!(e.code, 61, "an upsert still needs the key");
     let inc = Bson::Document(doc! {"$inc": {"x": 1}});
     let e = route_find_and_modify(&p, &map, &doc! {"x": 3}, Some(&inc), false, true).unwrap_err();
     assert_eq!(e.code, 66);
@@ -164,6 +180,7 @@ fn ok(shards: &[&str]) -> Result<Routed, StmtError> {
     Ok(Routed {
         shards: shards.iter().map(|s| (*s).to_owned()).collect(),
         key: None,
+        without_key: false,
     })
 }
 
@@ -228,7 +245,7 @@ fn batches_stay_within_the_byte_limit() {
         .iter()
         .map(|s| match s {
             Step::Send(b) => b.iter().map(|b| b.indexes.len()).collect(),
-            Step::Fail(_) => vec![],
+            Step::Fail(_) | Step::WithoutKey(_) => vec![],
         })
         .collect();
     assert_eq!(counts, vec![vec![2], vec![2], vec![1]]);
@@ -238,4 +255,45 @@ fn batches_stay_within_the_byte_limit() {
     };
     assert_eq!(batches.len(), 3);
     assert!(batches.iter().all(|b| b.bytes <= MAX_BATCH_BYTES));
+}
+
+#[test]
+fn writes_without_the_key_run_alone_in_order() {
+    let without = |shards: &[&str]| {
+        Ok(Routed {
+            shards: shards.iter().map(|s| (*s).to_owned()).collect(),
+            key: None,
+            without_key: true,
+        })
+    };
+    let routes = vec![ok(&["a"]), without(&["a", "b"]), ok(&["a"]), ok(&["b"])];
+    assert_eq!(
+        plan(&routes, &[10; 4], true),
+        vec![
+            Step::Send(vec![batch("a", &[0])]),
+            Step::WithoutKey(1),
+            Step::Send(vec![batch("a", &[2])]),
+            Step::Send(vec![batch("b", &[3])]),
+        ]
+    );
+    assert_eq!(
+        plan(&routes, &[10; 4], false),
+        vec![
+            Step::Send(vec![batch("a", &[0, 2]), batch("b", &[3])]),
+            Step::WithoutKey(1),
+        ]
+    );
+    // The planner marks a single update by another field so.
+    let pattern = pattern(doc! {"x": 1});
+    let chunks = table(&pattern, &[doc! {"x": 50}], &["a", "b"]);
+    let stmt =
+        bson::RawDocumentBuf::try_from(&doc! {"q": {"v": 1}, "u": {"$set": {"w": 1}}}).unwrap();
+    let routed = route_statement(WriteKind::Update, &pattern, &chunks, &stmt).unwrap();
+    assert!(routed.without_key && routed.key.is_none());
+    let upsert = bson::RawDocumentBuf::try_from(
+        &doc! {"q": {"v": 1}, "u": {"$set": {"w": 1}}, "upsert": true},
+    )
+    .unwrap();
+    let e = route_statement(WriteKind::Update, &pattern, &chunks, &upsert).unwrap_err();
+    assert_eq!(e.code, 61);
 }
