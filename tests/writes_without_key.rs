@@ -153,3 +153,115 @@ async fn writes_without_the_shard_key_match_an_unsharded_server() {
     }
     assert_eq!(stored as usize, router_docs.len());
 }
+
+/// Where the document `_id` is stored, by shard index.
+async fn stored_on(cluster: &TestCluster, id: i32) -> Vec<usize> {
+    let mut on = Vec::new();
+    for (i, s) in cluster.shards.iter().enumerate() {
+        let n = direct_client(s)
+            .await
+            .database("wk")
+            .collection::<Document>("m")
+            .count_documents(doc! {"_id": id})
+            .await
+            .unwrap();
+        if n > 0 {
+            on.push(i);
+        }
+    }
+    on
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_key_change_moves_the_document_to_its_new_owner() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "wk", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "wk.m", "key": {"k": 1}}).await;
+    for (at, to) in [(100, "shard0001"), (200, "shard0002")] {
+        admin(&client, doc! {"split": "wk.m", "middle": {"k": at}}).await;
+        admin(
+            &client,
+            doc! {"moveChunk": "wk.m", "find": {"k": at}, "to": to, "_waitForDelete": true},
+        )
+        .await;
+    }
+    let coll = client.database("wk").collection::<Document>("m");
+    coll.insert_many((0..6).map(|i| doc! {"_id": i, "k": i * 40, "email": format!("u{i}")}))
+        .await
+        .unwrap();
+    assert_eq!(stored_on(&cluster, 1).await, [0], "k 40 on shard0000");
+
+    // A retryable updateOne by a non-key field moves it (shard0000 → 0002).
+    let r = coll
+        .update_one(doc! {"email": "u1"}, doc! {"$set": {"k": 250}})
+        .await
+        .unwrap();
+    assert_eq!((r.matched_count, r.modified_count), (1, 1));
+    assert_eq!(stored_on(&cluster, 1).await, [2]);
+    // replaceOne by the key, to shard0001.
+    coll.replace_one(
+        doc! {"k": 250},
+        doc! {"k": 150, "email": "u1", "replaced": true},
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored_on(&cluster, 1).await, [1]);
+    // findOneAndUpdate returns the new document, moved back.
+    let after = coll
+        .find_one_and_update(doc! {"email": "u1"}, doc! {"$set": {"k": 10}})
+        .return_document(mongodb::options::ReturnDocument::After)
+        .await
+        .unwrap();
+    assert_eq!(
+        after,
+        Some(doc! {"_id": 1, "k": 10, "email": "u1", "replaced": true})
+    );
+    assert_eq!(stored_on(&cluster, 1).await, [0]);
+    // A key change that stays on its shard is an update.
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"k": 20}})
+        .await
+        .unwrap();
+    assert_eq!(stored_on(&cluster, 1).await, [0]);
+    // In the client's own transaction, with another write: both or none.
+    let mut s = client.start_session().await.unwrap();
+    s.start_transaction().await.unwrap();
+    coll.update_one(doc! {"email": "u2"}, doc! {"$set": {"k": 210}})
+        .session(&mut s)
+        .await
+        .unwrap();
+    coll.insert_one(doc! {"_id": 99, "k": 5})
+        .session(&mut s)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_on(&cluster, 2).await,
+        [0],
+        "not moved before the commit"
+    );
+    s.commit_transaction().await.unwrap();
+    assert_eq!(stored_on(&cluster, 2).await, [2]);
+    assert_eq!(stored_on(&cluster, 99).await, [0]);
+    // Every document once, with its key, through the router.
+    let docs = all(&coll).await;
+    let keys: Vec<(i32, i32)> = docs
+        .iter()
+        .map(|d| (d.get_i32("_id").unwrap(), d.get_i32("k").unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (0, 0),
+            (1, 20),
+            (2, 210),
+            (3, 120),
+            (4, 160),
+            (5, 200),
+            (99, 5)
+        ]
+    );
+}

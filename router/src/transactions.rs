@@ -78,6 +78,20 @@ pub(crate) fn lsid_key(lsid: &RawDocument) -> String {
 }
 
 impl Txn {
+    /// A transaction the router runs itself (to move a document whose
+    /// shard key changed): its own session, transaction 1.
+    pub(crate) fn internal() -> Txn {
+        let lsid = RawDocumentBuf::try_from(&doc! {"id": bson::Uuid::new()}).unwrap_or_default();
+        Txn {
+            lsid_key: lsid_key(&lsid),
+            lsid,
+            txn_number: 1,
+            read_concern: None,
+            started: Instant::now(),
+            inner: Default::default(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -38,7 +38,7 @@ mod recovery;
 mod tests;
 
 pub(crate) use crate::transactions::{lsid_key, run, Participant, Txn, TxnState, LIFETIME};
-pub(crate) use commit::{abort_transaction, commit_transaction};
+pub(crate) use commit::{abort_all, abort_transaction, commit, commit_transaction};
 pub(crate) use recovery::recover;
 
 /// What a request is to the transactions: `None` outside one; the

@@ -10,11 +10,14 @@
 //! - `owned`: filter-targeted writes on a shard holding hashed orphans.
 //! - `without_key`: single-document writes without the shard key, in two
 //!   phases (find one owned match, then write it by `_id` on its owner).
+//! - `key_update`: single-document updates that change the shard key,
+//!   moving the document to its new owner in a transaction.
 
 pub mod plan;
 
 pub(crate) mod critical;
 pub(crate) mod exec;
+mod key_update;
 mod owned;
 mod without_key;
 

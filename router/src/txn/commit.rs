@@ -55,6 +55,16 @@ pub(crate) async fn commit_transaction(state: &RouterState, req: &Request<'_>) -
     if txn.state() == TxnState::Aborted {
         return Err(super::no_such_transaction(txn_number));
     }
+    commit(state, &txn, wc.as_ref()).await?;
+    Ok(ok_reply())
+}
+
+/// Commits `txn` by its kind (see the module's notes), counting it.
+pub(crate) async fn commit(
+    state: &RouterState,
+    txn: &Arc<Txn>,
+    wc: Option<&Document>,
+) -> Result<()> {
     let participants = txn.participants();
     let mut kind = Kind::of(&participants);
     if kind == Kind::Coordinated && all_prepare(state, &participants).await {
@@ -63,7 +73,7 @@ pub(crate) async fn commit_transaction(state: &RouterState, req: &Request<'_>) -
     let counters = &state.transactions.counters;
     counters.kinds[kind.index()][0].fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let body = commit_body(&txn.lsid, txn_number, wc.as_ref());
+    let body = commit_body(&txn.lsid, txn.txn_number, wc);
     let shards = &state.shards;
     let outcome = match kind {
         Kind::NoShards => Ok(()),
@@ -76,20 +86,16 @@ pub(crate) async fn commit_transaction(state: &RouterState, req: &Request<'_>) -
                 Err(e) => Err(e),
             }
         }
-        Kind::TwoPhase => two_phase(state, &txn, &participants, &body).await,
-        Kind::Coordinated => coordinated(state, &txn, &participants, &body).await,
+        Kind::TwoPhase => two_phase(state, txn, &participants, &body).await,
+        Kind::Coordinated => coordinated(state, txn, &participants, &body).await,
     };
-    match outcome {
-        Ok(()) => {
-            txn.set_state(TxnState::Committed);
-            let k = &counters.kinds[kind.index()];
-            k[1].fetch_add(1, Ordering::Relaxed);
-            k[2].fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            counters.committed.fetch_add(1, Ordering::Relaxed);
-            Ok(ok_reply())
-        }
-        Err(e) => Err(e),
-    }
+    outcome?;
+    txn.set_state(TxnState::Committed);
+    let k = &counters.kinds[kind.index()];
+    k[1].fetch_add(1, Ordering::Relaxed);
+    k[2].fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    counters.committed.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 fn ok_reply() -> Reply {

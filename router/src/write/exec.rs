@@ -88,11 +88,15 @@ pub(crate) async fn write(
                 }
                 break;
             }
-            Step::WithoutKey(i) => {
+            Step::Alone(i) => {
                 let stmt = (&*stmts[i], i);
-                let out =
+                let key_change = matches!(&routes[i], Ok(r) if r.key_change);
+                let out = if key_change {
+                    super::key_update::update_one(state, req, &routing, stmt, retryable).await?
+                } else {
                     super::without_key::write_one(state, req, &routing, kind, stmt, retryable)
-                        .await?;
+                        .await?
+                };
                 let failed = !out.write_errors.is_empty();
                 merge(&mut total, out);
                 if ordered && failed {
@@ -492,6 +496,9 @@ pub(crate) async fn find_and_modify(
     if routed.key.is_some() {
         let shard = state.placement.shard(&routed.shards[0])?;
         return Ok(Reply::Msg(to_shard(state, &shard, req.msg).await?));
+    }
+    if routed.key_change {
+        return super::key_update::find_and_modify(state, req, &routing, &query).await;
     }
     if routed.without_key {
         return super::without_key::find_and_modify(state, req, &routing, &query).await;

@@ -9,7 +9,7 @@
 //!   does not pin the key;
 //! - an upsert needs the full shard key by equality (ShardKeyNotFound, 61);
 //!   a single-document update or delete without it or an exact `_id` is a
-//!   write without the shard key ([`Step::WithoutKey`], run in two phases
+//!   write without the shard key ([`Step::Alone`], run in two phases
 //!   by `write::without_key`, as mongos ≥ 7.0 does);
 //! - an update that would change a document's shard key is refused
 //!   (ImmutableField, 66) unless it provably sets the key to the value the
@@ -108,6 +108,9 @@ pub struct Routed {
     /// A single-document update or delete whose filter pins neither the
     /// shard key nor `_id`: it runs in two phases on `shards`.
     pub without_key: bool,
+    /// A single-document update that may change the document's shard
+    /// key: it runs on its own, moving the document if its owner changes.
+    pub key_change: bool,
 }
 
 impl Routed {
@@ -116,6 +119,7 @@ impl Routed {
             shards: vec![shard.to_owned()],
             key: Some(key),
             without_key: false,
+            key_change: false,
         }
     }
 }
@@ -181,7 +185,9 @@ pub fn route_find_and_modify(
         .then(|| targeting::exact_key(pattern, query))
         .flatten();
     if let Some(u) = update {
-        check_key_unchanged(pattern, query, u, key.as_ref())?;
+        if let Err(e) = check_key_unchanged(pattern, query, u, key.as_ref()) {
+            return key_change(pattern, chunks, query, upsert || !simple, e);
+        }
     }
     match key {
         Some(key) => Ok(Routed::one(&chunks.chunk_for(&key).shard, key)),
@@ -189,11 +195,13 @@ pub fn route_find_and_modify(
             shards: sorted(targeting::target_shards(pattern, chunks, query)),
             key: None,
             without_key: false,
+            key_change: false,
         }),
         None if !upsert => Ok(Routed {
             shards: sorted(targeting::target_shards(pattern, chunks, query)),
             key: None,
             without_key: true,
+            key_change: false,
         }),
         None => Err(StmtError::new(
             61,
@@ -206,6 +214,28 @@ pub fn route_find_and_modify(
     }
 }
 
+/// A single-document update that may change the document's shard key:
+/// run on its own (the document moves if its owner changes), on the shards
+/// its filter reaches. A multi-document update, an upsert or a non-simple
+/// collation keeps the refusal `e`.
+fn key_change(
+    pattern: &ShardKeyPattern,
+    chunks: &ChunkMap,
+    q: &Document,
+    refused: bool,
+    e: StmtError,
+) -> Result<Routed, StmtError> {
+    if refused {
+        return Err(e);
+    }
+    Ok(Routed {
+        shards: sorted(targeting::target_shards(pattern, chunks, q)),
+        key: None,
+        without_key: false,
+        key_change: true,
+    })
+}
+
 fn route_update(
     pattern: &ShardKeyPattern,
     chunks: &ChunkMap,
@@ -216,7 +246,9 @@ fn route_update(
     simple: bool,
 ) -> Result<Routed, StmtError> {
     let query_key = simple.then(|| targeting::exact_key(pattern, q)).flatten();
-    check_key_unchanged(pattern, q, u, query_key.as_ref())?;
+    if let Err(e) = check_key_unchanged(pattern, q, u, query_key.as_ref()) {
+        return key_change(pattern, chunks, q, multi || upsert || !simple, e);
+    }
     // A replacement without the key in the filter is targeted by the
     // replacement document when that holds every key field (as mongos does).
     let key = query_key.or_else(|| match (u, simple, multi) {
@@ -289,6 +321,7 @@ fn route_by_query(
         shards,
         key: None,
         without_key,
+        key_change: false,
     })
 }
 
@@ -375,9 +408,9 @@ pub enum Step {
     /// Ordered batches only: the statement at this index could not be
     /// routed; report it and stop.
     Fail(usize),
-    /// The statement at this index is a write without the shard key, run
-    /// on its own in two phases.
-    WithoutKey(usize),
+    /// The statement at this index runs on its own: a write without the
+    /// shard key (two phases) or one that may change the shard key.
+    Alone(usize),
 }
 
 /// Splits routed statements into steps. `sizes` are the statements' byte
@@ -390,8 +423,8 @@ pub fn plan(routes: &[Result<Routed, StmtError>], sizes: &[usize], ordered: bool
         let mut without_key = Vec::new();
         for (i, route) in routes.iter().enumerate() {
             let Ok(route) = route else { continue };
-            if route.without_key {
-                without_key.push(Step::WithoutKey(i));
+            if route.without_key || route.key_change {
+                without_key.push(Step::Alone(i));
                 continue;
             }
             for shard in &route.shards {
@@ -418,11 +451,11 @@ pub fn plan(routes: &[Result<Routed, StmtError>], sizes: &[usize], ordered: bool
                 return steps;
             }
         };
-        if route.without_key {
+        if route.without_key || route.key_change {
             if !run.is_empty() {
                 steps.push(Step::Send(std::mem::take(&mut run)));
             }
-            steps.push(Step::WithoutKey(i));
+            steps.push(Step::Alone(i));
             continue;
         }
         if let [shard] = route.shards.as_slice() {

@@ -37,13 +37,13 @@ pub(super) struct Search<'a> {
     pub collation: Option<Document>,
 }
 
-/// Phase 1: the `_id` and owner of one document matching the search, the
-/// first in `sort` order; `None` when no shard owns a match.
-async fn find_one(
+/// Phase 1: one document matching the search and its owner, the first in
+/// `sort` order; `None` when no shard owns a match.
+pub(super) async fn find_one(
     state: &RouterState,
     routing: &CollectionRouting,
     search: &Search<'_>,
-) -> Result<Option<(Bson, ShardType)>> {
+) -> Result<Option<(Document, ShardType)>> {
     let Namespace { db, coll } = Namespace::parse(&routing.collection.ns);
     let shards = crate::targeting::target_shards(&routing.pattern, &routing.chunks, search.filter);
     let finds = shards.iter().map(|id| async move {
@@ -79,14 +79,14 @@ async fn find_one(
         shardgate_query::sort_documents(&mut candidates, sort)
             .map_err(|e| RouterError::command(e.code().0, e.code().1, e.to_string()))?;
     }
-    let Some(first) = candidates.into_iter().next() else {
+    let Some(mut first) = candidates.into_iter().next() else {
         return Ok(None);
     };
-    let id = first.get("_id").cloned().unwrap_or(Bson::Null);
     let shard = state
         .placement
         .shard(first.get_str(FROM).unwrap_or_default())?;
-    Ok(Some((id, shard)))
+    first.remove(FROM);
+    Ok(Some((first, shard)))
 }
 
 /// Whether `shard` owns `doc` (a shard may hold orphans of a migration).
@@ -98,6 +98,11 @@ fn owns(routing: &CollectionRouting, shard: &str, doc: &Document) -> bool {
         Ok(key) => routing.chunks.chunk_for(&key).shard == shard,
         Err(_) => false,
     }
+}
+
+/// A document's `_id`.
+pub(super) fn id_of(d: &Document) -> Bson {
+    d.get("_id").cloned().unwrap_or(Bson::Null)
 }
 
 /// The filter of phase 2: the original one, and the document found.
@@ -124,10 +129,10 @@ pub(super) async fn write_one(
     };
     stmt.remove("sort");
     for _ in 0..ATTEMPTS {
-        let Some((id, shard)) = find_one(state, routing, &search).await? else {
+        let Some((found, shard)) = find_one(state, routing, &search).await? else {
             return Ok(Outcome::default());
         };
-        stmt.insert("q", by_id(&filter, &id));
+        stmt.insert("q", by_id(&filter, &id_of(&found)));
         let mut extra = doc! {kind.field(): [stmt.clone()], "ordered": true};
         if retryable {
             let ids = super::exec::statement_ids(req, &[index]);
@@ -157,10 +162,14 @@ pub(super) async fn find_and_modify(
     };
     let mut last = None;
     for _ in 0..ATTEMPTS {
-        let Some((id, shard)) = find_one(state, routing, &search).await? else {
+        let Some((found, shard)) = find_one(state, routing, &search).await? else {
             break;
         };
-        let body = rewrite(req.body, &["sort"], doc! {"query": by_id(query, &id)})?;
+        let body = rewrite(
+            req.body,
+            &["sort"],
+            doc! {"query": by_id(query, &id_of(&found))},
+        )?;
         let reply = to_shard(state, &shard, &OpMsg::from_body(body.into_bytes())).await?;
         if !matched_none(reply.body()) {
             return Ok(Reply::Msg(reply));

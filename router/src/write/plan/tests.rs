@@ -94,21 +94,33 @@ fn updates_follow_mongos_targeting_rules() {
     );
 }
 
+/// A single update that may change the key runs on its own, on the
+/// shards its filter reaches.
+fn key_change(stmt: Document) -> Vec<String> {
+    let r = route(WriteKind::Update, stmt).expect("routes");
+    assert!(r.key_change && r.key.is_none(), "{r:?}");
+    r.shards
+}
+
 #[test]
-fn shard_key_changes_are_refused() {
+fn shard_key_changes_run_alone_or_are_refused() {
     let upd = WriteKind::Update;
-    assert_eq!(code(upd, doc! {"q": {"x": 5}, "u": {"$set": {"x": 6}}}), 66);
-    assert_eq!(code(upd, doc! {"q": {"x": 5}, "u": {"$inc": {"x": 1}}}), 66);
+    for u in [
+        Bson::Document(doc! {"$set": {"x": 6}}),
+        Bson::Document(doc! {"$inc": {"x": 1}}),
+        Bson::Document(doc! {"$unset": {"x": ""}}),
+        Bson::Document(doc! {"$rename": {"a": "x"}}),
+        Bson::Document(doc! {"y": 1}),
+        Bson::Document(doc! {"x": 6}),
+        Bson::Array(vec![Bson::Document(doc! {"$set": {"x": 9}})]),
+    ] {
+        assert_eq!(key_change(doc! {"q": {"x": 5}, "u": u}), ["s1"]);
+    }
     assert_eq!(
-        code(upd, doc! {"q": {"x": 5}, "u": {"$unset": {"x": ""}}}),
-        66
+        key_change(doc! {"q": {"a": 1}, "u": {"$set": {"x": 1}}}),
+        ["s0", "s1", "s2"]
     );
-    assert_eq!(
-        code(upd, doc! {"q": {"x": 5}, "u": {"$rename": {"a": "x"}}}),
-        66
-    );
-    assert_eq!(code(upd, doc! {"q": {"x": 5}, "u": {"y": 1}}), 66);
-    assert_eq!(code(upd, doc! {"q": {"x": 5}, "u": {"x": 6}}), 66);
+    // Refused: many documents, or an upsert.
     assert_eq!(
         code(
             upd,
@@ -117,7 +129,10 @@ fn shard_key_changes_are_refused() {
         66
     );
     assert_eq!(
-        code(upd, doc! {"q": {"x": 5}, "u": [{"$set": {"x": 9}}]}),
+        code(
+            upd,
+            doc! {"q": {"x": 5}, "u": {"$set": {"x": 6}}, "upsert": true}
+        ),
         66
     );
     // Setting the value the filter pins is no change.
@@ -172,8 +187,10 @@ fn find_and_modify_needs_the_key() {
     let e = route_find_and_modify(&p, &map, &doc! {"a": 3}, Some(&set), true, true).unwrap_err();
     assert_eq!(e.code, 61, "an upsert still needs the key");
     let inc = Bson::Document(doc! {"$inc": {"x": 1}});
-    let e = route_find_and_modify(&p, &map, &doc! {"x": 3}, Some(&inc), false, true).unwrap_err();
-    assert_eq!(e.code, 66);
+    let r = route_find_and_modify(&p, &map, &doc! {"x": 3}, Some(&inc), false, true).unwrap();
+    assert!(r.key_change);
+    let e = route_find_and_modify(&p, &map, &doc! {"x": 3}, Some(&inc), true, true).unwrap_err();
+    assert_eq!(e.code, 66, "an upsert that changes the key is refused");
 }
 
 fn ok(shards: &[&str]) -> Result<Routed, StmtError> {
@@ -181,6 +198,7 @@ fn ok(shards: &[&str]) -> Result<Routed, StmtError> {
         shards: shards.iter().map(|s| (*s).to_owned()).collect(),
         key: None,
         without_key: false,
+        key_change: false,
     })
 }
 
@@ -245,7 +263,7 @@ fn batches_stay_within_the_byte_limit() {
         .iter()
         .map(|s| match s {
             Step::Send(b) => b.iter().map(|b| b.indexes.len()).collect(),
-            Step::Fail(_) | Step::WithoutKey(_) => vec![],
+            Step::Fail(_) | Step::Alone(_) => vec![],
         })
         .collect();
     assert_eq!(counts, vec![vec![2], vec![2], vec![1]]);
@@ -264,6 +282,7 @@ fn writes_without_the_key_run_alone_in_order() {
             shards: shards.iter().map(|s| (*s).to_owned()).collect(),
             key: None,
             without_key: true,
+            key_change: false,
         })
     };
     let routes = vec![ok(&["a"]), without(&["a", "b"]), ok(&["a"]), ok(&["b"])];
@@ -271,7 +290,7 @@ fn writes_without_the_key_run_alone_in_order() {
         plan(&routes, &[10; 4], true),
         vec![
             Step::Send(vec![batch("a", &[0])]),
-            Step::WithoutKey(1),
+            Step::Alone(1),
             Step::Send(vec![batch("a", &[2])]),
             Step::Send(vec![batch("b", &[3])]),
         ]
@@ -280,7 +299,7 @@ fn writes_without_the_key_run_alone_in_order() {
         plan(&routes, &[10; 4], false),
         vec![
             Step::Send(vec![batch("a", &[0, 2]), batch("b", &[3])]),
-            Step::WithoutKey(1),
+            Step::Alone(1),
         ]
     );
     // The planner marks a single update by another field so.

@@ -1,0 +1,221 @@
+//! Single-document updates that may change a document's shard key
+//! (`updateOne`, `replaceOne`, `findAndModify`), as mongos handles
+//! `WouldChangeOwningShard`: the document is found (by its filter, on the
+//! shards the filter reaches), updated on its shard inside a transaction,
+//! and when its new key belongs to another shard, deleted there and
+//! inserted on the new owner in the same transaction, committed as one.
+//! The transaction is the client's when it runs one, else one the router
+//! runs itself. A move is allowed only in a transaction or a retryable
+//! write; otherwise IllegalOperation (20) with mongos's message, and
+//! nothing changes. A key change that keeps the document on its shard is
+//! just an update.
+
+use std::sync::Arc;
+
+use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
+use shardgate_config_store::ShardType;
+
+use super::exec::Outcome;
+use super::without_key::{find_one, id_of, Search};
+use crate::catalog_cache::routing::CollectionRouting;
+use crate::error::{Result, RouterError};
+use crate::session::{Namespace, Reply, Request};
+use crate::shards::run_on_shard;
+use crate::state::RouterState;
+use crate::transactions::Txn;
+
+/// Fields of an update statement the shard's `findAndModify` takes as is.
+const PASSED: [&str; 3] = ["arrayFilters", "collation", "bypassDocumentValidation"];
+
+/// What the update does, once the document is found.
+struct Change<'a> {
+    routing: &'a CollectionRouting,
+    /// The client's filter, checked again on the document's shard.
+    filter: &'a Document,
+    /// The update (operators, replacement or pipeline) and its options.
+    update: Document,
+    /// Moving the document to another shard is allowed.
+    may_move: bool,
+    in_txn: bool,
+}
+
+/// An `update` statement (`stmt`, the client's `index`).
+pub(super) async fn update_one(
+    state: &RouterState,
+    req: &Request<'_>,
+    routing: &CollectionRouting,
+    (stmt, index): (&RawDocument, usize),
+    retryable: bool,
+) -> Result<Outcome> {
+    let stmt = Document::try_from(stmt).map_err(|e| RouterError::bad_value(e.to_string()))?;
+    let filter = stmt.get_document("q").cloned().unwrap_or_default();
+    let search = Search {
+        filter: &filter,
+        sort: stmt.get_document("sort").ok().cloned(),
+        collation: stmt.get_document("collation").ok().cloned(),
+    };
+    let Some((pre, owner)) = find_one(state, routing, &search).await? else {
+        return Ok(Outcome::default());
+    };
+    let mut update = doc! {"update": stmt.get("u").cloned().unwrap_or(Bson::Null)};
+    for f in PASSED {
+        if let Some(v) = stmt.get(f) {
+            update.insert(f, v.clone());
+        }
+    }
+    let in_txn = req.body.get_bool("autocommit").is_ok();
+    let change = Change {
+        routing,
+        filter: &filter,
+        update,
+        may_move: retryable || in_txn,
+        in_txn,
+    };
+    match apply(state, &change, &pre, &owner).await {
+        Ok(post) => Ok(Outcome {
+            n: 1,
+            n_modified: i64::from(post != pre),
+            ..Outcome::default()
+        }),
+        Err(e) => Ok(Outcome {
+            write_errors: vec![
+                doc! {"index": index as i32, "code": e.code().0, "errmsg": e.to_string()},
+            ],
+            ..Outcome::default()
+        }),
+    }
+}
+
+/// A `findAndModify` whose update may change the shard key.
+pub(super) async fn find_and_modify(
+    state: &RouterState,
+    req: &Request<'_>,
+    routing: &CollectionRouting,
+    query: &Document,
+) -> Result<Reply> {
+    let search = Search {
+        filter: query,
+        sort: crate::read::doc_field(req.body, "sort")?,
+        collation: crate::read::doc_field(req.body, "collation")?,
+    };
+    let Some((pre, owner)) = find_one(state, routing, &search).await? else {
+        let none = doc! {"lastErrorObject": {"n": 0, "updatedExisting": false}, "value": Bson::Null, "ok": 1.0};
+        return Ok(Reply::Body(none.to_vec().unwrap_or_default()));
+    };
+    let body = Document::try_from(req.body).map_err(|e| RouterError::bad_value(e.to_string()))?;
+    let mut update = doc! {"update": body.get("update").cloned().unwrap_or(Bson::Null)};
+    for f in PASSED {
+        if let Some(v) = body.get(f) {
+            update.insert(f, v.clone());
+        }
+    }
+    let in_txn = body.get_bool("autocommit").is_ok();
+    let change = Change {
+        routing,
+        filter: query,
+        update,
+        may_move: body.get_i64("txnNumber").is_ok() || in_txn,
+        in_txn,
+    };
+    let post = apply(state, &change, &pre, &owner).await?;
+    let mut value = if body.get_bool("new").unwrap_or(false) {
+        post
+    } else {
+        pre
+    };
+    if let Ok(fields) = body.get_document("fields") {
+        value = shardgate_query::project(&value, fields)
+            .map_err(|e| RouterError::command(e.code().0, e.code().1, e.to_string()))?;
+    }
+    let reply =
+        doc! {"lastErrorObject": {"n": 1, "updatedExisting": true}, "value": value, "ok": 1.0};
+    Ok(Reply::Body(reply.to_vec().unwrap_or_default()))
+}
+
+/// Applies the change to `pre` (on `owner`) in a transaction — the
+/// client's, or one of the router's own, committed here — moving the
+/// document when its new key belongs to another shard. Returns the
+/// document after the update.
+async fn apply(
+    state: &RouterState,
+    change: &Change<'_>,
+    pre: &Document,
+    owner: &ShardType,
+) -> Result<Document> {
+    if change.in_txn {
+        return update_and_move(state, change, pre, owner).await;
+    }
+    let txn = Arc::new(Txn::internal());
+    let work = update_and_move(state, change, pre, owner);
+    match crate::transactions::run(txn.clone(), work).await {
+        Ok(post) => {
+            crate::txn::commit(state, &txn, None).await?;
+            Ok(post)
+        }
+        Err(e) => {
+            crate::txn::abort_all(state, &txn).await;
+            Err(e)
+        }
+    }
+}
+
+/// The statements of the change, run inside its transaction.
+async fn update_and_move(
+    state: &RouterState,
+    change: &Change<'_>,
+    pre: &Document,
+    owner: &ShardType,
+) -> Result<Document> {
+    let Namespace { db, coll } = Namespace::parse(&change.routing.collection.ns);
+    let id = id_of(pre);
+    let query = doc! {"$and": [change.filter.clone(), {"_id": id.clone()}]};
+    let mut fam = doc! {"findAndModify": coll, "query": query, "new": true};
+    fam.extend(change.update.clone());
+    fam.insert("$db", db);
+    let reply = run_on_shard(state, owner, fam).await?;
+    let post = reply.get_document("value").cloned().map_err(|_| {
+        RouterError::command(
+            112,
+            "WriteConflict",
+            "the document changed during the update; retry",
+        )
+    })?;
+    let raw = RawDocumentBuf::try_from(&post).map_err(|e| RouterError::bad_value(e.to_string()))?;
+    let key = change
+        .routing
+        .pattern
+        .extract_key(&raw)
+        .map_err(|e| RouterError::command(61, "ShardKeyNotFound", e.to_string()))?;
+    let new_owner = change.routing.chunks.chunk_for(&key).shard.clone();
+    if new_owner == owner.id {
+        return Ok(post);
+    }
+    if !change.may_move {
+        return Err(RouterError::command(
+            20,
+            "IllegalOperation",
+            "Must run update to shard key field in a multi-statement transaction or with retryWrites: true.",
+        ));
+    }
+    let delete = doc! {"delete": coll, "deletes": [{"q": {"_id": id}, "limit": 1}], "$db": db};
+    run_on_shard(state, owner, delete).await?;
+    let target = state.placement.shard(&new_owner)?;
+    let insert = doc! {"insert": coll, "documents": [post.clone()], "$db": db};
+    let reply = run_on_shard(state, &target, insert).await?;
+    if let Some(e) = reply
+        .get_array("writeErrors")
+        .ok()
+        .and_then(|w| w.first())
+        .and_then(Bson::as_document)
+    {
+        return Err(RouterError::command(
+            e.get_i32("code").unwrap_or(1),
+            "WriteError",
+            format!(
+                "Failed to update document's shard key field. There is either an orphan for this document or _id for this collection is not globally unique. {}",
+                e.get_str("errmsg").unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(post)
+}
