@@ -24,6 +24,9 @@ use crate::shards::run_on_shard;
 use crate::state::RouterState;
 use crate::transactions::Txn;
 
+/// Rounds of find-then-change when a concurrent write gets in the way.
+const ATTEMPTS: usize = 10;
+
 /// Fields of an update statement the shard's `findAndModify` takes as is.
 const PASSED: [&str; 3] = ["arrayFilters", "collation", "bypassDocumentValidation"];
 
@@ -54,9 +57,6 @@ pub(super) async fn update_one(
         sort: stmt.get_document("sort").ok().cloned(),
         collation: stmt.get_document("collation").ok().cloned(),
     };
-    let Some((pre, owner)) = find_one(state, routing, &search).await? else {
-        return Ok(Outcome::default());
-    };
     let mut update = doc! {"update": stmt.get("u").cloned().unwrap_or(Bson::Null)};
     for f in PASSED {
         if let Some(v) = stmt.get(f) {
@@ -71,8 +71,9 @@ pub(super) async fn update_one(
         may_move: retryable || in_txn,
         in_txn,
     };
-    match apply(state, &change, &pre, &owner).await {
-        Ok(post) => Ok(Outcome {
+    match find_and_apply(state, &change, &search).await {
+        Ok(None) => Ok(Outcome::default()),
+        Ok(Some((pre, post))) => Ok(Outcome {
             n: 1,
             n_modified: i64::from(post != pre),
             ..Outcome::default()
@@ -83,6 +84,35 @@ pub(super) async fn update_one(
             ],
             ..Outcome::default()
         }),
+    }
+}
+
+/// Finds the document and applies the change: `(before, after)`, or
+/// `None` when nothing matches. Outside the client's transaction, a
+/// transient failure (a write conflict with a concurrent write or a
+/// migration) runs both again, as mongos's internal transactions retry.
+async fn find_and_apply(
+    state: &RouterState,
+    change: &Change<'_>,
+    search: &Search<'_>,
+) -> Result<Option<(Document, Document)>> {
+    let mut attempt = 0;
+    loop {
+        let Some((pre, owner)) = find_one(state, change.routing, search).await? else {
+            return Ok(None);
+        };
+        match apply(state, change, &pre, &owner).await {
+            Ok(post) => return Ok(Some((pre, post))),
+            Err(e)
+                if !change.in_txn
+                    && crate::labels::is_transient(e.code().0)
+                    && attempt < ATTEMPTS =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt as u64)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -97,10 +127,6 @@ pub(super) async fn find_and_modify(
         filter: query,
         sort: crate::read::doc_field(req.body, "sort")?,
         collation: crate::read::doc_field(req.body, "collation")?,
-    };
-    let Some((pre, owner)) = find_one(state, routing, &search).await? else {
-        let none = doc! {"lastErrorObject": {"n": 0, "updatedExisting": false}, "value": Bson::Null, "ok": 1.0};
-        return Ok(Reply::Body(none.to_vec().unwrap_or_default()));
     };
     let body = Document::try_from(req.body).map_err(|e| RouterError::bad_value(e.to_string()))?;
     let mut update = doc! {"update": body.get("update").cloned().unwrap_or(Bson::Null)};
@@ -117,7 +143,10 @@ pub(super) async fn find_and_modify(
         may_move: body.get_i64("txnNumber").is_ok() || in_txn,
         in_txn,
     };
-    let post = apply(state, &change, &pre, &owner).await?;
+    let Some((pre, post)) = find_and_apply(state, &change, &search).await? else {
+        let none = doc! {"lastErrorObject": {"n": 0, "updatedExisting": false}, "value": Bson::Null, "ok": 1.0};
+        return Ok(Reply::Body(none.to_vec().unwrap_or_default()));
+    };
     let mut value = if body.get_bool("new").unwrap_or(false) {
         post
     } else {
@@ -197,7 +226,8 @@ async fn update_and_move(
             "Must run update to shard key field in a multi-statement transaction or with retryWrites: true.",
         ));
     }
-    let delete = doc! {"delete": coll, "deletes": [{"q": {"_id": id}, "limit": 1}], "$db": db};
+    let delete =
+        doc! {"delete": coll, "deletes": [{"q": {"_id": id.clone()}, "limit": 1}], "$db": db};
     run_on_shard(state, owner, delete).await?;
     let target = state.placement.shard(&new_owner)?;
     let insert = doc! {"insert": coll, "documents": [post.clone()], "$db": db};
@@ -208,6 +238,20 @@ async fn update_and_move(
         .and_then(|w| w.first())
         .and_then(Bson::as_document)
     {
+        if e.get_i32("code").ok() == Some(11000) && copy_there(state, change, &target, pre).await {
+            // The document itself is there: a migration's copy not yet
+            // cleaned up, or the document a migration just moved there
+            // (the search found it on its old owner). The change runs
+            // again once the migration is through with it.
+            return Err(RouterError::command(
+                112,
+                "WriteConflict",
+                format!(
+                    "{} holds an orphaned copy of the document; retry",
+                    target.id
+                ),
+            ));
+        }
         return Err(RouterError::command(
             e.get_i32("code").unwrap_or(1),
             "WriteError",
@@ -218,4 +262,37 @@ async fn update_and_move(
         ));
     }
     Ok(post)
+}
+
+/// Whether `shard` holds a copy of the document `pre` (same `_id`): one
+/// it does not own, or one with `pre`'s shard key (the document moved
+/// there by a migration).
+async fn copy_there(
+    state: &RouterState,
+    change: &Change<'_>,
+    shard: &ShardType,
+    pre: &Document,
+) -> bool {
+    let Namespace { db, coll } = Namespace::parse(&change.routing.collection.ns);
+    let find = doc! {"find": coll, "filter": {"_id": id_of(pre)}, "limit": 1, "$db": db};
+    let Ok(reply) = crate::shards::run_on_shard_raw(state, shard, find).await else {
+        return false;
+    };
+    let doc = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .ok()
+        .and_then(|b| b.into_iter().next())
+        .and_then(|d| d.ok())
+        .and_then(|d| d.as_document().map(ToOwned::to_owned));
+    let pattern = &change.routing.pattern;
+    let pre_key = RawDocumentBuf::try_from(pre)
+        .ok()
+        .and_then(|p| pattern.extract_key(&p).ok());
+    match doc.and_then(|d| pattern.extract_key(&d).ok()) {
+        Some(key) => {
+            change.routing.chunks.chunk_for(&key).shard != shard.id || Some(key) == pre_key
+        }
+        None => false,
+    }
 }

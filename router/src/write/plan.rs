@@ -4,16 +4,16 @@
 //! ([`route_statement`]), under mongos's rules:
 //! - an insert goes to the owner of its document's key (missing key fields
 //!   are null);
-//! - an operator update, a delete and a `findAndModify` are targeted by their
-//!   filter, a replacement update by its replacement document when the filter
-//!   does not pin the key;
+//! - updates, deletes and `findAndModify` are targeted by their filter;
 //! - an upsert needs the full shard key by equality (ShardKeyNotFound, 61);
 //!   a single-document update or delete without it or an exact `_id` is a
 //!   write without the shard key ([`Step::Alone`], run in two phases
 //!   by `write::without_key`, as mongos ≥ 7.0 does);
-//! - an update that would change a document's shard key is refused
-//!   (ImmutableField, 66) unless it provably sets the key to the value the
-//!   filter already pins.
+//! - a single-document update that may change a document's shard key (a
+//!   replacement whose filter does not pin the key among them) runs on its
+//!   own as a key change ([`Step::Alone`], `write::key_update`); a
+//!   multi-document one or an upsert is refused (ImmutableField, 66)
+//!   unless it provably sets the key to the value the filter pins.
 //!
 //! [`plan`] then splits the routed statements into per-shard batches: for
 //! an ordered batch, consecutive statements bound for the same one shard form
@@ -32,7 +32,7 @@ use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
 use crate::targeting::{self, Targets};
 
 mod key_change;
-use key_change::{check_key_unchanged, lookup};
+use key_change::check_key_unchanged;
 
 /// Most statements in one batch sent to a shard (`maxWriteBatchSize`).
 pub const MAX_BATCH_COUNT: usize = 100_000;
@@ -249,27 +249,19 @@ fn route_update(
     if let Err(e) = check_key_unchanged(pattern, q, u, query_key.as_ref()) {
         return key_change(pattern, chunks, q, multi || upsert || !simple, e);
     }
-    // A replacement without the key in the filter is targeted by the
-    // replacement document when that holds every key field (as mongos does).
-    let key = query_key.or_else(|| match (u, simple, multi) {
-        (Bson::Document(r), true, false)
-            if !is_operator_update(r)
-                && pattern
-                    .fields()
-                    .all(|(f, _)| f == "_id" || lookup(r, f).is_some()) =>
-        {
-            let mut r = r.clone();
-            if !r.contains_key("_id") {
-                if let Some(id) = exact_id(q) {
-                    r.insert("_id", id.clone());
-                }
-            }
-            bson::RawDocumentBuf::try_from(&r)
-                .ok()
-                .and_then(|raw| pattern.extract_key(&raw).ok())
-        }
-        _ => None,
-    });
+    // A replacement whose filter does not pin the key may give the
+    // document another key: it runs as a possible key change (found by
+    // its filter, moved if its owner changes).
+    let replacement = matches!(u, Bson::Document(r) if !is_operator_update(r));
+    if replacement && query_key.is_none() && !multi && !upsert && simple {
+        let e = StmtError::new(
+            66,
+            "ImmutableField",
+            "a replacement may change the shard key",
+        );
+        return key_change(pattern, chunks, q, false, e);
+    }
+    let key = query_key;
     if let Some(key) = key {
         return Ok(Routed::one(&chunks.chunk_for(&key).shard, key));
     }
