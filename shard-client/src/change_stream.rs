@@ -133,7 +133,9 @@ pub fn event_id(event: &Document) -> Option<&Bson> {
 /// Makes `dest`'s copies of the documents `ids` of `db.coll` match
 /// `source`: each is read again there; if it is still there and `keep`
 /// accepts it, it is written to `dest` (replaced whole, or inserted), else
-/// removed from `dest`. Returns how many ids it resynced.
+/// `dest`'s copy is removed — only one `keep` accepts (a document with the
+/// same `_id` in another range of `dest` is another document). Returns
+/// how many ids it resynced.
 pub async fn resync(
     client: &Arc<dyn ShardClient>,
     source: Target<'_>,
@@ -172,8 +174,25 @@ pub async fn resync(
             client.command(dest, &raw(dest, &update)?).await?;
         }
         if !gone.is_empty() {
-            let delete = doc! {"delete": coll, "deletes": [{"q": {"_id": {"$in": gone}}, "limit": 0}], "$db": db};
-            client.command(dest, &raw(dest, &delete)?).await?;
+            let find = doc! {"find": coll, "filter": {"_id": {"$in": gone}}, "$db": db};
+            let copies = ShardCursor::open(client.clone(), dest, &raw(dest, &find)?)
+                .await?
+                .all()
+                .await?;
+            let ours: Vec<Bson> = copies
+                .iter()
+                .filter(|d| keep(d))
+                .filter_map(|d| {
+                    d.get("_id")
+                        .ok()
+                        .flatten()
+                        .and_then(|v| Bson::try_from(v).ok())
+                })
+                .collect();
+            if !ours.is_empty() {
+                let delete = doc! {"delete": coll, "deletes": [{"q": {"_id": {"$in": ours}}, "limit": 0}], "$db": db};
+                client.command(dest, &raw(dest, &delete)?).await?;
+            }
         }
     }
     Ok(ids.len() as u64)

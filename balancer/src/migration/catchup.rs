@@ -101,15 +101,21 @@ impl ChangeStream {
                         .unwrap_or(true);
                     if in_range {
                         ids.push(id.clone());
+                    } else {
+                        // It left the range (its shard key changed): the
+                        // destination's copy in the range, if any, goes.
+                        maybe_gone.push(id.clone());
                     }
                 }
                 Err(_) => maybe_gone.push(id.clone()),
             }
         }
-        // A deleted document matters only if the destination has a copy.
+        // A deleted document matters only if the destination has a copy
+        // in the range (a document with the same `_id` elsewhere on the
+        // destination — one a shard-key change moved there — is not it).
         for chunk in maybe_gone.chunks(1_000) {
             let reply = state.run_on_shard(dest,
-                doc! {"find": &self.coll, "filter": {"_id": {"$in": chunk.to_vec()}}, "projection": {"_id": 1}, "batchSize": 10_000, "$db": &self.db},
+                doc! {"find": &self.coll, "filter": {"_id": {"$in": chunk.to_vec()}}, "batchSize": 10_000, "$db": &self.db},
             )
             .await?;
             if let Ok(found) = reply
@@ -120,6 +126,9 @@ impl ChangeStream {
                     found
                         .iter()
                         .filter_map(Bson::as_document)
+                        .filter(|d| {
+                            bson::RawDocumentBuf::try_from(*d).is_ok_and(|raw| range.contains(&raw))
+                        })
                         .filter_map(|d| d.get("_id").cloned()),
                 );
             }
