@@ -38,14 +38,7 @@ impl Catalog {
         now: Timestamp,
     ) -> Result<Document> {
         for _attempt in 0..5 {
-            let coll = self
-                .collection(ns)
-                .await?
-                .ok_or_else(|| StoreError::Rejected {
-                    code: 118,
-                    code_name: "NamespaceNotSharded",
-                    message: format!("{ns} is not sharded"),
-                })?;
+            let coll = self.sharded_collection(ns).await?;
             let pattern = ShardKeyPattern::parse(&coll.key).map_err(|e| illegal(e.to_string()))?;
             let version = self.collection_version(ns).await?;
             let (lo, hi) = (

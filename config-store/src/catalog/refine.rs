@@ -49,14 +49,7 @@ impl Catalog {
         key: &Document,
         now: Timestamp,
     ) -> Result<CollectionType> {
-        let coll = self
-            .collection(ns)
-            .await?
-            .ok_or_else(|| StoreError::Rejected {
-                code: 118,
-                code_name: "NamespaceNotSharded",
-                message: format!("{ns} is not sharded"),
-            })?;
+        let coll = self.sharded_collection(ns).await?;
         let old = ShardKeyPattern::parse(&coll.key).map_err(|e| invalid(e.to_string()))?;
         let new = ShardKeyPattern::parse(key).map_err(|e| invalid(e.to_string()))?;
         let extends = new.fields().count() > old.fields().count()

@@ -493,6 +493,18 @@ impl Catalog {
         Ok(())
     }
 
+    /// The entry of the sharded collection `ns`; NamespaceNotSharded (118)
+    /// when it is not sharded.
+    pub async fn sharded_collection(&self, ns: &str) -> Result<CollectionType> {
+        self.collection(ns)
+            .await?
+            .ok_or_else(|| StoreError::Rejected {
+                code: 118,
+                code_name: "NamespaceNotSharded",
+                message: format!("{ns} is not sharded"),
+            })
+    }
+
     /// Updates fields of a collection entry (noBalance, chunk size).
     pub async fn update_collection(&self, coll: &CollectionType) -> Result<()> {
         let key = format!("{COLLECTIONS}{}", coll.ns);

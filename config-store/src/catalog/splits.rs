@@ -98,14 +98,7 @@ impl Catalog {
         now: Timestamp,
     ) -> Result<Option<Document>> {
         for _attempt in 0..5 {
-            let coll = self
-                .collection(ns)
-                .await?
-                .ok_or_else(|| StoreError::Rejected {
-                    code: 118,
-                    code_name: "NamespaceNotSharded",
-                    message: format!("{ns} is not sharded"),
-                })?;
+            let coll = self.sharded_collection(ns).await?;
             let pattern = ShardKeyPattern::parse(&coll.key).map_err(bad_key)?;
             let version = self.collection_version(ns).await?;
             let chunks = self.chunks(ns).await?;

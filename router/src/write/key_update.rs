@@ -123,11 +123,7 @@ pub(super) async fn find_and_modify(
     routing: &CollectionRouting,
     query: &Document,
 ) -> Result<Reply> {
-    let search = Search {
-        filter: query,
-        sort: crate::read::doc_field(req.body, "sort")?,
-        collation: crate::read::doc_field(req.body, "collation")?,
-    };
+    let search = Search::of_find_and_modify(req, query)?;
     let body = Document::try_from(req.body).map_err(|e| RouterError::bad_value(e.to_string()))?;
     let mut update = doc! {"update": body.get("update").cloned().unwrap_or(Bson::Null)};
     for f in PASSED {

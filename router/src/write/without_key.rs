@@ -37,6 +37,17 @@ pub(super) struct Search<'a> {
     pub collation: Option<Document>,
 }
 
+impl<'a> Search<'a> {
+    /// The search of a `findAndModify` with `query`.
+    pub(super) fn of_find_and_modify(req: &Request<'_>, query: &'a Document) -> Result<Search<'a>> {
+        Ok(Search {
+            filter: query,
+            sort: crate::read::doc_field(req.body, "sort")?,
+            collation: crate::read::doc_field(req.body, "collation")?,
+        })
+    }
+}
+
 /// Phase 1: one document matching the search and its owner, the first in
 /// `sort` order; `None` when no shard owns a match.
 pub(super) async fn find_one(
@@ -155,11 +166,7 @@ pub(super) async fn find_and_modify(
     routing: &CollectionRouting,
     query: &Document,
 ) -> Result<Reply> {
-    let search = Search {
-        filter: query,
-        sort: crate::read::doc_field(req.body, "sort")?,
-        collation: crate::read::doc_field(req.body, "collation")?,
-    };
+    let search = Search::of_find_and_modify(req, query)?;
     let mut last = None;
     for _ in 0..ATTEMPTS {
         let Some((found, shard)) = find_one(state, routing, &search).await? else {
