@@ -85,6 +85,13 @@ pub fn aggregate(docs: Vec<Document>, pipeline: &[Document]) -> Result<Vec<Docum
     Ok(docs)
 }
 
+/// Whether this engine can run `pipeline`: it parses every stage as
+/// [`aggregate`] would, and fails with the same error. (A few values are
+/// only refused while running, such as a Decimal128 `$sum`.)
+pub fn check_pipeline(pipeline: &[Document]) -> Result<(), QueryError> {
+    pipeline.iter().try_for_each(|s| parse_stage(s).map(|_| ()))
+}
+
 fn run_stage(stage: &Stage, docs: Vec<Document>) -> Result<Vec<Document>, QueryError> {
     Ok(match stage {
         Stage::Match(f) => docs.into_iter().filter(|d| f.matches(d)).collect(),

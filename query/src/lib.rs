@@ -67,11 +67,11 @@ mod sort;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::aggregate;
+pub use aggregate::{aggregate, check_pipeline};
 pub use compare::{canonical_type, compare_bson};
 pub use filter::Filter;
 pub use path::get_path;
-pub use sort::sort_documents;
+pub use sort::{sort_documents, sort_key};
 
 /// The deepest nesting of filters, expressions, projections and pipelines
 /// (and of arrays traversed while applying them) that the engine accepts.

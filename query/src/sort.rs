@@ -201,3 +201,10 @@ fn key_values<'a>(
 pub fn sort_documents(docs: &mut [Document], sort: &Document) -> Result<(), QueryError> {
     SortSpec::parse(sort)?.sort(docs)
 }
+
+/// The values `doc` sorts by under `sort`, one per sort field, as MongoDB's
+/// `$sortKey` holds them (compare them field by field, a descending field
+/// reversed). Fails like [`sort_documents`].
+pub fn sort_key(doc: &Document, sort: &Document) -> Result<Vec<Bson>, QueryError> {
+    SortSpec::parse(sort)?.sort_key(doc)
+}

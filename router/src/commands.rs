@@ -319,6 +319,11 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
             if let Some(reply) = sharding::route_sharded(state, session, req).await? {
                 return Ok(reply);
             }
+            if let Some(reply) =
+                crate::read::pipeline::aggregate_unsharded(state, session, req).await?
+            {
+                return Ok(reply);
+            }
             let wait = std::time::Duration::from_millis(state.config.critical_section_wait_ms);
             let _entered = state.write_gates.enter_db(db, wait).await?;
             crate::shards::to_primary(state, db, req.msg)

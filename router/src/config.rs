@@ -117,6 +117,10 @@ pub struct LimitsConfig {
     /// Most router cursors (queries on sharded collections) one connection
     /// may hold open; a query past it is refused (OperationFailed, 96).
     pub max_cursors_per_connection: usize,
+    /// Most bytes, in MB, of shard results one aggregation merge holds in
+    /// the router's memory; past it the merge runs on the database's
+    /// primary shard instead.
+    pub max_merge_mb: u64,
 }
 
 impl Default for LimitsConfig {
@@ -127,6 +131,7 @@ impl Default for LimitsConfig {
             max_buffered_mb: 2_048,
             frame_timeout_secs: 30,
             max_cursors_per_connection: 10_000,
+            max_merge_mb: 100,
         }
     }
 }

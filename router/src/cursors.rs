@@ -118,6 +118,49 @@ pub(crate) struct MergeCursor {
     pub pending: Option<RawDocumentBuf>,
 }
 
+/// A stream of result documents the router produces batch by batch (an
+/// aggregation's merge part: `read::pipeline`).
+pub(crate) trait DocStream: Send {
+    /// The next batch: at most `max_docs` documents (and about
+    /// [`MAX_BATCH_BYTES`]); empty only when exhausted.
+    fn next_batch(&mut self, max_docs: usize) -> BoxFuture<'_, Result<Vec<RawDocumentBuf>>>;
+    /// Whether no more documents will come.
+    fn is_exhausted(&self) -> bool;
+    /// Releases what the stream holds on shards (cursors, temporary
+    /// collections).
+    fn close(&mut self) -> BoxFuture<'_, ()>;
+}
+
+impl DocStream for MergeCursor {
+    fn next_batch(&mut self, max_docs: usize) -> BoxFuture<'_, Result<Vec<RawDocumentBuf>>> {
+        Box::pin(MergeCursor::next_batch(self, max_docs))
+    }
+    fn is_exhausted(&self) -> bool {
+        MergeCursor::is_exhausted(self)
+    }
+    fn close(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            for stream in &mut self.streams {
+                stream.close().await;
+            }
+        })
+    }
+}
+
+impl DocStream for std::collections::VecDeque<RawDocumentBuf> {
+    fn next_batch(&mut self, max_docs: usize) -> BoxFuture<'_, Result<Vec<RawDocumentBuf>>> {
+        let batch = drain_batch(self, max_docs);
+        Box::pin(async move { Ok(batch) })
+    }
+    fn is_exhausted(&self) -> bool {
+        self.is_empty()
+    }
+    fn close(&mut self) -> BoxFuture<'_, ()> {
+        self.clear();
+        Box::pin(async {})
+    }
+}
+
 /// What a cursor id stands for.
 pub(crate) enum CursorKind {
     /// Merged shard streams.
@@ -126,6 +169,8 @@ pub(crate) enum CursorKind {
     Buffered(std::collections::VecDeque<RawDocumentBuf>),
     /// A single shard's own cursor.
     PassThrough(ShardType),
+    /// Documents the router produces (an aggregation's merge part).
+    Stream(Box<dyn DocStream>),
 }
 
 /// An entry of the cursor table.
@@ -250,10 +295,10 @@ fn rand_u64() -> u64 {
 
 /// Closes every shard cursor behind a router cursor.
 pub(crate) async fn kill(cursor: &mut RouterCursor) {
-    if let CursorKind::Merge(m) = &mut cursor.kind {
-        for stream in &mut m.streams {
-            stream.close().await;
-        }
+    match &mut cursor.kind {
+        CursorKind::Merge(m) => DocStream::close(m.as_mut()).await,
+        CursorKind::Stream(s) => s.close().await,
+        CursorKind::Buffered(_) | CursorKind::PassThrough(_) => {}
     }
 }
 

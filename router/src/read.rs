@@ -5,7 +5,8 @@
 //! - `merge` (re-exported from `cursors`): the k-way merge (pure).
 //! - `find`: `find` (`pass_through` for a query one shard answers).
 //! - `get_more`: `getMore` and `killCursors` on router cursors.
-//! - `aggregate`: `count`, `distinct`, `aggregate`, `explain`.
+//! - `aggregate`: `count`, `distinct`, `explain`.
+//! - `pipeline`: `aggregate`, split between the shards and a merge.
 //! - `orphans`: keeping a shard's orphan ranges out of reads and writes.
 
 pub(crate) mod aggregate;
@@ -13,6 +14,7 @@ pub(crate) mod find;
 pub(crate) mod get_more;
 pub use crate::cursors::merge;
 pub(crate) mod orphans;
+pub(crate) mod pipeline;
 
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
 use shardgate_config_store::ShardType;

@@ -274,6 +274,14 @@ async fn create_shard_key_index(
     unique: bool,
 ) -> Result<()> {
     let key = pattern.to_document();
+    if key == doc! {"_id": 1} {
+        // Every collection has `_id_`; only make sure the collection exists.
+        let created = run_on_shard(state, shard, doc! {"create": coll, "$db": db}).await;
+        return match created {
+            Err(e) if e.code().0 != 48 => Err(e),
+            _ => Ok(()),
+        };
+    }
     let mut spec = doc! {"key": key.clone(), "name": index_name(&key)};
     if unique {
         spec.insert("unique", true);

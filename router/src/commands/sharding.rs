@@ -98,7 +98,7 @@ pub(crate) async fn route_sharded(
         "distinct" => aggregate::distinct(state, req, &routing).await?,
         "aggregate" => match crate::ddl::stats::stage_per_shard(state, req, &routing, &ns).await? {
             Some(reply) => reply,
-            None => aggregate::aggregate(state, session, req, &routing, &ns).await?,
+            None => crate::read::pipeline::aggregate(state, session, req, &routing, &ns).await?,
         },
         "insert" | "update" | "delete" => {
             let kind = WriteKind::of(req.name).expect("a write command");

@@ -64,6 +64,19 @@ pub(crate) async fn get_more(
             let done = m.is_exhausted();
             (batch, done)
         }
+        CursorKind::Stream(stream) => {
+            let batch = stream.next_batch(batch_size.unwrap_or(usize::MAX)).await;
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    kill(&mut cursor).await;
+                    drop(cursor);
+                    state.cursors.remove(id);
+                    return Err(e);
+                }
+            };
+            (batch, stream.is_exhausted())
+        }
         CursorKind::Buffered(buffer) => {
             let batch = crate::cursors::drain_batch(buffer, batch_size.unwrap_or(usize::MAX));
             (batch, buffer.is_empty())

@@ -62,6 +62,15 @@ impl WriteKind {
         }
     }
 
+    /// The command's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteKind::Insert => "insert",
+            WriteKind::Update => "update",
+            WriteKind::Delete => "delete",
+        }
+    }
+
     /// The command field holding the statements.
     pub fn field(self) -> &'static str {
         match self {
