@@ -14,7 +14,8 @@ use crate::cursors::{BatchFilter, DocStream, MergeCursor, ShardStream};
 use crate::error::{Result, RouterError};
 use shardgate_config_store::ShardType;
 
-/// Partial results up to this size go inline as `$documents`.
+/// Partial results up to this size (or the merge budget, if smaller) go
+/// inline as `$documents`.
 const INLINE_BYTES: usize = 8 * 1024 * 1024;
 /// Bytes per `insert` into a temporary collection.
 const INSERT_BYTES: usize = 4 * 1024 * 1024;
@@ -45,13 +46,14 @@ pub(super) async fn run_on_shard(
     stages: &[Document],
 ) -> Result<Box<dyn DocStream>> {
     let shard = merging_shard(ctx).await?;
+    let inline_max = INLINE_BYTES.min(ctx.budget());
     let mut bytes: usize = buffered.iter().map(|d| d.as_bytes().len()).sum();
-    while bytes <= INLINE_BYTES && !input.is_exhausted() {
+    while bytes <= inline_max && !input.is_exhausted() {
         let batch = input.next_batch(usize::MAX).await?;
         bytes += batch.iter().map(|d| d.as_bytes().len()).sum::<usize>();
         buffered.extend(batch);
     }
-    if input.is_exhausted() && bytes <= INLINE_BYTES {
+    if input.is_exhausted() && bytes <= inline_max {
         input.close().await;
         let mut pipeline = inline(buffered);
         pipeline.extend(stages.iter().cloned());
