@@ -300,3 +300,90 @@ async fn explain_merge_out_and_sample() {
     assert_eq!(ids.len(), 25);
     assert!(sample.iter().all(|d| small.contains(d)));
 }
+
+/// What `find`, `count`, `distinct` and `aggregate` answer on `view`.
+/// (`reference`: SecantusDB answers `distinct` on a view with no values,
+/// so there it runs on the view's collection with the view's filter.)
+async fn view_answers(db: &Database, reference: bool) -> Vec<String> {
+    let v = db.collection::<Document>("v");
+    let found: Vec<Document> = v
+        .find(doc! {"g": {"$ne": "c"}})
+        .sort(doc! {"k": -1})
+        .skip(3)
+        .limit(40)
+        .projection(doc! {"k": 1, "v": 1})
+        .batch_size(7)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let count = db
+        .run_command(doc! {"count": "v", "query": {"g": "a"}})
+        .await
+        .unwrap();
+    let distinct = match reference {
+        false => doc! {"distinct": "v", "key": "g", "query": {"k": {"$lt": 500}}},
+        true => doc! {"distinct": "c", "key": "g", "query": {"k": {"$lt": 500}, "v": {"$gt": 20}}},
+    };
+    let distinct = db.run_command(distinct).await.unwrap();
+    let grouped = all(
+        db,
+        "v",
+        vec![
+            doc! {"$group": {"_id": "$g", "n": {"$sum": 1}, "top": {"$max": "$k"}}},
+            doc! {"$sort": {"_id": 1}},
+        ],
+        101,
+    )
+    .await;
+    let nested = all(db, "vv", vec![doc! {"$sort": {"_id": 1}}], 5).await;
+    vec![
+        format!("{found:?}"),
+        format!("{:?}", count.get("n")),
+        format!("{:?}", distinct.get("values")),
+        format!("{grouped:?}"),
+        format!("{nested:?}"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_over_a_sharded_collection_read_every_shard() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    layout(&client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let reference_server = support::start_shards(dir.path(), 1, false).await;
+    let reference = direct_client(&reference_server[0]).await.database("agg");
+    let router = client.database("agg");
+    for db in [&router, &reference] {
+        let small: Vec<Document> = docs()
+            .into_iter()
+            .take(600)
+            .map(|mut d| {
+                d.remove("pad");
+                d
+            })
+            .collect();
+        db.collection::<Document>("c")
+            .insert_many(small)
+            .await
+            .unwrap();
+        db.run_command(
+            doc! {"create": "v", "viewOn": "c", "pipeline": [{"$match": {"v": {"$gt": 20}}}]},
+        )
+        .await
+        .unwrap();
+        // A view over the view.
+        db.run_command(doc! {"create": "vv", "viewOn": "v", "pipeline": [{"$match": {"g": "b"}}, {"$project": {"k": 1}}]}).await.unwrap();
+    }
+    let (got, want) = (
+        view_answers(&router, false).await,
+        view_answers(&reference, true).await,
+    );
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w);
+    }
+    // The view reads documents of every shard.
+    assert!(got[0].len() > 100);
+}

@@ -319,6 +319,9 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
             if let Some(reply) = sharding::route_sharded(state, session, req).await? {
                 return Ok(reply);
             }
+            if let Some(reply) = crate::read::views::run(state, session, req).await? {
+                return Ok(reply);
+            }
             if let Some(reply) =
                 crate::read::pipeline::aggregate_unsharded(state, session, req).await?
             {

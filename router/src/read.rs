@@ -7,6 +7,7 @@
 //! - `get_more`: `getMore` and `killCursors` on router cursors.
 //! - `aggregate`: `count`, `distinct`, `explain`.
 //! - `pipeline`: `aggregate`, split between the shards and a merge.
+//! - `views`: reads of views over sharded collections.
 //! - `orphans`: keeping a shard's orphan ranges out of reads and writes.
 
 pub(crate) mod aggregate;
@@ -15,6 +16,7 @@ pub(crate) mod get_more;
 pub use crate::cursors::merge;
 pub(crate) mod orphans;
 pub(crate) mod pipeline;
+pub(crate) mod views;
 
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
 use shardgate_config_store::ShardType;

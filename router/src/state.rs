@@ -66,6 +66,8 @@ pub(crate) struct RouterState {
     pub transactions: crate::transactions::Transactions,
     /// The highest cluster time the shards told.
     pub clock: std::sync::Arc<crate::transactions::ClusterClock>,
+    /// View definitions of databases holding sharded collections.
+    pub views: crate::read::views::Views,
 }
 
 /// The `config.settings` document holding the default concerns.
@@ -115,6 +117,7 @@ impl RouterState {
             operations: Default::default(),
             transactions: Default::default(),
             fail_points: Default::default(),
+            views: Default::default(),
             pause_after_commit_decision_ms: Default::default(),
             clock,
             rw_defaults: Default::default(),

@@ -52,34 +52,24 @@ pub(crate) async fn get_more(
         }
         CursorKind::Merge(m) => {
             let batch = m.next_batch(batch_size.unwrap_or(usize::MAX)).await;
-            let batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    kill(&mut cursor).await;
-                    drop(cursor);
-                    state.cursors.remove(id);
-                    return Err(e);
-                }
-            };
-            let done = m.is_exhausted();
-            (batch, done)
+            (batch, m.is_exhausted())
         }
         CursorKind::Stream(stream) => {
             let batch = stream.next_batch(batch_size.unwrap_or(usize::MAX)).await;
-            let batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    kill(&mut cursor).await;
-                    drop(cursor);
-                    state.cursors.remove(id);
-                    return Err(e);
-                }
-            };
             (batch, stream.is_exhausted())
         }
         CursorKind::Buffered(buffer) => {
             let batch = crate::cursors::drain_batch(buffer, batch_size.unwrap_or(usize::MAX));
-            (batch, buffer.is_empty())
+            (Ok(batch), buffer.is_empty())
+        }
+    };
+    let batch = match batch {
+        Ok(b) => b,
+        Err(e) => {
+            kill(&mut cursor).await;
+            drop(cursor);
+            state.cursors.remove(id);
+            return Err(e);
         }
     };
     let reply_id = if done {

@@ -66,7 +66,16 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    fn new(state: &Arc<RouterState>, db: &str, body: &RawDocument) -> Ctx {
+    /// The context of a command with no options.
+    pub(crate) fn plain(state: &Arc<RouterState>, db: &str) -> Ctx {
+        Ctx {
+            state: state.clone(),
+            db: db.to_owned(),
+            options: Document::new(),
+        }
+    }
+
+    pub(crate) fn new(state: &Arc<RouterState>, db: &str, body: &RawDocument) -> Ctx {
         let mut options = Document::new();
         for name in PASSED_OPTIONS {
             if let Ok(Some(v)) = body.get(name) {
@@ -146,7 +155,7 @@ pub(crate) async fn aggregate(
     }
     let ctx = Ctx::new(state, req.db, req.body);
     let stream = open_sharded(&ctx, req.body, routing, &pipeline).await?;
-    respond(state, session, ns, stream, req.body).await
+    respond(state, session, ns, stream, first_batch_size(req.body)).await
 }
 
 /// `aggregate` on an unsharded collection (or `aggregate: 1`) whose
@@ -176,7 +185,7 @@ pub(crate) async fn aggregate_unsharded(
         None => format!("{}.$cmd.aggregate", req.db),
     };
     let stream = open_unsharded(&ctx, target, pipeline).await?;
-    respond(state, session, &ns, stream, req.body)
+    respond(state, session, &ns, stream, first_batch_size(req.body))
         .await
         .map(Some)
 }
@@ -327,21 +336,30 @@ fn with_sort_keys(
     }
 }
 
-/// The first batch of `stream`; the rest stays behind a router cursor.
-async fn respond(
-    state: &RouterState,
-    session: &Session,
-    ns: &str,
-    mut stream: Box<dyn DocStream>,
-    body: &RawDocument,
-) -> Result<Reply> {
-    let first = body
-        .get_document("cursor")
+/// Whether the router must run `stage` itself (it reads or writes a
+/// sharded collection).
+pub(crate) fn is_router_stage(ctx: &Ctx, stage: &Document) -> bool {
+    foreign::is_router_stage(ctx, stage)
+}
+
+/// An `aggregate`'s first batch size (`cursor.batchSize`, 101 by default).
+pub(crate) fn first_batch_size(body: &RawDocument) -> usize {
+    body.get_document("cursor")
         .ok()
         .and_then(|c| c.get("batchSize").ok().flatten())
         .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)))
         .unwrap_or(101)
-        .max(0) as usize;
+        .max(0) as usize
+}
+
+/// The first batch of `stream`; the rest stays behind a router cursor.
+pub(crate) async fn respond(
+    state: &RouterState,
+    session: &Session,
+    ns: &str,
+    mut stream: Box<dyn DocStream>,
+    first: usize,
+) -> Result<Reply> {
     let batch = match stream.next_batch(first).await {
         Ok(batch) => batch,
         Err(e) => {
