@@ -265,3 +265,83 @@ async fn a_shard_key_change_moves_the_document_to_its_new_owner() {
         ]
     );
 }
+
+/// As mongos ≥ 7.0: an upsert whose filter has an exact `_id` but not the
+/// shard key updates the matching document wherever it is, or inserts one
+/// on the shard its key belongs to (a missing key field routes as null).
+/// Without an exact `_id`, it is still refused (ShardKeyNotFound, 61).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserts_by_id_without_the_shard_key() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "wk", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "wk.m", "key": {"k": 1}}).await;
+    for (at, to) in [(100, "shard0001"), (200, "shard0002")] {
+        admin(&client, doc! {"split": "wk.m", "middle": {"k": at}}).await;
+        admin(
+            &client,
+            doc! {"moveChunk": "wk.m", "find": {"k": at}, "to": to, "_waitForDelete": true},
+        )
+        .await;
+    }
+    let coll = client.database("wk").collection::<Document>("m");
+    coll.insert_one(doc! {"_id": 1, "k": 150, "n": 0})
+        .await
+        .unwrap();
+
+    // Matched: updated where it is.
+    let r = coll
+        .update_one(doc! {"_id": 1}, doc! {"$inc": {"n": 1}})
+        .upsert(true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.matched_count, r.modified_count, r.upserted_id.clone()),
+        (1, 1, None)
+    );
+    assert_eq!(stored_on(&cluster, 1).await, [1]);
+
+    // Not matched: inserted on the owner of the new document's key.
+    let r = coll
+        .update_one(doc! {"_id": 2}, doc! {"$set": {"k": 250, "n": 5}})
+        .upsert(true)
+        .await
+        .unwrap();
+    assert_eq!((r.matched_count, r.upserted_id), (0, Some(Bson::Int32(2))));
+    assert_eq!(
+        stored_on(&cluster, 2).await,
+        [2],
+        "k 250 belongs to shard0002"
+    );
+    // With no key at all: the null key's chunk (shard0000).
+    let r = coll
+        .update_one(doc! {"_id": 3}, doc! {"$set": {"n": 7}})
+        .upsert(true)
+        .await
+        .unwrap();
+    assert_eq!(r.upserted_id, Some(Bson::Int32(3)));
+    assert_eq!(stored_on(&cluster, 3).await, [0]);
+
+    // findOneAndUpdate with upsert, returning the new document.
+    let got = coll
+        .find_one_and_update(doc! {"_id": 4}, doc! {"$set": {"k": 120}})
+        .upsert(true)
+        .return_document(mongodb::options::ReturnDocument::After)
+        .await
+        .unwrap();
+    assert_eq!(got, Some(doc! {"_id": 4, "k": 120}));
+    assert_eq!(stored_on(&cluster, 4).await, [1]);
+
+    // Without an exact _id: refused as mongos refuses it.
+    let e = coll
+        .update_one(doc! {"n": 99}, doc! {"$set": {"x": 1}})
+        .upsert(true)
+        .await
+        .unwrap_err();
+    assert_eq!(support::error_code(&e), 61);
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 4);
+}

@@ -40,6 +40,19 @@ struct Change<'a> {
     /// Moving the document to another shard is allowed.
     may_move: bool,
     in_txn: bool,
+    /// Insert the document when none matches (a filter with an exact
+    /// `_id` but not the full shard key, as mongos ≥ 7.0 accepts).
+    upsert: bool,
+}
+
+/// What applying a change did.
+enum Applied {
+    /// Nothing matched (and no upsert).
+    Nothing,
+    /// The document before and after the update.
+    Updated(Document, Document),
+    /// The document an upsert inserted.
+    Upserted(Document),
 }
 
 /// An `update` statement (`stmt`, the client's `index`).
@@ -64,18 +77,25 @@ pub(super) async fn update_one(
         }
     }
     let in_txn = req.body.get_bool("autocommit").is_ok();
+    let upsert = stmt.get_bool("upsert").unwrap_or(false);
     let change = Change {
         routing,
         filter: &filter,
         update,
-        may_move: retryable || in_txn,
+        may_move: retryable || in_txn || upsert,
         in_txn,
+        upsert,
     };
     match find_and_apply(state, &change, &search).await {
-        Ok(None) => Ok(Outcome::default()),
-        Ok(Some((pre, post))) => Ok(Outcome {
+        Ok(Applied::Nothing) => Ok(Outcome::default()),
+        Ok(Applied::Updated(pre, post)) => Ok(Outcome {
             n: 1,
             n_modified: i64::from(post != pre),
+            ..Outcome::default()
+        }),
+        Ok(Applied::Upserted(post)) => Ok(Outcome {
+            n: 1,
+            upserted: vec![(index, id_of(&post))],
             ..Outcome::default()
         }),
         Err(e) => Ok(Outcome {
@@ -87,22 +107,40 @@ pub(super) async fn update_one(
     }
 }
 
-/// Finds the document and applies the change: `(before, after)`, or
-/// `None` when nothing matches. Outside the client's transaction, a
-/// transient failure (a write conflict with a concurrent write or a
-/// migration) runs both again, as mongos's internal transactions retry.
+/// Finds the document and applies the change (or upserts). Outside the
+/// client's transaction, a transient failure (a write conflict with a
+/// concurrent write or a migration) runs both again, as mongos's internal
+/// transactions retry.
 async fn find_and_apply(
     state: &RouterState,
     change: &Change<'_>,
     search: &Search<'_>,
-) -> Result<Option<(Document, Document)>> {
+) -> Result<Applied> {
     let mut attempt = 0;
     loop {
-        let Some((pre, owner)) = find_one(state, change.routing, search).await? else {
-            return Ok(None);
+        let found = find_one(state, change.routing, search).await?;
+        let result = match &found {
+            Some((pre, owner)) => apply(state, change, Some(pre), owner).await,
+            None if change.upsert => {
+                let first = change
+                    .routing
+                    .chunks
+                    .shards()
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                let owner = state.placement.shard(first)?;
+                apply(state, change, None, &owner).await
+            }
+            None => return Ok(Applied::Nothing),
         };
-        match apply(state, change, &pre, &owner).await {
-            Ok(post) => return Ok(Some((pre, post))),
+        match result {
+            Ok(post) => {
+                return Ok(match found {
+                    Some((pre, _)) => Applied::Updated(pre, post),
+                    None => Applied::Upserted(post),
+                })
+            }
             Err(e)
                 if !change.in_txn
                     && crate::labels::is_transient(e.code().0)
@@ -132,28 +170,39 @@ pub(super) async fn find_and_modify(
         }
     }
     let in_txn = body.get_bool("autocommit").is_ok();
+    let upsert = body.get_bool("upsert").unwrap_or(false);
     let change = Change {
         routing,
         filter: query,
         update,
-        may_move: body.get_i64("txnNumber").is_ok() || in_txn,
+        may_move: body.get_i64("txnNumber").is_ok() || in_txn || upsert,
         in_txn,
+        upsert,
     };
-    let Some((pre, post)) = find_and_apply(state, &change, &search).await? else {
-        let none = doc! {"lastErrorObject": {"n": 0, "updatedExisting": false}, "value": Bson::Null, "ok": 1.0};
-        return Ok(Reply::Body(none.to_vec().unwrap_or_default()));
-    };
-    let mut value = if body.get_bool("new").unwrap_or(false) {
-        post
-    } else {
-        pre
+    let new = body.get_bool("new").unwrap_or(false);
+    let (mut value, last_error) = match find_and_apply(state, &change, &search).await? {
+        Applied::Nothing => {
+            let none = doc! {"lastErrorObject": {"n": 0, "updatedExisting": false}, "value": Bson::Null, "ok": 1.0};
+            return Ok(Reply::Body(none.to_vec().unwrap_or_default()));
+        }
+        Applied::Updated(pre, post) => (
+            if new { post } else { pre },
+            doc! {"n": 1, "updatedExisting": true},
+        ),
+        Applied::Upserted(post) => {
+            let last_error = doc! {"n": 1, "updatedExisting": false, "upserted": id_of(&post)};
+            if !new {
+                let reply = doc! {"lastErrorObject": last_error, "value": Bson::Null, "ok": 1.0};
+                return Ok(Reply::Body(reply.to_vec().unwrap_or_default()));
+            }
+            (post, last_error)
+        }
     };
     if let Ok(fields) = body.get_document("fields") {
         value = shardgate_query::project(&value, fields)
             .map_err(|e| RouterError::command(e.code().0, e.code().1, e.to_string()))?;
     }
-    let reply =
-        doc! {"lastErrorObject": {"n": 1, "updatedExisting": true}, "value": value, "ok": 1.0};
+    let reply = doc! {"lastErrorObject": last_error, "value": value, "ok": 1.0};
     Ok(Reply::Body(reply.to_vec().unwrap_or_default()))
 }
 
@@ -164,7 +213,7 @@ pub(super) async fn find_and_modify(
 async fn apply(
     state: &RouterState,
     change: &Change<'_>,
-    pre: &Document,
+    pre: Option<&Document>,
     owner: &ShardType,
 ) -> Result<Document> {
     if change.in_txn {
@@ -184,17 +233,21 @@ async fn apply(
     }
 }
 
-/// The statements of the change, run inside its transaction.
+/// The statements of the change, run inside its transaction: the update
+/// of `pre` (or the upsert, without `pre`) on `owner`, then the move.
 async fn update_and_move(
     state: &RouterState,
     change: &Change<'_>,
-    pre: &Document,
+    pre: Option<&Document>,
     owner: &ShardType,
 ) -> Result<Document> {
     let Namespace { db, coll } = Namespace::parse(&change.routing.collection.ns);
-    let id = id_of(pre);
-    let query = doc! {"$and": [change.filter.clone(), {"_id": id.clone()}]};
-    let mut fam = doc! {"findAndModify": coll, "query": query, "new": true};
+    let query = match pre {
+        Some(pre) => doc! {"$and": [change.filter.clone(), {"_id": id_of(pre)}]},
+        None => change.filter.clone(),
+    };
+    let mut fam =
+        doc! {"findAndModify": coll, "query": query, "new": true, "upsert": pre.is_none()};
     fam.extend(change.update.clone());
     fam.insert("$db", db);
     let reply = run_on_shard(state, owner, fam).await?;
@@ -222,10 +275,34 @@ async fn update_and_move(
             "Must run update to shard key field in a multi-statement transaction or with retryWrites: true.",
         ));
     }
+    move_to(
+        state,
+        change,
+        &post,
+        pre.unwrap_or(&post),
+        owner,
+        &new_owner,
+    )
+    .await?;
+    Ok(post)
+}
+
+/// Deletes the updated document `post` from `owner` and inserts it on
+/// `new_owner`, inside the change's transaction.
+async fn move_to(
+    state: &RouterState,
+    change: &Change<'_>,
+    post: &Document,
+    pre: &Document,
+    owner: &ShardType,
+    new_owner: &str,
+) -> Result<()> {
+    let Namespace { db, coll } = Namespace::parse(&change.routing.collection.ns);
+    let id = id_of(post);
     let delete =
         doc! {"delete": coll, "deletes": [{"q": {"_id": id.clone()}, "limit": 1}], "$db": db};
     run_on_shard(state, owner, delete).await?;
-    let target = state.placement.shard(&new_owner)?;
+    let target = state.placement.shard(new_owner)?;
     let insert = doc! {"insert": coll, "documents": [post.clone()], "$db": db};
     let reply = run_on_shard(state, &target, insert).await?;
     if let Some(e) = reply
@@ -257,7 +334,7 @@ async fn update_and_move(
             ),
         ));
     }
-    Ok(post)
+    Ok(())
 }
 
 /// Whether `shard` holds a copy of the document `pre` (same `_id`): one

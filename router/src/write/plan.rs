@@ -5,7 +5,9 @@
 //! - an insert goes to the owner of its document's key (missing key fields
 //!   are null);
 //! - updates, deletes and `findAndModify` are targeted by their filter;
-//! - an upsert needs the full shard key by equality (ShardKeyNotFound, 61);
+//! - an upsert needs the full shard key by equality (ShardKeyNotFound, 61)
+//!   or an exact `_id` (then it runs as `write::key_update` finds, updates
+//!   or inserts it where its key belongs, as mongos ≥ 7.0 does);
 //!   a single-document update or delete without it or an exact `_id` is a
 //!   write without the shard key ([`Step::Alone`], run in two phases
 //!   by `write::without_key`, as mongos ≥ 7.0 does);
@@ -195,7 +197,8 @@ pub fn route_find_and_modify(
         .flatten();
     if let Some(u) = update {
         if let Err(e) = check_key_unchanged(pattern, query, u, key.as_ref()) {
-            return key_change(pattern, chunks, query, upsert || !simple, e);
+            let refused = !simple || upsert && !is_exact_id(query);
+            return key_change(pattern, chunks, query, refused, e);
         }
     }
     match key {
@@ -212,6 +215,9 @@ pub fn route_find_and_modify(
             without_key: true,
             key_change: false,
         }),
+        None if simple && is_exact_id(query) => {
+            key_change(pattern, chunks, query, false, StmtError::new(61, "ShardKeyNotFound", ""))
+        }
         None => Err(StmtError::new(
             61,
             "ShardKeyNotFound",
@@ -256,7 +262,8 @@ fn route_update(
 ) -> Result<Routed, StmtError> {
     let query_key = simple.then(|| targeting::exact_key(pattern, q)).flatten();
     if let Err(e) = check_key_unchanged(pattern, q, u, query_key.as_ref()) {
-        return key_change(pattern, chunks, q, multi || upsert || !simple, e);
+        let refused = multi || !simple || upsert && !is_exact_id(q);
+        return key_change(pattern, chunks, q, refused, e);
     }
     // A replacement whose filter does not pin the key may give the
     // document another key: it runs as a possible key change (found by
@@ -273,6 +280,17 @@ fn route_update(
     let key = query_key;
     if let Some(key) = key {
         return Ok(Routed::one(&chunks.chunk_for(&key).shard, key));
+    }
+    if upsert && !multi && simple && is_exact_id(q) {
+        // As mongos ≥ 7.0: found without the key, else inserted where its
+        // key belongs (`write::key_update`).
+        return key_change(
+            pattern,
+            chunks,
+            q,
+            false,
+            StmtError::new(61, "ShardKeyNotFound", ""),
+        );
     }
     if upsert {
         return Err(StmtError::new(

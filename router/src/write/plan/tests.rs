@@ -71,13 +71,18 @@ fn updates_follow_mongos_targeting_rules() {
         without_key(upd, doc! {"q": {"x": {"$gt": 1}}, "u": {"$set": {"b": 1}}}),
         ["s1", "s2"]
     );
-    // upsert without the full key, even by _id.
+    // upsert without the full key: refused, unless by an exact _id
+    // (found, else inserted where its key belongs, as mongos >= 7.0).
     assert_eq!(
         code(
             upd,
-            doc! {"q": {"_id": 1}, "u": {"$set": {"b": 1}}, "upsert": true}
+            doc! {"q": {"a": 1}, "u": {"$set": {"b": 1}}, "upsert": true}
         ),
         61
+    );
+    assert_eq!(
+        key_change(doc! {"q": {"_id": 1}, "u": {"$set": {"b": 1}}, "upsert": true}),
+        ["s0", "s1", "s2"]
     );
     // A replacement whose filter does not pin the key may change it: it
     // runs as a key change, found wherever the filter reaches.
