@@ -274,6 +274,9 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
                 _ => {}
             }
             if req.name == "aggregate" {
+                if crate::change_streams::is_change_stream(req) {
+                    return crate::change_streams::open(state, session, req).await;
+                }
                 if let Some(reply) = host::current_op_stage(state, req).await? {
                     return Ok(reply);
                 }
@@ -316,6 +319,10 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
         )),
         db => {
             validate_db_name(db)?;
+            // `watch()` on a collection (sharded or not) or a database.
+            if crate::change_streams::is_change_stream(req) {
+                return crate::change_streams::open(state, session, req).await;
+            }
             if let Some(reply) = sharding::route_sharded(state, session, req).await? {
                 return Ok(reply);
             }

@@ -126,6 +126,17 @@ pub(crate) enum CursorKind {
     Buffered(std::collections::VecDeque<RawDocumentBuf>),
     /// A single shard's own cursor.
     PassThrough(ShardType),
+    /// A change stream merged from shard streams (`change_streams`).
+    ChangeStream(Box<dyn StreamCursor>),
+}
+
+/// A cursor kind the table holds without knowing it: a change stream,
+/// whose `getMore` its own module runs.
+pub(crate) trait StreamCursor: Send {
+    /// Closes its shard cursors.
+    fn kill(&mut self) -> BoxFuture<'_, ()>;
+    /// The cursor itself, for its module to downcast.
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
 }
 
 /// An entry of the cursor table.
@@ -250,10 +261,14 @@ fn rand_u64() -> u64 {
 
 /// Closes every shard cursor behind a router cursor.
 pub(crate) async fn kill(cursor: &mut RouterCursor) {
-    if let CursorKind::Merge(m) = &mut cursor.kind {
-        for stream in &mut m.streams {
-            stream.close().await;
+    match &mut cursor.kind {
+        CursorKind::Merge(m) => {
+            for stream in &mut m.streams {
+                stream.close().await;
+            }
         }
+        CursorKind::ChangeStream(s) => s.kill().await,
+        CursorKind::Buffered(_) | CursorKind::PassThrough(_) => {}
     }
 }
 

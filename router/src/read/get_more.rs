@@ -68,6 +68,8 @@ pub(crate) async fn get_more(
             let batch = crate::cursors::drain_batch(buffer, batch_size.unwrap_or(usize::MAX));
             (batch, buffer.is_empty())
         }
+        // Change stream cursors are served by `change_streams::get_more`.
+        CursorKind::ChangeStream(_) => return Ok(None),
     };
     let reply_id = if done {
         kill(&mut cursor).await;
