@@ -70,13 +70,14 @@ pub(crate) async fn open(
     req: &Request<'_>,
 ) -> Result<Reply> {
     let Some(parsed) = parse(req)? else {
-        return forward(state, req).await;
+        return forward(state, session, req).await;
     };
     state.cursors.check_limit(
         session.connection_id,
         state.config.limits.max_cursors_per_connection,
     )?;
-    let shards = target_shards(state, &parsed.spec.scope, true).await?;
+    let mut shards = target_shards(state, &parsed.spec.scope, true).await?;
+    add_past_holders(state, &parsed.start, &mut shards);
     let (origin, starts) = match &parsed.start {
         ClientStart::Now => (None, vec![Start::Now; shards.len()]),
         ClientStart::At(ts) => (Some(*ts), vec![Start::At(*ts); shards.len()]),
@@ -130,6 +131,27 @@ pub(crate) async fn open(
     reply(id, &ns, "firstBatch", first, token)
 }
 
+/// Adds the shards that may have held the data since a start in the past:
+/// those the resume token names (a chunk may have left them since), every
+/// shard for a start at a cluster time (the router does not know who owned
+/// what then; events of non-owners are only migration writes, dropped).
+fn add_past_holders(state: &RouterState, start: &ClientStart, shards: &mut Vec<ShardType>) {
+    let past: Vec<ShardType> = match start {
+        ClientStart::Now => return,
+        ClientStart::At(_) => state.placement.shards(),
+        ClientStart::Token(t, _) => t
+            .shards
+            .keys()
+            .filter_map(|id| state.placement.shard(id).ok())
+            .collect(),
+    };
+    for s in past {
+        if !shards.iter().any(|have| have.id == s.id) {
+            shards.push(s);
+        }
+    }
+}
+
 /// Each shard's start for a client's resume token: after its own token,
 /// or at the stream's origin when the token predates the shard joining.
 fn token_starts(t: &RouterToken, after: bool, shards: &[ShardType]) -> Vec<Start> {
@@ -160,10 +182,18 @@ fn parse(req: &Request<'_>) -> Result<Option<Request2>> {
         return Ok(None);
     }
     let cluster = options.get_bool("allChangesForCluster").unwrap_or(false);
-    let scope = match (body.get("aggregate"), req.db) {
-        (Some(Bson::String(coll)), db) if !cluster => Scope::Collection(db.into(), coll.clone()),
-        (Some(v), "admin") if cluster && is_one(v) => Scope::Cluster,
-        (Some(v), db) if !cluster && db != "admin" && is_one(v) => Scope::Database(db.into()),
+    let scope = match (body.get("aggregate"), req.db, cluster) {
+        (Some(v), "admin", true) if is_one(v) => Scope::Cluster,
+        (Some(Bson::String(coll)), db, false) if db != "admin" => {
+            Scope::Collection(db.into(), coll.clone())
+        }
+        (Some(v), db, false) if db != "admin" && is_one(v) => Scope::Database(db.into()),
+        (Some(_), _, true) => return Err(invalid_namespace(
+            "A $changeStream with 'allChangesForCluster:true' may only be opened on the 'admin' database, and with no collection name",
+        )),
+        (Some(_), "admin", false) => return Err(invalid_namespace(
+            "$changeStream may not be opened on the internal admin database",
+        )),
         _ => return Ok(None),
     };
     let resume = options.remove("resumeAfter");
@@ -200,27 +230,51 @@ fn parse(req: &Request<'_>) -> Result<Option<Request2>> {
     Ok(Some(Request2 { spec, start, batch }))
 }
 
+/// InvalidNamespace (73), as mongod answers a stream on the wrong database.
+fn invalid_namespace(message: &str) -> RouterError {
+    RouterError::command(73, "InvalidNamespace", message)
+}
+
 fn is_one(v: &Bson) -> bool {
     matches!(v, Bson::Int32(1) | Bson::Int64(1)) || v.as_f64() == Some(1.0)
 }
 
-/// Sends the client's request to one shard as it is (for its error).
-async fn forward(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Reply> {
-    if req.db == "admin" {
-        let shard = state.placement.shards().into_iter().next().ok_or_else(|| {
+/// Sends the client's request to one shard as it is (for its error); a
+/// cursor the shard opens anyway is recorded so `getMore` reaches it.
+async fn forward(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -> Result<Reply> {
+    let shard = match req.db {
+        "admin" => state.placement.shards().into_iter().next().ok_or_else(|| {
             RouterError::command(
                 70,
                 "ShardNotFound",
                 "no shards found; add one with addShard first",
             )
-        })?;
-        return Ok(Reply::Msg(
-            crate::shards::to_shard(state, &shard, req.msg).await?,
-        ));
+        })?,
+        db => {
+            let choose = || crate::shards::least_loaded_shard(state);
+            let entry = state
+                .placement
+                .get_or_create(&state.catalog, db, choose)
+                .await?;
+            state.placement.shard(&entry.primary)?
+        }
+    };
+    let reply = crate::shards::to_shard(state, &shard, req.msg).await?;
+    let cursor = reply.body().get_document("cursor").ok();
+    let id = cursor.and_then(|c| c.get_i64("id").ok()).unwrap_or(0);
+    let ns = cursor
+        .and_then(|c| c.get_str("ns").ok())
+        .unwrap_or_default();
+    if id != 0 {
+        let entry = RouterCursor {
+            kind: CursorKind::PassThrough(shard),
+            ns: ns.to_owned(),
+            connection: session.connection_id,
+            last_used: std::time::Instant::now(),
+        };
+        state.cursors.insert(Some(id), entry);
     }
-    Ok(Reply::Msg(
-        crate::shards::to_primary(state, req.db, req.msg).await?,
-    ))
+    Ok(Reply::Msg(reply))
 }
 
 /// The shards that can hold what `scope` watches: a sharded collection's
