@@ -29,7 +29,7 @@ use crate::cursors::{CursorKind, RouterCursor};
 use crate::error::{Result, RouterError};
 use crate::session::{Reply, Request, Session};
 use crate::state::RouterState;
-use feed::{Feed, Start};
+use feed::{Begin, Feed};
 use merge::{ChangeStreamCursor, Scope, StreamSpec, DEFAULT_AWAIT};
 use token::RouterToken;
 
@@ -79,8 +79,8 @@ pub(crate) async fn open(
     let mut shards = target_shards(state, &parsed.spec.scope, true).await?;
     add_past_holders(state, &parsed.start, &mut shards);
     let (origin, starts) = match &parsed.start {
-        ClientStart::Now => (None, vec![Start::Now; shards.len()]),
-        ClientStart::At(ts) => (Some(*ts), vec![Start::At(*ts); shards.len()]),
+        ClientStart::Now => (None, vec![Begin::Now; shards.len()]),
+        ClientStart::At(ts) => (Some(*ts), vec![Begin::At(*ts); shards.len()]),
         ClientStart::Token(t, after) => (Some(t.origin), token_starts(t, *after, &shards)),
     };
     let opens = shards.into_iter().zip(starts).map(|(shard, start)| {
@@ -154,13 +154,13 @@ fn add_past_holders(state: &RouterState, start: &ClientStart, shards: &mut Vec<S
 
 /// Each shard's start for a client's resume token: after its own token,
 /// or at the stream's origin when the token predates the shard joining.
-fn token_starts(t: &RouterToken, after: bool, shards: &[ShardType]) -> Vec<Start> {
+fn token_starts(t: &RouterToken, after: bool, shards: &[ShardType]) -> Vec<Begin> {
     shards
         .iter()
         .map(|s| match t.shards.get(&s.id) {
-            Some(k) if after => Start::StartAfter(k.clone()),
-            Some(k) => Start::ResumeAfter(k.clone()),
-            None => Start::At(t.origin),
+            Some(k) if after => Begin::StartAfter(k.clone()),
+            Some(k) => Begin::ResumeAfter(k.clone()),
+            None => Begin::At(t.origin),
         })
         .collect()
 }

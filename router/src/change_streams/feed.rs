@@ -22,7 +22,7 @@ use crate::error::{Result, RouterError};
 
 /// Where a shard's stream starts.
 #[derive(Debug, Clone)]
-pub(crate) enum Start {
+pub(crate) enum Begin {
     /// At the shard's present.
     Now,
     /// At this cluster time (`startAtOperationTime`).
@@ -83,18 +83,18 @@ impl Feed {
         client: Arc<dyn ShardClient>,
         shard: ShardType,
         spec: &FeedSpec<'_>,
-        start: &Start,
+        start: &Begin,
     ) -> Result<Feed> {
         let mut options = spec.options.clone();
         match start {
-            Start::Now => {}
-            Start::At(ts) => {
+            Begin::Now => {}
+            Begin::At(ts) => {
                 options.insert("startAtOperationTime", *ts);
             }
-            Start::ResumeAfter(t) => {
+            Begin::ResumeAfter(t) => {
                 options.insert("resumeAfter", t.clone());
             }
-            Start::StartAfter(t) => {
+            Begin::StartAfter(t) => {
                 options.insert("startAfter", t.clone());
             }
         }
@@ -125,7 +125,7 @@ impl Feed {
         };
         feed.take(&reply, "firstBatch", None)?;
         feed.released = match start {
-            Start::ResumeAfter(t) | Start::StartAfter(t) => Some(t.clone()),
+            Begin::ResumeAfter(t) | Begin::StartAfter(t) => Some(t.clone()),
             _ => None,
         };
         if feed.released.is_none() && feed.queue.is_empty() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bson::{Bson, Document, Timestamp};
 use futures::future::BoxFuture;
 
-use super::feed::{Feed, FeedSpec, Start};
+use super::feed::{Begin, Feed, FeedSpec};
 use super::token::RouterToken;
 use crate::error::Result;
 
@@ -224,8 +224,8 @@ impl ChangeStreamCursor {
     }
 
     /// Where a joining shard starts.
-    pub(crate) fn join_start(&self) -> Start {
-        Start::At(self.origin)
+    pub(crate) fn join_start(&self) -> Begin {
+        Begin::At(self.origin)
     }
 
     /// Closes every shard cursor.
