@@ -428,3 +428,45 @@ async fn shards_judge_malformed_change_streams() {
     let e = db.run_command(on_db).await.unwrap_err();
     assert_eq!(support::error_code(&e), 73);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn options_and_later_stages_reach_the_shards() {
+    use mongodb::options::FullDocumentType;
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    sharded(&client, "po", true).await;
+    let coll = client.database("po").collection::<Document>("c");
+    let mut stream = coll
+        .watch()
+        .pipeline([
+            doc! {"$match": {"operationType": "update"}},
+            doc! {"$project": {"updateDescription": 0}},
+        ])
+        .full_document(FullDocumentType::UpdateLookup)
+        .max_await_time(Duration::from_millis(200))
+        .await
+        .unwrap();
+    let keys = [10i64, 1010, 2010];
+    for k in keys {
+        coll.insert_one(doc! {"_id": k, "k": k, "v": 0})
+            .await
+            .unwrap();
+    }
+    for k in keys {
+        coll.update_one(doc! {"k": k}, doc! {"$set": {"v": k}})
+            .await
+            .unwrap();
+    }
+    let events = read(&mut stream, 3, Duration::from_secs(20)).await;
+    let mut got: Vec<(i64, i64)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e.operation_type, OperationType::Update);
+            assert!(e.update_description.is_none(), "$project ran");
+            let full = e.full_document.as_ref().expect("updateLookup");
+            (full.get_i64("k").unwrap(), full.get_i64("v").unwrap())
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, keys.iter().map(|k| (*k, *k)).collect::<Vec<_>>());
+}
