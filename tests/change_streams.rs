@@ -470,3 +470,34 @@ async fn options_and_later_stages_reach_the_shards() {
     got.sort();
     assert_eq!(got, keys.iter().map(|k| (*k, *k)).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn start_after_an_invalidate_watches_the_new_collection() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "sa", "primaryShard": "shard0001"},
+    )
+    .await;
+    let coll = client.database("sa").collection::<Document>("u");
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    let wait = Duration::from_millis(200);
+    let mut stream = coll.watch().max_await_time(wait).await.unwrap();
+    coll.drop().await.unwrap();
+    let events = read(&mut stream, 2, Duration::from_secs(20)).await;
+    let ops: Vec<String> = events.iter().map(|e| op_name(&e.operation_type)).collect();
+    assert_eq!(ops, ["drop", "invalidate"]);
+    coll.insert_one(doc! {"_id": 2}).await.unwrap();
+    let mut after = coll
+        .watch()
+        .start_after(events[1].id.clone())
+        .max_await_time(wait)
+        .await
+        .unwrap();
+    let events = read(&mut after, 1, Duration::from_secs(20)).await;
+    assert_eq!(
+        events.iter().map(seen).collect::<Vec<_>>(),
+        [("sa.u".to_owned(), "insert".to_owned(), 2)]
+    );
+}

@@ -72,8 +72,9 @@ pub(crate) struct ChangeStreamCursor {
     pub origin: Timestamp,
     /// The cluster time of the last released event.
     last: Timestamp,
-    /// A drop or rename was released: the invalidate comes next.
-    invalidating: Option<Document>,
+    /// A drop or rename was released (from this feed): the invalidate
+    /// comes next.
+    invalidating: Option<(usize, Document)>,
     /// The stream ended (invalidated).
     pub finished: bool,
 }
@@ -127,9 +128,9 @@ impl ChangeStreamCursor {
         if self.finished {
             return None;
         }
-        if let Some(ended) = self.invalidating.take() {
+        if let Some((i, ended)) = self.invalidating.take() {
             self.finished = true;
-            return Some(self.invalidate_event(&ended));
+            return Some(self.invalidate_event(i, &ended));
         }
         let i = self.next_feed()?;
         let event = self.feeds.get_mut(i)?.release()?;
@@ -151,15 +152,27 @@ impl ChangeStreamCursor {
             }
         }
         if ends {
-            self.invalidating = Some(out.clone());
+            self.invalidating = Some((i, out.clone()));
         }
         Some(out)
     }
 
-    /// The invalidate that follows a drop, rename or dropDatabase.
-    fn invalidate_event(&self, ended: &Document) -> Document {
+    /// The invalidate that follows a drop, rename or dropDatabase from
+    /// feed `i`; its token holds that shard's own invalidate when it came
+    /// with the drop, so `startAfter` resumes past it there.
+    fn invalidate_event(&mut self, i: usize, ended: &Document) -> Document {
+        let time = ended.get_timestamp("clusterTime").unwrap_or(self.last);
+        if let Some(feed) = self.feeds.get_mut(i) {
+            let next = feed
+                .queue
+                .front()
+                .and_then(|e| e.doc.get_str("operationType").ok());
+            if next == Some("invalidate") {
+                feed.release();
+            }
+        }
         let mut out = Document::new();
-        out.insert("_id", ended.get("_id").cloned().unwrap_or(Bson::Null));
+        out.insert("_id", self.token(time));
         out.insert("operationType", "invalidate");
         for k in ["clusterTime", "wallTime"] {
             if let Some(v) = ended.get(k) {
