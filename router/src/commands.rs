@@ -274,6 +274,9 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
                 _ => {}
             }
             if req.name == "aggregate" {
+                if crate::change_streams::is_change_stream(req) {
+                    return crate::change_streams::open(state, session, req).await;
+                }
                 if let Some(reply) = host::current_op_stage(state, req).await? {
                     return Ok(reply);
                 }
@@ -314,26 +317,37 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
                 req.name
             ),
         )),
-        db => {
-            validate_db_name(db)?;
-            if let Some(reply) = sharding::route_sharded(state, session, req).await? {
-                return Ok(reply);
-            }
-            if let Some(reply) = crate::read::views::run(state, session, req).await? {
-                return Ok(reply);
-            }
-            if let Some(reply) =
-                crate::read::pipeline::aggregate_unsharded(state, session, req).await?
-            {
-                return Ok(reply);
-            }
-            let wait = std::time::Duration::from_millis(state.config.critical_section_wait_ms);
-            let _entered = state.write_gates.enter_db(db, wait).await?;
-            crate::shards::to_primary(state, db, req.msg)
-                .await
-                .map(Reply::Msg)
-        }
+        db => route_db(state, session, req, db).await,
     }
+}
+
+/// Routes a command on a user database: a change stream, a sharded
+/// collection, a view over one, a pipeline reading one, else the primary.
+async fn route_db(
+    state: &Arc<RouterState>,
+    session: &Session,
+    req: &Request<'_>,
+    db: &str,
+) -> Result<Reply> {
+    validate_db_name(db)?;
+    // `watch()` on a collection (sharded or not) or a database.
+    if crate::change_streams::is_change_stream(req) {
+        return crate::change_streams::open(state, session, req).await;
+    }
+    if let Some(reply) = sharding::route_sharded(state, session, req).await? {
+        return Ok(reply);
+    }
+    if let Some(reply) = crate::read::views::run(state, session, req).await? {
+        return Ok(reply);
+    }
+    if let Some(reply) = crate::read::pipeline::aggregate_unsharded(state, session, req).await? {
+        return Ok(reply);
+    }
+    let wait = std::time::Duration::from_millis(state.config.critical_section_wait_ms);
+    let _entered = state.write_gates.enter_db(db, wait).await?;
+    crate::shards::to_primary(state, db, req.msg)
+        .await
+        .map(Reply::Msg)
 }
 
 fn is_internal_db(db: &str) -> bool {

@@ -171,6 +171,17 @@ pub(crate) enum CursorKind {
     PassThrough(ShardType),
     /// Documents the router produces (an aggregation's merge part).
     Stream(Box<dyn DocStream>),
+    /// A change stream merged from shard streams (`change_streams`).
+    ChangeStream(Box<dyn StreamCursor>),
+}
+
+/// A cursor kind the table holds without knowing it: a change stream,
+/// whose `getMore` its own module runs.
+pub(crate) trait StreamCursor: Send {
+    /// Closes its shard cursors.
+    fn kill(&mut self) -> BoxFuture<'_, ()>;
+    /// The cursor itself, for its module to downcast.
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
 }
 
 /// An entry of the cursor table.
@@ -298,6 +309,7 @@ pub(crate) async fn kill(cursor: &mut RouterCursor) {
     match &mut cursor.kind {
         CursorKind::Merge(m) => DocStream::close(m.as_mut()).await,
         CursorKind::Stream(s) => s.close().await,
+        CursorKind::ChangeStream(s) => s.kill().await,
         CursorKind::Buffered(_) | CursorKind::PassThrough(_) => {}
     }
 }

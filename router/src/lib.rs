@@ -24,6 +24,9 @@
 //!   `merge`, the k-way merge), free of router state.
 //! - [`write`]: the sharded write path — `plan`, `critical`, `exec`, `owned`;
 //!   `write_gates`: one write gate per sharded collection.
+//! - `change_streams`: `$changeStream` on collections, databases and the
+//!   cluster, merged from every shard by cluster time, with the router's
+//!   own resume token.
 //! - `shards`: the router's calls over its `ShardClient`.
 //! - `config_view`: the `config` database as a view of the store.
 //! - `ddl`: DDL and statistics on sharded collections (indexes, `collMod`,
@@ -47,6 +50,7 @@
 mod auth;
 mod background;
 mod catalog_cache;
+mod change_streams;
 mod commands;
 pub mod config;
 mod config_view;

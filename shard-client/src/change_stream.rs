@@ -135,7 +135,8 @@ pub fn event_id(event: &Document) -> Option<&Bson> {
 /// accepts it, it is written to `dest` (replaced whole, or inserted), else
 /// `dest`'s copy is removed — only one `keep` accepts (a document with the
 /// same `_id` in another range of `dest` is another document). Returns
-/// how many ids it resynced.
+/// how many ids it resynced. Its writes are migration writes
+/// ([`crate::migration_write`]): change streams never show them.
 pub async fn resync(
     client: &Arc<dyn ShardClient>,
     source: Target<'_>,
@@ -171,7 +172,7 @@ pub async fn resync(
             .collect();
         if !updates.is_empty() {
             let update = doc! {"update": coll, "updates": updates, "ordered": false, "$db": db};
-            client.command(dest, &raw(dest, &update)?).await?;
+            crate::migration_write(client.as_ref(), dest, &raw(dest, &update)?).await?;
         }
         if !gone.is_empty() {
             let find = doc! {"find": coll, "filter": {"_id": {"$in": gone}}, "$db": db};
@@ -191,7 +192,7 @@ pub async fn resync(
                 .collect();
             if !ours.is_empty() {
                 let delete = doc! {"delete": coll, "deletes": [{"q": {"_id": {"$in": ours}}, "limit": 0}], "$db": db};
-                client.command(dest, &raw(dest, &delete)?).await?;
+                crate::migration_write(client.as_ref(), dest, &raw(dest, &delete)?).await?;
             }
         }
     }

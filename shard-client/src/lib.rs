@@ -14,6 +14,9 @@
 //!   deadline on every round trip.
 //! - `change_stream`: [`ChangeStream`] and [`resync`], how a copy catches
 //!   up with its source (chunk migrations, `movePrimary`).
+//! - `migration_writes`: [`migration_write`], a migration's writes as
+//!   one-statement transactions under a tagged session, and the stage
+//!   that keeps their events out of change streams.
 //! - `cursor`: [`ShardCursor`], a shard's cursor read batch by batch, killed
 //!   when dropped before its end; [`cursor_reply`] reads a cursor reply.
 //! - [`scram`]: SCRAM-SHA-1/256, client and server sides.
@@ -23,6 +26,7 @@ mod change_stream;
 mod config;
 mod cursor;
 mod error;
+mod migration_writes;
 mod pool;
 pub mod scram;
 mod tls;
@@ -34,6 +38,9 @@ pub use change_stream::{event_id, resync, ChangeStream};
 pub use config::{PoolConfig, ShardAuth, ShardTls};
 pub use cursor::{cursor_reply, CursorReply, ShardCursor};
 pub use error::{Result, ShardError};
+pub use migration_writes::{
+    exclude_migration_events, migration_session_id, migration_write, MIGRATION_SESSION_PREFIX,
+};
 pub use pool::{PoolReport, PoolStats, Pools};
 
 /// A shard as the client addresses it: its name and connection string

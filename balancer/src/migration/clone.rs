@@ -173,10 +173,13 @@ pub(super) async fn insert(
     body.append(bson::cstr!("documents"), array);
     body.append(bson::cstr!("ordered"), false);
     body.append(bson::cstr!("$db"), db);
-    let reply = state
-        .shards
-        .command(crate::context::target(dest), &body)
-        .await?;
+    // A migration write: change streams leave the copy out.
+    let reply = shardgate_shard_client::migration_write(
+        state.shards.as_ref(),
+        crate::context::target(dest),
+        &body,
+    )
+    .await?;
     if let Ok(errors) = reply.get_array("writeErrors") {
         if let Some(Ok(e)) = errors.into_iter().next() {
             let e = e.as_document();

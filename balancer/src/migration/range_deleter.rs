@@ -70,11 +70,9 @@ pub(super) async fn delete_range(
     let Namespace { db, coll } = Namespace::parse(&m.ns);
     let range = Range::new(pattern, m)?;
     if pattern.hashed_field().is_none() {
-        state.run_on_shard(&shard,
-            doc! {"delete": coll, "deletes": [{"q": range.filter.clone(), "limit": 0}], "$db": db},
-        )
-        .await?;
-        return Ok(());
+        let delete =
+            doc! {"delete": coll, "deletes": [{"q": range.filter.clone(), "limit": 0}], "$db": db};
+        return migration_delete(state, &shard, delete).await;
     }
     // A hashed key: find the range's documents here, delete them by _id.
     let ids: Vec<Bson> = find_all(state, &shard, db, coll, doc! {"find": coll, "filter": {}})
@@ -89,10 +87,22 @@ pub(super) async fn delete_range(
         })
         .collect();
     for chunk in ids.chunks(1_000) {
-        state.run_on_shard(&shard,
-            doc! {"delete": coll, "deletes": [{"q": {"_id": {"$in": chunk.to_vec()}}, "limit": 0}], "$db": db},
-        )
-        .await?;
+        let delete = doc! {"delete": coll, "deletes": [{"q": {"_id": {"$in": chunk.to_vec()}}, "limit": 0}], "$db": db};
+        migration_delete(state, &shard, delete).await?;
     }
+    Ok(())
+}
+
+/// Runs a range deletion's `delete` as a migration write, so change
+/// streams never show it (`shardgate_shard_client::migration_write`).
+async fn migration_delete(state: &Balancer, shard: &ShardType, delete: Document) -> Result<()> {
+    let body = RawDocumentBuf::try_from(&delete)
+        .map_err(|e| crate::error::BalancerError::bad_value(e.to_string()))?;
+    shardgate_shard_client::migration_write(
+        state.shards.as_ref(),
+        crate::context::target(shard),
+        &body,
+    )
+    .await?;
     Ok(())
 }

@@ -150,7 +150,10 @@ pub(crate) async fn router_cursor(
 ) -> Result<Option<Reply>> {
     use crate::read::get_more;
     match req.name {
-        "getMore" => get_more::get_more(state, session, req).await,
+        "getMore" => match crate::change_streams::get_more(state, session, req).await? {
+            Some(reply) => Ok(Some(reply)),
+            None => get_more::get_more(state, session, req).await,
+        },
         "killCursors" => get_more::kill_cursors(state, req).await,
         _ => Ok(None),
     }

@@ -62,6 +62,8 @@ pub(crate) async fn get_more(
             let batch = crate::cursors::drain_batch(buffer, batch_size.unwrap_or(usize::MAX));
             (Ok(batch), buffer.is_empty())
         }
+        // Change stream cursors are served by `change_streams::get_more`.
+        CursorKind::ChangeStream(_) => return Ok(None),
     };
     let batch = match batch {
         Ok(b) => b,
