@@ -188,6 +188,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Each replica-set shard's members and which is primary.
+fn print_topology(server_status: &bson::Document) {
+    let sets = server_status
+        .get_array("shardTopology")
+        .map(|a| a.to_vec())
+        .unwrap_or_default();
+    let sets: Vec<&bson::Document> = sets
+        .iter()
+        .filter_map(|s| s.as_document())
+        .filter(|s| s.contains_key("setName"))
+        .collect();
+    if sets.is_empty() {
+        return;
+    }
+    println!("replica-set members:");
+    for s in sets {
+        println!(
+            "  {} ({})",
+            s.get_str("shard").unwrap_or("?"),
+            s.get_str("setName").unwrap_or("?")
+        );
+        for m in s
+            .get_array("members")
+            .map(|a| a.to_vec())
+            .unwrap_or_default()
+        {
+            if let Some(m) = m.as_document() {
+                let ping = m
+                    .get_f64("pingMs")
+                    .map(|p| format!(" {p:.1} ms"))
+                    .unwrap_or_default();
+                println!(
+                    "    {:<22} {}{ping}",
+                    m.get_str("host").unwrap_or("?"),
+                    m.get_str("state").unwrap_or("?")
+                );
+            }
+        }
+    }
+}
+
 async fn status(uri: &str) -> anyhow::Result<()> {
     let client = mongodb::Client::with_uri_str(uri).await?;
     let admin = client.database("admin");
@@ -218,6 +259,7 @@ async fn status(uri: &str) -> anyhow::Result<()> {
         }
     }
     let st = admin.run_command(bson::doc! {"serverStatus": 1}).await?;
+    print_topology(&st);
     println!("shard pools:");
     for p in st
         .get_array("shardPools")

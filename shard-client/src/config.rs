@@ -25,6 +25,15 @@ pub struct PoolConfig {
     /// The longest one round trip to a shard may take, in milliseconds, so
     /// a hung shard cannot hold a pooled connection forever.
     pub round_trip_timeout_ms: u64,
+    /// How often each member of a replica-set shard is checked with
+    /// `hello`, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// How long a command waits for a member it may use (a new primary
+    /// after a stepdown), in milliseconds.
+    pub server_selection_timeout_ms: u64,
+    /// Reads with a read preference go to members within this many
+    /// milliseconds of the nearest one.
+    pub local_threshold_ms: u64,
 }
 
 /// TLS from the router to the shards.
@@ -84,11 +93,29 @@ impl Default for PoolConfig {
             auth: None,
             tls: None,
             round_trip_timeout_ms: 600_000,
+            heartbeat_ms: 500,
+            server_selection_timeout_ms: 15_000,
+            local_threshold_ms: 15,
         }
     }
 }
 
 impl PoolConfig {
+    /// `heartbeat_ms` as a duration.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.max(10))
+    }
+
+    /// `server_selection_timeout_ms` as a duration.
+    pub fn server_selection_timeout(&self) -> Duration {
+        Duration::from_millis(self.server_selection_timeout_ms)
+    }
+
+    /// `local_threshold_ms` as a duration.
+    pub fn local_threshold(&self) -> Duration {
+        Duration::from_millis(self.local_threshold_ms)
+    }
+
     /// `wait_timeout_ms` as a duration.
     pub fn wait_timeout(&self) -> Duration {
         Duration::from_millis(self.wait_timeout_ms)

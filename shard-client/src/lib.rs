@@ -9,9 +9,12 @@
 //! # Layout
 //! - `config`: [`PoolConfig`], [`ShardAuth`], [`ShardTls`].
 //! - `error`: [`ShardError`], always blamed on the shard.
-//! - `pool`: [`Pools`], one bounded pool per shard (`pool/conn.rs`: one
-//!   connection, framing, the `hello` handshake and SCRAM login), with a
-//!   deadline on every round trip.
+//! - `pool`: [`Pools`], one bounded pool per shard member (`pool/conn.rs`:
+//!   one connection, framing, the `hello` handshake and SCRAM login), with
+//!   a deadline on every round trip.
+//! - `topology`: a shard's members — a standalone, or a replica set
+//!   monitored with `hello` (`monitor`), commands routed by kind (`route`)
+//!   and read preference (`read_pref`), retried once after a stepdown.
 //! - `change_stream`: [`ChangeStream`] and [`resync`], how a copy catches
 //!   up with its source (chunk migrations, `movePrimary`).
 //! - `migration_writes`: [`migration_write`], a migration's writes as
@@ -30,6 +33,7 @@ mod migration_writes;
 mod pool;
 pub mod scram;
 mod tls;
+mod topology;
 
 use bson::{RawDocument, RawDocumentBuf};
 use shardgate_wire::{OpMsg, OpMsgFlags};
@@ -42,6 +46,29 @@ pub use migration_writes::{
     exclude_migration_events, migration_session_id, migration_write, MIGRATION_SESSION_PREFIX,
 };
 pub use pool::{PoolReport, PoolStats, Pools};
+pub use topology::Role;
+
+/// A shard's members as the router sees them.
+#[derive(Debug, Clone)]
+pub struct TopologyReport {
+    /// The shard's name.
+    pub shard: String,
+    /// Its replica set (`None`: a standalone server).
+    pub set_name: Option<String>,
+    /// Its members.
+    pub members: Vec<MemberReport>,
+}
+
+/// One member of a shard.
+#[derive(Debug, Clone)]
+pub struct MemberReport {
+    /// `host:port`.
+    pub address: String,
+    /// What its last check said.
+    pub role: Role,
+    /// Round trip of its last `hello`, in ms.
+    pub rtt_ms: Option<f64>,
+}
 
 /// A shard as the client addresses it: its name and connection string
 /// (`host:port` or `rs/host1,host2`).
@@ -78,8 +105,14 @@ pub trait ShardClient: Send + Sync {
         self.command(Target { id: host, host }, body).await
     }
 
-    /// Each shard pool's counters (none for a client without pools).
+    /// Each shard member pool's counters (none for a client without pools).
     fn stats(&self) -> Vec<PoolReport> {
+        Vec::new()
+    }
+
+    /// Each shard's members and their roles (none for a client that does
+    /// not monitor them).
+    fn topology(&self) -> Vec<TopologyReport> {
         Vec::new()
     }
 }

@@ -1,4 +1,5 @@
-//! A bounded connection pool per shard, shared by every client connection.
+//! A bounded connection pool per shard member, shared by every client
+//! connection; [`Pools`] holds a shard's members (`topology`).
 //!
 //! A checkout takes a semaphore permit first, so a shard never sees more
 //! than `max_size` connections from this router however many clients wait.
@@ -6,7 +7,7 @@
 //! are dropped instead of reused (what the driver's CMAP does after a server
 //! restart). A connection idle past `health_check_after` is pinged first.
 
-mod conn;
+pub(crate) mod conn;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,6 +21,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::PoolConfig;
 use crate::error::{Result, ShardError};
+use crate::topology::ReplicaSet;
 use crate::{ShardClient, Target};
 use conn::ShardConn;
 
@@ -38,8 +40,8 @@ pub struct PoolStats {
     pub generation: u64,
 }
 
-/// The pool of one shard.
-struct ShardPool {
+/// The pool of one shard member.
+pub(crate) struct ShardPool {
     shard: String,
     address: String,
     config: PoolConfig,
@@ -53,10 +55,15 @@ struct ShardPool {
 }
 
 impl ShardPool {
-    fn new(shard: Target<'_>, config: PoolConfig, tls: Option<TlsConnector>) -> ShardPool {
+    pub(crate) fn new(
+        shard: &str,
+        address: &str,
+        config: PoolConfig,
+        tls: Option<TlsConnector>,
+    ) -> ShardPool {
         ShardPool {
-            shard: shard.id.to_owned(),
-            address: first_host(shard.host).to_owned(),
+            shard: shard.to_owned(),
+            address: address.to_owned(),
             permits: Arc::new(Semaphore::new(config.max_size)),
             config,
             tls,
@@ -71,7 +78,7 @@ impl ShardPool {
     /// Sends `msg` to the shard on a pooled connection and returns its
     /// reply, within the round-trip deadline (past it the connection is
     /// closed, never reused).
-    async fn run(self: &Arc<Self>, msg: &OpMsg) -> Result<OpMsg> {
+    pub(crate) async fn run(self: &Arc<Self>, msg: &OpMsg) -> Result<OpMsg> {
         let mut lease = self.checkout().await?;
         let conn = lease
             .conn
@@ -238,12 +245,13 @@ impl Drop for Lease {
     }
 }
 
-/// One pool per shard (by name), created on first use and replaced when the
-/// shard's connection string changes: the pooled [`ShardClient`].
+/// One [`ReplicaSet`] (a pool per member) per shard, by name, created on
+/// first use and replaced when the shard's connection string changes: the
+/// pooled [`ShardClient`].
 pub struct Pools {
     config: PoolConfig,
     tls: Option<TlsConnector>,
-    pools: RwLock<HashMap<String, Arc<ShardPool>>>,
+    sets: RwLock<HashMap<String, Arc<ReplicaSet>>>,
 }
 
 impl Pools {
@@ -262,41 +270,40 @@ impl Pools {
         Ok(Pools {
             config,
             tls,
-            pools: RwLock::new(HashMap::new()),
+            sets: RwLock::new(HashMap::new()),
         })
     }
 
-    fn pool(&self, shard: Target<'_>) -> Arc<ShardPool> {
-        let address = first_host(shard.host);
-        if let Ok(pools) = self.pools.read() {
-            if let Some(p) = pools.get(shard.id).filter(|p| p.address == address) {
-                return p.clone();
+    fn set(&self, shard: Target<'_>) -> Arc<ReplicaSet> {
+        if let Ok(sets) = self.sets.read() {
+            if let Some(s) = sets.get(shard.id).filter(|s| s.seeds == shard.host) {
+                return s.clone();
             }
         }
-        let pool = Arc::new(ShardPool::new(shard, self.config.clone(), self.tls.clone()));
-        if let Ok(mut pools) = self.pools.write() {
-            return pools
-                .entry(shard.id.to_owned())
-                .and_modify(|p| {
-                    if p.address != address {
-                        *p = pool.clone();
-                    }
-                })
-                .or_insert(pool)
-                .clone();
+        let Ok(mut sets) = self.sets.write() else {
+            return ReplicaSet::new(shard.id, shard.host, self.config.clone(), self.tls.clone());
+        };
+        match sets.get(shard.id).filter(|s| s.seeds == shard.host) {
+            Some(s) => s.clone(),
+            None => {
+                let set =
+                    ReplicaSet::new(shard.id, shard.host, self.config.clone(), self.tls.clone());
+                sets.insert(shard.id.to_owned(), set.clone());
+                set
+            }
         }
-        pool
     }
 }
 
 #[async_trait::async_trait]
 impl ShardClient for Pools {
     async fn send(&self, shard: Target<'_>, msg: &OpMsg) -> Result<OpMsg> {
-        self.pool(shard).run(&crate::outgoing(msg)).await
+        self.set(shard).send(&crate::outgoing(msg)).await
     }
 
     async fn probe(&self, host: &str, body: &RawDocument) -> Result<RawDocumentBuf> {
-        let address = first_host(host);
+        let hosts = crate::topology::hosts_of(host);
+        let address = hosts.first().map_or(host, String::as_str);
         let failed = |reason: String| ShardError::Unreachable {
             shard: host.to_owned(),
             host: address.to_owned(),
@@ -319,19 +326,31 @@ impl ShardClient for Pools {
     }
 
     fn stats(&self) -> Vec<PoolReport> {
-        let mut v: Vec<PoolReport> = self
-            .pools
+        let sets: Vec<Arc<ReplicaSet>> = self
+            .sets
             .read()
-            .map(|m| {
-                m.iter()
-                    .map(|(id, p)| PoolReport {
-                        shard: id.clone(),
-                        address: p.address.clone(),
-                        max_size: p.config.max_size,
-                        stats: p.stats(),
-                    })
-                    .collect()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let mut v: Vec<PoolReport> = sets
+            .iter()
+            .flat_map(|set| {
+                set.members().into_iter().map(|m| PoolReport {
+                    shard: set.shard.clone(),
+                    address: m.address.clone(),
+                    max_size: m.pool.config.max_size,
+                    stats: m.pool.stats(),
+                })
             })
+            .collect();
+        v.sort_by(|a, b| (&a.shard, &a.address).cmp(&(&b.shard, &b.address)));
+        v
+    }
+
+    fn topology(&self) -> Vec<crate::TopologyReport> {
+        let mut v: Vec<crate::TopologyReport> = self
+            .sets
+            .read()
+            .map(|m| m.values().map(|s| s.report()).collect())
             .unwrap_or_default();
         v.sort_by(|a, b| a.shard.cmp(&b.shard));
         v
@@ -349,10 +368,4 @@ pub struct PoolReport {
     pub max_size: usize,
     /// Its counters.
     pub stats: PoolStats,
-}
-
-/// The first host of a connection string (`host:port` or `rs/h1,h2`).
-fn first_host(host: &str) -> &str {
-    let hosts = host.split_once('/').map_or(host, |(_, h)| h);
-    hosts.split(',').next().unwrap_or(hosts).trim()
 }

@@ -6,6 +6,8 @@
 //! runtime on `127.0.0.1:0` over an embedded store in a temporary directory.
 #![allow(dead_code)]
 
+pub mod replica_set;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

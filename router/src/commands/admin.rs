@@ -84,6 +84,8 @@ pub(crate) async fn add_shard(state: &RouterState, req: &Request<'_>) -> Result<
             )));
         }
     }
+    let host = full_set_host(host, set_name.as_deref(), &hello, &addresses);
+    let host = host.as_str();
     state.placement.refresh_shards(&state.catalog).await?;
     let name = match requested_name.or(set_name) {
         Some(n) => n,
@@ -108,6 +110,26 @@ pub(crate) async fn add_shard(state: &RouterState, req: &Request<'_>) -> Result<
     state.placement.refresh_shards(&state.catalog).await?;
     tracing::info!(shard = %name, host, "shard added");
     Ok(doc! {"shardAdded": name})
+}
+
+/// A replica set is stored with every member its `hello` lists (and the
+/// seeds), as mongos records the set's full connection string.
+fn full_set_host(host: &str, set_name: Option<&str>, hello: &Document, seeds: &[String]) -> String {
+    match (set_name, hello.get_array("hosts")) {
+        (Some(rs), Ok(members)) if !members.is_empty() => {
+            let mut all: Vec<String> = members
+                .iter()
+                .filter_map(|h| h.as_str().map(str::to_owned))
+                .collect();
+            for seed in seeds {
+                if !all.contains(seed) {
+                    all.push(seed.clone());
+                }
+            }
+            format!("{rs}/{}", all.join(","))
+        }
+        _ => host.to_owned(),
+    }
 }
 
 async fn probe_hello(state: &RouterState, address: &str) -> Result<Document> {

@@ -27,6 +27,27 @@ pub(crate) fn build_info() -> Document {
     }
 }
 
+/// One shard's members and their roles, as `serverStatus` lists them.
+fn topology_doc(t: shardgate_shard_client::TopologyReport) -> Bson {
+    let members: Vec<Bson> = t
+        .members
+        .into_iter()
+        .map(|m| {
+            let role = format!("{:?}", m.role).to_lowercase();
+            let mut d = doc! {"host": m.address, "state": role};
+            if let Some(rtt) = m.rtt_ms {
+                d.insert("pingMs", rtt);
+            }
+            Bson::Document(d)
+        })
+        .collect();
+    let mut d = doc! {"shard": t.shard, "members": members};
+    if let Some(rs) = t.set_name {
+        d.insert("setName", rs);
+    }
+    Bson::Document(d)
+}
+
 pub(crate) fn server_status(state: &RouterState) -> Document {
     let s = &state.stats;
     let uptime = state.started.elapsed();
@@ -49,6 +70,12 @@ pub(crate) fn server_status(state: &RouterState) -> Document {
                 "generation": st.generation as i64,
             })
         })
+        .collect();
+    let topology: Vec<Bson> = state
+        .shards
+        .topology()
+        .into_iter()
+        .map(topology_doc)
         .collect();
     doc! {
         "host": &state.listen,
@@ -73,6 +100,7 @@ pub(crate) fn server_status(state: &RouterState) -> Document {
             "command": Stats::get(&s.command),
         },
         "shardPools": pools,
+        "shardTopology": topology,
         "transactions": state
             .transactions
             .counters

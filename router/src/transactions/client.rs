@@ -70,6 +70,10 @@ impl ShardClient for TxnShards {
     fn stats(&self) -> Vec<PoolReport> {
         self.inner.stats()
     }
+
+    fn topology(&self) -> Vec<shardgate_shard_client::TopologyReport> {
+        self.inner.topology()
+    }
 }
 
 /// `msg` as a statement of `txn` on `shard`: the body without the fields
