@@ -345,3 +345,113 @@ async fn upserts_by_id_without_the_shard_key() {
     assert_eq!(support::error_code(&e), 61);
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 4);
 }
+
+/// Retried shard-key changes are applied once: the router cuts the
+/// connection after each move's reply is ready (its test fail point), the
+/// driver retries the write with the same transaction number, and the
+/// router replays the recorded reply. Each document ends exactly once, on
+/// its new owner, updated once. The same move through mongosh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_key_changes_apply_once_and_mongosh_moves_a_user() {
+    let config = shardgate_router::RouterConfig {
+        balancer: false,
+        enable_test_commands: true,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, config, false).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "wk", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "wk.m", "key": {"k": 1}}).await;
+    for (at, to) in [(100, "shard0001"), (200, "shard0002")] {
+        admin(&client, doc! {"split": "wk.m", "middle": {"k": at}}).await;
+        admin(
+            &client,
+            doc! {"moveChunk": "wk.m", "find": {"k": at}, "to": to, "_waitForDelete": true},
+        )
+        .await;
+    }
+    let coll = client.database("wk").collection::<Document>("m");
+    coll.insert_many(
+        (0..9).map(|i| doc! {"_id": i, "k": i * 10, "email": format!("u{i}"), "n": 0}),
+    )
+    .await
+    .unwrap();
+    for i in 0..9 {
+        let was = admin(
+            &client,
+            doc! {"configureFailPoint": "shardgateCloseConnectionAfterWrite", "mode": {"times": 1}},
+        )
+        .await;
+        // The previous write consumed the fail point (its connection was cut).
+        assert_eq!(was.get_i64("count").unwrap(), 0, "{was}");
+        let to = 110 + 50 * (i % 3); // shard0001 or shard0002
+        let r = coll
+            .update_one(
+                doc! {"email": format!("u{i}")},
+                doc! {"$set": {"k": to}, "$inc": {"n": 1}},
+            )
+            .await
+            .unwrap();
+        assert_eq!((r.matched_count, r.modified_count), (1, 1));
+        let owner = if to < 200 { 1 } else { 2 };
+        assert_eq!(stored_on(&cluster, i).await, [owner], "document {i}");
+    }
+    let off = admin(
+        &client,
+        doc! {"configureFailPoint": "shardgateCloseConnectionAfterWrite", "mode": "off"},
+    )
+    .await;
+    assert_eq!(off.get_i64("count").unwrap(), 0);
+    let docs = all(&coll).await;
+    assert_eq!(docs.len(), 9);
+    assert!(
+        docs.iter().all(|d| d.get_i32("n").unwrap() == 1),
+        "each updated once"
+    );
+
+    // mongosh: a user moves to the DE shard.
+    admin(
+        &client,
+        doc! {"shardCollection": "wk.users", "key": {"country": 1}},
+    )
+    .await;
+    for (at, to) in [("DE", "shard0001"), ("FR", "shard0002")] {
+        admin(
+            &client,
+            doc! {"split": "wk.users", "middle": {"country": at}},
+        )
+        .await;
+        admin(&client, doc! {"moveChunk": "wk.users", "find": {"country": at}, "to": to, "_waitForDelete": true}).await;
+    }
+    let users = client.database("wk").collection::<Document>("users");
+    users
+        .insert_one(doc! {"_id": 1, "email": "x@y", "country": "US"})
+        .await
+        .unwrap();
+    let out = support::mongosh(
+        &format!("{}/wk", cluster.router.uri().trim_end_matches('/')),
+        r#"const r = db.users.updateOne({email: "x@y"}, {$set: {country: "DE"}}); print(r.matchedCount, r.modifiedCount)"#,
+    );
+    assert_eq!(out.trim(), "1 1");
+    let on = |i: usize| direct_client(&cluster.shards[i]);
+    let de = on(1)
+        .await
+        .database("wk")
+        .collection::<Document>("users")
+        .find_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    assert_eq!(de, Some(doc! {"_id": 1, "email": "x@y", "country": "DE"}));
+    let us = on(2)
+        .await
+        .database("wk")
+        .collection::<Document>("users")
+        .count_documents(doc! {"_id": 1})
+        .await
+        .unwrap();
+    assert_eq!(us, 0);
+}
