@@ -370,3 +370,63 @@ async fn a_migration_runs_while_clients_saturate_the_router_pool() {
     assert_eq!(owners, ["shard0000", "shard0001", "shard0000"]);
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 3000);
 }
+
+/// A chunk moved away and back again before its first source's delayed
+/// range deletion: the deletion must not remove the documents that shard
+/// owns again (it once deleted them all, as a later lock holder's recovery
+/// had already finished that migration and the next one reused its record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_moved_back_keeps_its_documents_after_the_delayed_deletion() {
+    let config = shardgate_router::RouterConfig {
+        balancer: false,
+        orphan_cleanup_delay_secs: 2,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, config, false).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "back", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "back.c", "key": {"k": 1}}).await;
+    admin(&client, doc! {"split": "back.c", "middle": {"k": 600}}).await;
+    admin(&client, doc! {"split": "back.c", "middle": {"k": 800}}).await;
+    let coll = client.database("back").collection::<Document>("c");
+    coll.insert_many((0..1000).map(|i| doc! {"_id": i, "k": i}))
+        .await
+        .unwrap();
+    for to in [
+        "shard0002",
+        "shard0000",
+        "shard0002",
+        "shard0001",
+        "shard0002",
+    ] {
+        admin(
+            &client,
+            doc! {"moveChunk": "back.c", "find": {"k": 700}, "to": to},
+        )
+        .await;
+    }
+    // Past every delayed deletion.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1000);
+    let mut in_chunk = Vec::new();
+    for s in &cluster.shards {
+        let c = support::direct_client(s)
+            .await
+            .database("back")
+            .collection::<Document>("c");
+        in_chunk.push(
+            c.count_documents(doc! {"k": {"$gte": 600, "$lt": 800}})
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        in_chunk,
+        [0, 0, 200],
+        "the chunk's documents on its owner only"
+    );
+}

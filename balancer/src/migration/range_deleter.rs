@@ -31,12 +31,28 @@ pub(crate) async fn delete_due(state: &Balancer) {
     }
 }
 
-/// Deletes the source's copies and forgets the migration.
+/// Deletes the source's copies and forgets the migration — only while
+/// the store still records this very migration as committed. A later lock
+/// holder's recovery finishes a committed migration at once, and the next
+/// migration of the range reuses its record; a deletion still pending here
+/// for it would then remove documents its source may own again.
 pub(super) async fn cleanup(
     state: &Balancer,
     pattern: &ShardKeyPattern,
     m: &MigrationType,
 ) -> Result<()> {
+    let current = state.catalog.migrations(&m.ns).await?;
+    let recorded = current.iter().any(|r| {
+        r.min == m.min
+            && r.state == MigrationState::Committed
+            && r.from_shard == m.from_shard
+            && r.to_shard == m.to_shard
+            && r.fencing == m.fencing
+    });
+    if !recorded {
+        tracing::info!(ns = %m.ns, shard = %m.from_shard, "range deletion already done by a later migration's recovery");
+        return Ok(());
+    }
     delete_range(state, &m.from_shard, pattern, m).await?;
     state
         .catalog
