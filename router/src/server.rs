@@ -23,7 +23,19 @@ pub async fn run(
     listener: TcpListener,
     config: RouterConfig,
     store: Arc<dyn ConfigStore>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RouterError> {
+    run_with_metrics(listener, config, store, shutdown, Default::default()).await
+}
+
+/// [`run`], counting into `metrics` (shared with a balancer in the same
+/// process) and serving them on `metrics_listen` when it is set.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    config: RouterConfig,
+    store: Arc<dyn ConfigStore>,
     mut shutdown: watch::Receiver<bool>,
+    metrics: Arc<shardgate_metrics::Metrics>,
 ) -> Result<(), RouterError> {
     config
         .validate()
@@ -41,18 +53,45 @@ pub async fn run(
         .map_err(|e| RouterError::command(2, "BadValue", format!("invalid TLS settings: {e}")))?;
     let pools = shardgate_shard_client::Pools::new(config.pool.clone())
         .map_err(|e| RouterError::command(2, "BadValue", format!("invalid pool settings: {e}")))?;
-    let state = Arc::new(RouterState::new(
+    let metrics_listener = match &config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            RouterError::command(
+                2,
+                "BadValue",
+                format!("cannot listen on {addr} for metrics: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    let names = crate::commands::registry().all().iter().map(|s| s.name);
+    let metrics = crate::metrics::RouterMetrics::new(
+        config.metrics_listen.is_some(),
+        metrics,
+        names.collect(),
+    );
+    let state = Arc::new(RouterState::with_metrics(
         config,
         catalog,
         placement,
         routing,
         Arc::new(pools),
         listen.clone(),
+        Arc::new(metrics),
     ));
+    state.metrics.routing_loaded.store(true, Ordering::Relaxed);
     state.reload_rw_defaults().await?;
     crate::background::follow_all_db_criticals(&state).await;
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");
     crate::log::mark_started();
+    if let Some(l) = metrics_listener {
+        let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(listen = %at, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(crate::metrics::http::serve(
+            l,
+            state.clone(),
+            shutdown.clone(),
+        ));
+    }
     let background = [
         tokio::spawn(crate::background::follow_store(
             state.clone(),
