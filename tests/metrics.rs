@@ -18,9 +18,21 @@ fn free_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
-/// `GET path` on `addr`: the status code and the body.
+/// `GET path` on `addr`: the status code and the body (the router binds
+/// the listener as it starts: a refused connection is tried again).
 async fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tries = 0;
+    let mut s = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => break s,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot connect to the metrics listener {addr}: {e}"),
+        }
+    };
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = String::new();
@@ -216,5 +228,151 @@ fn promtool_accepts(page: &str) {
     assert!(
         out.status.success() && said.trim().is_empty(),
         "promtool: {said}"
+    );
+}
+
+/// Keeps the router's log lines for `getLog` in this test process.
+fn capture_log() {
+    use tracing_subscriber::prelude::*;
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(shardgate_router::log::RecentLog)
+        .try_init();
+}
+
+/// The slow query lines on `ns` that `getLog` returns, parsed.
+async fn slow_lines(client: &mongodb::Client, ns: &str) -> Vec<serde_json::Value> {
+    let log = admin(client, doc! {"getLog": "global"}).await;
+    log.get_array("log")
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["msg"] == "Slow query" && l["attr"]["ns"] == ns)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_query_is_logged_once_without_its_values() {
+    capture_log();
+    let cluster = TestCluster::start_with(2, metrics_config(&free_addr()), true).await;
+    let client = cluster.client().await;
+    two_chunks(&client, "slow").await;
+    let db = client.database("slow");
+    // mongos' ways to set slowms: profile level 0, and setParameter.
+    let was = admin(&client, doc! {"setParameter": 1, "slowOpThresholdMs": 250}).await;
+    assert_eq!(was.get_i64("was").unwrap(), 100, "{was}");
+    let r = db
+        .run_command(doc! {"profile": 0, "slowms": 200})
+        .await
+        .unwrap();
+    assert_eq!(r.get_i64("slowms").unwrap(), 250, "{r}");
+    let r = db.run_command(doc! {"profile": -1}).await.unwrap();
+    assert_eq!(r.get_i64("slowms").unwrap(), 200, "{r}");
+    let bad = db.run_command(doc! {"profile": 2}).await.unwrap_err();
+    assert_eq!(support::error_code(&bad), 2);
+    let bad = db
+        .run_command(doc! {"profile": 0, "slowms": "fast"})
+        .await
+        .unwrap_err();
+    assert_eq!(support::error_code(&bad), 14);
+
+    // shard0001 holds every find for 400 ms.
+    let shard = direct_client(&cluster.shards[1]).await;
+    let block = doc! {"failCommands": ["find"], "blockConnection": true, "blockTimeMS": 400};
+    admin(
+        &shard,
+        doc! {"configureFailPoint": "failCommand", "mode": "alwaysOn", "data": block},
+    )
+    .await;
+    let coll = db.collection::<Document>("c");
+    let slow = doc! {"k": {"$gte": 150, "$lt": 153}, "pad": {"$ne": "needle-7f3a-secret"}};
+    let found: Vec<Document> = coll.find(slow).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(found.len(), 3);
+    // A fast one, on shard0000 only.
+    let fast = doc! {"k": 7, "pad": {"$ne": "fast-9c1e-marker"}};
+    assert!(coll.find_one(fast).await.unwrap().is_some());
+    admin(
+        &shard,
+        doc! {"configureFailPoint": "failCommand", "mode": "off"},
+    )
+    .await;
+
+    let lines = slow_lines(&client, "slow.c").await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let attr = &lines[0]["attr"];
+    assert_eq!(attr["command"], "find");
+    assert_eq!(attr["scatter"], false);
+    assert_eq!(attr["nShards"], 1);
+    assert_eq!(attr["nreturned"], 3);
+    assert!(attr["durationMillis"].as_f64().unwrap() >= 400.0, "{attr}");
+    assert!(attr["shardMillis"].as_f64().unwrap() >= 400.0, "{attr}");
+    assert!(attr["routerMillis"].as_f64().unwrap() < 400.0, "{attr}");
+    let shards: serde_json::Value = serde_json::from_str(attr["shards"].as_str().unwrap()).unwrap();
+    assert_eq!(shards[0]["shard"], "shard0001", "{shards}");
+    assert!(shards[0]["millis"].as_f64().unwrap() >= 400.0, "{shards}");
+    let shape = attr["shape"].as_str().unwrap();
+    assert!(
+        shape.contains("\"$gte\":\"?\"") && shape.contains("\"$ne\":\"?\""),
+        "{shape}"
+    );
+    // No value of either query is anywhere in the log.
+    let all = admin(&client, doc! {"getLog": "global"}).await.to_string();
+    for secret in ["needle-7f3a-secret", "fast-9c1e-marker", "150", "153"] {
+        assert!(!shape.contains(secret), "{secret} in {shape}");
+    }
+    assert!(
+        !all.contains("needle-7f3a") && !all.contains("fast-9c1e"),
+        "a value was logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_config_store_and_healthz_stays_up() {
+    use shardgate_config_store::etcd::cluster::EtcdCluster;
+    let mut etcd = EtcdCluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shards = support::start_shards(dir.path(), 1, false).await;
+    let store = shardgate_config_store::open(&etcd.url("shardgate-readyz"))
+        .await
+        .expect("open the etcd store");
+    let addr = free_addr();
+    let router = support::RouterHandle::start_with_store(store, metrics_config(&addr)).await;
+    // No shard yet: not ready, with the reason.
+    let (code, body) = get(&addr, "/readyz").await;
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "not ready: no shards in the cluster\n")
+    );
+    let client = support::client(&router.uri()).await;
+    admin(&client, doc! {"addShard": shards[0].address()}).await;
+    assert_eq!(get(&addr, "/readyz").await.0, 200);
+    assert_eq!(get(&addr, "/healthz").await, (200, "ok\n".to_owned()));
+
+    etcd.kill(0);
+    let (code, body) = get(&addr, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("not ready: config store"), "{body}");
+    assert_eq!(get(&addr, "/healthz").await.0, 200);
+
+    etcd.restart(0).await;
+    etcd.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let mut code = 0;
+    for _ in 0..100 {
+        code = get(&addr, "/readyz").await.0;
+        if code == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(code, 200, "/readyz once etcd is back");
+    assert_eq!(get(&addr, "/healthz").await.0, 200);
+    assert_eq!(get(&addr, "/nope").await.0, 404);
+    let page = get(&addr, "/metrics").await.1;
+    assert!(
+        value(
+            &page,
+            "shardgate_config_store_errors_total{op=\"revision\"}"
+        ) >= 1.0
     );
 }

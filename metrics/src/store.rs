@@ -111,12 +111,31 @@ impl MeteredStore {
         op: StoreOp,
         f: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let started = Instant::now();
+        let mut call = Call {
+            metrics: &self.metrics.store,
+            op,
+            started: Instant::now(),
+            failed: true,
+        };
         let out = f.await;
-        self.metrics
-            .store
-            .record(op, started.elapsed(), out.is_err());
+        call.failed = out.is_err();
         out
+    }
+}
+
+/// One store call, recorded when dropped: a call abandoned before the
+/// store answered (a caller's timeout) counts as an error.
+struct Call<'a> {
+    metrics: &'a StoreMetrics,
+    op: StoreOp,
+    started: Instant,
+    failed: bool,
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .record(self.op, self.started.elapsed(), self.failed);
     }
 }
 
