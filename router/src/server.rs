@@ -53,16 +53,7 @@ pub async fn run_with_metrics(
         .map_err(|e| RouterError::command(2, "BadValue", format!("invalid TLS settings: {e}")))?;
     let pools = shardgate_shard_client::Pools::new(config.pool.clone())
         .map_err(|e| RouterError::command(2, "BadValue", format!("invalid pool settings: {e}")))?;
-    let metrics_listener = match &config.metrics_listen {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-            RouterError::command(
-                2,
-                "BadValue",
-                format!("cannot listen on {addr} for metrics: {e}"),
-            )
-        })?),
-        None => None,
-    };
+    let metrics_listener = bind_metrics(&config).await?;
     let names = crate::commands::registry().all().iter().map(|s| s.name);
     let metrics = crate::metrics::RouterMetrics::new(
         config.metrics_listen.is_some(),
@@ -83,16 +74,42 @@ pub async fn run_with_metrics(
     crate::background::follow_all_db_criticals(&state).await;
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");
     crate::log::mark_started();
-    if let Some(l) = metrics_listener {
-        let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(listen = %at, "serving /metrics, /healthz and /readyz");
-        tokio::spawn(crate::metrics::http::serve(
-            l,
-            state.clone(),
-            shutdown.clone(),
-        ));
+    let background = spawn_background(&state, revision, metrics_listener, &shutdown);
+    let mut tasks = JoinSet::new();
+    accept_until_shutdown(&listener, &state, acceptor, &mut shutdown, &mut tasks).await;
+    drop(listener);
+    drain(&state, tasks).await;
+    for task in background {
+        let _ = task.await;
     }
-    let background = [
+    tracing::info!("router stopped");
+    Ok(())
+}
+
+/// The metrics listener, when `metrics_listen` is set.
+async fn bind_metrics(config: &RouterConfig) -> Result<Option<TcpListener>, RouterError> {
+    let Some(addr) = &config.metrics_listen else {
+        return Ok(None);
+    };
+    TcpListener::bind(addr).await.map(Some).map_err(|e| {
+        RouterError::command(
+            2,
+            "BadValue",
+            format!("cannot listen on {addr} for metrics: {e}"),
+        )
+    })
+}
+
+/// The router's background tasks on the shutdown watch: the store watch,
+/// registration, cursor reaping, transaction recovery, and the metrics
+/// listener when there is one.
+fn spawn_background(
+    state: &Arc<RouterState>,
+    revision: u64,
+    metrics: Option<TcpListener>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![
         tokio::spawn(crate::background::follow_store(
             state.clone(),
             revision,
@@ -105,15 +122,16 @@ pub async fn run_with_metrics(
         )),
         tokio::spawn(crate::txn::recover(state.clone(), shutdown.clone())),
     ];
-    let mut tasks = JoinSet::new();
-    accept_until_shutdown(&listener, &state, acceptor, &mut shutdown, &mut tasks).await;
-    drop(listener);
-    drain(&state, tasks).await;
-    for task in background {
-        let _ = task.await;
+    if let Some(l) = metrics {
+        let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(listen = %at, "serving /metrics, /healthz and /readyz");
+        tasks.push(tokio::spawn(crate::metrics::http::serve(
+            l,
+            state.clone(),
+            shutdown.clone(),
+        )));
     }
-    tracing::info!("router stopped");
-    Ok(())
+    tasks
 }
 
 /// Accepts connections until `shutdown`, each served by a task in `tasks`.
