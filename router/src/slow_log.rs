@@ -98,7 +98,7 @@ pub(crate) fn shape(body: &RawDocument) -> String {
             end -= 1;
         }
         out.truncate(end);
-        out.push_str("…");
+        out.push('…');
     }
     out
 }
