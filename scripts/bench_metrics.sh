@@ -6,8 +6,8 @@
 # the ratio is with-metrics / without (throughput).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-cargo build --release --locked --bin shardgate
+[ -n "${SKIP_SETUP:-}" ] || scripts/setup.sh
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --bin shardgate
 BIN=target/release/shardgate
 WORK=$(mktemp -d /tmp/shardgate-bench-metrics.XXXXXX)
 PIDS=()
