@@ -4,6 +4,7 @@
 #   .tools/       mongosh (npm), for the tests that drive a second real client
 #   etcd-server   (Debian) for the replicated config store
 #   protoc        (Debian protobuf-compiler) which the etcd client crate's build needs
+#   promtool      (Debian prometheus) which checks the router's /metrics exposition
 # A second run with everything present takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,7 @@ fi
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]} (apt)"

@@ -13,6 +13,19 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as human-readable text or as structured JSON (mongod's
+    /// log format, one object per line) for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.
@@ -67,6 +80,9 @@ pub struct ServeArgs {
     /// Require authentication (SCRAM) and check each command against the user's roles.
     #[arg(long)]
     pub auth: bool,
+    /// Serve Prometheus metrics (/metrics), /healthz and /readyz over HTTP on this ip:port [default: off].
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 /// `shardgate demo`.
@@ -78,6 +94,9 @@ pub struct DemoArgs {
     /// Number of shards to start.
     #[arg(long, default_value_t = 3)]
     pub shards: usize,
+    /// Port of the Prometheus metrics, /healthz and /readyz listener.
+    #[arg(long, default_value_t = 9216)]
+    pub metrics_port: u16,
     /// Directory for shard data and the config store [default: a temporary directory].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -173,6 +192,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 tls_key: a.tls_key,
                 tls_ca: a.tls_ca,
                 auth: a.auth,
+                metrics_listen: a.metrics_listen,
             };
             let config =
                 settings::load(a.config.as_deref(), overrides, std::env::args().collect())?;

@@ -38,6 +38,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config = RouterConfig {
         listen: format!("127.0.0.1:{}", args.port),
         config_store: format!("embedded:{}", root.join("config").display()),
+        metrics_listen: Some(format!("127.0.0.1:{}", args.metrics_port)),
         argv: std::env::args().collect(),
         ..RouterConfig::default()
     };
@@ -64,6 +65,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     println!("shardgate demo is up. Connect with:");
     println!("  mongosh \"{uri}\"");
+    println!(
+        "metrics: curl http://127.0.0.1:{}/metrics (and /healthz, /readyz)",
+        args.metrics_port
+    );
     println!("then try: sh.status(), use analytics, db.events.find().sort({{n: -1}}).limit(3)");
     println!("Press Ctrl-C to stop everything.");
 

@@ -23,19 +23,30 @@ use tokio::sync::watch;
 
 /// Opens the config store, binds the listener and serves until `shutdown`:
 /// the router, and beside it (with `balancer = true`) the balancer service,
-/// siblings on one shutdown watch.
+/// siblings on one shutdown watch sharing one set of metrics (served on
+/// `metrics_listen` when set).
 pub async fn serve(config: RouterConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let metrics = Arc::new(shardgate_metrics::Metrics::default());
     let store: Arc<dyn shardgate_config_store::ConfigStore> =
-        shardgate_config_store::open(&config.config_store).await?;
+        Arc::new(shardgate_metrics::MeteredStore::new(
+            shardgate_config_store::open(&config.config_store).await?,
+            metrics.clone(),
+        ));
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let id = listener.local_addr()?.to_string();
     let balancer = config.balancer.then(|| balancer_config(&config, id, true));
-    let router = shardgate_router::run(listener, config, store.clone(), shutdown.clone());
+    let router = shardgate_router::run_with_metrics(
+        listener,
+        config,
+        store.clone(),
+        shutdown.clone(),
+        metrics.clone(),
+    );
     match balancer {
         Some(b) => {
-            let balancer = shardgate_balancer::run(b, store, shutdown);
+            let balancer = shardgate_balancer::run_with_metrics(b, store, shutdown, metrics);
             let (routed, balanced) = tokio::join!(router, balancer);
             routed?;
             balanced.map_err(|e| anyhow::anyhow!("balancer: {e}"))?;

@@ -27,6 +27,8 @@ pub struct Overrides {
     pub tls_ca: Option<String>,
     /// `--auth`.
     pub auth: bool,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<String>,
 }
 
 /// Builds the router configuration; the error is one line.
@@ -89,6 +91,9 @@ pub fn load(
     }
     if flags.auth {
         config.auth = true;
+    }
+    if flags.metrics_listen.is_some() {
+        config.metrics_listen = flags.metrics_listen;
     }
     config.argv = argv;
     config

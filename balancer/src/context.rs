@@ -65,6 +65,8 @@ pub struct Balancer {
     pub(crate) stats: Stats,
     /// Source ranges of committed migrations waiting for deletion.
     pub(crate) pending_deletions: std::sync::Mutex<Vec<PendingDeletion>>,
+    /// The process's Prometheus metrics (rounds, migrations).
+    pub(crate) metrics: Arc<shardgate_metrics::Metrics>,
 }
 
 impl Balancer {
@@ -76,7 +78,15 @@ impl Balancer {
             shards,
             stats: Stats::default(),
             pending_deletions: Default::default(),
+            metrics: Default::default(),
         }
+    }
+
+    /// The same service, counting into `metrics` (shared with the router
+    /// beside it, which serves them).
+    pub fn with_metrics(mut self, metrics: Arc<shardgate_metrics::Metrics>) -> Balancer {
+        self.metrics = metrics;
+        self
     }
 
     /// This process's id.

@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`policy`]: the decisions, pure (zone splits, which chunk moves where).
-//! - `service`: [`run`], the loop: balancing rounds every interval (when
+//! - `service`: [`run`] (and [`run_with_metrics`]), the loop: balancing rounds every interval (when
 //!   [`BalancerConfig::rounds`]) and the `moveChunk`/`moveRange` requests
 //!   routers leave in the store, each under the lease lock.
 //! - `round`: one balancing round — zone splits, size estimates and
@@ -15,7 +15,8 @@
 //! - `migration`: moving one chunk — record, clone, catch-up, critical
 //!   section, commit, range deletion, abort and recovery.
 //! - `context`: [`Balancer`], what the service shares: config, catalog,
-//!   its own shard pools, counters; `error`: [`BalancerError`].
+//!   its own shard pools, counters and the process's Prometheus metrics
+//!   (`shardgate-metrics`); `error`: [`BalancerError`].
 
 mod context;
 mod defragment;
@@ -30,4 +31,4 @@ mod sizes;
 pub use context::{Balancer, BalancerConfig};
 pub use error::BalancerError;
 pub use policy::{moves, zone_of, zone_splits, Chunk, Move, Reason, Shard, ZoneRange};
-pub use service::run;
+pub use service::{run, run_with_metrics};

@@ -81,6 +81,8 @@ pub(crate) struct MoveStats {
     pub bytes: u64,
     /// Documents re-synced from change events.
     pub caught_up: u64,
+    /// Catch-up passes over the source's change stream.
+    pub passes: u64,
     /// How long writes to the range were held.
     pub critical: Duration,
     /// The source had no change stream: the copy ran in the critical section.
@@ -106,7 +108,23 @@ pub(crate) async fn move_chunk(
     // No DDL on the collection (an index build, a rename) interleaves with
     // the migration: the copy would miss it.
     let ddl = ddl_lock(state, ns).await?;
+    state.metrics.balancer.migration_started();
     let outcome = migrate(state, guard, &pattern, &migration, &source, &dest).await;
+    state
+        .metrics
+        .balancer
+        .migration_ended(
+            outcome
+                .as_ref()
+                .ok()
+                .map(|s| shardgate_metrics::MigrationFigures {
+                    docs: s.cloned,
+                    bytes: s.bytes,
+                    caught_up: s.caught_up,
+                    passes: s.passes,
+                    critical: s.critical,
+                }),
+        );
     ddl.release().await;
     let stats = outcome?;
     let details = doc! {
@@ -357,6 +375,7 @@ async fn copy_and_catch_up(
     for _ in 0..20 {
         let ids = stream.next_ids(state, range, dest).await?;
         let small = ids.len() < 100;
+        stats.passes += 1;
         stats.caught_up += resync(state, source, dest, db, coll, range, ids).await?;
         if small {
             break;
@@ -366,6 +385,7 @@ async fn copy_and_catch_up(
     // Writes to the range are held now: drain until nothing is left.
     for pass in 0.. {
         let ids = stream.next_ids(state, range, dest).await?;
+        stats.passes += 1;
         if ids.is_empty() {
             break;
         }

@@ -76,6 +76,10 @@ pub(crate) async fn round(state: &Arc<Balancer>) -> Result<()> {
     let outcome = round_locked(state, &guard).await;
     state.stats.in_round.store(false, Ordering::SeqCst);
     state.stats.rounds.fetch_add(1, Ordering::SeqCst);
+    state.metrics.balancer.round(match outcome {
+        Ok(()) => shardgate_metrics::RoundOutcome::Completed,
+        Err(_) => shardgate_metrics::RoundOutcome::Failed,
+    });
     state.publish_stats().await;
     guard.release().await;
     outcome

@@ -25,12 +25,23 @@ const LOCK_WAIT: Duration = Duration::from_secs(30);
 pub async fn run(
     config: BalancerConfig,
     store: Arc<dyn ConfigStore>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    run_with_metrics(config, store, shutdown, Default::default()).await
+}
+
+/// [`run`], counting rounds and migrations into `metrics`.
+pub async fn run_with_metrics(
+    config: BalancerConfig,
+    store: Arc<dyn ConfigStore>,
     mut shutdown: watch::Receiver<bool>,
+    metrics: Arc<shardgate_metrics::Metrics>,
 ) -> Result<(), String> {
     let pools = Pools::new(config.pool.clone())?;
     let every = Duration::from_secs(config.balancer_interval_secs.max(1));
     let rounds = config.rounds;
-    let state = Arc::new(Balancer::new(config, Catalog::new(store), Arc::new(pools)));
+    let state = Balancer::new(config, Catalog::new(store), Arc::new(pools)).with_metrics(metrics);
+    let state = Arc::new(state);
     let mut next_round = Instant::now() + every;
     loop {
         tokio::select! {

@@ -82,13 +82,43 @@ async fn run_msg(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -
         body,
         msg,
     };
-    let spec = crate::commands::registry().get(name).copied();
+    let index = registry().index_of(name);
+    let spec = index.and_then(|i| registry().all().get(i)).copied();
+    let started = std::time::Instant::now();
+    let (reply, trace) = crate::metrics::trace::traced(checked(state, session, &req, spec)).await;
+    let took = started.elapsed();
+    let (targeting, docs) = crate::metrics::record(
+        &state.metrics,
+        index,
+        (db, collection),
+        took,
+        &trace,
+        reply.as_ref().ok(),
+    );
+    let done = crate::slow_log::Finished {
+        took,
+        trace: &trace,
+        docs,
+        targeting,
+    };
+    crate::slow_log::check(state, &req, &done);
+    reply
+}
+
+/// Authorizes the command, applies the router's fail points, runs it.
+async fn checked(
+    state: &Arc<RouterState>,
+    session: &mut Session,
+    req: &Request<'_>,
+    spec: Option<CommandSpec>,
+) -> Result<Reply> {
+    let (name, body) = (req.name, req.body);
     // A command the router does not know needs every action on the cluster.
-    let need = spec.map_or(crate::auth::Need::AnyAction, |s| s.privilege.need(&req));
-    crate::auth::authorize(state, session, &req, need).await?;
+    let need = spec.map_or(crate::auth::Need::AnyAction, |s| s.privilege.need(req));
+    crate::auth::authorize(state, session, req, need).await?;
     let ctx = crate::labels::Context::of(name, body);
     let failing = match state.config.enable_test_commands {
-        true => fail_point(state, session, &req, ctx).await,
+        true => fail_point(state, session, req, ctx).await,
         false => None,
     };
     let mut reply = match failing {
@@ -96,15 +126,15 @@ async fn run_msg(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -
             // A statement the fail point failed ends its transaction, as
             // any failed statement does.
             if ctx.in_txn && !ctx.commit_or_abort {
-                crate::txn::abort_failed(state, &req).await;
+                crate::txn::abort_failed(state, req).await;
             }
             reply
         }
-        Some(Failing::After(action)) => match in_session(state, session, &req, spec).await {
+        Some(Failing::After(action)) => match in_session(state, session, req, spec).await {
             Ok(reply) => with_write_concern_error(reply, &action),
             Err(e) => error_reply(e, ctx),
         },
-        None => match in_session(state, session, &req, spec).await {
+        None => match in_session(state, session, req, spec).await {
             Ok(reply) => reply,
             Err(e) => error_reply(e, ctx),
         },
@@ -220,7 +250,13 @@ async fn authorized(
     // A retryable write: replay a lost reply instead of writing again.
     let ticket = match state.retries.claim(msg).await {
         Claim::Untracked => None,
-        Claim::Replay(reply) => return Ok(Reply::Body(reply)),
+        Claim::Replay(reply) => {
+            state
+                .metrics
+                .retry_replays
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(Reply::Body(reply));
+        }
         Claim::Run(ticket) => Some(ticket),
     };
     let result = execute(state, session, req, spec.as_ref()).await;

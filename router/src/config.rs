@@ -38,6 +38,13 @@ pub struct RouterConfig {
     pub balancer: bool,
     /// Seconds between balancer rounds.
     pub balancer_interval_secs: u64,
+    /// Where to serve Prometheus metrics, `/healthz` and `/readyz` over
+    /// HTTP (`host:port`); none when unset.
+    pub metrics_listen: Option<String>,
+    /// An operation slower than this is logged once as a slow query, in
+    /// ms (mongod's `slowms`; changed at runtime with `profile` or
+    /// `setParameter: {slowOpThresholdMs}`).
+    pub slow_op_threshold_ms: u64,
     /// The command line the process was started with (`getCmdLineOpts`).
     #[serde(skip)]
     pub argv: Vec<String>,
@@ -59,6 +66,8 @@ impl Default for RouterConfig {
             orphan_cleanup_delay_secs: 60,
             balancer: true,
             balancer_interval_secs: 10,
+            metrics_listen: None,
+            slow_op_threshold_ms: 100,
             argv: Vec::new(),
         }
     }
@@ -146,6 +155,13 @@ impl RouterConfig {
             ));
         }
         shardgate_config_store::StoreUrl::parse(&self.config_store).map_err(|e| e.to_string())?;
+        if let Some(m) = &self.metrics_listen {
+            if m.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!(
+                    "metrics_listen must be an ip:port address, got {m:?}"
+                ));
+            }
+        }
         if self.pool.max_size == 0 || self.pool.max_size > 10_000 {
             return Err(format!(
                 "pool.max_size must be between 1 and 10000, got {}",

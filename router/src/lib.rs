@@ -39,6 +39,12 @@
 //!   the `ShardClient` wrapper that joins shards to them, the cluster time.
 //! - `operations`: the router's own operations in progress (`currentOp`,
 //!   `killOp`); [`log`]: the recent log lines `getLog` answers.
+//! - `metrics`: Prometheus metrics (per command, namespace and shard
+//!   latency, targeting, pools, cursors, connections, transactions) over
+//!   the `shardgate-metrics` crate; `metrics/trace`: what one operation
+//!   did on the shards (`MeteredShards` fills it); `metrics/http`: the
+//!   `/metrics`, `/healthz` and `/readyz` listener. `slow_log`: the slow
+//!   operation log (`slowms`) with the command's redacted shape.
 //! - `retry_cache`: replies of retryable writes; `stats`: `serverStatus`
 //!   counters; `state`: what every connection shares; `error`:
 //!   [`RouterError`] and the MongoDB-shaped error reply.
@@ -61,6 +67,7 @@ pub mod error;
 mod fail_points;
 mod labels;
 pub mod log;
+mod metrics;
 mod operations;
 pub mod read;
 pub mod request;
@@ -68,6 +75,7 @@ mod retry_cache;
 pub mod server;
 mod session;
 mod shards;
+mod slow_log;
 mod state;
 mod stats;
 pub mod targeting;
@@ -82,4 +90,4 @@ mod write_gates;
 pub use config::{LimitsConfig, PoolConfig, RouterConfig, ShardAuth, ShardTls, TlsConfig, TlsMode};
 pub use error::RouterError;
 pub use request::CommandInfo;
-pub use server::run;
+pub use server::{run, run_with_metrics};

@@ -2,7 +2,8 @@
 //! it: a `tracing` layer keeps the last [`KEPT`] events as structured-log
 //! JSON lines (`{"t": {"$date": …}, "s": "I", "c": …, "ctx": …, "msg": …,
 //! "attr": {…}}`), and the warnings logged before the router listened as
-//! `startupWarnings`.
+//! `startupWarnings`. [`JsonStderr`] writes the same lines to stderr
+//! (`--log-format json`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,33 +28,8 @@ pub struct RecentLog;
 
 impl<S: Subscriber> Layer<S> for RecentLog {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
+        let line = structured_line(event);
         let meta = event.metadata();
-        let severity = match *meta.level() {
-            Level::ERROR => "E",
-            Level::WARN => "W",
-            Level::INFO => "I",
-            _ => "D1",
-        };
-        let component = meta
-            .target()
-            .rsplit("::")
-            .next()
-            .unwrap_or("-")
-            .to_uppercase();
-        let mut line = json!({
-            "t": {"$date": now()},
-            "s": severity,
-            "c": component,
-            "id": 0,
-            "ctx": std::thread::current().name().unwrap_or("-"),
-            "msg": fields.message,
-        });
-        if !fields.attr.is_empty() {
-            line["attr"] = Value::Object(fields.attr);
-        }
-        let line = line.to_string();
         if *meta.level() == Level::WARN && !STARTED.load(Ordering::Relaxed) {
             lock(&STARTUP_WARNINGS).push(line.clone());
         }
@@ -64,6 +40,50 @@ impl<S: Subscriber> Layer<S> for RecentLog {
         lines.push_back(line);
         WRITTEN.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// `--log-format json`: every event written to stderr as one line of the
+/// same structured JSON `getLog` returns, for log shippers.
+pub struct JsonStderr;
+
+impl<S: Subscriber> Layer<S> for JsonStderr {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        use std::io::Write;
+        let mut line = structured_line(event);
+        line.push('\n');
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
+/// One event as a mongod structured-log JSON line (no newline).
+fn structured_line(event: &Event<'_>) -> String {
+    let mut fields = Fields::default();
+    event.record(&mut fields);
+    let meta = event.metadata();
+    let severity = match *meta.level() {
+        Level::ERROR => "E",
+        Level::WARN => "W",
+        Level::INFO => "I",
+        _ => "D1",
+    };
+    let component = meta
+        .target()
+        .rsplit("::")
+        .next()
+        .unwrap_or("-")
+        .to_uppercase();
+    let mut line = json!({
+        "t": {"$date": now()},
+        "s": severity,
+        "c": component,
+        "id": 0,
+        "ctx": std::thread::current().name().unwrap_or("-"),
+        "msg": fields.message,
+    });
+    if !fields.attr.is_empty() {
+        line["attr"] = Value::Object(fields.attr);
+    }
+    line.to_string()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

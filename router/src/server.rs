@@ -23,7 +23,19 @@ pub async fn run(
     listener: TcpListener,
     config: RouterConfig,
     store: Arc<dyn ConfigStore>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RouterError> {
+    run_with_metrics(listener, config, store, shutdown, Default::default()).await
+}
+
+/// [`run`], counting into `metrics` (shared with a balancer in the same
+/// process) and serving them on `metrics_listen` when it is set.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    config: RouterConfig,
+    store: Arc<dyn ConfigStore>,
     mut shutdown: watch::Receiver<bool>,
+    metrics: Arc<shardgate_metrics::Metrics>,
 ) -> Result<(), RouterError> {
     config
         .validate()
@@ -41,19 +53,63 @@ pub async fn run(
         .map_err(|e| RouterError::command(2, "BadValue", format!("invalid TLS settings: {e}")))?;
     let pools = shardgate_shard_client::Pools::new(config.pool.clone())
         .map_err(|e| RouterError::command(2, "BadValue", format!("invalid pool settings: {e}")))?;
-    let state = Arc::new(RouterState::new(
+    let metrics_listener = bind_metrics(&config).await?;
+    let names = crate::commands::registry().all().iter().map(|s| s.name);
+    let metrics = crate::metrics::RouterMetrics::new(
+        config.metrics_listen.is_some(),
+        metrics,
+        names.collect(),
+    );
+    let state = Arc::new(RouterState::with_metrics(
         config,
         catalog,
         placement,
         routing,
         Arc::new(pools),
         listen.clone(),
+        Arc::new(metrics),
     ));
+    state.metrics.routing_loaded.store(true, Ordering::Relaxed);
     state.reload_rw_defaults().await?;
     crate::background::follow_all_db_criticals(&state).await;
     tracing::info!(%listen, store = %state.catalog.store().describe(), "router listening");
     crate::log::mark_started();
-    let background = [
+    let background = spawn_background(&state, revision, metrics_listener, &shutdown);
+    let mut tasks = JoinSet::new();
+    accept_until_shutdown(&listener, &state, acceptor, &mut shutdown, &mut tasks).await;
+    drop(listener);
+    drain(&state, tasks).await;
+    for task in background {
+        let _ = task.await;
+    }
+    tracing::info!("router stopped");
+    Ok(())
+}
+
+/// The metrics listener, when `metrics_listen` is set.
+async fn bind_metrics(config: &RouterConfig) -> Result<Option<TcpListener>, RouterError> {
+    let Some(addr) = &config.metrics_listen else {
+        return Ok(None);
+    };
+    TcpListener::bind(addr).await.map(Some).map_err(|e| {
+        RouterError::command(
+            2,
+            "BadValue",
+            format!("cannot listen on {addr} for metrics: {e}"),
+        )
+    })
+}
+
+/// The router's background tasks on the shutdown watch: the store watch,
+/// registration, cursor reaping, transaction recovery, and the metrics
+/// listener when there is one.
+fn spawn_background(
+    state: &Arc<RouterState>,
+    revision: u64,
+    metrics: Option<TcpListener>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![
         tokio::spawn(crate::background::follow_store(
             state.clone(),
             revision,
@@ -66,15 +122,16 @@ pub async fn run(
         )),
         tokio::spawn(crate::txn::recover(state.clone(), shutdown.clone())),
     ];
-    let mut tasks = JoinSet::new();
-    accept_until_shutdown(&listener, &state, acceptor, &mut shutdown, &mut tasks).await;
-    drop(listener);
-    drain(&state, tasks).await;
-    for task in background {
-        let _ = task.await;
+    if let Some(l) = metrics {
+        let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(listen = %at, "serving /metrics, /healthz and /readyz");
+        tasks.push(tokio::spawn(crate::metrics::http::serve(
+            l,
+            state.clone(),
+            shutdown.clone(),
+        )));
     }
-    tracing::info!("router stopped");
-    Ok(())
+    tasks
 }
 
 /// Accepts connections until `shutdown`, each served by a task in `tasks`.

@@ -68,6 +68,13 @@ pub(crate) struct RouterState {
     pub clock: std::sync::Arc<crate::transactions::ClusterClock>,
     /// View definitions of databases holding sharded collections.
     pub views: crate::read::views::Views,
+    /// The shard client without the transaction and metrics layers (for
+    /// `/readyz` pings, which are not client operations).
+    pub pool_client: std::sync::Arc<dyn ShardClient>,
+    /// Prometheus metrics and the operation traces' shard handles.
+    pub metrics: std::sync::Arc<crate::metrics::RouterMetrics>,
+    /// The slow operation threshold in ms (`slowms`).
+    pub slow_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The `config.settings` document holding the default concerns.
@@ -84,6 +91,7 @@ pub(crate) struct RwDefaults {
 
 impl RouterState {
     /// The state of a router with these parts and nothing open yet.
+    #[cfg(test)]
     pub(crate) fn new(
         config: RouterConfig,
         catalog: Catalog,
@@ -92,12 +100,32 @@ impl RouterState {
         shards: std::sync::Arc<dyn ShardClient>,
         listen: String,
     ) -> RouterState {
+        let metrics = crate::metrics::RouterMetrics::new(false, Default::default(), Vec::new());
+        let metrics = std::sync::Arc::new(metrics);
+        Self::with_metrics(config, catalog, placement, routing, shards, listen, metrics)
+    }
+
+    /// [`RouterState::new`] with these metrics.
+    pub(crate) fn with_metrics(
+        config: RouterConfig,
+        catalog: Catalog,
+        placement: Placement,
+        routing: RoutingTable,
+        shards: std::sync::Arc<dyn ShardClient>,
+        listen: String,
+        metrics: std::sync::Arc<crate::metrics::RouterMetrics>,
+    ) -> RouterState {
+        let pool_client = shards.clone();
+        let shards: std::sync::Arc<dyn ShardClient> = std::sync::Arc::new(
+            crate::metrics::trace::MeteredShards::new(shards, metrics.clone()),
+        );
         let buffered_kb = (config.limits.max_buffered_mb as usize)
             .saturating_mul(1024)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
         let clock = std::sync::Arc::new(crate::transactions::ClusterClock::default());
         let shards: std::sync::Arc<dyn ShardClient> =
             std::sync::Arc::new(crate::transactions::TxnShards::new(shards, clock.clone()));
+        let config_slow_ms = config.slow_op_threshold_ms;
         RouterState {
             shards,
             hashed_key_expr: Default::default(),
@@ -122,6 +150,9 @@ impl RouterState {
             clock,
             rw_defaults: Default::default(),
             listen,
+            pool_client,
+            metrics,
+            slow_ms: std::sync::atomic::AtomicU64::new(config_slow_ms),
         }
     }
 

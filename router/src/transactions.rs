@@ -244,6 +244,12 @@ impl Counters {
         self.aborted.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Per commit type: its name, commits initiated and successful.
+    pub(crate) fn commit_types(&self) -> [(&'static str, u64, u64); 6] {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        std::array::from_fn(|i| (KINDS[i].1, get(&self.kinds[i][0]), get(&self.kinds[i][1])))
+    }
+
     /// The `transactions` section, with `open` transactions now.
     pub(crate) fn section(&self, open: usize) -> Document {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;

@@ -38,6 +38,12 @@ pub struct PoolStats {
     pub created: u64,
     /// Times the pool was cleared after a network error.
     pub generation: u64,
+    /// Requests waiting for a free connection now.
+    pub waiting: usize,
+    /// Checkouts since start (each waited for a permit, maybe not long).
+    pub checkouts: u64,
+    /// Total time checkouts waited for a permit, in nanoseconds.
+    pub wait_nanos: u64,
 }
 
 /// The pool of one shard member.
@@ -52,6 +58,9 @@ pub(crate) struct ShardPool {
     open: AtomicUsize,
     peak_open: AtomicUsize,
     created: AtomicU64,
+    waiting: AtomicUsize,
+    checkouts: AtomicU64,
+    wait_nanos: AtomicU64,
 }
 
 impl ShardPool {
@@ -72,6 +81,9 @@ impl ShardPool {
             open: AtomicUsize::new(0),
             peak_open: AtomicUsize::new(0),
             created: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            checkouts: AtomicU64::new(0),
+            wait_nanos: AtomicU64::new(0),
         }
     }
 
@@ -105,19 +117,26 @@ impl ShardPool {
     }
 
     async fn checkout(self: &Arc<Self>) -> Result<Lease> {
-        let permit = tokio::time::timeout(
+        let asked = Instant::now();
+        let waiter = Waiter::new(&self.waiting);
+        let acquired = tokio::time::timeout(
             self.config.wait_timeout(),
             self.permits.clone().acquire_owned(),
         )
-        .await
-        .map_err(|_| ShardError::Timeout {
-            shard: self.shard.clone(),
-            reason: format!(
-                "no free connection within {} ms (pool max_size {})",
-                self.config.wait_timeout_ms, self.config.max_size
-            ),
-        })?
-        .map_err(|_| self.unreachable("pool closed"))?;
+        .await;
+        drop(waiter);
+        self.checkouts.fetch_add(1, Ordering::Relaxed);
+        let waited = u64::try_from(asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.wait_nanos.fetch_add(waited, Ordering::Relaxed);
+        let permit = acquired
+            .map_err(|_| ShardError::Timeout {
+                shard: self.shard.clone(),
+                reason: format!(
+                    "no free connection within {} ms (pool max_size {})",
+                    self.config.wait_timeout_ms, self.config.max_size
+                ),
+            })?
+            .map_err(|_| self.unreachable("pool closed"))?;
         let generation = self.generation.load(Ordering::Acquire);
         loop {
             let candidate = self.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
@@ -202,7 +221,27 @@ impl ShardPool {
             peak_open: self.peak_open.load(Ordering::Acquire),
             created: self.created.load(Ordering::Relaxed),
             generation: self.generation.load(Ordering::Acquire),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            checkouts: self.checkouts.load(Ordering::Relaxed),
+            wait_nanos: self.wait_nanos.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// One request waiting for a permit, counted while it lives (a cancelled
+/// checkout stops counting too).
+struct Waiter<'a>(&'a AtomicUsize);
+
+impl<'a> Waiter<'a> {
+    fn new(waiting: &'a AtomicUsize) -> Waiter<'a> {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Waiter(waiting)
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

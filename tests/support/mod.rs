@@ -80,14 +80,20 @@ impl RouterHandle {
         balancer: bool,
     ) -> RouterHandle {
         let keep = Arc::downgrade(&store);
+        // One set of metrics for the router and its balancer, as `serve` has.
+        let metrics = Arc::new(shardgate_metrics::Metrics::default());
+        let store: Arc<dyn ConfigStore> =
+            Arc::new(shardgate_metrics::MeteredStore::new(store, metrics.clone()));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = watch::channel(false);
         let balancer_task = balancer.then(|| {
             let b = shardgate::balancer_config(&config, addr.to_string(), config.balancer);
-            tokio::spawn(shardgate_balancer::run(b, store.clone(), rx.clone()))
+            let run =
+                shardgate_balancer::run_with_metrics(b, store.clone(), rx.clone(), metrics.clone());
+            tokio::spawn(run)
         });
-        let router = shardgate_router::run(listener, config, store, rx);
+        let router = shardgate_router::run_with_metrics(listener, config, store, rx, metrics);
         let task = tokio::spawn(async move {
             let routed = router.await;
             if let Some(b) = balancer_task {

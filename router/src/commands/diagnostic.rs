@@ -2,6 +2,7 @@
 //! `getCmdLineOpts`, `getParameter`, `connectionStatus`, `getLog`.
 
 use bson::{doc, Bson, Document, RawDocument};
+use std::sync::atomic::Ordering;
 
 use super::handshake::MAX_WIRE_VERSION;
 use crate::error::{Result, RouterError};
@@ -139,6 +140,7 @@ fn parameters(state: &RouterState) -> Document {
         "requireApiVersion": false,
         "authenticationMechanisms": Vec::<String>::new(),
         "shardgateShardPoolMaxSize": state.config.pool.max_size as i64,
+        "slowOpThresholdMs": state.slow_ms.load(Ordering::Relaxed) as i64,
     }
 }
 
@@ -160,6 +162,11 @@ pub(crate) fn set_parameter(state: &RouterState, body: &RawDocument) -> Result<D
                 format!("attempted to set unrecognized parameter [{name}], use help:true to see options"),
             )
         })?;
+        if name == "slowOpThresholdMs" {
+            let was = set_slow_ms(state, value, name)?;
+            out.insert("was", was);
+            continue;
+        }
         let same = bson::Bson::try_from(value).ok().as_ref() == Some(current);
         if !same {
             return Err(RouterError::command(
@@ -178,6 +185,59 @@ pub(crate) fn set_parameter(state: &RouterState, body: &RawDocument) -> Result<D
         ));
     }
     Ok(out)
+}
+
+/// Sets the slow operation threshold from a command's number; returns
+/// the previous value.
+fn set_slow_ms(state: &RouterState, value: bson::RawBsonRef<'_>, field: &str) -> Result<i64> {
+    let n = value
+        .as_i32()
+        .map(i64::from)
+        .or(value.as_i64())
+        .or(value
+            .as_f64()
+            .filter(|f| f.fract() == 0.0)
+            .map(|f| f as i64))
+        .ok_or_else(|| {
+            RouterError::command(
+                14,
+                "TypeMismatch",
+                format!("{field} must be a whole number"),
+            )
+        })?;
+    let n = u64::try_from(n).map_err(|_| {
+        RouterError::command(2, "BadValue", format!("{field} must be 0 or more, got {n}"))
+    })?;
+    Ok(state.slow_ms.swap(n, Ordering::Relaxed) as i64)
+}
+
+/// `profile` on a router, as mongos answers it: level 0 (and -1 to read)
+/// only, with `slowms` setting the slow operation threshold.
+pub(crate) fn profile(state: &RouterState, body: &RawDocument) -> Result<Document> {
+    let level = body
+        .get("profile")
+        .ok()
+        .flatten()
+        .and_then(|v| {
+            v.as_i32()
+                .or(v.as_f64().map(|f| f as i32))
+                .or(v.as_i64().map(|n| n as i32))
+        })
+        .ok_or_else(|| RouterError::command(14, "TypeMismatch", "profile must be a number"))?;
+    if !matches!(level, -1 | 0) {
+        return Err(RouterError::command(
+            2,
+            "BadValue",
+            format!("profiling level {level} is not available on a router; use 0 with slowms to set the slow operation threshold"),
+        ));
+    }
+    let was = state.slow_ms.load(Ordering::Relaxed) as i64;
+    if level == 0 {
+        if let Ok(Some(v)) = body.get("slowms") {
+            set_slow_ms(state, v, "slowms")?;
+        }
+    }
+    Ok(doc! {"was": 0, "slowms": was, "sampleRate": 1.0})
 }
 
 pub(crate) fn get_parameter(state: &RouterState, body: &RawDocument) -> Result<Document> {

@@ -136,6 +136,11 @@ impl Registry {
         self.by_name.get(name).map(|i| &self.specs[*i])
     }
 
+    /// The position of `name`'s spec in [`Registry::all`].
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
     /// Every spec, in registration order.
     pub(crate) fn all(&self) -> &[CommandSpec] {
         &self.specs

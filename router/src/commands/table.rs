@@ -531,7 +531,11 @@ fn database_admin() -> Vec<CommandSpec> {
         namespace("compact", DbAdmin),
         namespace("validate", DbAdmin),
         namespace("reIndex", DbAdmin),
-        namespace("profile", DbAdmin),
+        router(
+            "profile",
+            DbAdmin,
+            handler!(|state, session, req| diagnostic::profile(state, req.body).and_then(ok)),
+        ),
         namespace("planCacheClear", DbAdmin).aliases(&[
             "planCacheClearFilters",
             "planCacheListFilters",
