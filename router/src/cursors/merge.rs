@@ -191,7 +191,7 @@ impl KWayMerge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bson::{doc, rawdoc};
+    use bson::{doc, rawdoc, Bson};
 
     fn stream(keys: &[i32]) -> Vec<RawDocumentBuf> {
         keys.iter()
