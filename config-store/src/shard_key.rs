@@ -10,12 +10,20 @@
 //!   `number` for numbers: int32, int64, double and Decimal128 compare by
 //!   exact value, NaN lowest).
 //! - [`hash_value`]: MongoDB's hashed-index hash, for `"hashed"` fields.
+//! - `extract` and `fast`: shard keys read and encoded straight from a
+//!   document's raw bytes, the full parser only for unusual values;
+//!   [`encode_raw_value`] is the same encoding for one raw element (the
+//!   router's merge compares `$sortKey`s with it).
 //!
 //! Differences from `mongos`: descending (`-1`) fields are accepted (the
 //! server only allows `1` and `"hashed"`); their bytes are inverted, so
 //! [`ShardKeyPattern::global_min`] uses `MaxKey` for them.
 
 mod encode;
+mod extract;
+mod fast;
+#[cfg(test)]
+mod fast_tests;
 mod hash;
 mod key_bytes;
 mod number;
@@ -32,6 +40,7 @@ mod tests;
 
 pub(crate) use encode::global_max_matching;
 pub use encode::{canonical_type, encode_value};
+pub use fast::encode_raw_value;
 pub use hash::hash_value;
 pub use key_bytes::KeyBytes;
 pub use pattern::{KeyKind, ShardKeyPattern};

@@ -2,6 +2,11 @@
 //! command, answer with the client's `requestID` (compressed the way the
 //! request was). A frame that cannot be decoded gets an error reply where
 //! its header can be read, then the connection closes.
+//!
+//! An idle connection holds no buffer: a request is first read into a
+//! small scratch array inside the read future, the read buffer is
+//! allocated only for the bytes of a message, and both buffers are given
+//! back once the reply is written.
 
 use std::sync::Arc;
 
@@ -52,14 +57,19 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut out = Vec::with_capacity(16 * 1024);
+    let mut buf = BytesMut::new();
+    let mut out: Vec<u8>;
     let mut ids = ReplyIds::default();
     let limits = FrameLimits {
         timeout: std::time::Duration::from_secs(state.config.limits.frame_timeout_secs),
         budget: Some(state.buffered.clone()),
     };
     loop {
+        // Idle until the next request: hold no buffers.
+        if buf.is_empty() {
+            buf = BytesMut::new();
+        }
+        out = Vec::new();
         let frame = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
@@ -245,7 +255,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
             buf.reserve(want.saturating_sub(buf.len()));
         }
         let read = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, rd.read_buf(buf)).await {
+            Some(d) => match tokio::time::timeout_at(d, read_some(rd, buf)).await {
                 Ok(r) => r,
                 Err(_) => {
                     return Err(ReadError::Limit(format!(
@@ -254,7 +264,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
                     )))
                 }
             },
-            None => rd.read_buf(buf).await,
+            None => read_some(rd, buf).await,
         };
         match read {
             Ok(0) if buf.is_empty() => return Err(ReadError::Closed),
@@ -268,6 +278,22 @@ async fn read_frame<R: AsyncRead + Unpin>(
             Err(e) => return Err(ReadError::Io(e)),
         }
     }
+}
+
+/// Bytes of a new request read before the read buffer is allocated.
+const SCRATCH: usize = 512;
+
+/// Reads more of a frame into `buf`. Between requests `buf` is empty and
+/// unallocated: the read goes to a small array first, so a connection
+/// waiting for its next request holds no buffer.
+async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if !buf.is_empty() || buf.capacity() > 0 {
+        return rd.read_buf(buf).await;
+    }
+    let mut scratch = [0u8; SCRATCH];
+    let n = rd.read(&mut scratch).await?;
+    buf.extend_from_slice(scratch.get(..n).unwrap_or_default());
+    Ok(n)
 }
 
 /// Reads what is missing of a frame's header, if it arrives soon.

@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use shardgate_shard_client::{ShardClient, ShardCursor, Target};
 
 use crate::error::Result;
-use merge::{strip_sort_key, KWayMerge};
+use merge::KWayMerge;
 
 pub mod merge;
 
@@ -112,8 +112,6 @@ pub(crate) struct MergeCursor {
     pub skip: u64,
     /// Documents still to return (`None`: no limit).
     pub remaining: Option<u64>,
-    /// Whether `$sortKey` must be stripped from results.
-    pub strip: bool,
     /// A document held back because the previous batch was full.
     pub pending: Option<RawDocumentBuf>,
 }
@@ -365,7 +363,6 @@ impl MergeCursor {
             }
             return Err(e);
         }
-        let strip = spec.is_some();
         let mut merge = KWayMerge::new(streams.len(), spec);
         for (i, (docs, done)) in firsts.into_iter().enumerate() {
             merge.push(i, docs, done);
@@ -375,7 +372,6 @@ impl MergeCursor {
             merge,
             skip: 0,
             remaining: None,
-            strip,
             pending: None,
         };
         Ok((cursor, partial))
@@ -395,11 +391,7 @@ impl MergeCursor {
                     self.skip -= 1;
                     continue;
                 }
-                let doc = if self.strip {
-                    strip_sort_key(&doc)
-                } else {
-                    doc
-                };
+                // A sorted merge cut `$sortKey` out as the document arrived.
                 bytes += doc.as_bytes().len();
                 if bytes > MAX_BATCH_BYTES && !out.is_empty() {
                     self.pending = Some(doc);

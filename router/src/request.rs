@@ -1,6 +1,7 @@
 //! Reading the fields routing needs from a command, without decoding it.
 
 use bson::RawDocument;
+use shardgate_wire::raw::{Element, Elements};
 use shardgate_wire::OpMsg;
 
 use crate::error::{Result, RouterError};
@@ -21,9 +22,58 @@ pub struct CommandInfo<'a> {
 }
 
 impl<'a> CommandInfo<'a> {
-    /// Reads the routing fields of `msg` in one pass over the top-level keys.
+    /// Reads the routing fields of `msg` in one pass over the top-level
+    /// keys: an allocation-free walk of the raw body, or — when the body
+    /// holds values the walk does not check itself — the `bson` crate's
+    /// parser, which reports malformed bytes precisely.
     pub fn parse(msg: &'a OpMsg) -> Result<CommandInfo<'a>> {
-        let body = msg.body();
+        let info = match Self::parse_fast(&msg.body) {
+            Some(info) => info,
+            None => Self::parse_full(msg.body())?,
+        };
+        if info.db.is_empty() {
+            return Err(RouterError::command(
+                40571,
+                "Location40571",
+                "OP_MSG requests require a $db argument",
+            ));
+        }
+        Ok(info)
+    }
+
+    /// The routing fields from the raw body, or `None` to take the parser.
+    fn parse_fast(bytes: &'a [u8]) -> Option<CommandInfo<'a>> {
+        let body = RawDocument::from_bytes(bytes).ok()?;
+        let mut elements = Elements::new(bytes).ok()?;
+        let first = elements.next()?.ok()?;
+        checked(&first)?;
+        let mut info = CommandInfo {
+            name: std::str::from_utf8(first.key).ok()?,
+            db: "",
+            collection: string_value(&first),
+            filter: None,
+            body,
+        };
+        for element in elements {
+            let element = element.ok()?;
+            checked(&element)?;
+            match element.key {
+                b"$db" => info.db = string_value(&element).unwrap_or(""),
+                b"filter" | b"query" | b"q" => {
+                    info.filter = match element.kind {
+                        DOCUMENT => RawDocument::from_bytes(element.value).ok(),
+                        _ => None,
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(info)
+    }
+
+    /// [`parse`](Self::parse) through the `bson` crate's parser (without the
+    /// `$db` check).
+    fn parse_full(body: &'a RawDocument) -> Result<CommandInfo<'a>> {
         let mut iter = body.iter();
         let (name, first) = match iter.next() {
             Some(Ok((name, value))) => (name.as_str(), value),
@@ -45,15 +95,35 @@ impl<'a> CommandInfo<'a> {
                 _ => {}
             }
         }
-        if info.db.is_empty() {
-            return Err(RouterError::command(
-                40571,
-                "Location40571",
-                "OP_MSG requests require a $db argument",
-            ));
-        }
         Ok(info)
     }
+}
+
+/// BSON type bytes the fast walk reads.
+const STRING: u8 = 0x02;
+const DOCUMENT: u8 = 0x03;
+const ARRAY: u8 = 0x04;
+
+/// `Some(())` when the parser would accept `element`'s value as the walk
+/// read it: fixed-size scalars, UTF-8 strings, documents and arrays with
+/// their terminator. Rarer types send the body to the parser.
+fn checked(element: &Element<'_>) -> Option<()> {
+    match element.kind {
+        0x01 | 0x06 | 0x07 | 0x09 | 0x0A | 0x10 | 0x11 | 0x12 | 0x13 | 0x7F | 0xFF => Some(()),
+        0x08 => (*element.value.first()? <= 1).then_some(()),
+        STRING => string_value(element).map(|_| ()),
+        DOCUMENT | ARRAY => (element.value.last() == Some(&0)).then_some(()),
+        _ => None,
+    }
+}
+
+/// The text of a string element (`None` for other types or bad UTF-8).
+fn string_value<'a>(element: &Element<'a>) -> Option<&'a str> {
+    if element.kind != STRING {
+        return None;
+    }
+    let text = element.value.get(4..element.value.len().checked_sub(1)?)?;
+    std::str::from_utf8(text).ok()
 }
 
 fn invalid_bson(e: bson::error::Error) -> RouterError {

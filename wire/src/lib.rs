@@ -10,6 +10,8 @@
 //!   `hello`/`isMaster` handshake.
 //! - [`compression`]: OP_COMPRESSED with snappy, zlib and zstd.
 //! - [`message`]: [`Message`], the decoded form of one whole frame.
+//! - [`raw`]: an allocation-free walk over raw BSON elements, for the
+//!   fields routing reads on the hot path.
 //! - [`error`]: the decoding errors ([`WireError`]).
 //!
 //! Messages stay zero-copy over [`bytes::Bytes`]: a decoded body is a slice of
@@ -22,6 +24,7 @@ pub mod header;
 pub mod legacy;
 pub mod message;
 pub mod op_msg;
+pub mod raw;
 
 pub use compression::Compressor;
 pub use error::WireError;

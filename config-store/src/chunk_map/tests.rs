@@ -231,3 +231,59 @@ fn single_chunk_and_explicit_bounds() {
     let some = p.encode_bound(&doc! {"a": 1, "b": 2}).unwrap();
     assert_eq!(map.chunks_overlapping(&p.min_bytes(), &some).count(), 1);
 }
+
+/// Mins that share their first eight bytes (long common string prefixes)
+/// still find their chunk: every lookup equals a scan over the chunks.
+#[test]
+fn lookups_among_shared_prefixes_equal_a_scan() {
+    let p = ShardKeyPattern::parse(&doc! {"s": 1}).unwrap();
+    let skey = |s: &str| p.encode_bound(&doc! {"s": s}).unwrap();
+    let splits: Vec<String> = [
+        "a",
+        "customer-0001",
+        "customer-0002",
+        "customer-00020",
+        "customer-01",
+        "customer-1",
+        "d",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut bounds = vec![p.min_bytes()];
+    bounds.extend(splits.iter().map(|s| skey(s)));
+    bounds.push(p.max_bytes());
+    let chunks: Vec<RoutingChunk> = bounds
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| chunk(w[0].clone(), w[1].clone(), &format!("s{i}"), 1, i as u32))
+        .collect();
+    let map = ChunkMap::for_pattern(&p, chunks.clone()).unwrap();
+    let probes = [
+        "",
+        "a",
+        "b",
+        "customer-",
+        "customer-0001",
+        "customer-00015",
+        "customer-0002",
+        "customer-000200",
+        "customer-00021",
+        "customer-1",
+        "customer-2",
+        "d",
+        "zz",
+    ];
+    let top = p.max_bytes();
+    for probe in probes {
+        let k = skey(probe);
+        let expected = chunks.iter().rev().find(|c| c.min <= k).unwrap();
+        assert_eq!(map.chunk_for(&k), expected, "{probe}");
+        let after: Vec<_> = map.chunks_overlapping(&k, &top).collect();
+        assert_eq!(after.first().copied(), Some(expected), "{probe}");
+    }
+    assert_eq!(
+        map.chunk_for(&p.max_bytes()).shard,
+        format!("s{}", splits.len())
+    );
+}

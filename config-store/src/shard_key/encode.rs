@@ -85,16 +85,16 @@ pub(crate) fn canonical_type_raw(value: &RawBsonRef<'_>) -> i32 {
 
 /// The leading byte of a value: canonical type + 2 (MinKey 0x01 … MaxKey
 /// 0x81), keeping 0x00 free for [`END`].
-fn tag(canonical: i32) -> u8 {
+pub(super) fn tag(canonical: i32) -> u8 {
     (canonical + 2) as u8
 }
 
 /// Tag byte of every number.
 pub(crate) const NUMBER_TAG: u8 = 12;
 /// Tag byte (and whole encoding) of MinKey.
-const MIN_KEY_TAG: u8 = 0x01;
+pub(super) const MIN_KEY_TAG: u8 = 0x01;
 /// Tag byte (and whole encoding) of MaxKey.
-const MAX_KEY_TAG: u8 = 0x81;
+pub(super) const MAX_KEY_TAG: u8 = 0x81;
 
 /// If `min` is a global minimum key (every field a one-byte MinKey, or an
 /// inverted MaxKey for a descending field), the matching global maximum;
@@ -270,7 +270,7 @@ pub(crate) fn check_depth(depth: usize) -> Result<(), ValueError> {
 
 /// Bytes compared as `memcmp`, shorter prefix first: 0x00 is escaped as
 /// 0x00 0xFF and the string ends with 0x00 0x00.
-fn put_str(bytes: &[u8], out: &mut Vec<u8>) {
+pub(super) fn put_str(bytes: &[u8], out: &mut Vec<u8>) {
     if bytes.contains(&0) {
         for &b in bytes {
             out.push(b);
@@ -299,12 +299,12 @@ fn put_binary(subtype: BinarySubtype, bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Dates compare as signed milliseconds.
-fn put_date(millis: i64, out: &mut Vec<u8>) {
+pub(super) fn put_date(millis: i64, out: &mut Vec<u8>) {
     out.extend_from_slice(&((millis as u64) ^ (1 << 63)).to_be_bytes());
 }
 
 /// Timestamps compare as the unsigned 64-bit `(time << 32) | increment`.
-fn put_timestamp(time: u32, increment: u32, out: &mut Vec<u8>) {
+pub(super) fn put_timestamp(time: u32, increment: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(&time.to_be_bytes());
     out.extend_from_slice(&increment.to_be_bytes());
 }

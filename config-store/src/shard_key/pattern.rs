@@ -26,7 +26,7 @@ pub enum KeyKind {
 /// order, each with its [`KeyKind`]. At most one field is hashed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardKeyPattern {
-    fields: Vec<(String, KeyKind)>,
+    pub(super) fields: Vec<(String, KeyKind)>,
 }
 
 impl ShardKeyPattern {
@@ -190,29 +190,6 @@ impl ShardKeyPattern {
             pattern: self.to_document().to_string(),
             reason,
         })
-    }
-
-    /// The key of a stored document, as `mongos` routes it: dotted paths are
-    /// followed through sub-documents; a missing field (or a path through a
-    /// non-document) counts as null; an array anywhere on the path is a
-    /// [`ShardKeyError::ArrayValue`]; a hashed field's value (null if
-    /// missing) is hashed with [`hash_value`](super::hash_value) first. The
-    /// result equals [`encode_bound`](Self::encode_bound) of
-    /// [`key_document`](Self::key_document).
-    pub fn extract_key(&self, doc: &RawDocument) -> Result<KeyBytes, ShardKeyError> {
-        let mut out = Vec::with_capacity(16 * self.fields.len());
-        for (name, kind) in &self.fields {
-            let value = lookup(doc, name)?.unwrap_or(RawBsonRef::Null);
-            let result = match kind {
-                KeyKind::Hashed => hash_raw(value).map(|hash| {
-                    out.push(NUMBER_TAG);
-                    number::encode_i64(hash, &mut out);
-                }),
-                _ => encode_raw(value, *kind == KeyKind::Descending, &mut out),
-            };
-            result.map_err(|err| ShardKeyError::from_value(name, err))?;
-        }
-        Ok(KeyBytes(out))
     }
 
     /// The key of a document whose shard-key field values were read for it
@@ -379,7 +356,10 @@ fn too_deep(value: &Bson, depth: usize) -> bool {
 
 /// Follows the dotted `path` in `doc`: `Ok(None)` when a segment is missing
 /// or the path runs through a non-document; an error for arrays on the path.
-fn lookup<'a>(doc: &'a RawDocument, path: &str) -> Result<Option<RawBsonRef<'a>>, ShardKeyError> {
+pub(super) fn lookup<'a>(
+    doc: &'a RawDocument,
+    path: &str,
+) -> Result<Option<RawBsonRef<'a>>, ShardKeyError> {
     let mut current = doc;
     let mut segments = path.split('.').peekable();
     while let Some(segment) = segments.next() {

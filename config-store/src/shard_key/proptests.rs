@@ -141,7 +141,7 @@ fn key_name() -> impl Strategy<Value = String> {
 }
 
 /// Scalars, documents, arrays and code-with-scope nested up to 3 levels.
-fn value() -> impl Strategy<Value = Bson> {
+pub(super) fn value() -> impl Strategy<Value = Bson> {
     scalar().prop_recursive(3, 24, 3, |inner| {
         prop_oneof![
             prop::collection::vec((key_name(), inner.clone()), 0..3)

@@ -1,112 +1,36 @@
-//! The k-way merge of sorted shard streams: a binary heap of the head
-//! document of each stream, ordered by the `$sortKey` the shard attached
-//! (an array of the sort values) and the client's sort directions.
+//! The k-way merge of sorted shard streams. Each document's `$sortKey`
+//! is encoded once, as it arrives, into order-preserving bytes
+//! (`sort_key`), and cut out of the document by slicing; a binary heap of
+//! stream indices then orders the streams' head documents by `memcmp` of
+//! those bytes (ties to the lower stream index, which keeps the merge
+//! deterministic).
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
-use std::sync::Arc;
+use std::collections::VecDeque;
 
-use bson::{Bson, Document, RawDocument, RawDocumentBuf};
+use bson::RawDocumentBuf;
 
-use shardgate_query::compare_bson;
+mod sort_key;
 
-/// The field a shard adds when asked for `{$meta: "sortKey"}`.
-pub const SORT_KEY_FIELD: &str = "$sortKey";
+pub use sort_key::{strip_sort_key, Located, SortSpec, SORT_KEY_FIELD};
 
-/// The directions of a sort specification, in field order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SortSpec {
-    directions: Arc<[i8]>,
+/// One stream's buffered documents and their sort keys.
+#[derive(Default)]
+struct Stream {
+    /// Documents (sort key stripped) with their key's range in `keys`.
+    docs: VecDeque<(RawDocumentBuf, usize, usize)>,
+    /// The sort keys of `docs`, back to back; cleared when `docs` empties.
+    keys: Vec<u8>,
+    /// No more documents will come.
+    exhausted: bool,
 }
 
-impl SortSpec {
-    /// Reads `{a: 1, b: -1}`; `None` when a field is not sorted by 1/-1
-    /// (for example `{$meta: "textScore"}`), which the router cannot merge.
-    pub fn parse(sort: &Document) -> Option<SortSpec> {
-        let mut directions = Vec::with_capacity(sort.len());
-        for v in sort.values() {
-            let d = match v {
-                Bson::Int32(n) => *n as i64,
-                Bson::Int64(n) => *n,
-                Bson::Double(n) => *n as i64,
-                _ => return None,
-            };
-            directions.push(match d {
-                1 => 1,
-                -1 => -1,
-                _ => return None,
-            });
+impl Stream {
+    fn front_key(&self) -> &[u8] {
+        match self.docs.front() {
+            Some((_, start, end)) => self.keys.get(*start..*end).unwrap_or_default(),
+            None => &[],
         }
-        Some(SortSpec {
-            directions: directions.into(),
-        })
-    }
-
-    /// Compares two sort keys.
-    pub fn compare(&self, a: &[Bson], b: &[Bson]) -> Ordering {
-        for (i, dir) in self.directions.iter().enumerate() {
-            let (x, y) = (
-                a.get(i).unwrap_or(&Bson::Null),
-                b.get(i).unwrap_or(&Bson::Null),
-            );
-            let ord = compare_bson(x, y);
-            let ord = if *dir < 0 { ord.reverse() } else { ord };
-            if ord != Ordering::Equal {
-                return ord;
-            }
-        }
-        Ordering::Equal
-    }
-}
-
-/// The sort key a shard attached to a document (empty when absent).
-pub fn sort_key_of(doc: &RawDocument) -> Vec<Bson> {
-    match doc.get_array(SORT_KEY_FIELD) {
-        Ok(arr) => arr
-            .into_iter()
-            .filter_map(|v| v.ok().and_then(|v| Bson::try_from(v).ok()))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// A copy of `doc` without the `$sortKey` field.
-pub fn strip_sort_key(doc: &RawDocument) -> RawDocumentBuf {
-    let mut out = RawDocumentBuf::new();
-    for elem in doc.iter().flatten() {
-        if elem.0.as_str() != SORT_KEY_FIELD {
-            out.append(elem.0, elem.1);
-        }
-    }
-    out
-}
-
-/// The head of one stream in the heap.
-struct Head {
-    key: Vec<Bson>,
-    stream: usize,
-    spec: SortSpec,
-}
-
-impl PartialEq for Head {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Head {}
-impl PartialOrd for Head {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Head {
-    /// Reversed, so the max-heap pops the smallest key; ties go to the
-    /// lower stream index, which keeps the merge deterministic.
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.spec
-            .compare(&self.key, &other.key)
-            .then(self.stream.cmp(&other.stream))
-            .reverse()
     }
 }
 
@@ -115,10 +39,9 @@ impl Ord for Head {
 /// (`needs_refill` names it), so the merge never guesses past a stream.
 pub struct KWayMerge {
     spec: Option<SortSpec>,
-    buffers: Vec<VecDeque<RawDocumentBuf>>,
-    exhausted: Vec<bool>,
-    heap: BinaryHeap<Head>,
-    in_heap: Vec<bool>,
+    streams: Vec<Stream>,
+    /// Indices of the non-empty streams, a min-heap by (front key, index).
+    heap: Vec<usize>,
     next_unsorted: usize,
 }
 
@@ -127,85 +50,140 @@ impl KWayMerge {
     pub fn new(streams: usize, spec: Option<SortSpec>) -> KWayMerge {
         KWayMerge {
             spec,
-            buffers: (0..streams).map(|_| VecDeque::new()).collect(),
-            exhausted: vec![false; streams],
-            heap: BinaryHeap::with_capacity(streams),
-            in_heap: vec![false; streams],
+            streams: (0..streams).map(|_| Stream::default()).collect(),
+            heap: Vec::with_capacity(streams),
             next_unsorted: 0,
         }
     }
 
-    /// Adds documents from stream `i`; `done` marks its last batch.
+    /// Adds documents from stream `i`; `done` marks its last batch. When
+    /// sorted, each document's `$sortKey` is encoded and removed here.
     pub fn push(&mut self, i: usize, docs: impl IntoIterator<Item = RawDocumentBuf>, done: bool) {
-        if let Some(buf) = self.buffers.get_mut(i) {
-            buf.extend(docs);
-        }
-        if done {
-            if let Some(e) = self.exhausted.get_mut(i) {
-                *e = true;
-            }
-        }
-        self.enter_heap(i);
-    }
-
-    fn enter_heap(&mut self, i: usize) {
-        let Some(spec) = &self.spec else { return };
-        if self.in_heap.get(i).copied().unwrap_or(true) {
+        let Some(stream) = self.streams.get_mut(i) else {
             return;
+        };
+        let was_empty = stream.docs.is_empty();
+        match &self.spec {
+            Some(spec) => {
+                for doc in docs {
+                    let start = stream.keys.len();
+                    let located = spec.encode(&doc, &mut stream.keys);
+                    let doc = sort_key::strip_at(doc, located);
+                    stream.docs.push_back((doc, start, stream.keys.len()));
+                }
+            }
+            None => stream.docs.extend(docs.into_iter().map(|d| (d, 0, 0))),
         }
-        if let Some(front) = self.buffers[i].front() {
-            self.heap.push(Head {
-                key: sort_key_of(front),
-                stream: i,
-                spec: spec.clone(),
-            });
-            self.in_heap[i] = true;
+        stream.exhausted |= done;
+        if self.spec.is_some() && was_empty && !self.streams[i].docs.is_empty() {
+            self.heap.push(i);
+            self.sift_up(self.heap.len() - 1);
         }
     }
 
     /// The streams that must be refilled before the merge can go on.
     pub fn needs_refill(&self) -> Vec<usize> {
-        let empty_open = |i: &usize| self.buffers[*i].is_empty() && !self.exhausted[*i];
+        let empty_open = |i: &usize| {
+            let s = &self.streams[*i];
+            s.docs.is_empty() && !s.exhausted
+        };
+        let n = self.streams.len();
         match self.spec {
-            Some(_) => (0..self.buffers.len()).filter(empty_open).collect(),
-            None if self.buffers.iter().all(VecDeque::is_empty) => {
-                (0..self.buffers.len()).filter(empty_open).collect()
+            Some(_) => (0..n).filter(empty_open).collect(),
+            None if self.streams.iter().all(|s| s.docs.is_empty()) => {
+                (0..n).filter(empty_open).collect()
             }
             None => Vec::new(),
         }
     }
 
-    /// Whether every stream is exhausted and drained.
-    pub fn is_done(&self) -> bool {
-        self.exhausted.iter().all(|e| *e) && self.buffers.iter().all(VecDeque::is_empty)
+    fn any_needs_refill(&self) -> bool {
+        match self.spec {
+            Some(_) => self
+                .streams
+                .iter()
+                .any(|s| s.docs.is_empty() && !s.exhausted),
+            None => !self.needs_refill().is_empty(),
+        }
     }
 
-    /// The next document in merge order, or `None` when a refill (or the
-    /// end) comes first.
+    /// Whether every stream is exhausted and drained.
+    pub fn is_done(&self) -> bool {
+        self.streams
+            .iter()
+            .all(|s| s.exhausted && s.docs.is_empty())
+    }
+
+    /// The next document in merge order (without its `$sortKey` when
+    /// sorted), or `None` when a refill (or the end) comes first.
     pub fn pop_next(&mut self) -> Option<RawDocumentBuf> {
-        if !self.needs_refill().is_empty() {
+        if self.any_needs_refill() {
             return None;
         }
-        match self.spec {
-            Some(_) => {
-                let head = self.heap.pop()?;
-                let i = head.stream;
-                self.in_heap[i] = false;
-                let doc = self.buffers[i].pop_front();
-                self.enter_heap(i);
-                doc
+        if self.spec.is_none() {
+            return self.pop_unsorted();
+        }
+        let i = *self.heap.first()?;
+        let stream = &mut self.streams[i];
+        let (doc, _, _) = stream.docs.pop_front()?;
+        if stream.docs.is_empty() {
+            stream.keys.clear();
+            let last = self.heap.len() - 1;
+            self.heap.swap(0, last);
+            self.heap.pop();
+        }
+        self.sift_down(0);
+        Some(doc)
+    }
+
+    fn pop_unsorted(&mut self) -> Option<RawDocumentBuf> {
+        let n = self.streams.len();
+        for step in 0..n {
+            let i = (self.next_unsorted + step) % n;
+            if let Some((doc, _, _)) = self.streams[i].docs.pop_front() {
+                self.next_unsorted = i;
+                return Some(doc);
             }
-            None => {
-                let n = self.buffers.len();
-                for step in 0..n {
-                    let i = (self.next_unsorted + step) % n;
-                    if let Some(doc) = self.buffers[i].pop_front() {
-                        self.next_unsorted = i;
-                        return Some(doc);
-                    }
-                }
-                None
+        }
+        None
+    }
+
+    /// Whether stream `a`'s head comes before stream `b`'s.
+    fn before(&self, a: usize, b: usize) -> bool {
+        let (ka, kb) = (self.streams[a].front_key(), self.streams[b].front_key());
+        match ka.cmp(kb) {
+            Ordering::Equal => a < b,
+            ord => ord == Ordering::Less,
+        }
+    }
+
+    fn sift_up(&mut self, mut at: usize) {
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if !self.before(self.heap[at], self.heap[parent]) {
+                break;
             }
+            self.heap.swap(at, parent);
+            at = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut at: usize) {
+        let n = self.heap.len();
+        loop {
+            let (l, r) = (2 * at + 1, 2 * at + 2);
+            let mut best = at;
+            if l < n && self.before(self.heap[l], self.heap[best]) {
+                best = l;
+            }
+            if r < n && self.before(self.heap[r], self.heap[best]) {
+                best = r;
+            }
+            if best == at {
+                return;
+            }
+            self.heap.swap(at, best);
+            at = best;
         }
     }
 }
@@ -213,7 +191,7 @@ impl KWayMerge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bson::{doc, rawdoc};
+    use bson::{doc, rawdoc, Bson};
 
     fn stream(keys: &[i32]) -> Vec<RawDocumentBuf> {
         keys.iter()
@@ -285,7 +263,7 @@ mod tests {
             .map(|d| d.get_i32("x").unwrap())
             .collect();
         assert_eq!(order, vec![3, 2, 1], "numbers before strings; b descending");
-        let stripped = strip_sort_key(&rawdoc! {"x": 1, "$sortKey": [1]});
+        let stripped = strip_sort_key(rawdoc! {"x": 1, "$sortKey": [1]});
         assert_eq!(stripped, rawdoc! {"x": 1});
         assert!(SortSpec::parse(&doc! {"s": {"$meta": "textScore"}}).is_none());
     }
@@ -319,6 +297,104 @@ mod tests {
                 shardgate_config_store::shard_key::canonical_type(v),
                 "{v:?}"
             );
+        }
+    }
+
+    #[test]
+    fn strips_the_sort_key_wherever_it_is() {
+        let spec = SortSpec::parse(&doc! {"v": 1}).unwrap();
+        let mut m = KWayMerge::new(1, Some(spec));
+        m.push(
+            0,
+            vec![
+                rawdoc! {"$sortKey": [1], "v": 1, "w": "a"},
+                rawdoc! {"v": 2, "$sortKey": [2], "w": "b"},
+                rawdoc! {"v": 3, "w": "c"},
+            ],
+            true,
+        );
+        let got: Vec<RawDocumentBuf> = std::iter::from_fn(|| m.pop_next()).collect();
+        assert_eq!(
+            got,
+            vec![
+                rawdoc! {"v": 1, "w": "a"},
+                rawdoc! {"v": 2, "w": "b"},
+                rawdoc! {"v": 3, "w": "c"}
+            ]
+        );
+        assert_eq!(strip_sort_key(rawdoc! {"x": 1}), rawdoc! {"x": 1});
+    }
+
+    /// Scalars of mixed types, with equal values across number types.
+    fn sort_value() -> impl proptest::strategy::Strategy<Value = Bson> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Bson::Null),
+            Just(Bson::MinKey),
+            Just(Bson::MaxKey),
+            (-3i32..3).prop_map(Bson::Int32),
+            (-3i64..3).prop_map(Bson::Int64),
+            prop::sample::select(vec![
+                -1.5,
+                -0.0,
+                0.0,
+                0.5,
+                1.0,
+                2.0,
+                f64::NAN,
+                f64::INFINITY
+            ])
+            .prop_map(Bson::Double),
+            prop::sample::select(vec!["1", "-0", "2.0", "NaN", "-Infinity", "0.5"])
+                .prop_map(|d| Bson::Decimal128(d.parse().unwrap())),
+            "[a-c\\x00é]{0,3}".prop_map(Bson::String),
+            "[a-c]{0,2}".prop_map(Bson::Symbol),
+            any::<bool>().prop_map(Bson::Boolean),
+            (-2i64..2).prop_map(|m| Bson::DateTime(bson::DateTime::from_millis(m))),
+            (0u32..2, 0u32..2)
+                .prop_map(|(time, increment)| Bson::Timestamp(bson::Timestamp { time, increment })),
+            any::<[u8; 12]>().prop_map(|b| Bson::ObjectId(bson::oid::ObjectId::from_bytes(b))),
+            (0u8..3).prop_map(|n| Bson::Document(doc! {"k": n as i32})),
+            (0u8..3).prop_map(|n| Bson::Array(vec![Bson::Int32(n as i32); n as usize])),
+            prop::collection::vec(0u8..3, 0..3).prop_map(|bytes| Bson::Binary(bson::Binary {
+                subtype: bson::spec::BinarySubtype::Generic,
+                bytes
+            })),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The byte keys order documents as `compare_bson` orders their sort
+        /// values under the sort's directions.
+        #[test]
+        fn byte_keys_order_like_compare_bson(
+            a in proptest::collection::vec(sort_value(), 0..3),
+            b in proptest::collection::vec(sort_value(), 0..3),
+            dirs in proptest::collection::vec(proptest::prelude::any::<bool>(), 1..3),
+        ) {
+            let sort: bson::Document = dirs
+                .iter()
+                .enumerate()
+                .map(|(i, asc)| (format!("f{i}"), Bson::Int32(if *asc { 1 } else { -1 })))
+                .collect();
+            let spec = SortSpec::parse(&sort).unwrap();
+            let key = |values: &[Bson]| {
+                let doc = RawDocumentBuf::try_from(&doc! {"x": 1, "$sortKey": values.to_vec()}).unwrap();
+                let mut out = Vec::new();
+                spec.encode(&doc, &mut out);
+                out
+            };
+            let mut expected = std::cmp::Ordering::Equal;
+            for (i, asc) in dirs.iter().enumerate() {
+                let (x, y) = (a.get(i).unwrap_or(&Bson::Null), b.get(i).unwrap_or(&Bson::Null));
+                let ord = shardgate_query::compare_bson(x, y);
+                let ord = if *asc { ord } else { ord.reverse() };
+                if ord != std::cmp::Ordering::Equal {
+                    expected = ord;
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(key(&a).cmp(&key(&b)), expected, "{:?} vs {:?}", a, b);
         }
     }
 }

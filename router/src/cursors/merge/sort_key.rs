@@ -1,0 +1,150 @@
+//! `$sortKey`s as bytes: the order-preserving encoding of each sort value
+//! (the shard-key encoding, `shardgate_config_store::shard_key`), every byte
+//! inverted for a descending field, concatenated; so two documents compare
+//! by `memcmp` of their keys exactly as MongoDB compares their sort values
+//! (numbers by value across types, type brackets, strings by bytes under
+//! the simple collation). Also the removal of `$sortKey` by slicing bytes.
+
+use std::sync::Arc;
+
+use bson::{Bson, Document, RawDocument, RawDocumentBuf};
+use shardgate_config_store::shard_key::{encode_raw_value, encode_value};
+use shardgate_wire::raw::Elements;
+
+/// The field a shard adds when asked for `{$meta: "sortKey"}`.
+pub const SORT_KEY_FIELD: &str = "$sortKey";
+
+/// The BSON type byte of an array.
+const ARRAY: u8 = 0x04;
+
+/// The directions of a sort specification, in field order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortSpec {
+    directions: Arc<[i8]>,
+}
+
+impl SortSpec {
+    /// Reads `{a: 1, b: -1}`; `None` when a field is not sorted by 1/-1
+    /// (for example `{$meta: "textScore"}`), which the router cannot merge.
+    pub fn parse(sort: &Document) -> Option<SortSpec> {
+        let mut directions = Vec::with_capacity(sort.len());
+        for v in sort.values() {
+            let d = match v {
+                Bson::Int32(n) => *n as i64,
+                Bson::Int64(n) => *n,
+                Bson::Double(n) => *n as i64,
+                _ => return None,
+            };
+            directions.push(match d {
+                1 => 1,
+                -1 => -1,
+                _ => return None,
+            });
+        }
+        Some(SortSpec {
+            directions: directions.into(),
+        })
+    }
+
+    /// Appends the byte key of `doc`'s `$sortKey` to `out` (a missing value
+    /// counts as null) and says where the `$sortKey` element sits in
+    /// `doc`'s bytes, so it can be cut out.
+    pub fn encode(&self, doc: &RawDocument, out: &mut Vec<u8>) -> Located {
+        let found =
+            match Elements::new(doc.as_bytes()).and_then(|e| e.find(SORT_KEY_FIELD.as_bytes())) {
+                Ok(found) => found,
+                Err(_) => {
+                    self.encode_values(&sort_key_of(doc), out);
+                    return Located::Unreadable;
+                }
+            };
+        let mut directions = self.directions.iter();
+        if let Some(array) = found.filter(|e| e.kind == ARRAY) {
+            let items = Elements::new(array.value).into_iter().flatten();
+            for item in items.map_while(Result::ok) {
+                let Some(dir) = directions.clone().next() else {
+                    break;
+                };
+                // A malformed value is left out, as the parser's key did.
+                if encode_raw_value(item.kind, item.value, *dir < 0, out) {
+                    directions.next();
+                }
+            }
+        }
+        for dir in directions {
+            encode_value(&Bson::Null, *dir < 0, out);
+        }
+        match found {
+            Some(e) => Located::At(e.start, e.end),
+            None => Located::Absent,
+        }
+    }
+
+    /// The byte key of sort values already decoded (missing ones null).
+    pub fn encode_values(&self, values: &[Bson], out: &mut Vec<u8>) {
+        for (i, dir) in self.directions.iter().enumerate() {
+            encode_value(values.get(i).unwrap_or(&Bson::Null), *dir < 0, out);
+        }
+    }
+}
+
+/// The sort key a shard attached to a document (empty when absent).
+fn sort_key_of(doc: &RawDocument) -> Vec<Bson> {
+    match doc.get_array(SORT_KEY_FIELD) {
+        Ok(arr) => arr
+            .into_iter()
+            .filter_map(|v| v.ok().and_then(|v| Bson::try_from(v).ok()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Where a document's `$sortKey` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Located {
+    /// The element spans these bytes of the document.
+    At(usize, usize),
+    /// The document has none.
+    Absent,
+    /// The fast walk could not read the document; strip by rebuilding.
+    Unreadable,
+}
+
+/// `doc` without its `$sortKey` field, cut out of the bytes in place (no
+/// copy of the other fields when it is the last one, as shards put it).
+pub fn strip_sort_key(doc: RawDocumentBuf) -> RawDocumentBuf {
+    let located =
+        match Elements::new(doc.as_bytes()).and_then(|e| e.find(SORT_KEY_FIELD.as_bytes())) {
+            Ok(Some(e)) => Located::At(e.start, e.end),
+            Ok(None) => Located::Absent,
+            Err(_) => Located::Unreadable,
+        };
+    strip_at(doc, located)
+}
+
+/// `doc` without the `$sortKey` [`SortSpec::encode`] located.
+pub(crate) fn strip_at(doc: RawDocumentBuf, located: Located) -> RawDocumentBuf {
+    match located {
+        Located::At(start, end) if start >= 4 && start < end && end < doc.as_bytes().len() => {
+            let mut bytes = doc.into_bytes();
+            bytes.drain(start..end);
+            let len = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
+            bytes[..4].copy_from_slice(&len.to_le_bytes());
+            // Length and terminator are right by construction.
+            RawDocumentBuf::from_bytes(bytes).unwrap_or_default()
+        }
+        Located::At(..) | Located::Unreadable => rebuild_without(&doc),
+        Located::Absent => doc,
+    }
+}
+
+/// A copy of `doc` without the `$sortKey` field, element by element.
+fn rebuild_without(doc: &RawDocument) -> RawDocumentBuf {
+    let mut out = RawDocumentBuf::new();
+    for elem in doc.iter().flatten() {
+        if elem.0.as_str() != SORT_KEY_FIELD {
+            out.append(elem.0, elem.1);
+        }
+    }
+    out
+}

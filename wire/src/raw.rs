@@ -1,0 +1,194 @@
+//! A minimal, allocation-free walk over the elements of raw BSON bytes.
+//!
+//! The hot paths (routing fields of a command, shard-key values of a
+//! document, the `$sortKey` of a merged document) read a handful of
+//! top-level fields; [`Elements`] yields each element's type byte, name and
+//! value bytes with only bounds checks, so those reads cost a few
+//! nanoseconds per element. Anything it finds malformed is reported as
+//! [`Malformed`]; callers fall back to the `bson` crate's full parser,
+//! which then gives the precise error.
+
+/// The bytes are not well-formed BSON (as far as the walk can tell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
+/// One element of a document: its BSON type byte, name and value bytes,
+/// and where it sits in the document's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Element<'a> {
+    /// The BSON element type (0x01 double … 0x13 decimal, 0x7F, 0xFF).
+    pub kind: u8,
+    /// The field name, without its NUL terminator (valid UTF-8).
+    pub key: &'a [u8],
+    /// The value bytes, exactly as BSON lays them out.
+    pub value: &'a [u8],
+    /// Offset of the element's type byte in the document.
+    pub start: usize,
+    /// Offset just past the element's value.
+    pub end: usize,
+}
+
+/// The elements of one document (or array), in order.
+pub struct Elements<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    end: usize,
+}
+
+impl<'a> Elements<'a> {
+    /// Walks `doc`, whose length prefix must match its size and whose last
+    /// byte must be the terminating NUL.
+    pub fn new(doc: &'a [u8]) -> Result<Self, Malformed> {
+        let len = read_len(doc, 0)?;
+        if len != doc.len() || len < 5 || doc[len - 1] != 0 {
+            return Err(Malformed);
+        }
+        Ok(Elements {
+            bytes: doc,
+            pos: 4,
+            end: len - 1,
+        })
+    }
+
+    /// The first element named `key`, `Ok(None)` when there is none.
+    pub fn find(mut self, key: &[u8]) -> Result<Option<Element<'a>>, Malformed> {
+        for element in &mut self {
+            let element = element?;
+            if element.key == key {
+                return Ok(Some(element));
+            }
+        }
+        Ok(None)
+    }
+
+    fn next_element(&mut self) -> Result<Element<'a>, Malformed> {
+        let start = self.pos;
+        let kind = *self.bytes.get(start).ok_or(Malformed)?;
+        let rest = self.bytes.get(start + 1..self.end).ok_or(Malformed)?;
+        let nul = rest.iter().position(|&b| b == 0).ok_or(Malformed)?;
+        let key = &rest[..nul];
+        if !key.is_ascii() && std::str::from_utf8(key).is_err() {
+            return Err(Malformed);
+        }
+        let value_start = start + 1 + nul + 1;
+        let size = value_size(kind, self.bytes, value_start, self.end)?;
+        let value_end = value_start.checked_add(size).ok_or(Malformed)?;
+        let value = self.bytes.get(value_start..value_end).ok_or(Malformed)?;
+        if value_end > self.end {
+            return Err(Malformed);
+        }
+        self.pos = value_end;
+        Ok(Element {
+            kind,
+            key,
+            value,
+            start,
+            end: value_end,
+        })
+    }
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = Result<Element<'a>, Malformed>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let element = self.next_element();
+        if element.is_err() {
+            self.pos = self.end;
+        }
+        Some(element)
+    }
+}
+
+/// A little-endian `i32` length at `at`, as a non-negative `usize`.
+fn read_len(bytes: &[u8], at: usize) -> Result<usize, Malformed> {
+    let raw = bytes.get(at..at + 4).ok_or(Malformed)?;
+    let len = i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    usize::try_from(len).map_err(|_| Malformed)
+}
+
+/// The size of the value of type `kind` starting at `at` (before `end`).
+fn value_size(kind: u8, bytes: &[u8], at: usize, end: usize) -> Result<usize, Malformed> {
+    let cstring = |from: usize| -> Result<usize, Malformed> {
+        let rest = bytes.get(from..end).ok_or(Malformed)?;
+        Ok(rest.iter().position(|&b| b == 0).ok_or(Malformed)? + 1)
+    };
+    let size = match kind {
+        0x06 | 0x0A | 0x7F | 0xFF => 0,
+        0x08 => 1,
+        0x10 => 4,
+        0x01 | 0x09 | 0x11 | 0x12 => 8,
+        0x07 => 12,
+        0x13 => 16,
+        0x02 | 0x0D | 0x0E => {
+            let n = read_len(bytes, at)?;
+            if n < 1 || bytes.get(at + 4 + n - 1) != Some(&0) {
+                return Err(Malformed);
+            }
+            4 + n
+        }
+        0x03 | 0x04 | 0x0F => {
+            let n = read_len(bytes, at)?;
+            if n < 5 {
+                return Err(Malformed);
+            }
+            n
+        }
+        0x05 => 5 + read_len(bytes, at)?,
+        0x0B => {
+            let pattern = cstring(at)?;
+            pattern + cstring(at + pattern)?
+        }
+        0x0C => 4 + read_len(bytes, at)? + 12,
+        _ => return Err(Malformed),
+    };
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::rawdoc;
+
+    #[test]
+    fn walks_every_type_like_the_bson_crate() {
+        let doc = bson::RawDocumentBuf::try_from(&bson::doc! {
+            "d": 1.5, "s": "x", "o": {"a": 1}, "a": [1, 2], "n": null,
+            "i": 7, "l": 9i64, "b": true, "u": bson::Bson::Undefined,
+            "bin": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![1, 2] },
+            "ts": bson::Timestamp { time: 1, increment: 2 }, "min": bson::Bson::MinKey,
+        })
+        .unwrap();
+        let ours: Vec<(Vec<u8>, Vec<u8>)> = Elements::new(doc.as_bytes())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.key.to_vec(), doc.as_bytes()[e.start..e.end].to_vec()))
+            .collect();
+        assert_eq!(ours.len(), 12);
+        let keys: Vec<&str> = doc.iter().map(|e| e.unwrap().0.as_str()).collect();
+        for ((key, bytes), theirs) in ours.iter().zip(keys) {
+            assert_eq!(key.as_slice(), theirs.as_bytes());
+            assert_eq!(bytes[1..1 + key.len()], *key);
+        }
+        let s = Elements::new(doc.as_bytes())
+            .unwrap()
+            .find(b"s")
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.kind, s.value), (0x02, &[2, 0, 0, 0, b'x', 0][..]));
+    }
+
+    #[test]
+    fn refuses_truncated_or_lying_lengths() {
+        let doc = rawdoc! {"s": "abc", "i": 1};
+        let bytes = doc.as_bytes();
+        assert!(Elements::new(&bytes[..bytes.len() - 1]).is_err());
+        let mut bad = bytes.to_vec();
+        bad[7] = 200; // the string's length
+        let walked: Vec<_> = Elements::new(&bad).unwrap().collect();
+        assert_eq!(walked, vec![Err(Malformed)]);
+    }
+}
