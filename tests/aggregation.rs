@@ -108,6 +108,12 @@ async fn merges_past_the_budget_run_on_the_primary_and_leave_nothing_behind() {
         .await
         .unwrap();
 
+    // A database change stream never shows the temporary collections.
+    let mut watch = router
+        .watch()
+        .max_await_time(std::time::Duration::from_millis(200))
+        .await
+        .unwrap();
     // $stdDevPop has no partial form: every document (3 MB) goes to the
     // merge, past the 1 MB budget.
     let grouped = vec![
@@ -163,6 +169,31 @@ async fn merges_past_the_budget_run_on_the_primary_and_leave_nothing_behind() {
         left = temporary_collections(&cluster).await;
     }
     assert!(left.is_empty(), "left behind: {left:?}");
+    router
+        .collection::<Document>("c")
+        .insert_one(doc! {"_id": -1, "k": -1})
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Some(e) = watch.next_if_any().await.unwrap() {
+            let coll =
+                e.ns.as_ref()
+                    .and_then(|ns| ns.coll.clone())
+                    .unwrap_or_default();
+            let marker = e.document_key.as_ref().and_then(|k| k.get_i64("_id").ok()) == Some(-1);
+            seen.push(coll);
+            if marker {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        ["c"],
+        "only the marker insert, no temporary collection"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,7 @@ pub use cursor::{cursor_reply, CursorReply, ShardCursor};
 pub use error::{Result, ShardError};
 pub use migration_writes::{
     exclude_migration_events, migration_session_id, migration_write, MIGRATION_SESSION_PREFIX,
+    ROUTER_TEMP_PREFIX,
 };
 pub use pool::{PoolReport, PoolStats, Pools};
 pub use topology::Role;

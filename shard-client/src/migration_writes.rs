@@ -42,7 +42,12 @@ pub fn migration_session_id() -> Binary {
     }
 }
 
-/// The `$match` stage that drops change events of migration writes.
+/// Collections the router creates for itself (an aggregation merged on a
+/// shard through a temporary collection) start with this.
+pub const ROUTER_TEMP_PREFIX: &str = "tmp.shardgate.";
+
+/// The `$match` stage that drops change events of migration writes and of
+/// the router's temporary collections.
 pub fn exclude_migration_events() -> Document {
     let bound = |fill: u8| {
         let mut bytes = MIGRATION_SESSION_PREFIX.to_vec();
@@ -52,7 +57,10 @@ pub fn exclude_migration_events() -> Document {
             bytes,
         }
     };
-    doc! {"$match": {"lsid.id": {"$not": {"$gte": bound(0), "$lte": bound(0xff)}}}}
+    doc! {"$match": {
+        "lsid.id": {"$not": {"$gte": bound(0), "$lte": bound(0xff)}},
+        "ns.coll": {"$not": {"$regex": "^tmp\\.shardgate\\."}},
+    }}
 }
 
 /// Runs the write command `body` (with its `$db`) on `shard` as a
