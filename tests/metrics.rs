@@ -163,22 +163,24 @@ async fn metrics_count_a_known_workload() {
         5.0
     );
     assert_eq!(delta("shardgate_documents_returned_total"), 30.0);
+    let member0 = cluster.shards[0].address();
     assert_eq!(
-        delta("shardgate_pool_checkouts_total{shard=\"shard0000\"}"),
+        delta(&format!(
+            "shardgate_pool_checkouts_total{{shard=\"shard0000\",member=\"{member0}\"}}"
+        )),
         25.0
     );
     // Pools are idle again, nobody waits.
-    for shard in ["shard0000", "shard0001"] {
-        let in_use = format!("shardgate_pool_connections{{shard=\"{shard}\",state=\"in_use\"}}");
+    for (i, shard) in ["shard0000", "shard0001"].iter().enumerate() {
+        let member = cluster.shards[i].address();
+        let labels = format!("shard=\"{shard}\",member=\"{member}\"");
+        let in_use = format!("shardgate_pool_connections{{{labels},state=\"in_use\"}}");
         assert_eq!(value(&after, &in_use), 0.0);
         assert_eq!(
-            value(
-                &after,
-                &format!("shardgate_pool_waiters{{shard=\"{shard}\"}}")
-            ),
+            value(&after, &format!("shardgate_pool_waiters{{{labels}}}")),
             0.0
         );
-        let idle = format!("shardgate_pool_connections{{shard=\"{shard}\",state=\"idle\"}}");
+        let idle = format!("shardgate_pool_connections{{{labels},state=\"idle\"}}");
         assert!(value(&after, &idle) >= 1.0);
     }
     assert_eq!(value(&after, "shardgate_cursors_open"), 0.0);

@@ -154,7 +154,11 @@ fn pools(state: &RouterState, out: &mut Exposition) {
         let s = &r.stats;
         let in_use = s.open.saturating_sub(s.idle);
         for (st, v) in [("open", s.open), ("idle", s.idle), ("in_use", in_use)] {
-            out.sample(name, &[("shard", &r.shard), ("state", st)], v as f64);
+            out.sample(
+                name,
+                &[("shard", &r.shard), ("member", &r.address), ("state", st)],
+                v as f64,
+            );
         }
     }
     type Field = fn(&shardgate_shard_client::PoolReport) -> f64;
@@ -193,7 +197,11 @@ fn pools(state: &RouterState, out: &mut Exposition) {
     for (name, kind, help, field) in families {
         out.family(name, kind, help);
         for r in &reports {
-            out.sample(name, &[("shard", &r.shard)], field(r));
+            out.sample(
+                name,
+                &[("shard", &r.shard), ("member", &r.address)],
+                field(r),
+            );
         }
     }
 }

@@ -174,4 +174,8 @@ impl ShardClient for MeteredShards {
     fn stats(&self) -> Vec<PoolReport> {
         self.inner.stats()
     }
+
+    fn topology(&self) -> Vec<shardgate_shard_client::TopologyReport> {
+        self.inner.topology()
+    }
 }
