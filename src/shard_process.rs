@@ -4,7 +4,6 @@
 //! server binds 127.0.0.1 on a free port, is ready once it answers `hello`,
 //! and is killed (with its process group) when dropped, even on a panic.
 
-use std::net::TcpListener as StdListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -153,9 +152,10 @@ fn default_bin() -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow!("no shard server: run scripts/setup.sh (installs SecantusDB into .venv) or set SHARDGATE_SHARD_BIN"))
 }
 
-/// A free loopback port (bound and released).
+/// A free loopback port, from below the ephemeral range (see
+/// [`shardgate_config_store::loopback`]).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(shardgate_config_store::loopback::free_port()?)
 }
 
 /// A running shard server; killed on drop.

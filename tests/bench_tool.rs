@@ -160,11 +160,7 @@ async fn spread_places_chunks_on_every_shard() {
 
 #[test]
 fn a_dead_endpoint_is_one_clear_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = shardgate::shard_process::free_port().unwrap();
     let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
     let out = Command::new(env!("CARGO_BIN_EXE_shardgate"))
         .args(["bench", "--uri", &uri, "--label", "gone"])

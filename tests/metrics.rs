@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A port free now, for the metrics listener.
 fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    let port = shardgate::shard_process::free_port().unwrap();
+    format!("127.0.0.1:{port}")
 }
 
 /// `GET path` on `addr`: the status code and the body (the router binds

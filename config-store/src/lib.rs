@@ -15,6 +15,7 @@
 //! - [`shard_key`]: shard-key patterns, the order-preserving key encoding
 //!   and MongoDB's hashed-index hash.
 //! - [`chunk_map`]: [`chunk_map::ChunkMap`], chunk lookup by encoded key.
+//! - [`loopback`]: ports for the servers tests and the demo start.
 //! - [`open`]: turning a `--config-store` URL into a store.
 //! - `error`: [`StoreError`], the store's errors with their MongoDB codes.
 //! - The catalog's lease locks ([`catalog::LeaseLock`]): the balancer's
@@ -25,6 +26,7 @@ pub mod chunk_map;
 pub mod embedded;
 pub mod error;
 pub mod etcd;
+pub mod loopback;
 pub mod model;
 pub mod open;
 pub mod shard_key;

@@ -153,14 +153,15 @@ fn add_past_holders(state: &RouterState, start: &ClientStart, shards: &mut Vec<S
 }
 
 /// Each shard's start for a client's resume token: after its own token,
-/// or at the stream's origin when the token predates the shard joining.
+/// or where a joining shard starts ([`merge::join_time`]) when the token
+/// predates the shard joining.
 fn token_starts(t: &RouterToken, after: bool, shards: &[ShardType]) -> Vec<Begin> {
     shards
         .iter()
         .map(|s| match t.shards.get(&s.id) {
             Some(k) if after => Begin::StartAfter(k.clone()),
             Some(k) => Begin::ResumeAfter(k.clone()),
-            None => Begin::At(t.origin),
+            None => Begin::At(merge::join_time(t.origin)),
         })
         .collect()
 }

@@ -19,7 +19,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,7 +72,8 @@ impl EtcdCluster {
             .prefix("shardgate-etcd-")
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        let ports = free_ports(2 * n).map_err(|e| format!("cannot pick ports: {e}"))?;
+        let ports =
+            crate::loopback::free_ports(2 * n).map_err(|e| format!("cannot pick ports: {e}"))?;
         let bin = std::env::var_os("SHARDGATE_ETCD_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("etcd"));
@@ -274,17 +274,6 @@ impl Drop for EtcdCluster {
 
 fn open_log(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
-}
-
-/// `n` distinct loopback ports that were free a moment ago.
-fn free_ports(n: usize) -> io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
 }
 
 /// Spawns `cmd` from one long-lived thread, with `PR_SET_PDEATHSIG`

@@ -238,7 +238,7 @@ impl ChangeStreamCursor {
 
     /// Where a joining shard starts.
     pub(crate) fn join_start(&self) -> Begin {
-        Begin::At(self.origin)
+        Begin::At(join_time(self.origin))
     }
 
     /// Closes every shard cursor.
@@ -246,6 +246,26 @@ impl ChangeStreamCursor {
         for f in &mut self.feeds {
             f.kill().await;
         }
+    }
+}
+
+/// Where a shard that joins a stream started at `origin` starts its own
+/// stream: at the start of `origin`'s second.
+///
+/// `origin` is a time on another shard's clock. Shards count operations
+/// within a wall-clock second independently (SecantusDB takes no cluster
+/// time from gossip), so a shard whose writes come just after the
+/// stream opened can stamp them `(second, n)` with `n` below `origin`'s
+/// count, and starting it at `origin` itself would skip them. Every write
+/// made after the stream opened carries a second no earlier than
+/// `origin`'s. What starting earlier can add is a write to the watched
+/// data on that shard in the same second before the stream opened, which
+/// only a shard that held a chunk then and lost it before the stream
+/// opened could have.
+pub(crate) fn join_time(origin: Timestamp) -> Timestamp {
+    Timestamp {
+        time: origin.time,
+        increment: 0,
     }
 }
 
