@@ -393,6 +393,8 @@ async fn views_over_a_sharded_collection_read_every_shard() {
             .take(600)
             .map(|mut d| {
                 d.remove("pad");
+                let k = d.get_i64("k").unwrap();
+                d.insert("loc", vec![k as f64, 0.0]);
                 d
             })
             .collect();
@@ -417,4 +419,33 @@ async fn views_over_a_sharded_collection_read_every_shard() {
     }
     // The view reads documents of every shard.
     assert!(got[0].len() > 100);
+    // $geoNear: every shard's nearest, merged by distance.
+    let near = |near: f64, extra: Document| {
+        let mut spec = doc! {"near": [near, 0.0], "distanceField": "dist.x", "key": "loc"};
+        spec.extend(extra);
+        doc! {"$geoNear": spec}
+    };
+    let pipelines = [
+        vec![
+            near(-0.5, doc! {"query": {"g": "b"}}),
+            doc! {"$limit": 7},
+            doc! {"$project": {"k": 1, "dist": 1}},
+        ],
+        vec![
+            near(1500.5, doc! {"maxDistance": 300.0}),
+            doc! {"$skip": 3},
+            doc! {"$limit": 20},
+        ],
+        vec![
+            near(999.5, doc! {}),
+            doc! {"$group": {"_id": "$g", "nearest": {"$first": "$k"}, "n": {"$sum": 1}}},
+            doc! {"$sort": {"_id": 1}},
+        ],
+    ];
+    for p in pipelines {
+        let got = all(&router, "c", p.clone(), 4).await;
+        let want = all(&reference, "c", p.clone(), 4).await;
+        assert!(!got.is_empty());
+        assert_eq!(got, want, "{p:?}");
+    }
 }

@@ -1,7 +1,8 @@
 //! The router's own diagnostics, as a user of mongos checks them: its
 //! operations in `currentOp` (and `killOp` interrupting one), `dataSize`
 //! summed over the shards owning a collection, and a `drop` of a sharded
-//! collection fenced against writes routed by the old metadata.
+//! collection fenced against writes routed by the old metadata, and
+//! `filemd5` over a GridFS file whose chunks span shards.
 
 mod support;
 
@@ -236,4 +237,100 @@ async fn writes_during_a_drop_never_land_on_a_shard_that_dropped() {
     let sharded =
         support::config_docs(&client, "collections", doc! {"_id": "diag.c"}, doc! {}).await;
     assert!(sharded.is_empty(), "the collection is unsharded now");
+}
+
+/// GridFS chunks of file `id`: `n` chunks of 100 bytes, `(id, n)` in each.
+fn file_chunks(id: i64, n: i64) -> (Vec<Document>, Vec<u8>) {
+    let mut all = Vec::new();
+    let chunks = (0..n)
+        .map(|i| {
+            let data: Vec<u8> = (0..100).map(|b| (b + id * 7 + i * 13) as u8).collect();
+            all.extend(&data);
+            let data = bson::Binary {
+                subtype: bson::spec::BinarySubtype::Generic,
+                bytes: data,
+            };
+            doc! {"files_id": id, "n": i, "data": data}
+        })
+        .collect();
+    (chunks, all)
+}
+
+fn hex_md5(bytes: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filemd5_hashes_a_file_whose_chunks_span_shards() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "files", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(
+        &client,
+        doc! {"shardCollection": "files.fs.chunks", "key": {"files_id": 1, "n": 1}},
+    )
+    .await;
+    // File 1's chunks from n = 3 on live on shard0001, file 2's on shard0002.
+    for (middle, to) in [
+        (doc! {"files_id": 1, "n": 3}, "shard0001"),
+        (doc! {"files_id": 2, "n": 0}, "shard0002"),
+    ] {
+        admin(
+            &client,
+            doc! {"split": "files.fs.chunks", "middle": middle.clone()},
+        )
+        .await;
+        admin(
+            &client,
+            doc! {"moveChunk": "files.fs.chunks", "find": middle, "to": to, "_waitForDelete": true},
+        )
+        .await;
+    }
+    let db = client.database("files");
+    let mut expected = Vec::new();
+    for (id, n) in [(1, 7), (2, 2)] {
+        let (chunks, bytes) = file_chunks(id, n);
+        db.collection::<Document>("fs.chunks")
+            .insert_many(chunks.clone())
+            .await
+            .unwrap();
+        // The same file in an unsharded collection of another prefix.
+        db.collection::<Document>("other.chunks")
+            .insert_many(chunks)
+            .await
+            .unwrap();
+        expected.push((id, n, hex_md5(&bytes)));
+    }
+    for (id, n, md5) in &expected {
+        for root in ["fs", "other"] {
+            let r = db
+                .run_command(doc! {"filemd5": id, "root": root})
+                .await
+                .unwrap();
+            assert_eq!(r.get_i32("numChunks").unwrap() as i64, *n, "{root} {id}");
+            assert_eq!(r.get_str("md5").unwrap(), md5, "{root} {id}");
+        }
+    }
+    // A missing chunk is an error, not a wrong hash.
+    db.collection::<Document>("fs.chunks")
+        .delete_one(doc! {"files_id": 1, "n": 4})
+        .await
+        .unwrap();
+    let err = db
+        .run_command(doc! {"filemd5": 1, "root": "fs"})
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err), 10040);
+    // A file with no chunks: none, and the MD5 of nothing.
+    let r = db.run_command(doc! {"filemd5": 9}).await.unwrap();
+    assert_eq!(r.get_i32("numChunks").unwrap(), 0);
+    assert_eq!(r.get_str("md5").unwrap(), hex_md5(&[]));
 }

@@ -5,7 +5,7 @@
 mod support;
 
 use bson::{doc, Bson, Document};
-use support::{admin, admin_error, config_docs, TestCluster};
+use support::{admin, admin_error, aggregate_all, config_docs, TestCluster};
 
 async fn chunks_of(client: &mongodb::Client, ns: &str) -> Vec<Document> {
     config_docs(client, "chunks", doc! {"ns": ns}, doc! {"min": 1}).await
@@ -368,21 +368,16 @@ async fn zones_balancer_settings_and_remove_shard() {
         "the view refuses raw metadata writes"
     );
     // Aggregations mongosh runs over the view.
-    use futures::TryStreamExt;
-    let per_shard: Vec<Document> = client
-        .database("config")
-        .collection::<Document>("chunks")
-        .aggregate(vec![
+    let per_shard = aggregate_all(
+        &client.database("config").collection::<Document>("chunks"),
+        vec![
             doc! {"$match": {"ns": "geo.users"}},
             doc! {"$group": {"_id": "$shard", "cnt": {"$sum": 1}}},
             doc! {"$project": {"_id": 0, "shard": "$_id", "nChunks": "$cnt"}},
             doc! {"$sort": {"shard": 1}},
-        ])
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(
         per_shard,
         vec![
@@ -391,6 +386,7 @@ async fn zones_balancer_settings_and_remove_shard() {
             doc! {"shard": "shard0002", "nChunks": 3},
         ]
     );
+    config_view_reads(&client).await;
 
     // removeShard: a shard with chunks starts draining and reports what is left.
     let r = admin(&client, doc! {"removeShard": "shard0001"}).await;
@@ -425,4 +421,86 @@ async fn zones_balancer_settings_and_remove_shard() {
     assert!(version[0].get_object_id("clusterId").is_ok());
     let mongos = config_docs(&client, "mongos", doc! {}, doc! {}).await;
     assert_eq!(mongos.len(), 1, "this router is registered");
+}
+
+/// Reads of the config view that the router's own engine cannot run
+/// (`$facet`, `$sortByCount` inside it) or that need a cursor answer as
+/// a server would: geo.users has 1 chunk on shard0000 and shard0001 and 3
+/// on shard0002.
+async fn config_view_reads(client: &mongodb::Client) {
+    use futures::TryStreamExt;
+    let chunks = client.database("config").collection::<Document>("chunks");
+    let faceted = aggregate_all(
+        &chunks,
+        vec![
+            doc! {"$match": {"ns": "geo.users"}},
+            doc! {"$facet": {
+                "byShard": [{"$sortByCount": "$shard"}, {"$sort": {"count": -1, "_id": 1}}],
+                "total": [{"$count": "n"}],
+            }},
+        ],
+    )
+    .await;
+    assert_eq!(
+        faceted,
+        vec![doc! {
+            "byShard": [
+                {"_id": "shard0002", "count": 3},
+                {"_id": "shard0000", "count": 1},
+                {"_id": "shard0001", "count": 1},
+            ],
+            "total": [{"n": 5}],
+        }]
+    );
+    // A stage no server knows gets the server's error, not NotImplemented.
+    let err = chunks
+        .aggregate(vec![doc! {"$noSuchStage": {}}])
+        .await
+        .unwrap_err();
+    assert_eq!(support::error_code(&err), 40324);
+    let mut shards: Vec<Bson> = chunks
+        .distinct("shard", doc! {"ns": "geo.users"})
+        .await
+        .unwrap();
+    shards.sort_by_key(|b| b.as_str().unwrap_or_default().to_owned());
+    assert_eq!(
+        shards,
+        vec![
+            Bson::from("shard0000"),
+            Bson::from("shard0001"),
+            Bson::from("shard0002")
+        ]
+    );
+    let n = client
+        .database("config")
+        .run_command(doc! {"count": "chunks", "query": {"ns": "geo.users", "shard": "shard0002"}})
+        .await
+        .unwrap();
+    assert_eq!(n.get_i64("n").unwrap(), 3);
+    // Small batches: the rest comes with getMore.
+    let batched: Vec<Document> = chunks
+        .find(doc! {"ns": "geo.users"})
+        .sort(doc! {"min": 1})
+        .batch_size(2)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(batched.len(), 5);
+    assert_eq!(batched, chunks_of(client, "geo.users").await);
+    // $shardedDataDistribution followed by a stage for the shard.
+    let per_ns: Vec<Document> = client
+        .database("admin")
+        .aggregate(vec![
+            doc! {"$shardedDataDistribution": {}},
+            doc! {"$match": {"ns": "geo.users"}},
+            doc! {"$facet": {"n": [{"$count": "n"}]}},
+        ])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(per_ns, vec![doc! {"n": [{"n": 1}]}]);
 }

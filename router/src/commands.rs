@@ -8,6 +8,7 @@ pub(crate) mod chunks;
 pub(crate) mod cluster;
 mod data_distribution;
 mod diagnostic;
+mod filemd5;
 
 mod handshake;
 mod host;
@@ -316,7 +317,7 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
                 if let Some(reply) = host::current_op_stage(state, req).await? {
                     return Ok(reply);
                 }
-                if let Some(reply) = data_distribution::stage(state, req).await? {
+                if let Some(reply) = data_distribution::stage(state, session, req).await? {
                     return Ok(reply);
                 }
             }
@@ -344,7 +345,13 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
                 _ => Err(RouterError::command_not_found(req.name)),
             }
         }
-        "config" => crate::config_view::run(state, req).await.and_then(ok),
+        "config" => {
+            // Cursors over the view (a find or aggregate past one batch).
+            if let Some(reply) = sharding::router_cursor(state, session, req).await? {
+                return Ok(reply);
+            }
+            crate::config_view::run(state, session, req).await
+        }
         "local" => Err(RouterError::command(
             20,
             "IllegalOperation",
@@ -369,6 +376,9 @@ async fn route_db(
     // `watch()` on a collection (sharded or not) or a database.
     if crate::change_streams::is_change_stream(req) {
         return crate::change_streams::open(state, session, req).await;
+    }
+    if req.name == "filemd5" {
+        return filemd5::filemd5(state, req).await;
     }
     if let Some(reply) = sharding::route_sharded(state, session, req).await? {
         return Ok(reply);

@@ -1,18 +1,20 @@
 //! The `config` database as a view of the config store: `find`,
-//! `aggregate`, `count` and `listCollections` over `config.shards`,
+//! `aggregate`, `count`, `distinct` and `listCollections` over `config.shards`,
 //! `config.chunks`, … shaped as on a real cluster (so mongosh's
 //! `sh.status()` prints the real picture), and the writes mongosh's helpers
 //! make to `config.settings` and `config.collections`.
 
 mod writes;
 
+use std::sync::Arc;
+
 use bson::{doc, Bson, Document, RawDocument};
 use serde::Serialize;
 
 use crate::error::{Result, RouterError};
-use crate::session::Request;
+use crate::read::pipeline::held;
+use crate::session::{Reply, Request, Session};
 use crate::state::RouterState;
-use shardgate_query as query;
 
 /// The collections of the view.
 const COLLECTIONS: [&str; 12] = [
@@ -30,25 +32,37 @@ const COLLECTIONS: [&str; 12] = [
     "version",
 ];
 
-/// A reply larger than this would not fit one batch.
-const MAX_REPLY_BYTES: usize = 15 * 1024 * 1024;
-
 /// Runs a command on the `config` database.
-pub(crate) async fn run(state: &RouterState, req: &Request<'_>) -> Result<Document> {
-    match req.name {
-        "find" => find(state, req).await,
-        "aggregate" => aggregate(state, req).await,
+pub(crate) async fn run(
+    state: &Arc<RouterState>,
+    session: &Session,
+    req: &Request<'_>,
+) -> Result<Reply> {
+    let reply = match req.name {
+        "find" | "aggregate" => return read(state, session, req).await,
         "count" => count(state, req).await,
+        "distinct" => distinct(state, req).await,
         "listCollections" => Ok(list_collections(req.body)),
         "update" => writes::update(state, req).await,
         "insert" => writes::insert(state, req).await,
         "delete" => writes::delete(state, req).await,
+        "getMore" => Err(RouterError::command(43, "CursorNotFound", "cursor id not found")),
+        "killCursors" => return Ok(crate::read::get_more::kill_unknown_cursors(req)),
         other => Err(RouterError::command(
             20,
             "IllegalOperation",
-            format!("'{other}' is not supported on the config database view; use find, aggregate, count or the admin commands"),
+            format!("'{other}' is not supported on the config database view; use find, aggregate, count, distinct or the admin commands"),
         )),
-    }
+    };
+    reply.and_then(ok)
+}
+
+/// A success reply: the fields of `d` plus `ok: 1`.
+fn ok(mut d: Document) -> Result<Reply> {
+    d.insert("ok", 1.0);
+    d.to_vec()
+        .map(Reply::Body)
+        .map_err(|e| RouterError::command(1, "InternalError", format!("reply encoding: {e}")))
 }
 
 fn collection_arg<'a>(req: &Request<'a>) -> Result<&'a str> {
@@ -74,11 +88,6 @@ fn doc_arg(body: &RawDocument, field: &str) -> Result<Option<Document>> {
 
 fn int_arg(body: &RawDocument, field: &str) -> i64 {
     crate::session::number_field(body, field).unwrap_or(0)
-}
-
-fn query_error(e: query::QueryError) -> RouterError {
-    let (code, name) = e.code();
-    RouterError::command(code, name, e.to_string())
 }
 
 fn to_docs<T: Serialize>(items: Vec<T>) -> Result<Vec<Document>> {
@@ -120,70 +129,113 @@ pub(crate) async fn documents(state: &RouterState, coll: &str) -> Result<Vec<Doc
     }
 }
 
-fn cursor_reply(ns: String, batch: Vec<Document>) -> Result<Document> {
-    let size: usize = batch
-        .iter()
-        .map(|d| d.to_vec().map(|v| v.len()).unwrap_or(0))
-        .sum();
-    if size > MAX_REPLY_BYTES {
-        return Err(RouterError::command(
-            238,
-            "NotImplemented",
-            format!("the result of {ns} exceeds one 16 MB batch; narrow it with a filter or limit"),
-        ));
+/// The stages of a `find` on the view.
+fn find_stages(body: &RawDocument) -> Result<Vec<Document>> {
+    let mut stages = Vec::new();
+    if let Some(filter) = doc_arg(body, "filter")?.filter(|f| !f.is_empty()) {
+        stages.push(doc! {"$match": filter});
     }
-    Ok(doc! {"cursor": {"id": 0i64, "ns": ns, "firstBatch": batch}})
+    if let Some(sort) = doc_arg(body, "sort")?.filter(|s| !s.is_empty()) {
+        stages.push(doc! {"$sort": sort});
+    }
+    let skip = int_arg(body, "skip");
+    if skip < 0 {
+        return Err(RouterError::bad_value("skip value must be non-negative"));
+    }
+    if skip > 0 {
+        stages.push(doc! {"$skip": skip});
+    }
+    let limit = int_arg(body, "limit").unsigned_abs();
+    if limit > 0 {
+        stages.push(doc! {"$limit": limit as i64});
+    }
+    if let Some(projection) = doc_arg(body, "projection")?.filter(|p| !p.is_empty()) {
+        stages.push(doc! {"$project": projection});
+    }
+    Ok(stages)
 }
 
-async fn find(state: &RouterState, req: &Request<'_>) -> Result<Document> {
+/// `find` and `aggregate`: the client's stages over the view's documents,
+/// behind a cursor.
+async fn read(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -> Result<Reply> {
     let coll = collection_arg(req)?;
+    let (stages, first) = match req.name {
+        "find" => (
+            find_stages(req.body)?,
+            crate::session::number_field(req.body, "batchSize").map_or(101, |n| n.max(0) as usize),
+        ),
+        _ => (
+            crate::read::pipeline::pipeline_of(req.body)?,
+            crate::read::pipeline::first_batch_size(req.body),
+        ),
+    };
     let docs = documents(state, coll).await?;
-    let filter = doc_arg(req.body, "filter")?.unwrap_or_default();
-    let sort = doc_arg(req.body, "sort")?;
-    let projection = doc_arg(req.body, "projection")?;
-    let skip = int_arg(req.body, "skip").max(0) as u64;
-    let limit = int_arg(req.body, "limit");
-    let out = query::find(
-        docs,
-        &filter,
-        sort.as_ref(),
-        projection.as_ref(),
-        skip,
-        limit,
-    )
-    .map_err(query_error)?;
-    cursor_reply(format!("config.{coll}"), out)
+    let stream = held::run(state, docs, &stages).await?;
+    let ns = format!("config.{coll}");
+    crate::read::pipeline::respond(state, session, &ns, stream, first).await
 }
 
-async fn aggregate(state: &RouterState, req: &Request<'_>) -> Result<Document> {
-    let coll = collection_arg(req)?;
-    let pipeline: Vec<Document> = req
-        .body
-        .get_array("pipeline")
-        .map_err(|_| RouterError::bad_value("aggregate needs a pipeline array"))?
+/// Everything `stages` give over the view's documents.
+async fn all(state: &Arc<RouterState>, coll: &str, stages: &[Document]) -> Result<Vec<Document>> {
+    let docs = documents(state, coll).await?;
+    let stream = held::run(state, docs, stages).await?;
+    crate::read::pipeline::drain(stream)
+        .await?
         .into_iter()
-        .map(|s| {
-            s.ok()
-                .and_then(|s| s.as_document())
-                .and_then(|d| Document::try_from(d).ok())
-                .ok_or_else(|| RouterError::bad_value("each pipeline stage must be a document"))
-        })
-        .collect::<Result<_>>()?;
-    let docs = documents(state, coll).await?;
-    let out = query::aggregate(docs, &pipeline).map_err(query_error)?;
-    cursor_reply(format!("config.{coll}"), out)
+        .map(|d| Document::try_from(d).map_err(|e| RouterError::bad_value(e.to_string())))
+        .collect()
 }
 
-async fn count(state: &RouterState, req: &Request<'_>) -> Result<Document> {
+async fn count(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
     let coll = collection_arg(req)?;
-    let docs = documents(state, coll).await?;
-    let filter = doc_arg(req.body, "query")?.unwrap_or_default();
-    let skip = int_arg(req.body, "skip").max(0) as u64;
-    let limit = int_arg(req.body, "limit");
-    let n = query::find(docs, &filter, None, None, skip, limit)
-        .map_err(query_error)?
-        .len();
-    Ok(doc! {"n": n as i64})
+    let mut stages = Vec::new();
+    if let Some(query) = doc_arg(req.body, "query")?.filter(|q| !q.is_empty()) {
+        stages.push(doc! {"$match": query});
+    }
+    let skip = int_arg(req.body, "skip").max(0);
+    if skip > 0 {
+        stages.push(doc! {"$skip": skip});
+    }
+    let limit = int_arg(req.body, "limit").unsigned_abs();
+    if limit > 0 {
+        stages.push(doc! {"$limit": limit as i64});
+    }
+    stages.push(doc! {"$count": "n"});
+    let out = all(state, coll, &stages).await?;
+    let n = out
+        .first()
+        .and_then(|d| d.get("n"))
+        .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)))
+        .unwrap_or(0);
+    Ok(doc! {"n": n})
+}
+
+/// `distinct`: each value of the key once, an array's elements one by one.
+async fn distinct(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
+    let coll = collection_arg(req)?;
+    let key = req
+        .body
+        .get_str("key")
+        .map_err(|_| RouterError::command(14, "TypeMismatch", "'key' must be a string"))?;
+    let mut stages = Vec::new();
+    if let Some(query) = doc_arg(req.body, "query")?.filter(|q| !q.is_empty()) {
+        stages.push(doc! {"$match": query});
+    }
+    stages.push(doc! {"$project": {"_id": 0, "v": format!("${key}")}});
+    let mut values: Vec<Bson> = Vec::new();
+    for d in all(state, coll, &stages).await? {
+        let found = match d.get("v") {
+            Some(Bson::Array(items)) => items.clone(),
+            Some(v) => vec![v.clone()],
+            None => Vec::new(),
+        };
+        for v in found {
+            if !values.contains(&v) {
+                values.push(v);
+            }
+        }
+    }
+    Ok(doc! {"values": values})
 }
 
 fn list_collections(body: &RawDocument) -> Document {

@@ -401,6 +401,20 @@ pub async fn config_docs(
         .expect("config view cursor")
 }
 
+/// Every document `pipeline` gives on `coll`.
+pub async fn aggregate_all(
+    coll: &mongodb::Collection<Document>,
+    pipeline: Vec<Document>,
+) -> Vec<Document> {
+    use futures::TryStreamExt;
+    coll.aggregate(pipeline)
+        .await
+        .expect("aggregate")
+        .try_collect()
+        .await
+        .expect("aggregate cursor")
+}
+
 /// The `ok` field of a reply as a number.
 pub fn ok_of(reply: &Document) -> f64 {
     match reply.get("ok") {

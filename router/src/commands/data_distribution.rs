@@ -6,13 +6,15 @@
 //! chunk sizes, as the balancer's policy decides).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bson::{doc, Bson, Document};
 
 use crate::catalog_cache::routing::CollectionRouting;
 use crate::error::{Result, RouterError};
 use crate::read::orphans::{Exclusion, OwnedIds};
-use crate::session::{Namespace, Reply, Request};
+use crate::read::pipeline::held;
+use crate::session::{Namespace, Reply, Request, Session};
 use crate::shards::run_on_shard;
 use crate::state::RouterState;
 
@@ -76,9 +78,14 @@ async fn shares(state: &RouterState, routing: &CollectionRouting) -> Result<Vec<
 }
 
 /// `aggregate: 1` on `admin` with `[{$shardedDataDistribution: {}}, ...]`:
-/// one document per sharded collection; later stages run on the router's
-/// document engine. `None` for other pipelines.
-pub(crate) async fn stage(state: &RouterState, req: &Request<'_>) -> Result<Option<Reply>> {
+/// one document per sharded collection, then the later stages (the
+/// router's engine, or a shard's: `read::pipeline::held`). `None` for
+/// other pipelines.
+pub(crate) async fn stage(
+    state: &Arc<RouterState>,
+    session: &Session,
+    req: &Request<'_>,
+) -> Result<Option<Reply>> {
     let Ok(pipeline) = req.body.get_array("pipeline") else {
         return Ok(None);
     };
@@ -111,10 +118,11 @@ pub(crate) async fn stage(state: &RouterState, req: &Request<'_>) -> Result<Opti
             .collect();
         docs.push(doc! {"ns": &routing.collection.ns, "shards": shards});
     }
-    let docs = shardgate_query::aggregate(docs, &stages[1..])
-        .map_err(|e| RouterError::command(e.code().0, e.code().1, e.to_string()))?;
-    let reply = doc! {"cursor": {"id": 0i64, "ns": "admin.$cmd.aggregate", "firstBatch": docs}};
-    super::ok(reply).map(Some)
+    let stream = held::run(state, docs, &stages[1..]).await?;
+    let first = crate::read::pipeline::first_batch_size(req.body);
+    crate::read::pipeline::respond(state, session, "admin.$cmd.aggregate", stream, first)
+        .await
+        .map(Some)
 }
 
 /// `balancerCollectionStatus: "db.coll"`.

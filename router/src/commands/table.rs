@@ -457,6 +457,7 @@ fn data() -> Vec<CommandSpec> {
         namespace("killCursors", Read),
         namespace("count", Read),
         namespace("distinct", Read),
+        namespace("filemd5", Read),
         namespace("aggregate", ReadOrOut),
         namespace("explain", Read),
         namespace("listCollections", Read),

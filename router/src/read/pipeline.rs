@@ -18,10 +18,13 @@
 //! - `merge`: running the merge part; `shard`: the merging shard.
 //! - `foreign`: stages the router runs; `output`: `$merge`/`$out`.
 //! - `explain`: `explain` of a split pipeline.
+//! - `held`: stages over documents the router makes itself (the `config`
+//!   view, `$shardedDataDistribution`).
 
 mod explain;
 mod foreign;
 mod group;
+pub(crate) mod held;
 mod merge;
 mod output;
 mod shard;
@@ -266,11 +269,10 @@ fn open_sharded<'a>(
                     let (stages, filter) = filter_pipeline(ctx, orphans, &cut.shards, body);
                     (stages, Some(filter))
                 }
-                None => {
-                    let mut stages = cut.shards.clone();
-                    stages.insert(0, doc! {"$match": exclusion.apply(&Document::new())});
-                    (stages, None)
-                }
+                None => (
+                    with_filter(&cut.shards, exclusion.apply(&Document::new())),
+                    None,
+                ),
             };
             let filter = with_sort_keys(filter, cut.sort.as_ref());
             async move {
@@ -288,6 +290,28 @@ fn open_sharded<'a>(
     })
 }
 
+/// `stages` that see only the documents `filter` matches: a `$match`
+/// first, or, ahead of a `$geoNear` (which must stay first), in its
+/// `query`.
+fn with_filter(stages: &[Document], filter: Document) -> Vec<Document> {
+    let mut out = stages.to_vec();
+    let geo = out
+        .first_mut()
+        .and_then(|s| s.get_document_mut("$geoNear").ok());
+    match geo {
+        _ if filter.is_empty() => {}
+        Some(spec) => {
+            let query = match spec.get_document("query") {
+                Ok(q) if !q.is_empty() => doc! {"$and": [q.clone(), filter]},
+                _ => filter,
+            };
+            spec.insert("query", query);
+        }
+        None => out.insert(0, doc! {"$match": filter}),
+    }
+    out
+}
+
 /// The pipeline for a shard holding hashed orphans: its leading `$match`
 /// stages only, so the documents arrive whole; the router drops the orphans
 /// and runs the rest of the shards part over the survivors on that shard.
@@ -299,7 +323,8 @@ fn filter_pipeline(
 ) -> (Vec<Document>, Arc<dyn BatchFilter>) {
     let matches = shard_part
         .iter()
-        .take_while(|s| s.contains_key("$match"))
+        .enumerate()
+        .take_while(|(i, s)| s.contains_key("$match") || (*i == 0 && s.contains_key("$geoNear")))
         .count();
     let mut options = Document::new();
     for name in ["collation", "let"] {

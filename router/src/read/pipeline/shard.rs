@@ -41,11 +41,22 @@ pub(super) async fn open_cursor(
 /// `input`.
 pub(super) async fn run_on_shard(
     ctx: &Ctx,
+    buffered: Vec<RawDocumentBuf>,
+    input: Box<dyn DocStream>,
+    stages: &[Document],
+) -> Result<Box<dyn DocStream>> {
+    let shard = merging_shard(ctx).await?;
+    run_on(ctx, shard, buffered, input, stages).await
+}
+
+/// Runs `stages` on `shard` over `buffered` and then the rest of `input`.
+pub(super) async fn run_on(
+    ctx: &Ctx,
+    shard: ShardType,
     mut buffered: Vec<RawDocumentBuf>,
     mut input: Box<dyn DocStream>,
     stages: &[Document],
 ) -> Result<Box<dyn DocStream>> {
-    let shard = merging_shard(ctx).await?;
     let inline_max = INLINE_BYTES.min(ctx.budget());
     let mut bytes: usize = buffered.iter().map(|d| d.as_bytes().len()).sum();
     while bytes <= inline_max && !input.is_exhausted() {

@@ -73,6 +73,7 @@ pub(crate) fn split(pipeline: &[Document], ordered_merge: bool) -> Split {
         return out;
     };
     let consumed = match stage_name(first) {
+        "$geoNear" if cut == 0 => geo_near_half(&mut out, rest),
         "$sort" if ordered_merge => sort_half(&mut out, rest),
         "$limit" => match count_of(first.get("$limit")) {
             Some(n) => {
@@ -100,7 +101,29 @@ fn sort_half(out: &mut Split, rest: &[Document]) -> usize {
     }
     out.shards.push(rest[0].clone());
     out.sort = Some(spec.clone());
-    let mut i = 1;
+    1 + skip_limit_after(out, &rest[1..])
+}
+
+/// `$geoNear` (first, as it must be): every shard runs it, and the merge
+/// keeps the shards' order by distance, as mongos merges by the distance
+/// sort key; a `$skip`/`$limit` right after it goes as after a `$sort`.
+fn geo_near_half(out: &mut Split, rest: &[Document]) -> usize {
+    let Ok(field) = rest[0]
+        .get_document("$geoNear")
+        .and_then(|spec| spec.get_str("distanceField"))
+    else {
+        return 0; // malformed: the merging shard gives MongoDB's error
+    };
+    out.shards.push(rest[0].clone());
+    out.sort = Some(doc! {field: 1});
+    1 + skip_limit_after(out, &rest[1..])
+}
+
+/// The `$skip` and `$limit` leading `rest`, after a sort the shards ran:
+/// the shards keep at most `skip + limit`; the merge skips and limits.
+/// Returns how many stages it consumed.
+fn skip_limit_after(out: &mut Split, rest: &[Document]) -> usize {
+    let mut i = 0;
     if let Some(n) = rest.get(i).filter(|s| stage_name(s) == "$skip") {
         match count_of(n.get("$skip")) {
             Some(n) => out.skip = n,
@@ -210,6 +233,24 @@ mod tests {
         assert_eq!((s.skip, s.limit), (5, Some(10)));
         assert_eq!(s.sort, Some(doc! {"b": -1}));
         assert_eq!(s.merge, vec![doc! {"$project": {"b": 1}}]);
+    }
+
+    #[test]
+    fn geo_near_runs_on_shards_merged_by_distance() {
+        let near = doc! {"$geoNear": {"near": [0, 0], "distanceField": "d.x"}};
+        let p = stages(&[
+            near.clone(),
+            doc! {"$limit": 3},
+            doc! {"$project": {"d": 1}},
+        ]);
+        let s = split(&p, false);
+        assert_eq!(s.shards, vec![near, doc! {"$limit": 3i64}]);
+        assert_eq!(s.sort, Some(doc! {"d.x": 1}));
+        assert_eq!((s.skip, s.limit), (0, Some(3)));
+        assert_eq!(s.merge, vec![doc! {"$project": {"d": 1}}]);
+        // Not first: left whole for the server's error.
+        let late = stages(&[doc! {"$match": {}}, p[0].clone()]);
+        assert_eq!(split(&late, true).merge, late[1..].to_vec());
     }
 
     #[test]
