@@ -2,7 +2,8 @@
 //! operations in `currentOp` (and `killOp` interrupting one), `dataSize`
 //! summed over the shards owning a collection, and a `drop` of a sharded
 //! collection fenced against writes routed by the old metadata, and
-//! `filemd5` over a GridFS file whose chunks span shards.
+//! `filemd5` over a GridFS file whose chunks span shards, and the search
+//! commands refused as a mongos without a search service refuses them.
 
 mod support;
 
@@ -333,4 +334,28 @@ async fn filemd5_hashes_a_file_whose_chunks_span_shards() {
     let r = db.run_command(doc! {"filemd5": 9}).await.unwrap();
     assert_eq!(r.get_i32("numChunks").unwrap(), 0);
     assert_eq!(r.get_str("md5").unwrap(), hex_md5(&[]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_needs_a_search_service_as_on_a_community_mongos() {
+    let cluster = TestCluster::start(3).await;
+    let client = spread(&cluster).await;
+    let db = client.database("diag");
+    db.collection::<Document>("plain")
+        .insert_one(doc! {"a": 1})
+        .await
+        .unwrap();
+    for coll in ["c", "plain"] {
+        for cmd in [
+            doc! {"createSearchIndexes": coll, "indexes": [{"definition": {"mappings": {"dynamic": true}}}]},
+            doc! {"updateSearchIndex": coll, "name": "default", "definition": {}},
+            doc! {"dropSearchIndex": coll, "name": "default"},
+            doc! {"aggregate": coll, "pipeline": [{"$listSearchIndexes": {}}], "cursor": {}},
+            doc! {"aggregate": coll, "pipeline": [{"$search": {"text": {"query": "x", "path": "a"}}}], "cursor": {}},
+            doc! {"aggregate": coll, "pipeline": [{"$vectorSearch": {}}], "cursor": {}},
+        ] {
+            let err = db.run_command(cmd.clone()).await.unwrap_err();
+            assert_eq!(error_code(&err), 31082, "{cmd}");
+        }
+    }
 }

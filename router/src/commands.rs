@@ -15,6 +15,7 @@ mod host;
 mod refine_shard_key;
 pub(crate) mod registry;
 mod rw_concern;
+mod search;
 mod shard_collection;
 pub(crate) mod sharding;
 mod table;
@@ -376,6 +377,9 @@ async fn route_db(
     // `watch()` on a collection (sharded or not) or a database.
     if crate::change_streams::is_change_stream(req) {
         return crate::change_streams::open(state, session, req).await;
+    }
+    if let Some(refused) = search::refusal(req) {
+        return Err(refused);
     }
     if req.name == "filemd5" {
         return filemd5::filemd5(state, req).await;
