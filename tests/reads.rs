@@ -441,6 +441,14 @@ async fn targeted_queries_reach_only_owning_shards_and_cursors_page_exactly_once
         .await
         .unwrap_err();
     assert_eq!(support::error_code(&gone), 43);
+    // A sort no server reads gets mongod's error for it.
+    for (sort, code) in [(doc! {"k": 2}, 15975), (doc! {"k": "up"}, 15974)] {
+        let err = db
+            .run_command(doc! {"find": "c", "sort": sort})
+            .await
+            .unwrap_err();
+        assert_eq!(support::error_code(&err), code);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,6 +78,37 @@ pub(crate) async fn find(
     )))
 }
 
+/// mongod's error for a sort it cannot read (only a `$meta` other than
+/// `textScore` is readable by a server and not merged by the router).
+fn sort_error(sort: &Document) -> RouterError {
+    for (k, v) in sort {
+        match v {
+            bson::Bson::Int32(_) | bson::Bson::Int64(_) | bson::Bson::Double(_) => {
+                let n = v
+                    .as_f64()
+                    .or(v.as_i64().map(|n| n as f64))
+                    .or(v.as_i32().map(f64::from));
+                if n != Some(1.0) && n != Some(-1.0) {
+                    return RouterError::command(
+                        15975,
+                        "Location15975",
+                        "$sort key ordering must be 1 (for ascending) or -1 (for descending)",
+                    );
+                }
+            }
+            bson::Bson::Document(_) => {}
+            _ => {
+                return RouterError::command(
+                    15974,
+                    "Location15974",
+                    format!("Illegal key in $sort specification: {k}: {v}"),
+                )
+            }
+        }
+    }
+    RouterError::bad_value(format!("cannot merge the sort {sort} across shards"))
+}
+
 /// The options of a `find` the router merges.
 struct FindArgs {
     /// The merge order, when sorted.
@@ -93,13 +124,7 @@ struct FindArgs {
 impl FindArgs {
     fn parse(body: &bson::RawDocument) -> Result<FindArgs> {
         let spec = match doc_field(body, "sort")?.filter(|s| !s.is_empty()) {
-            Some(s) => Some(SortSpec::parse(&s).ok_or_else(|| {
-                RouterError::command(
-                    238,
-                    "NotImplemented",
-                    format!("cannot merge sort {s} across shards"),
-                )
-            })?),
+            Some(s) => Some(SortSpec::parse_shard_keyed(&s).ok_or_else(|| sort_error(&s))?),
             None => None,
         };
         let raw_limit = int_field(body, "limit")?.unwrap_or(0);

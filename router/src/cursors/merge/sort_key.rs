@@ -27,12 +27,26 @@ impl SortSpec {
     /// Reads `{a: 1, b: -1}`; `None` when a field is not sorted by 1/-1
     /// (for example `{$meta: "textScore"}`), which the router cannot merge.
     pub fn parse(sort: &Document) -> Option<SortSpec> {
+        Self::parse_as(sort, false)
+    }
+
+    /// As [`SortSpec::parse`], and `{$meta: "textScore"}` as descending:
+    /// for merging on the `$sortKey` the shards compute themselves (a
+    /// `find`'s), which holds the score.
+    pub fn parse_shard_keyed(sort: &Document) -> Option<SortSpec> {
+        Self::parse_as(sort, true)
+    }
+
+    fn parse_as(sort: &Document, text_score: bool) -> Option<SortSpec> {
         let mut directions = Vec::with_capacity(sort.len());
         for v in sort.values() {
             let d = match v {
                 Bson::Int32(n) => *n as i64,
                 Bson::Int64(n) => *n,
                 Bson::Double(n) => *n as i64,
+                Bson::Document(m) if text_score && m.get_str("$meta").ok() == Some("textScore") => {
+                    -1
+                }
                 _ => return None,
             };
             directions.push(match d {
