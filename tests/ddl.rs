@@ -290,12 +290,19 @@ async fn a_shard_refusing_an_index_is_named_and_reported_until_repaired() {
     assert_eq!(reply.get_document("raw").unwrap().len(), 2, "{reply}");
     let found = inconsistent(admin(&client, doc! {"checkMetadataConsistency": 1}).await);
     assert!(found.is_empty(), "{found:?}");
-    // A capped conversion of a sharded collection is refused as on mongos.
-    let e = router
-        .run_command(doc! {"convertToCapped": "c", "size": 100_000})
-        .await
-        .unwrap_err();
-    assert_eq!(support::error_code(&e), 20);
+    // A capped conversion or clone of a sharded collection is refused as on
+    // mongos, and reIndex is not a mongos command.
+    for (cmd, code) in [
+        (doc! {"convertToCapped": "c", "size": 100_000}, 20),
+        (
+            doc! {"cloneCollectionAsCapped": "c", "toCollection": "cc", "size": 100_000},
+            20,
+        ),
+        (doc! {"reIndex": "c"}, 59),
+    ] {
+        let e = router.run_command(cmd.clone()).await.unwrap_err();
+        assert_eq!(support::error_code(&e), code, "{cmd}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

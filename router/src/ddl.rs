@@ -59,7 +59,22 @@ pub(crate) async fn route(
                 format!("You can't convertToCapped a sharded collection: {ns}"),
             ))
         }
-        "compact" | "planCacheClear" | "planCacheClearFilters" | "planCacheSetFilter" => {
+        "cloneCollectionAsCapped" => {
+            return Err(RouterError::command(
+                20,
+                "IllegalOperation",
+                format!("You can't cloneCollectionAsCapped a sharded collection: {ns}"),
+            ))
+        }
+        "reIndex" => {
+            // mongos has no reIndex (mongod runs it only standalone).
+            return Err(RouterError::command_not_found(req.name));
+        }
+        "compact"
+        | "planCacheClear"
+        | "planCacheClearFilters"
+        | "planCacheSetFilter"
+        | "setIndexCommitQuorum" => {
             let shards = targets(state, routing, req.db)?;
             body(raw_reply(
                 &on_shards(state, shards, &passthrough(req)?).await?,
