@@ -1,6 +1,7 @@
 //! The command registry as a client sees it: privileges checked per
 //! command (a `read` user may `find` but not `convertToCapped`, `compact`
-//! or `createRole`; an unknown command needs `root`), `killCursors` of ids
+//! or `createRole`; an unknown command needs `root`; `$out`/`$merge` into
+//! another database need a write there), `killCursors` of ids
 //! the router does not hold on a sharded collection, `listCommands`, and a
 //! shard's `RetryableWriteError` reaching the driver through a scattered
 //! retryable insert; custom roles granting exactly their privileges.
@@ -94,6 +95,32 @@ async fn privileges_come_from_the_registry() {
             .unwrap_err();
         assert_eq!(error_code(&e), 13, "a read user runs {cmd}");
     }
+    // readWrite on app may $out within app, not into another database.
+    admin(
+        &root,
+        doc! {"createUser": "writer", "pwd": "pw-writer", "roles": [{"role": "readWrite", "db": "app"}]},
+    )
+    .await;
+    let writer = support::client(&login("writer", "pw-writer")).await;
+    let wapp = writer.database("app");
+    let out =
+        |target: bson::Bson| doc! {"aggregate": "c", "pipeline": [{"$out": target}], "cursor": {}};
+    wapp.run_command(out(bson::Bson::from("copy")))
+        .await
+        .unwrap();
+    for cmd in [
+        out(bson::Bson::Document(doc! {"db": "other", "coll": "copy"})),
+        doc! {"aggregate": "c", "pipeline": [{"$merge": {"into": {"db": "other", "coll": "copy"}}}], "cursor": {}},
+    ] {
+        let e = wapp.run_command(cmd.clone()).await.unwrap_err();
+        assert_eq!(error_code(&e), 13, "a readWrite@app user runs {cmd}");
+    }
+    let others = root
+        .database("other")
+        .list_collection_names()
+        .await
+        .unwrap();
+    assert!(!others.contains(&"copy".to_owned()), "{others:?}");
     // The collection is untouched: not capped.
     let stats = app.run_command(doc! {"collStats": "c"}).await.unwrap();
     assert_ne!(stats.get_bool("capped").ok(), Some(true));

@@ -348,6 +348,31 @@ fn grants(roles: &[RoleRef], need: &Need) -> bool {
     })
 }
 
+/// The databases other than its own that an `aggregate` writes with
+/// `$out: {db, coll}` or `$merge: {into: {db, coll}}`.
+fn output_dbs(req: &Request<'_>) -> Vec<String> {
+    if req.name != "aggregate" {
+        return Vec::new();
+    }
+    let Ok(pipeline) = req.body.get_array("pipeline") else {
+        return Vec::new();
+    };
+    let target = |stage: &bson::RawDocument| -> Option<String> {
+        let out = stage.get_document("$out").ok();
+        let into = stage
+            .get_document("$merge")
+            .ok()
+            .and_then(|m| m.get_document("into").ok());
+        let db = out.or(into)?.get_str("db").ok()?;
+        (db != req.db).then(|| db.to_owned())
+    };
+    pipeline
+        .into_iter()
+        .filter_map(|s| s.ok()?.as_document())
+        .filter_map(target)
+        .collect()
+}
+
 fn loopback(peer: &str) -> bool {
     peer.parse::<std::net::SocketAddr>()
         .map(|a| a.ip().is_loopback())
@@ -385,13 +410,21 @@ pub(crate) async fn authorize(
     } else {
         grants(&roles, &need)
     };
-    if allowed {
+    // `$out`/`$merge` into another database: a write there too.
+    let outputs = output_dbs(req);
+    let writes_outputs = |roles: &[RoleRef]| {
+        outputs
+            .iter()
+            .all(|db| grants(roles, &Need::Write(db.clone())))
+    };
+    if allowed && writes_outputs(&roles) {
         return Ok(());
     }
     // Custom roles: read from the store only when the built-in ones do not
     // allow the command, so the common path costs nothing.
     let (builtins, privileges) = roles::expand(state, &roles).await?;
-    if grants(&builtins, &need) || roles::allows(&privileges, req) {
+    let command_allowed = allowed || grants(&builtins, &need) || roles::allows(&privileges, req);
+    if command_allowed && (writes_outputs(&roles) || writes_outputs(&builtins)) {
         return Ok(());
     }
     if req.name == "createUser" && loopback(&session.peer) && !any_user(state).await? {
