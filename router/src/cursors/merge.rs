@@ -225,6 +225,21 @@ mod tests {
     }
 
     #[test]
+    fn a_scalar_sort_key_compares_whole() {
+        // A `$near` query's shards send the distance itself.
+        let distances = |keys: &[(i32, f64)]| -> Vec<RawDocumentBuf> {
+            keys.iter()
+                .map(|(v, d)| rawdoc! {"v": *v, "$sortKey": *d})
+                .collect()
+        };
+        let spec = SortSpec::parse(&doc! {"distance": 1}).unwrap();
+        let mut m = KWayMerge::new(2, Some(spec));
+        m.push(0, distances(&[(1, 0.5), (3, 2.25)]), true);
+        m.push(1, distances(&[(2, 1.0), (4, 10.0)]), true);
+        assert_eq!(drain(&mut m), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
     fn waits_for_a_refill_before_passing_an_open_stream() {
         let spec = SortSpec::parse(&doc! {"v": 1}).unwrap();
         let mut m = KWayMerge::new(2, Some(spec));

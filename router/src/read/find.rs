@@ -78,6 +78,18 @@ pub(crate) async fn find(
     )))
 }
 
+/// Whether `filter` has a `$near` or `$nearSphere` (at the top level or
+/// under `$and`): its results come in distance order.
+fn has_near(filter: &Document) -> bool {
+    filter.iter().any(|(k, v)| match (k.as_str(), v) {
+        ("$and", bson::Bson::Array(items)) => {
+            items.iter().any(|i| i.as_document().is_some_and(has_near))
+        }
+        (_, bson::Bson::Document(d)) => d.contains_key("$near") || d.contains_key("$nearSphere"),
+        _ => false,
+    })
+}
+
 /// mongod's error for a sort it cannot read (only a `$meta` other than
 /// `textScore` is readable by a server and not merged by the router).
 fn sort_error(sort: &Document) -> RouterError {
@@ -119,13 +131,23 @@ struct FindArgs {
     single_batch: bool,
     batch_size: Option<i64>,
     allow_partial: bool,
+    /// What the shards put in `$sortKey`: `sortKey`, or for a `$near`
+    /// query without a sort, `geoNearDistance` (merged ascending, as
+    /// mongos merges it).
+    meta: &'static str,
 }
 
 impl FindArgs {
     fn parse(body: &bson::RawDocument) -> Result<FindArgs> {
-        let spec = match doc_field(body, "sort")?.filter(|s| !s.is_empty()) {
-            Some(s) => Some(SortSpec::parse_shard_keyed(&s).ok_or_else(|| sort_error(&s))?),
-            None => None,
+        let (spec, meta) = match doc_field(body, "sort")?.filter(|s| !s.is_empty()) {
+            Some(s) => (
+                Some(SortSpec::parse_shard_keyed(&s).ok_or_else(|| sort_error(&s))?),
+                "sortKey",
+            ),
+            None if doc_field(body, "filter")?.is_some_and(|f| has_near(&f)) => {
+                (SortSpec::parse(&doc! {"distance": 1}), "geoNearDistance")
+            }
+            None => (None, "sortKey"),
         };
         let raw_limit = int_field(body, "limit")?.unwrap_or(0);
         Ok(FindArgs {
@@ -135,6 +157,7 @@ impl FindArgs {
             single_batch: body.get_bool("singleBatch").unwrap_or(false) || raw_limit < 0,
             batch_size: int_field(body, "batchSize")?,
             allow_partial: body.get_bool("allowPartialResults").unwrap_or(false),
+            meta,
         })
     }
 
@@ -149,7 +172,7 @@ impl FindArgs {
         if self.spec.is_some() {
             projection
                 .get_or_insert_with(Document::new)
-                .insert(SORT_KEY_FIELD, doc! {"$meta": "sortKey"});
+                .insert(SORT_KEY_FIELD, doc! {"$meta": self.meta});
         }
         if let Some(p) = projection {
             add.insert("projection", p);

@@ -73,6 +73,14 @@ impl SortSpec {
                 }
             };
         let mut directions = self.directions.iter();
+        if let Some(whole) = found.filter(|e| e.kind != ARRAY) {
+            // A scalar key compares whole (a `$near` query's distance).
+            if let Some(dir) = directions.clone().next() {
+                if encode_raw_value(whole.kind, whole.value, *dir < 0, out) {
+                    directions.next();
+                }
+            }
+        }
         if let Some(array) = found.filter(|e| e.kind == ARRAY) {
             let items = Elements::new(array.value).into_iter().flatten();
             for item in items.map_while(Result::ok) {
