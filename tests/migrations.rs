@@ -430,3 +430,79 @@ async fn a_chunk_moved_back_keeps_its_documents_after_the_delayed_deletion() {
         "the chunk's documents on its owner only"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_migration_keeps_the_grace_period_of_the_last_one() {
+    let config = shardgate_router::RouterConfig {
+        balancer: false,
+        orphan_cleanup_delay_secs: 3,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, config, false).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "grace", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(
+        &client,
+        doc! {"shardCollection": "grace.c", "key": {"k": 1}},
+    )
+    .await;
+    admin(&client, doc! {"split": "grace.c", "middle": {"k": 500}}).await;
+    let coll = client.database("grace").collection::<Document>("c");
+    coll.insert_many((0..1000).map(|i| doc! {"_id": i, "k": i}))
+        .await
+        .unwrap();
+    let on_source = support::direct_client(&cluster.shards[0])
+        .await
+        .database("grace")
+        .collection::<Document>("c");
+    let low = doc! {"k": {"$lt": 500}};
+    admin(
+        &client,
+        doc! {"moveChunk": "grace.c", "find": {"k": 0}, "to": "shard0001"},
+    )
+    .await;
+    // The next migration of the collection starts at once (the lock holder
+    // recovers what is recorded): the first one's copies stay on its
+    // source for their grace period, for cursors opened there before its
+    // commit.
+    admin(
+        &client,
+        doc! {"moveChunk": "grace.c", "find": {"k": 700}, "to": "shard0002"},
+    )
+    .await;
+    assert_eq!(on_source.count_documents(low.clone()).await.unwrap(), 500);
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1000);
+    // And the first chunk moves back before its deletion is due: the
+    // copies it finds there are replaced, never counted twice, never lost.
+    admin(
+        &client,
+        doc! {"moveChunk": "grace.c", "find": {"k": 0}, "to": "shard0000"},
+    )
+    .await;
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1000);
+    // Then every source's copies go, and only those.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut per_shard = Vec::new();
+        for s in &cluster.shards {
+            let c = support::direct_client(s)
+                .await
+                .database("grace")
+                .collection::<Document>("c");
+            per_shard.push(c.count_documents(doc! {}).await.unwrap());
+        }
+        if per_shard == [500, 0, 500] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left on the shards: {per_shard:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1000);
+}

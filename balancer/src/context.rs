@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bson::{doc, Document, RawDocumentBuf};
-use shardgate_config_store::model::{ChangelogEntry, MigrationType};
+use shardgate_config_store::model::{ChangelogEntry, OrphanRange};
 use shardgate_config_store::shard_key::ShardKeyPattern;
 use shardgate_config_store::{Catalog, ShardType};
 use shardgate_shard_client::{PoolConfig, ShardClient, ShardCursor, Target};
@@ -43,14 +43,15 @@ pub(crate) struct Stats {
     pub migrations: AtomicI64,
 }
 
-/// A committed migration's source range, to delete once `due`.
+/// A committed migration's source range (an orphan range), to delete
+/// once `due`.
 pub(crate) struct PendingDeletion {
     /// When the grace period for open cursors ends.
     pub due: std::time::Instant,
     /// The collection's shard key.
     pub pattern: ShardKeyPattern,
-    /// The committed migration.
-    pub migration: MigrationType,
+    /// The range and the shard holding its copies.
+    pub orphan: OrphanRange,
 }
 
 /// The balancer service's shared state.

@@ -14,8 +14,9 @@
 //! 5. Commit, in one transaction fenced by the lock: D owns the chunk (major
 //!    version bump), D's orphan range goes, S's copy becomes one, the record
 //!    says `committed`. Routers release held writes to D.
-//! 6. Delete the range on S (at once with `_waitForDelete`, else after
-//!    `orphan_cleanup_delay_secs`), then drop the record and S's orphan range.
+//! 6. Drop the record; delete the range on S (at once with
+//!    `_waitForDelete`, else after `orphan_cleanup_delay_secs`, under the
+//!    lock), then S's orphan range.
 //!
 //! A failure before the commit aborts: D's copies are deleted and the record
 //! removed. A lock holder that died leaves its record; the next holder of
@@ -47,8 +48,8 @@ use crate::lock::{lock, LockGuard};
 use catchup::{resync, ChangeStream};
 use clone::{clone_range, copy_indexes};
 use critical::{clear_acks, enter_critical, wait_for_acks};
-use range_deleter::{cleanup, delete_range};
-pub(crate) use range_deleter::{delete_due, find_all, PendingDeletion};
+use range_deleter::delete_range;
+pub(crate) use range_deleter::{delete_due, find_all};
 use recovery::abort;
 pub(crate) use recovery::recover;
 
@@ -136,7 +137,7 @@ pub(crate) async fn move_chunk(
         "totalMillis": started.elapsed().as_millis() as i64,
     };
     log(state, "moveChunk.commit", &migration, details).await;
-    delete_source_copies(state, pattern, migration, wait_for_delete).await?;
+    range_deleter::after_commit(state, pattern, &migration, wait_for_delete).await?;
     Ok(stats)
 }
 
@@ -263,34 +264,6 @@ async fn plan(
         fencing: guard.token,
     };
     Ok(Some((pattern, migration, source, dest)))
-}
-
-/// Range deletion on the source after the commit: its copies are orphans
-/// now, excluded from reads, so deleting them later only frees space.
-async fn delete_source_copies(
-    state: &Balancer,
-    pattern: ShardKeyPattern,
-    migration: MigrationType,
-    wait_for_delete: bool,
-) -> Result<()> {
-    let mut committed = migration;
-    committed.state = MigrationState::Committed;
-    if wait_for_delete || state.config.orphan_cleanup_delay_secs == 0 {
-        return cleanup(state, &pattern, &committed).await;
-    }
-    // Later, from the service loop (`delete_due`); if this process stops
-    // first, the next lock holder's recovery deletes it.
-    let delay = Duration::from_secs(state.config.orphan_cleanup_delay_secs);
-    state
-        .pending_deletions
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(PendingDeletion {
-            due: Instant::now() + delay,
-            pattern,
-            migration: committed,
-        });
-    Ok(())
 }
 
 pub(super) async fn log(state: &Balancer, what: &str, m: &MigrationType, mut details: Document) {

@@ -1,40 +1,62 @@
 //! Recovery and abort: what a dead lock holder left is finished (when
 //! committed) or aborted; an abort deletes what reached the destination.
+//! Orphan ranges no migration accounts for are source copies whose
+//! deletion a process that stopped was waiting for: they are deleted after
+//! a grace period counted from now (at once without one), unless this
+//! process already waits for them.
 
 use bson::doc;
-use shardgate_config_store::model::{MigrationState, MigrationType};
+use shardgate_config_store::model::{MigrationState, MigrationType, OrphanRange};
 use shardgate_config_store::shard_key::ShardKeyPattern;
 
 use std::sync::Arc;
 
+use super::range_deleter::{after_commit, delete_orphans, is_scheduled, schedule};
 use super::*;
 use crate::context::Balancer;
 use crate::error::Result;
 use crate::lock::LockGuard;
 
-/// Finishes or aborts every migration recorded by a dead lock holder.
+/// Finishes or aborts every migration recorded by a dead lock holder, and
+/// takes over the source copies left to delete.
 pub(crate) async fn recover(state: &Arc<Balancer>, guard: &LockGuard) -> Result<()> {
+    let _ = guard;
     for coll in state.catalog.collections().await? {
         let Ok(pattern) = ShardKeyPattern::parse(&coll.key) else {
             continue;
         };
         for m in state.catalog.migrations(&coll.ns).await? {
-            tracing::info!(ns = %m.ns, state = ?m.state, "recovering a migration left by a dead balancer");
             match m.state {
                 MigrationState::Committed => {
-                    delete_range(state, &m.from_shard, &pattern, &m).await?;
-                    state
-                        .catalog
-                        .finish_migration(&pattern, &m, &m.from_shard)
-                        .await?;
+                    tracing::info!(ns = %m.ns, "finishing a migration committed by a dead balancer");
+                    after_commit(state, pattern.clone(), &m, false).await?;
                     log(state, "moveChunk.recovered", &m, doc! {"finished": true}).await;
                 }
                 _ => {
+                    tracing::info!(ns = %m.ns, state = ?m.state, "aborting a migration left by a dead balancer");
                     abort(state, &pattern, &m, "the balancer that ran it died").await?;
                 }
             }
-            let _ = guard;
         }
+        if !state.catalog.migrations(&coll.ns).await?.is_empty() {
+            continue; // an abort whose destination is down: kept for later
+        }
+        for orphan in state.catalog.orphan_ranges(&coll.ns).await? {
+            if !is_scheduled(state, &orphan) {
+                take_over(state, &pattern, orphan).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a left orphan range now when there is no grace period, else
+/// schedules it.
+async fn take_over(state: &Balancer, pattern: &ShardKeyPattern, orphan: OrphanRange) -> Result<()> {
+    if state.config.orphan_cleanup_delay_secs == 0 {
+        delete_orphans(state, pattern, &orphan).await?;
+    } else {
+        schedule(state, pattern.clone(), orphan);
     }
     Ok(())
 }
