@@ -24,15 +24,30 @@
 //! document) and `insert_batch` (`--batch-size` new documents); new documents
 //! get a driver-generated `_id` and fresh keys above `--docs` and above every
 //! key already present, so repeated runs on the same data never collide.
+//! `update` is `update_one({key: random existing}, {$inc: {n: 1}})`;
+//! `sorted_scan` reads `find({}).sort({key: 1})` to the end in batches
+//! (checking the order) and reports documents read per second — against a
+//! router over spread chunks and a shard holding everything (`--uri2`), the
+//! cost of a sorted scatter scan. `--payload-bytes` sizes the payload.
+//!
+//! `--scenario migration` ([`migration`](mod@migration)) instead moves a
+//! chunk through the router while the clients write to it, and reports MB/s
+//! and the writes' latencies during the move. Long runs print a progress
+//! line on stderr every 5 s ([`window`](mod@window)). `--start-shards N`
+//! starts the cluster to measure instead of taking URIs
+//! ([`local`](mod@local)).
 
 mod histogram;
 mod json;
+mod local;
+mod migration;
 mod mix;
 mod report;
 mod setup;
+mod window;
 mod worker;
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,11 +57,13 @@ use mongodb::Client;
 
 pub use histogram::Histogram;
 pub use mix::{parse_mix, Mix, Op};
-pub use report::{EndpointReport, OpReport, Ratio, Report};
+pub use report::{EndpointReport, MigrationReport, OpReport, Ratio, Report};
+pub use window::PROGRESS_EVERY;
 pub use worker::PAYLOAD;
 
-use crate::cli::BenchArgs;
-use worker::{short_error, Workload};
+use crate::cli::{BenchArgs, Scenario};
+use window::Window;
+use worker::{payload, short_error, Workload};
 
 /// How to load and measure an endpoint (the same for both endpoints).
 #[derive(Debug, Clone)]
@@ -79,6 +96,12 @@ pub struct BenchConfig {
     pub direct_connection: bool,
     /// Server selection and connect timeout.
     pub connect_timeout: Duration,
+    /// What to measure: the mix for a duration, or a migration under it.
+    pub scenario: Scenario,
+    /// Bytes of each document's payload.
+    pub payload_bytes: usize,
+    /// The migration scenario's destination shard (default: another one).
+    pub to_shard: Option<String>,
 }
 
 impl BenchConfig {
@@ -120,6 +143,22 @@ pub fn from_args(a: &BenchArgs) -> anyhow::Result<(Vec<Endpoint>, BenchConfig)> 
         (a.splits == 1 && !a.spread) || a.shard_key,
         "--splits and --spread need --shard-key (and --setup)"
     );
+    anyhow::ensure!(
+        a.scenario == Scenario::Mix || a.uri2.is_none(),
+        "--scenario migration measures one router: drop --uri2"
+    );
+    anyhow::ensure!(
+        a.to_shard.is_none() || a.scenario == Scenario::Migration,
+        "--to-shard is for --scenario migration"
+    );
+    anyhow::ensure!(
+        a.start_shards.is_none() || a.uri2.is_none(),
+        "--start-shards measures the shard servers it starts: drop --uri2"
+    );
+    anyhow::ensure!(
+        a.start_shards != Some(0),
+        "--start-shards must be at least 1"
+    );
     let mut endpoints = vec![Endpoint::new(&a.label, &a.uri)];
     if let Some(uri2) = &a.uri2 {
         anyhow::ensure!(a.label2 != a.label, "--label and --label2 must differ");
@@ -140,6 +179,9 @@ pub fn from_args(a: &BenchArgs) -> anyhow::Result<(Vec<Endpoint>, BenchConfig)> 
         spread: a.spread,
         direct_connection: a.direct_connection,
         connect_timeout: Duration::from_secs(a.connect_timeout_secs.max(1)),
+        scenario: a.scenario,
+        payload_bytes: a.payload_bytes,
+        to_shard: a.to_shard.clone(),
     };
     Ok((endpoints, config))
 }
@@ -147,7 +189,17 @@ pub fn from_args(a: &BenchArgs) -> anyhow::Result<(Vec<Endpoint>, BenchConfig)> 
 /// `shardgate bench`: measures, prints the report (text or `--json`), and
 /// fails when an endpoint could not be measured.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (endpoints, config) = from_args(&args)?;
+    let (mut endpoints, config) = from_args(&args)?;
+    // Kept until the report is printed: dropping it stops the servers.
+    let mut _cluster = None;
+    if let Some(n) = args.start_shards {
+        let cluster = local::LocalCluster::start(n).await?;
+        endpoints = vec![Endpoint::new(&args.label, &cluster.router_uri)];
+        if config.scenario == Scenario::Mix {
+            endpoints.push(Endpoint::new(&args.label2, &cluster.standalone_uri));
+        }
+        _cluster = Some(cluster);
+    }
     let report = bench(&endpoints, &config).await;
     if args.json {
         println!("{}", report.to_json());
@@ -209,6 +261,9 @@ async fn measure(
             .await
             .map_err(|e| e.to_string())?;
     }
+    if config.scenario == Scenario::Migration {
+        return migration::measure(&client, is_router, config, &endpoint.label, report).await;
+    }
     let coll = client
         .database(&config.db)
         .collection::<Document>(&config.collection);
@@ -218,7 +273,9 @@ async fn measure(
         mix: config.mix.clone(),
         docs: config.docs,
         batch_size: config.batch_size,
+        payload: payload(config.payload_bytes),
         next_key: AtomicI64::new(first_key),
+        inserted: AtomicU64::new(0),
     });
     eprintln!(
         "bench: {}: {} clients, {:.1} s warm-up + {:.1} s measured, mix {}",
@@ -228,14 +285,19 @@ async fn measure(
         config.duration.as_secs_f64(),
         config.mix
     );
-    let (stats, measured) = worker::run_clients(
+    let window = Arc::new(Window::timed(config.warmup, config.duration));
+    let stats = worker::run_clients(
         workload,
+        window.clone(),
         config.clients,
-        config.warmup,
-        config.duration,
+        &endpoint.label,
         seed(),
     )
     .await;
+    // From the end of the warm-up until the last client stopped.
+    let measured = window
+        .opened_at()
+        .map_or(Duration::ZERO, |from| from.elapsed());
     report.fill(&config.mix, &stats, measured);
     Ok(())
 }

@@ -134,7 +134,7 @@ pub struct BenchArgs {
     /// Seconds of load before measuring, not recorded.
     #[arg(long, default_value_t = 2)]
     pub warmup_secs: u64,
-    /// Operation weights: find_by_key, scatter_sorted_find, insert, insert_batch.
+    /// Operation weights: find_by_key, scatter_sorted_find, insert, insert_batch, update, sorted_scan.
     #[arg(
         long,
         default_value = "find_by_key=70,scatter_sorted_find=10,insert=15,insert_batch=5",
@@ -174,6 +174,31 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// mix: run --mix for --duration-secs; migration: moveChunk the first
+    /// chunk through the router (--uri) while the clients run --mix, and
+    /// report MB/s and the writes' latencies during the move.
+    #[arg(long, value_enum, default_value_t = Scenario::Mix)]
+    pub scenario: Scenario,
+    /// Bytes of each document's payload (loaded and inserted).
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// --scenario migration: the destination shard [default: the first other shard].
+    #[arg(long)]
+    pub to_shard: Option<String>,
+    /// Start N shard servers (SHARDGATE_SHARD_BIN, else secantusd-py) and a
+    /// router over them, plus one standalone shard, and measure the router
+    /// and (with the mix) the standalone shard instead of --uri/--uri2.
+    #[arg(long)]
+    pub start_shards: Option<usize>,
+}
+
+/// `shardgate bench --scenario`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// The operation mix for a duration.
+    Mix,
+    /// One chunk migration under the mix's write load.
+    Migration,
 }
 
 /// Runs the parsed command line.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bson::{doc, Document};
 use shardgate::bench::{self, BenchConfig, Endpoint, EndpointReport, Mix, Op};
+use shardgate::cli::Scenario;
 
 const DOCS: u64 = 2_000;
 const BATCH: usize = 50;
@@ -31,6 +32,9 @@ fn config() -> BenchConfig {
         spread: false,
         direct_connection: false,
         connect_timeout: Duration::from_secs(10),
+        scenario: Scenario::Mix,
+        payload_bytes: 100,
+        to_shard: None,
     }
 }
 
@@ -38,7 +42,12 @@ fn check_endpoint(e: &EndpointReport, server: &str) {
     assert_eq!(e.error, None, "{}: {e:?}", e.label);
     assert_eq!(e.server.as_deref(), Some(server), "{}", e.label);
     assert_eq!(e.ops.len(), 4, "{}: {:?}", e.label, e.ops);
-    for op in Op::ALL {
+    for op in [
+        Op::FindByKey,
+        Op::ScatterSortedFind,
+        Op::Insert,
+        Op::InsertBatch,
+    ] {
         let r = e.op(op.name()).unwrap_or_else(|| panic!("{op} missing"));
         assert!(r.count > 0, "{} {op}: no operations: {r:?}", e.label);
         assert_eq!(r.errors, 0, "{} {op}: {r:?}", e.label);
@@ -158,6 +167,135 @@ async fn spread_places_chunks_on_every_shard() {
     assert_eq!(owners, ["shard0000", "shard0001", "shard0000", "shard0001"]);
 }
 
+/// The sorted scatter scan: every loaded document read back in key order,
+/// through a router over three shards and from one shard holding them all,
+/// with a documents/s ratio between the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sorted_scan_reads_every_document_through_the_router_and_from_one_shard() {
+    let cluster = support::TestCluster::start(3).await;
+    let direct = support::start_shards(&cluster.dir().join("direct"), 1, false).await;
+    let direct_uri = format!("mongodb://{}/?directConnection=true", direct[0].address());
+    let endpoints = [
+        Endpoint::new("router", &cluster.router.uri()),
+        Endpoint::new("one-shard", &direct_uri),
+    ];
+    let config = BenchConfig {
+        clients: 1,
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs(1),
+        mix: Mix::only(Op::SortedScan),
+        splits: 3,
+        spread: true,
+        ..config()
+    };
+    let report = bench::bench(&endpoints, &config).await;
+    println!("{}", report.to_text());
+    assert!(!report.failed(), "{report:?}");
+    for e in &report.endpoints {
+        let scan = e.op("sorted_scan").expect("a sorted_scan row");
+        assert!(scan.count >= 1, "{}: {scan:?}", e.label);
+        assert_eq!(scan.errors, 0, "{}: {scan:?}", e.label);
+        assert_eq!(scan.docs_read, scan.count * DOCS, "{}: {scan:?}", e.label);
+        assert!(scan.docs_read_per_sec > 0.0, "{}: {scan:?}", e.label);
+    }
+    assert!(
+        report.endpoints[0]
+            .notes
+            .iter()
+            .any(|n| n.contains(": 3 chunk(s) on shard0000") && n.contains("shard0002")),
+        "{:?}",
+        report.endpoints[0].notes
+    );
+    let ratio = report
+        .ratios
+        .iter()
+        .find(|r| r.op == "sorted_scan")
+        .unwrap();
+    assert!(ratio.docs_read.is_some_and(|r| r > 0.0), "{ratio:?}");
+    assert!(report.to_text().contains("== ratios router / one-shard"));
+    assert!(report.to_json().contains("\"docs_read_per_sec\":"));
+}
+
+/// `--scenario migration`: the chunk moves to the other shard while clients
+/// insert and update in it; every acknowledged insert is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migration_moves_the_chunk_under_writes_and_loses_none() {
+    let cluster = support::TestCluster::start(2).await;
+    let config = BenchConfig {
+        scenario: Scenario::Migration,
+        clients: 4,
+        warmup: Duration::from_millis(300),
+        mix: "insert=1,update=1".parse::<Mix>().unwrap(),
+        payload_bytes: 1000,
+        splits: 1,
+        ..config()
+    };
+    let e = bench::run_endpoint(&Endpoint::new("router", &cluster.router.uri()), &config).await;
+    println!("{}", bench::Report::new(vec![e.clone()]).to_text());
+    assert_eq!(e.error, None, "{e:?}");
+    let m = e.migration.as_ref().expect("a migration report");
+    assert_eq!((m.from.as_str(), m.to.as_str()), ("shard0000", "shard0001"));
+    assert_eq!(m.chunk_docs, DOCS);
+    assert!(m.chunk_bytes >= DOCS * 1000, "{m:?}");
+    assert!(m.secs > 0.0 && m.mb_per_sec > 0.0, "{m:?}");
+    for op in ["insert", "update"] {
+        let r = e.op(op).unwrap_or_else(|| panic!("{op} missing: {e:?}"));
+        assert_eq!(r.errors, 0, "{r:?}");
+        assert!(r.p50_us <= r.p99_us && r.p99_us <= r.max_us, "{r:?}");
+    }
+    let chunks = support::config_docs(
+        &cluster.client().await,
+        "chunks",
+        doc! {"ns": "benchdb.items"},
+        doc! {"min": 1},
+    )
+    .await;
+    let owners: Vec<&str> = chunks.iter().map(|c| c.get_str("shard").unwrap()).collect();
+    assert_eq!(owners, ["shard0001"]);
+    assert_eq!(count(&cluster.router.uri()).await, DOCS + m.inserted);
+    let text = bench::Report::new(vec![e.clone()]).to_text();
+    assert!(text.contains("shard0000 -> shard0001"), "{text}");
+}
+
+/// `--start-shards`: the tool starts its own shards and router, measures
+/// the router and the standalone shard, and stops them all.
+#[test]
+fn start_shards_measures_a_local_cluster_and_a_standalone_shard() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args(["bench", "--start-shards", "2", "--json"])
+        .args(["--label", "router", "--label2", "one-shard"])
+        .args(["--setup", "--shard-key", "--splits", "2", "--spread"])
+        .args(["--docs", "500", "--mix", "sorted_scan", "--clients", "1"])
+        .args(["--warmup-secs", "0", "--duration-secs", "1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let endpoints = report["endpoints"].as_array().unwrap();
+    let servers: Vec<&str> = endpoints
+        .iter()
+        .map(|e| e["server"].as_str().unwrap())
+        .collect();
+    assert_eq!(servers, ["router", "mongod"], "{stdout}");
+    for e in endpoints {
+        let scan = &e["ops"][0];
+        assert_eq!(scan["op"], "sorted_scan", "{e}");
+        assert_eq!(scan["errors"], 0, "{e}");
+        let (count, read) = (scan["count"].as_u64().unwrap(), scan["docs_read"].as_u64());
+        assert!(count >= 1, "{e}");
+        assert_eq!(read, Some(count * 500), "{e}");
+    }
+    assert!(endpoints[0]["notes"]
+        .to_string()
+        .contains("2 chunk(s) on shard0000"));
+    assert!(
+        report["ratios"][0]["docs_read"].as_f64().is_some(),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn a_dead_endpoint_is_one_clear_error() {
     let port = shardgate::shard_process::free_port().unwrap();
@@ -184,6 +322,9 @@ fn bad_arguments_are_refused() {
         vec!["bench", "--mix", "find_by_key=1,delete=2"],
         vec!["bench", "--shard-key"],
         vec!["bench", "--clients", "0"],
+        vec!["bench", "--scenario", "migration", "--uri2", "mongodb://x"],
+        vec!["bench", "--scenario", "nope"],
+        vec!["bench", "--start-shards", "2", "--uri2", "mongodb://x"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_shardgate"))
             .args(&args)

@@ -1,7 +1,7 @@
 //! `--json`: the report as one JSON object (written by hand; the figures
 //! are only numbers, strings and nulls).
 
-use super::report::{EndpointReport, OpReport, Ratio, Report};
+use super::report::{EndpointReport, MigrationReport, OpReport, Ratio, Report};
 
 fn string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -59,6 +59,8 @@ fn op(r: &OpReport) -> String {
         ("p99_us", r.p99_us.to_string()),
         ("max_us", r.max_us.to_string()),
         ("docs_inserted", r.docs_inserted.to_string()),
+        ("docs_read", r.docs_read.to_string()),
+        ("docs_read_per_sec", number(r.docs_read_per_sec)),
         ("first_error", opt_string(r.first_error.as_deref())),
     ])
 }
@@ -74,7 +76,25 @@ fn endpoint(e: &EndpointReport) -> String {
         ("ops", array(e.ops.iter().map(op))),
         ("total", e.total.as_ref().map_or_else(|| "null".into(), op)),
         ("notes", array(e.notes.iter().map(|n| string(n)))),
+        (
+            "migration",
+            e.migration
+                .as_ref()
+                .map_or_else(|| "null".into(), migration),
+        ),
         ("error", opt_string(e.error.as_deref())),
+    ])
+}
+
+fn migration(m: &MigrationReport) -> String {
+    object(&[
+        ("from", string(&m.from)),
+        ("to", string(&m.to)),
+        ("chunk_docs", m.chunk_docs.to_string()),
+        ("chunk_bytes", m.chunk_bytes.to_string()),
+        ("secs", number(m.secs)),
+        ("mb_per_sec", number(m.mb_per_sec)),
+        ("inserted", m.inserted.to_string()),
     ])
 }
 
@@ -84,6 +104,7 @@ fn ratio(r: &Ratio) -> String {
         ("throughput", opt_number(r.throughput)),
         ("p50", opt_number(r.p50)),
         ("p99", opt_number(r.p99)),
+        ("docs_read", opt_number(r.docs_read)),
     ])
 }
 

@@ -14,15 +14,23 @@ pub enum Op {
     Insert,
     /// `insert_many` of `--batch-size` new documents with fresh keys.
     InsertBatch,
+    /// `update_one({key: k}, {$inc: {n: 1}})` for an existing `k`: a
+    /// targeted write.
+    Update,
+    /// `find({}).sort({key: 1})`, the whole collection read to the end in
+    /// batches: a sorted scatter scan on a router.
+    SortedScan,
 }
 
 impl Op {
     /// Every operation, in report order.
-    pub const ALL: [Op; 4] = [
+    pub const ALL: [Op; 6] = [
         Op::FindByKey,
         Op::ScatterSortedFind,
         Op::Insert,
         Op::InsertBatch,
+        Op::Update,
+        Op::SortedScan,
     ];
 
     /// The name used in `--mix` and in reports.
@@ -32,6 +40,8 @@ impl Op {
             Op::ScatterSortedFind => "scatter_sorted_find",
             Op::Insert => "insert",
             Op::InsertBatch => "insert_batch",
+            Op::Update => "update",
+            Op::SortedScan => "sorted_scan",
         }
     }
 
@@ -64,13 +74,13 @@ impl FromStr for Op {
 /// Relative weights of the operations, e.g. `find_by_key=70,insert=30`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mix {
-    weights: [u32; 4],
+    weights: [u32; 6],
 }
 
 impl Mix {
     /// A mix of one operation only.
     pub fn only(op: Op) -> Mix {
-        let mut weights = [0; 4];
+        let mut weights = [0; 6];
         weights[op.index()] = 1;
         Mix { weights }
     }
@@ -105,7 +115,7 @@ impl FromStr for Mix {
 
     /// `name=weight` pairs separated by commas; a bare `name` weighs 1.
     fn from_str(s: &str) -> Result<Mix, String> {
-        let mut weights = [0u32; 4];
+        let mut weights = [0u32; 6];
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, weight) = match part.split_once('=') {
                 Some((n, w)) => {
@@ -192,7 +202,7 @@ mod tests {
     fn picks_by_weight() {
         let mix: Mix = "find_by_key=3,insert=1".parse().unwrap();
         let mut rng = Rng::new(7);
-        let mut counts = [0u32; 4];
+        let mut counts = [0u32; 6];
         for _ in 0..40_000 {
             counts[mix.pick(&mut rng).index()] += 1;
         }

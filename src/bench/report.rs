@@ -26,6 +26,10 @@ pub struct OpReport {
     pub max_us: u64,
     /// Documents inserted.
     pub docs_inserted: u64,
+    /// Documents read by scans.
+    pub docs_read: u64,
+    /// `docs_read` per measured second.
+    pub docs_read_per_sec: f64,
     /// The first error seen, if any.
     pub first_error: Option<String>,
 }
@@ -33,15 +37,18 @@ pub struct OpReport {
 impl OpReport {
     fn new(op: &str, s: &OpStats, secs: f64) -> OpReport {
         let count = s.latency.count();
+        let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
         OpReport {
             op: op.to_owned(),
             count,
             errors: s.errors,
-            ops_per_sec: if secs > 0.0 { count as f64 / secs } else { 0.0 },
+            ops_per_sec: per_sec(count),
             p50_us: s.latency.quantile(0.50),
             p99_us: s.latency.quantile(0.99),
             max_us: s.latency.max(),
             docs_inserted: s.docs_inserted,
+            docs_read: s.docs_read,
+            docs_read_per_sec: per_sec(s.docs_read),
             first_error: s.first_error.clone(),
         }
     }
@@ -68,6 +75,9 @@ pub struct EndpointReport {
     pub total: Option<OpReport>,
     /// What setup did, and what it could not do.
     pub notes: Vec<String>,
+    /// The migration scenario's figures (the rows are then the writes that
+    /// started while the chunk moved).
+    pub migration: Option<MigrationReport>,
     /// Why the endpoint could not be measured at all.
     pub error: Option<String>,
 }
@@ -108,6 +118,26 @@ impl EndpointReport {
     }
 }
 
+/// What the migration scenario measured: one `moveChunk` under write load.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MigrationReport {
+    /// The shard the chunk left.
+    pub from: String,
+    /// The shard it moved to.
+    pub to: String,
+    /// Documents in the chunk when the move started.
+    pub chunk_docs: u64,
+    /// Their BSON bytes.
+    pub chunk_bytes: u64,
+    /// Wall time of the `moveChunk` command, s.
+    pub secs: f64,
+    /// `chunk_bytes` per second of `secs`, in MB (10^6 bytes).
+    pub mb_per_sec: f64,
+    /// Documents the writers inserted over the whole run (before, during
+    /// and after the move), every one acknowledged.
+    pub inserted: u64,
+}
+
 /// endpoint1 / endpoint2 for one row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ratio {
@@ -119,6 +149,8 @@ pub struct Ratio {
     pub p50: Option<f64>,
     /// 99th-percentile latency ratio.
     pub p99: Option<f64>,
+    /// Documents read per second, for scans.
+    pub docs_read: Option<f64>,
 }
 
 /// The whole run.
@@ -152,6 +184,7 @@ impl Report {
                         throughput: ratio(ra.ops_per_sec, rb.ops_per_sec),
                         p50: ratio(ra.p50_us as f64, rb.p50_us as f64),
                         p99: ratio(ra.p99_us as f64, rb.p99_us as f64),
+                        docs_read: ratio(ra.docs_read_per_sec, rb.docs_read_per_sec),
                     });
                 }
             }
@@ -220,6 +253,16 @@ fn endpoint_text(out: &mut String, e: &EndpointReport) {
     for r in e.ops.iter().chain(&e.total) {
         row_text(out, r);
     }
+    for r in e.ops.iter().filter(|r| r.docs_read > 0) {
+        let _ = writeln!(
+            out,
+            "  {} read {} documents: {:.0} documents/s",
+            r.op, r.docs_read, r.docs_read_per_sec
+        );
+    }
+    if let Some(m) = &e.migration {
+        migration_text(out, m);
+    }
     for r in &e.ops {
         if let Some(err) = &r.first_error {
             let _ = writeln!(out, "  first {} error: {err}", r.op);
@@ -240,6 +283,20 @@ fn endpoint_text(out: &mut String, e: &EndpointReport) {
     }
 }
 
+fn migration_text(out: &mut String, m: &MigrationReport) {
+    let _ = writeln!(
+        out,
+        "  migration: {} documents, {:.1} MB moved {} -> {} in {:.2} s: {:.1} MB/s; the rows above are the writes started during the move; {} documents inserted in the whole run",
+        m.chunk_docs,
+        m.chunk_bytes as f64 / 1e6,
+        m.from,
+        m.to,
+        m.secs,
+        m.mb_per_sec,
+        m.inserted
+    );
+}
+
 fn ratio_cell(r: Option<f64>) -> String {
     r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x"))
 }
@@ -248,17 +305,18 @@ fn ratios_text(out: &mut String, a: &str, b: &str, ratios: &[Ratio]) {
     let _ = writeln!(out, "== ratios {a} / {b}");
     let _ = writeln!(
         out,
-        "  {:<20} {:>10} {:>9} {:>9}",
-        "operation", "ops/s", "p50", "p99"
+        "  {:<20} {:>10} {:>9} {:>9} {:>10}",
+        "operation", "ops/s", "p50", "p99", "docs/s"
     );
     for r in ratios {
         let _ = writeln!(
             out,
-            "  {:<20} {:>10} {:>9} {:>9}",
+            "  {:<20} {:>10} {:>9} {:>9} {:>10}",
             r.op,
             ratio_cell(r.throughput),
             ratio_cell(r.p50),
-            ratio_cell(r.p99)
+            ratio_cell(r.p99),
+            ratio_cell(r.docs_read)
         );
     }
 }

@@ -1,13 +1,16 @@
 //! `--setup`: drop, optionally shard and split (router only), load the
 //! documents, index the shard key; and where fresh insert keys start.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bson::{doc, Bson, Document};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::{Client, Collection, IndexModel};
 
-use super::worker::{bench_doc, short_error};
+use super::window::Progress;
+use super::worker::{bench_doc, payload, short_error};
 use super::BenchConfig;
 
 /// Documents per `insert_many` while loading.
@@ -48,7 +51,7 @@ pub async fn setup(
         }
     }
     let started = Instant::now();
-    load(&coll, cfg.docs).await?;
+    load(&coll, cfg.docs, &payload(cfg.payload_bytes)).await?;
     notes.push(format!(
         "setup: dropped {} and loaded {} documents in {:.1} s",
         cfg.ns(),
@@ -58,12 +61,29 @@ pub async fn setup(
     Ok(())
 }
 
-/// Inserts `{_id: i, key: i, cat: i % 10, payload}` for `i` in `0..docs`.
-async fn load(coll: &Collection<Document>, docs: u64) -> anyhow::Result<()> {
+/// Inserts `{_id: i, key: i, cat: i % 10, payload}` for `i` in `0..docs`,
+/// printing a progress line every few seconds.
+async fn load(coll: &Collection<Document>, docs: u64, payload: &str) -> anyhow::Result<()> {
+    let loaded = Arc::new(AtomicU64::new(0));
+    let shown = loaded.clone();
+    let _progress = Progress::start(move |elapsed| {
+        format!(
+            "bench: loading: {:.0} s, {} of {docs} documents",
+            elapsed.as_secs_f64(),
+            shown.load(Ordering::Relaxed)
+        )
+    });
     let batches = (0..docs).step_by(LOAD_BATCH as usize).map(|first| {
         let last = (first + LOAD_BATCH).min(docs);
-        let batch: Vec<Document> = (first..last).map(|i| bench_doc(i as i64, true)).collect();
-        async move { coll.insert_many(batch).await.map(|_| ()) }
+        let batch: Vec<Document> = (first..last)
+            .map(|i| bench_doc(i as i64, true, payload))
+            .collect();
+        let loaded = &loaded;
+        async move {
+            coll.insert_many(batch).await?;
+            loaded.fetch_add(last - first, Ordering::Relaxed);
+            Ok::<(), mongodb::error::Error>(())
+        }
     });
     futures::stream::iter(batches)
         .buffer_unordered(LOAD_CONCURRENCY)
@@ -152,7 +172,7 @@ async fn spread(client: &Client, ns: &str, points: &[i64], notes: &mut Vec<Strin
 }
 
 /// The shard ids and hosts of the router's shards.
-async fn shard_hosts(client: &Client) -> mongodb::error::Result<Vec<(String, String)>> {
+pub async fn shard_hosts(client: &Client) -> mongodb::error::Result<Vec<(String, String)>> {
     let reply = client
         .database("admin")
         .run_command(doc! {"listShards": 1})
