@@ -5,7 +5,8 @@
 //!
 //! A `MergeCursor` keeps, per shard, the shard's cursor (a `ShardCursor`,
 //! which sends `getMore` with the query's `lsid`) and what the merge has
-//! buffered, and refills a stream only when the merge needs it. A `PassThrough` cursor is a single shard's own cursor,
+//! buffered; each shard's next batch is asked for as soon as the last one
+//! arrives, so the shards read while the router merges. A `PassThrough` cursor is a single shard's own cursor,
 //! recorded so `getMore`/`killCursors` reach that shard. Cursors idle past
 //! the timeout, and those last used by a closed connection, are killed on
 //! every shard.
@@ -48,7 +49,18 @@ pub(crate) struct ShardStream {
     /// What the router does to each batch when the shard holds hashed
     /// orphans (`None`: the batch is used as it comes).
     pub filter: Option<Arc<dyn BatchFilter>>,
+    /// The next batch, asked for while the merge works through this one,
+    /// so a shard reads ahead instead of waiting for the merge (not inside
+    /// a transaction, whose statements run one at a time; the cursor is in
+    /// the task meanwhile).
+    ahead: Option<Ahead>,
 }
+
+/// A `getMore` in flight, with the cursor it runs on.
+type Ahead = tokio::task::JoinHandle<(
+    ShardCursor,
+    shardgate_shard_client::Result<Option<Vec<RawDocumentBuf>>>,
+)>;
 
 impl ShardStream {
     /// Runs `cmd` on `shard` (its later batches of `batch_size`); returns
@@ -72,20 +84,34 @@ impl ShardStream {
             shard,
             cursor: Some(cursor),
             filter,
+            ahead: None,
         };
         let (docs, done) = stream.next().await?;
         Ok((stream, docs, done))
     }
 
-    /// The next batch as the merge takes it, and whether it was the last.
+    /// The next batch as the merge takes it, and whether it was the last;
+    /// the one after it is then asked for ahead.
     async fn next(&mut self) -> Result<(Vec<RawDocumentBuf>, bool)> {
-        let Some(cursor) = self.cursor.as_mut() else {
-            return Ok((Vec::new(), true));
+        let fetched = match self.ahead.take() {
+            Some(task) => {
+                let (cursor, fetched) = task.await.map_err(|e| {
+                    crate::error::RouterError::command(1, "InternalError", e.to_string())
+                })?;
+                self.cursor = Some(cursor);
+                fetched
+            }
+            None => match self.cursor.as_mut() {
+                Some(cursor) => cursor.next_batch().await,
+                None => return Ok((Vec::new(), true)),
+            },
         };
-        let docs = cursor.next_batch().await?.unwrap_or_default();
-        let done = cursor.id() == 0;
+        let docs = fetched?.unwrap_or_default();
+        let done = self.cursor.as_ref().is_none_or(|c| c.id() == 0);
         if done {
             self.cursor = None;
+        } else {
+            self.fetch_ahead();
         }
         let docs = match &self.filter {
             Some(f) => f.apply(&self.shard, docs).await?,
@@ -94,8 +120,27 @@ impl ShardStream {
         Ok((docs, done))
     }
 
-    /// Closes the shard's cursor if it is still open.
+    /// Sends the next `getMore` now, outside a transaction.
+    fn fetch_ahead(&mut self) {
+        if crate::transactions::current().is_some() {
+            return;
+        }
+        if let Some(mut cursor) = self.cursor.take() {
+            self.ahead = Some(tokio::spawn(async move {
+                let fetched = cursor.next_batch().await;
+                (cursor, fetched)
+            }));
+        }
+    }
+
+    /// Closes the shard's cursor if it is still open (after the `getMore`
+    /// in flight, if any).
     pub(crate) async fn close(&mut self) {
+        if let Some(task) = self.ahead.take() {
+            if let Ok((cursor, _)) = task.await {
+                self.cursor = Some(cursor);
+            }
+        }
         if let Some(cursor) = self.cursor.take() {
             cursor.kill().await;
         }
