@@ -30,6 +30,24 @@ use tokio::sync::Notify;
 use super::{Member, MemberState, ReplicaSet, Role};
 use crate::pool::conn::ShardConn;
 
+/// What a check needs of its set, copied so that no check — an awaited
+/// one may wait a heartbeat — keeps a dropped set alive.
+struct Probe {
+    config: crate::config::PoolConfig,
+    tls: Option<tokio_rustls::TlsConnector>,
+    set_name: Option<String>,
+}
+
+impl Probe {
+    fn of(rs: &ReplicaSet) -> Probe {
+        Probe {
+            config: rs.config.clone(),
+            tls: rs.tls.clone(),
+            set_name: rs.set_name.clone(),
+        }
+    }
+}
+
 /// What one `hello` said.
 struct Checked {
     state: MemberState,
@@ -72,6 +90,10 @@ enum Next {
 
 /// One member's task.
 async fn watch_member(set: Weak<ReplicaSet>, member: Arc<Member>, wake: Arc<Notify>) {
+    let Some(probe) = set.upgrade().map(|rs| Probe::of(&rs)) else {
+        return;
+    };
+    let heartbeat = probe.config.heartbeat();
     let mut conn: Option<ShardConn> = None;
     let mut rtt_monitor: Option<AbortOnDrop> = None;
     let mut next = Next::Now;
@@ -81,22 +103,23 @@ async fn watch_member(set: Weak<ReplicaSet>, member: Arc<Member>, wake: Arc<Noti
             Next::Stream(version) => Some(version),
             Next::Now => None,
             Next::Poll => {
-                if !poll_wait(&set, &wake).await {
-                    return;
+                tokio::select! {
+                    _ = tokio::time::sleep(heartbeat) => {}
+                    _ = wake.notified() => {}
                 }
                 None
             }
         };
-        let Some(rs) = set.upgrade() else { return };
         let was_known = member.state().role != Role::Unknown;
         let started = Instant::now();
-        let (checked, kept) = check(&rs, &member, conn.take(), awaited.as_ref()).await;
+        let (checked, kept) = check(&probe, &member, conn.take(), awaited.as_ref()).await;
         conn = kept;
+        let Some(rs) = set.upgrade() else { return };
         let version = checked.as_ref().and_then(|c| c.topology_version.clone());
         if let (Some(sent), Some(got)) = (&awaited, &version) {
             // A server that answers an unchanged version long before the
             // wait ends does not await: poll it instead.
-            if sent == got && started.elapsed() < rs.config.heartbeat() / 2 {
+            if sent == got && started.elapsed() < heartbeat / 2 {
                 tracing::info!(shard = %rs.shard, member = %member.address, "member does not await hello; polling it");
                 streamable = false;
             }
@@ -107,7 +130,8 @@ async fn watch_member(set: Weak<ReplicaSet>, member: Arc<Member>, wake: Arc<Noti
         next = match version.filter(|_| streamable) {
             Some(v) => {
                 rtt_monitor.get_or_insert_with(|| {
-                    AbortOnDrop(tokio::spawn(measure_rtt(set.clone(), member.clone())))
+                    let rtt = measure_rtt(set.clone(), Probe::of(&rs), member.clone());
+                    AbortOnDrop(tokio::spawn(rtt))
                 });
                 Next::Stream(v)
             }
@@ -118,18 +142,6 @@ async fn watch_member(set: Weak<ReplicaSet>, member: Arc<Member>, wake: Arc<Noti
             rtt_monitor = None;
         }
     }
-}
-
-/// Waits the heartbeat or for a `rescan`; false when the set is gone.
-async fn poll_wait(set: &Weak<ReplicaSet>, wake: &Notify) -> bool {
-    let Some(heartbeat) = set.upgrade().map(|rs| rs.config.heartbeat()) else {
-        return false;
-    };
-    tokio::select! {
-        _ = tokio::time::sleep(heartbeat) => {}
-        _ = wake.notified() => {}
-    }
-    true
 }
 
 /// A task aborted when its handle is dropped.
@@ -143,21 +155,18 @@ impl Drop for AbortOnDrop {
 
 /// A streamed member's round trip, measured every heartbeat with a plain
 /// `hello` on a connection of its own.
-async fn measure_rtt(set: Weak<ReplicaSet>, member: Arc<Member>) {
+async fn measure_rtt(set: Weak<ReplicaSet>, probe: Probe, member: Arc<Member>) {
     let mut conn: Option<ShardConn> = None;
-    loop {
-        let Some(rs) = set.upgrade() else { return };
+    while set.strong_count() > 0 {
         let started = Instant::now();
-        let (checked, kept) = check(&rs, &member, conn.take(), None).await;
+        let (checked, kept) = check(&probe, &member, conn.take(), None).await;
         conn = kept;
         if checked.is_some() {
             if let Ok(mut s) = member.state.lock() {
                 s.rtt = Some(started.elapsed());
             }
         }
-        let heartbeat = rs.config.heartbeat();
-        drop(rs);
-        tokio::time::sleep(heartbeat).await;
+        tokio::time::sleep(probe.config.heartbeat()).await;
     }
 }
 
@@ -191,17 +200,17 @@ fn apply(rs: &ReplicaSet, member: &Member, checked: Option<Checked>, awaited: bo
 /// `topologyVersion` it last reported; its state and the connection to keep
 /// (none after a failure).
 async fn check(
-    rs: &ReplicaSet,
+    probe: &Probe,
     member: &Member,
     conn: Option<ShardConn>,
     awaited: Option<&Document>,
 ) -> (Option<Checked>, Option<ShardConn>) {
-    let config = &rs.config;
+    let config = &probe.config;
     let mut conn = match conn {
         Some(c) => c,
         None => {
             let connect =
-                ShardConn::connect(&member.address, 0, config.auth.as_ref(), rs.tls.as_ref());
+                ShardConn::connect(&member.address, 0, config.auth.as_ref(), probe.tls.as_ref());
             match tokio::time::timeout(config.connect_timeout(), connect).await {
                 Ok(Ok(c)) => c,
                 _ => return (None, None),
@@ -230,12 +239,12 @@ async fn check(
     let Ok(hello) = Document::try_from(reply.body()) else {
         return (None, None);
     };
-    (Some(read_hello(rs, &hello, rtt)), Some(conn))
+    (Some(read_hello(probe, &hello, rtt)), Some(conn))
 }
 
 /// A member's state from its `hello` reply.
-fn read_hello(rs: &ReplicaSet, hello: &Document, rtt: std::time::Duration) -> Checked {
-    let same_set = hello.get_str("setName").ok() == rs.set_name.as_deref();
+fn read_hello(probe: &Probe, hello: &Document, rtt: std::time::Duration) -> Checked {
+    let same_set = hello.get_str("setName").ok() == probe.set_name.as_deref();
     let primary = hello
         .get_bool("isWritablePrimary")
         .or_else(|_| hello.get_bool("ismaster"))
