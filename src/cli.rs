@@ -38,7 +38,8 @@ pub enum Command {
     Balancer(ServeArgs),
     /// Start three local shards and a router, load sample data, and wait for Ctrl-C.
     Demo(DemoArgs),
-    /// Print the shards, databases and pools of a running router.
+    /// Print the shards, databases, replica-set members, pools and the
+    /// balancer's current migration of a running router.
     Status(StatusArgs),
     /// Load-test any MongoDB endpoint (router or shard) and report throughput and latency.
     Bench(BenchArgs),
@@ -274,6 +275,44 @@ fn print_topology(server_status: &bson::Document) {
     }
 }
 
+/// The balancer's mode and its current migration with the copy's progress.
+fn print_balancer(status: &bson::Document) {
+    let number = |d: &bson::Document, f: &str| match d.get(f) {
+        Some(bson::Bson::Int64(n)) => *n,
+        Some(bson::Bson::Int32(n)) => i64::from(*n),
+        _ => 0,
+    };
+    println!(
+        "balancer: mode {}, {} rounds, {} migrations",
+        status.get_str("mode").unwrap_or("?"),
+        number(status, "numBalancerRounds"),
+        number(status, "numMigrations")
+    );
+    let Ok(m) = status.get_document("currentMigration") else {
+        println!("  no migration running");
+        return;
+    };
+    let (copied, estimate) = (number(m, "docsCopied"), number(m, "docsEstimate"));
+    let percent = if estimate > 0 {
+        format!(" ({}%)", copied.saturating_mul(100) / estimate)
+    } else {
+        String::new()
+    };
+    println!(
+        "  migrating {} [{}, {}) {} -> {}: {}, {copied} of {estimate} documents copied{percent}",
+        m.get_str("ns").unwrap_or("?"),
+        m.get_document("min")
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        m.get_document("max")
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        m.get_str("fromShard").unwrap_or("?"),
+        m.get_str("toShard").unwrap_or("?"),
+        m.get_str("state").unwrap_or("?"),
+    );
+}
+
 async fn status(uri: &str) -> anyhow::Result<()> {
     let client = mongodb::Client::with_uri_str(uri).await?;
     let admin = client.database("admin");
@@ -305,6 +344,8 @@ async fn status(uri: &str) -> anyhow::Result<()> {
     }
     let st = admin.run_command(bson::doc! {"serverStatus": 1}).await?;
     print_topology(&st);
+    let balancer = admin.run_command(bson::doc! {"balancerStatus": 1}).await?;
+    print_balancer(&balancer);
     println!("shard pools:");
     for p in st
         .get_array("shardPools")

@@ -181,3 +181,95 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
         .await
         .is_err());
 }
+
+/// `shardgate status` against `uri`: its standard output.
+fn status_output(uri: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["status", "--uri", uri])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_running_migration_with_documents_copied_of_the_estimate() {
+    const DOCS: i32 = 2500;
+    let config = shardgate_router::RouterConfig {
+        balancer: false,
+        enable_test_commands: true,
+        ..Default::default()
+    };
+    let cluster = support::TestCluster::start_with(2, config, false).await;
+    let client = cluster.client().await;
+    let admin = client.database("admin");
+    let run = |cmd: Document| {
+        let admin = admin.clone();
+        async move { admin.run_command(cmd).await.unwrap() }
+    };
+    run(doc! {"enableSharding": "st", "primaryShard": "shard0000"}).await;
+    run(doc! {"shardCollection": "st.c", "key": {"k": 1}}).await;
+    for at in [0, 10_000] {
+        run(doc! {"split": "st.c", "middle": {"k": at}}).await;
+    }
+    client
+        .database("st")
+        .collection::<Document>("c")
+        .insert_many((0..DOCS).map(|i| doc! {"_id": i, "k": i}))
+        .await
+        .unwrap();
+    let uri = cluster.router.uri();
+    assert!(status_output(&uri).contains("no migration running"));
+
+    // The copy stops after its first batch until the fail point is off.
+    run(doc! {"configureFailPoint": "shardgatePauseMigrationAt", "mode": "alwaysOn", "data": {"state": "cloningPartial"}}).await;
+    let mover = tokio::spawn({
+        let admin = admin.clone();
+        async move {
+            admin
+                .run_command(doc! {"moveChunk": "st.c", "bounds": [{"k": 0}, {"k": 10_000}], "to": "shard0001"})
+                .await
+        }
+    });
+    let current = loop {
+        let status = run(doc! {"balancerStatus": 1}).await;
+        // mongos's fields stay as mongos has them.
+        for field in ["mode", "inBalancerRound", "numBalancerRounds"] {
+            assert!(status.contains_key(field), "{status}");
+        }
+        match status.get_document("currentMigration") {
+            Ok(m) if m.get_i64("docsCopied").unwrap() > 0 => break m.clone(),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let (copied, estimate) = (
+        current.get_i64("docsCopied").unwrap(),
+        current.get_i64("docsEstimate").unwrap(),
+    );
+    assert_eq!(estimate, i64::from(DOCS));
+    assert!(copied < estimate, "paused after the first batch: {current}");
+    assert_eq!(current.get_str("state").unwrap(), "cloning");
+    let text = status_output(&uri);
+    println!("{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("migrating st.c"))
+        .unwrap_or_else(|| panic!("no migration line: {text}"));
+    assert!(line.contains("shard0000 -> shard0001"), "{line}");
+    assert!(
+        line.contains(&format!("{copied} of {estimate} documents copied")),
+        "{line}"
+    );
+
+    run(doc! {"configureFailPoint": "shardgatePauseMigrationAt", "mode": "off"}).await;
+    mover.await.unwrap().unwrap();
+    let after = run(doc! {"balancerStatus": 1}).await;
+    assert!(!after.contains_key("currentMigration"), "{after}");
+    let text = status_output(&uri);
+    assert!(text.contains("no migration running"), "{text}");
+    assert!(!text.contains("migrating st.c"), "{text}");
+}

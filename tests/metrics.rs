@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bson::{doc, Document};
@@ -329,6 +330,92 @@ async fn a_slow_query_is_logged_once_without_its_values() {
         !all.contains("needle-7f3a") && !all.contains("fast-9c1e"),
         "a value was logged"
     );
+}
+
+/// The slow-operation lines of `command` on `ns`, parsed, each line's
+/// `shards` attribute parsed too.
+async fn logged(client: &mongodb::Client, ns: &str, command: &str) -> Vec<serde_json::Value> {
+    let log = admin(client, doc! {"getLog": "global"}).await;
+    log.get_array("log")
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["msg"] == "Slow query" && l["attr"]["ns"] == ns)
+        .filter(|l| l["attr"]["command"] == command)
+        .map(|mut l| {
+            let shards = l["attr"]["shards"].as_str().unwrap().to_owned();
+            l["attr"]["shards"] = serde_json::from_str(&shards).unwrap();
+            l
+        })
+        .collect()
+}
+
+/// Each shard's entry in a logged line, by shard name.
+fn by_shard(line: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    line["attr"]["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["shard"].as_str().unwrap().to_owned(), s.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slow_log_counts_what_each_shard_returned_and_wrote() {
+    capture_log();
+    let cluster = TestCluster::start_with(2, metrics_config(&free_addr()), false).await;
+    let client = cluster.client().await;
+    two_chunks(&client, "counts").await;
+    // Every operation is slow now.
+    admin(&client, doc! {"setParameter": 1, "slowOpThresholdMs": 0}).await;
+    let coll = client.database("counts").collection::<Document>("c");
+    let found: Vec<Document> = coll
+        .find(doc! {"k": {"$gte": 95, "$lt": 105}})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 10);
+    let r = coll
+        .update_many(
+            doc! {"k": {"$gte": 97, "$lt": 103}},
+            doc! {"$set": {"pad": "y"}},
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.matched_count, r.modified_count), (6, 6));
+    let r = coll
+        .delete_many(doc! {"k": {"$gte": 99, "$lt": 102}})
+        .await
+        .unwrap();
+    assert_eq!(r.deleted_count, 3);
+
+    let finds = logged(&client, "counts.c", "find").await;
+    assert_eq!(finds.len(), 1, "{finds:#?}");
+    assert_eq!(finds[0]["attr"]["nreturned"], 10);
+    assert_eq!(finds[0]["attr"]["scatter"], true);
+    let shards = by_shard(&finds[0]);
+    assert_eq!(shards["shard0000"]["nreturned"], 5, "{shards:?}");
+    assert_eq!(shards["shard0001"]["nreturned"], 5, "{shards:?}");
+    // The shards' replies carry no examined counts: none is made up.
+    let text = finds[0].to_string();
+    assert!(!text.contains("docsExamined") && !text.contains("keysExamined"));
+
+    let updates = logged(&client, "counts.c", "update").await;
+    assert_eq!(updates.len(), 1, "{updates:#?}");
+    let shards = by_shard(&updates[0]);
+    for (shard, n) in [("shard0000", 3), ("shard0001", 3)] {
+        assert_eq!(shards[shard]["nMatched"], n, "{shards:?}");
+        assert_eq!(shards[shard]["nModified"], n, "{shards:?}");
+        assert_eq!(shards[shard]["nreturned"], 0, "{shards:?}");
+    }
+    let deletes = logged(&client, "counts.c", "delete").await;
+    assert_eq!(deletes.len(), 1, "{deletes:#?}");
+    let shards = by_shard(&deletes[0]);
+    assert_eq!(shards["shard0000"]["ndeleted"], 1, "{shards:?}");
+    assert_eq!(shards["shard0001"]["ndeleted"], 2, "{shards:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,13 +23,17 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = support::start_shards(dir.path(), 1, false).await;
-    let set = ReplicaSetDouble::start("rs0", 3, &backend[0].address()).await;
     let config = RouterConfig {
         balancer: false,
         ..RouterConfig::default()
     };
+    setup_with(config).await
+}
+
+async fn setup_with(config: RouterConfig) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = support::start_shards(dir.path(), 1, false).await;
+    let set = ReplicaSetDouble::start("rs0", 3, &backend[0].address()).await;
     let router = RouterHandle::start(&dir.path().join("config"), config).await;
     Setup {
         _dir: dir,
@@ -81,6 +85,72 @@ async fn members_are_found_from_one_seed() {
         })
         .collect();
     assert_eq!(states, ["primary", "secondary", "secondary"]);
+}
+
+/// Each member's state as the router's `serverStatus` shows it.
+async fn member_states(c: &mongodb::Client) -> Vec<String> {
+    let status = admin(c, doc! {"serverStatus": 1}).await;
+    let set = status.get_array("shardTopology").unwrap()[0]
+        .as_document()
+        .unwrap()
+        .clone();
+    set.get_array("members")
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m.as_document()
+                .unwrap()
+                .get_str("state")
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Waits until `serverStatus` shows the members in `want` (a minute at
+/// most, against a hang: the heartbeat poll is an hour away).
+async fn wait_for_states(c: &mongodb::Client, want: [&str; 3]) {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states = member_states(c).await;
+        if states == want {
+            return;
+        }
+        assert!(Instant::now() < give_up, "still {states:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_awaitable_hello_shows_the_new_primary_before_any_poll_is_due() {
+    // No heartbeat poll falls due while the test runs: only the members'
+    // answers to awaitable hellos can tell the router of the election.
+    let mut config = RouterConfig {
+        balancer: false,
+        ..RouterConfig::default()
+    };
+    config.pool.heartbeat_ms = 3_600_000;
+    let s = setup_with(config).await;
+    let c = client(&s.router.uri()).await;
+    admin(&c, doc! {"addShard": s.set.connection_string()}).await;
+    let coll = c.database("app").collection::<Document>("await");
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    wait_for_states(&c, ["primary", "secondary", "secondary"]).await;
+    let writes_before = s.set.served(2).1;
+
+    s.set.step_down(2, Duration::from_millis(200)).await;
+    // Nothing is sent to the shard meanwhile (no command meets the
+    // stepdown and asks for a rescan): serverStatus only reads the
+    // router's view.
+    wait_for_states(&c, ["secondary", "secondary", "primary"]).await;
+    assert_eq!(
+        s.set.served(2).1,
+        writes_before,
+        "no write went to the shard"
+    );
+    // Writes go to the new primary.
+    coll.insert_one(doc! {"_id": 2}).await.unwrap();
+    assert!(s.set.served(2).1 > writes_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,6 +68,8 @@ pub struct Balancer {
     pub(crate) pending_deletions: std::sync::Mutex<Vec<PendingDeletion>>,
     /// The process's Prometheus metrics (rounds, migrations).
     pub(crate) metrics: Arc<shardgate_metrics::Metrics>,
+    /// The running migration's progress as last published.
+    pub(crate) migration_progress: std::sync::Mutex<Option<crate::migration::Published>>,
 }
 
 impl Balancer {
@@ -80,6 +82,7 @@ impl Balancer {
             stats: Stats::default(),
             pending_deletions: Default::default(),
             metrics: Default::default(),
+            migration_progress: Default::default(),
         }
     }
 

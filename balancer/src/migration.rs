@@ -26,6 +26,7 @@
 mod catchup;
 mod clone;
 mod critical;
+mod progress;
 mod range_deleter;
 mod recovery;
 
@@ -48,6 +49,7 @@ use crate::lock::{lock, LockGuard};
 use catchup::{resync, ChangeStream};
 use clone::{clone_range, copy_indexes};
 use critical::{clear_acks, enter_critical, wait_for_acks};
+pub(crate) use progress::Published;
 use range_deleter::delete_range;
 pub(crate) use range_deleter::{delete_due, find_all};
 use recovery::abort;
@@ -189,6 +191,7 @@ async fn migrate(
         ));
     }
     log(state, "moveChunk.start", migration, doc! {}).await;
+    progress::begin(state, pattern, migration, source).await;
     let mut stats = MoveStats::default();
     let step = Step {
         state,
@@ -198,7 +201,9 @@ async fn migrate(
         source,
         dest,
     };
-    if let Err(e) = run(&step, &mut stats).await {
+    let outcome = run(&step, &mut stats).await;
+    progress::end(state).await;
+    if let Err(e) = outcome {
         tracing::warn!(%ns, error = %e, "migration failed; aborting");
         abort(state, pattern, migration, &e.to_string()).await?;
         return Err(e);
@@ -340,6 +345,7 @@ async fn copy_and_catch_up(
     let Namespace { db, coll } = Namespace::parse(&m.ns);
     pause_point(state, "cloning").await;
     clone_range(state, source, dest, db, coll, range, stats).await?;
+    progress::cloned(state).await;
     let mut catchup = m.clone();
     catchup.state = MigrationState::Catchup;
     put_fenced(state, guard, pattern, &catchup).await?;

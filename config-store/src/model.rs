@@ -9,7 +9,7 @@ mod misc;
 mod namespace;
 mod shard;
 
-pub use balancing::{MigrationAck, MoveRequest, MoveResult, PAUSE_MIGRATION};
+pub use balancing::{MigrationAck, MigrationProgress, MoveRequest, MoveResult, PAUSE_MIGRATION};
 pub use collection::{ChunkHistory, ChunkType, CollectionType, OrphanRange, TagType};
 pub use database::{DatabaseType, DatabaseVersion};
 pub use misc::{ChangelogEntry, LockType, MigrationState, MigrationType, MongosType, VersionType};
@@ -52,6 +52,8 @@ pub mod keys {
     pub const FAIL_POINTS: &str = "failpoints/";
     /// `balancer_status`: the balancer service's counters
     pub const BALANCER_STATUS: &str = "balancer_status";
+    /// `migration_progress`: the running migration's counts
+    pub const MIGRATION_PROGRESS: &str = "migration_progress";
     /// `db_critical/<db>`: a `movePrimary` holds the database's unsharded
     /// collections
     pub const DB_CRITICAL: &str = "db_critical/";

@@ -210,7 +210,12 @@ fn documents_in(reply: &crate::session::Reply) -> u64 {
         crate::session::Reply::Body(b) => bson::RawDocument::from_bytes(b).ok(),
         crate::session::Reply::Msg(m) => Some(m.body()),
     };
-    let Some(cursor) = body.and_then(|b| b.get_document("cursor").ok()) else {
+    body.map_or(0, batch_len)
+}
+
+/// Documents in the batch of a cursor reply `body` (0 for any other reply).
+pub(crate) fn batch_len(body: &bson::RawDocument) -> u64 {
+    let Ok(cursor) = body.get_document("cursor") else {
         return 0;
     };
     let batch = cursor

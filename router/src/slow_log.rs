@@ -3,6 +3,13 @@
 //! its namespace, the command's shape (every value replaced by `"?"`),
 //! the shards it reached with their time, documents returned and whether
 //! it was a scatter.
+//!
+//! Per shard, the documents its replies counted, under mongod's slow-log
+//! names: `nreturned` (documents in its cursor batches), and for writes
+//! `ninserted`, `nMatched`/`nModified` or `ndeleted` from the reply's
+//! `n`/`nModified`. There is no `docsExamined` or `keysExamined`: mongod
+//! reports those only in its own log and in explain, never in a command's
+//! reply, so the router has no such figure and logs none.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -58,16 +65,7 @@ pub(crate) fn check(state: &RouterState, req: &Request<'_>, done: &Finished<'_>)
         Some(c) => format!("{}.{c}", req.db),
         None => format!("{}.$cmd", req.db),
     };
-    let mut shards = String::new();
-    for t in done.trace.shards() {
-        let ms = t.time.as_secs_f64() * 1e3;
-        let sep = if shards.is_empty() { "" } else { "," };
-        let _ = write!(
-            shards,
-            "{sep}{{\"shard\":{:?},\"calls\":{},\"millis\":{ms:.3}}}",
-            t.shard.shard, t.calls
-        );
-    }
+    let shards = shard_entries(req.name, done.trace);
     let shard_ms = done.trace.shard_wall().as_secs_f64() * 1e3;
     let total_ms = done.took.as_secs_f64() * 1e3;
     tracing::info!(
@@ -75,7 +73,7 @@ pub(crate) fn check(state: &RouterState, req: &Request<'_>, done: &Finished<'_>)
         ns = %ns,
         command = req.name,
         shape = %shape(req.body),
-        shards = %format!("[{shards}]"),
+        shards = %shards,
         nShards = done.trace.shard_count() as u64,
         scatter = done.targeting == Targeting::Scatter,
         nreturned = done.docs,
@@ -85,6 +83,36 @@ pub(crate) fn check(state: &RouterState, req: &Request<'_>, done: &Finished<'_>)
         slowms = threshold,
         "Slow query"
     );
+}
+
+/// `[{shard, calls, millis, nreturned, …}, …]` as compact JSON: each
+/// shard's time and what its replies counted, named as mongod's slow log
+/// names them for `command`.
+fn shard_entries(command: &str, trace: &Trace) -> String {
+    let n_name = match command {
+        "insert" => Some("ninserted"),
+        "update" => Some("nMatched"),
+        "delete" => Some("ndeleted"),
+        _ => None,
+    };
+    let mut out = String::new();
+    for t in trace.shards() {
+        let ms = t.time.as_secs_f64() * 1e3;
+        let sep = if out.is_empty() { "" } else { "," };
+        let _ = write!(
+            out,
+            "{sep}{{\"shard\":{:?},\"calls\":{},\"millis\":{ms:.3},\"nreturned\":{}",
+            t.shard.shard, t.calls, t.counts.returned
+        );
+        if let (Some(name), Some(n)) = (n_name, t.counts.n) {
+            let _ = write!(out, ",\"{name}\":{n}");
+        }
+        if let (Some("nMatched"), Some(n)) = (n_name, t.counts.modified) {
+            let _ = write!(out, ",\"nModified\":{n}");
+        }
+        out.push('}');
+    }
+    format!("[{out}]")
 }
 
 /// The command with every value replaced by `"?"`, as compact JSON: field

@@ -1,7 +1,8 @@
 //! A shard's members, as the drivers' SDAM specification monitors a
 //! replica set: a shard whose connection string names a set
-//! (`rs0/h1:27018,h2:27018`) is watched by a monitor task that runs `hello`
-//! on every member each heartbeat (at once after a failure), learns the
+//! (`rs0/h1:27018,h2:27018`) is watched by a monitor that runs `hello` on
+//! every member — awaitable where the member supports it, so a stepdown is
+//! seen at once; else each heartbeat (at once after a failure) — learns the
 //! primary, the secondaries and members the seeds did not list, and keeps a
 //! pool per member. A command goes to the member its kind asks for
 //! (`route`): writes and everything else to the primary, reads with a
@@ -179,13 +180,16 @@ impl ReplicaSet {
         self.members.read().map(|m| m.clone()).unwrap_or_default()
     }
 
-    /// Adds members a `hello` listed that the set does not know yet.
-    fn discover(&self, hosts: &[String]) {
+    /// Adds members a `hello` listed that the set does not know yet; true
+    /// when there were some.
+    fn discover(&self, hosts: &[String]) -> bool {
         let Ok(mut members) = self.members.write() else {
-            return;
+            return false;
         };
+        let mut added = false;
         for h in hosts {
             if !members.iter().any(|m| &m.address == h) {
+                added = true;
                 tracing::info!(shard = %self.shard, member = %h, "replica set member discovered");
                 members.push(Member::new(
                     &self.shard,
@@ -196,6 +200,7 @@ impl ReplicaSet {
                 ));
             }
         }
+        added
     }
 
     /// Sends `msg` to the member its kind asks for; a retryable command

@@ -7,7 +7,10 @@
 //! preference (NotPrimaryNoSecondaryOk, 13435), and forwards everything else.
 //! [`ReplicaSetDouble::step_down`] makes the primary a secondary — its open
 //! connections close, in-flight operations included, as a stepdown does —
-//! and, after an "election" pause, another member primary. Real mongod
+//! and, after an "election" pause, another member primary. A `hello` that
+//! names the current `topologyVersion` with `maxAwaitTimeMS` is awaitable,
+//! as mongod's: it is answered when a role changes (the version's counter
+//! moves) or when the wait ends. Real mongod
 //! replica sets need no double: point `SHARDGATE_SHARD_BIN` at mongod and
 //! use a real set's connection string instead.
 
@@ -22,6 +25,9 @@ use shardgate_wire::{check_frame, Message, OpMsg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+/// The `topologyVersion.processId` of every member.
+const PROCESS_ID: bson::oid::ObjectId = bson::oid::ObjectId::from_bytes([7; 12]);
 
 /// Commands a secondary serves when the read preference allows it.
 const READS: [&str; 9] = [
@@ -202,6 +208,17 @@ async fn serve(shared: Arc<Shared>, me: usize, mut client: TcpStream) -> std::io
         };
         let body = Document::from_reader(&msg.body[..]).unwrap_or_default();
         let name = body.keys().next().cloned().unwrap_or_default();
+        if let Some(wait) = awaitable(&shared, &name, &body) {
+            // Subscribed before the version is compared again: no change
+            // between the two is missed.
+            let mut changes = shared.epoch.subscribe();
+            if awaitable(&shared, &name, &body).is_some() {
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
         let role = shared.roles.lock().unwrap()[me];
         if let Some(reply) = own_answer(&shared, me, role, &name, &body) {
             let out = OpMsg::from_body(reply.to_vec().unwrap())
@@ -226,6 +243,23 @@ async fn serve(shared: Arc<Shared>, me: usize, mut client: TcpStream) -> std::io
         }
         client.write_all(&reply).await?;
     }
+}
+
+/// How long an awaitable `hello` may wait: it names the current
+/// `topologyVersion` and a `maxAwaitTimeMS`.
+fn awaitable(shared: &Shared, name: &str, body: &Document) -> Option<Duration> {
+    if name != "hello" {
+        return None;
+    }
+    let version = body.get_document("topologyVersion").ok()?;
+    let wait = body
+        .get_i64("maxAwaitTimeMS")
+        .or_else(|_| body.get_i32("maxAwaitTimeMS").map(i64::from))
+        .ok()?;
+    let current = *shared.epoch.borrow() as i64;
+    let same = version.get_object_id("processId").ok() == Some(PROCESS_ID)
+        && version.get_i64("counter").ok() == Some(current);
+    same.then(|| Duration::from_millis(wait.max(0) as u64))
 }
 
 /// What the member answers itself: `hello`, or a refusal of what its role
@@ -272,7 +306,7 @@ fn hello(shared: &Shared, me: usize, role: Role) -> Document {
         "setVersion": 1,
         "hosts": shared.addresses.clone(),
         "me": shared.addresses[me].clone(),
-        "topologyVersion": {"processId": bson::oid::ObjectId::from_bytes([7; 12]), "counter": epoch as i64},
+        "topologyVersion": {"processId": PROCESS_ID, "counter": epoch as i64},
         "lastWrite": {"lastWriteDate": bson::DateTime::now()},
         "maxBsonObjectSize": 16 * 1024 * 1024,
         "maxMessageSizeBytes": 48_000_000,

@@ -150,6 +150,7 @@ pub(super) async fn clone_range(
             stats.cloned += docs.len() as u64;
             stats.bytes += docs.iter().map(|d| d.as_bytes().len() as u64).sum::<u64>();
             insert(state, dest, db, coll, docs).await?;
+            super::progress::copied(state, stats).await;
             // Part of the range is on the destination, the rest not yet.
             pause_point(state, "cloningPartial").await;
         }

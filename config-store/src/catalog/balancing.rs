@@ -6,8 +6,10 @@ use bson::Document;
 
 use super::{decode, encode, Catalog};
 use crate::error::Result;
-use crate::model::keys::{ACKS, BALANCER_STATUS, FAIL_POINTS, MOVE_REQUESTS, MOVE_RESULTS};
-use crate::model::{MigrationAck, MoveRequest, MoveResult};
+use crate::model::keys::{
+    ACKS, BALANCER_STATUS, FAIL_POINTS, MIGRATION_PROGRESS, MOVE_REQUESTS, MOVE_RESULTS,
+};
+use crate::model::{MigrationAck, MigrationProgress, MigrationState, MoveRequest, MoveResult};
 use crate::store::Txn;
 
 impl Catalog {
@@ -153,6 +155,33 @@ impl Catalog {
             Some(v) => decode(BALANCER_STATUS, &v.value).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Publishes (`Some`) or clears the running migration's progress.
+    pub async fn put_migration_progress(&self, progress: Option<&MigrationProgress>) -> Result<()> {
+        let txn = match progress {
+            Some(p) => Txn::default().put(MIGRATION_PROGRESS, encode(p)?),
+            None => Txn::default().delete(MIGRATION_PROGRESS),
+        };
+        self.store().txn(txn).await?;
+        Ok(())
+    }
+
+    /// The running migration's progress and its record's state, if one was
+    /// published and its record is still there (a balancer that died
+    /// leaves its progress behind; recovery removes the record).
+    pub async fn migration_progress(&self) -> Result<Option<(MigrationProgress, MigrationState)>> {
+        let Some(v) = self.store().get(MIGRATION_PROGRESS).await? else {
+            return Ok(None);
+        };
+        let progress: MigrationProgress = decode(MIGRATION_PROGRESS, &v.value)?;
+        let state = self
+            .migrations(&progress.ns)
+            .await?
+            .into_iter()
+            .find(|m| m.min == progress.min && m.max == progress.max)
+            .map(|m| m.state);
+        Ok(state.map(|s| (progress, s)))
     }
 
     /// Sets (`Some`) or clears a test-only fail point for `process`.

@@ -66,3 +66,36 @@ pub struct MigrationAck {
 /// (`configureFailPoint` on a router with `--enable-test-commands`; the
 /// balancer service beside that router honours it).
 pub const PAUSE_MIGRATION: &str = "shardgatePauseMigrationAt";
+
+/// How far the running migration got, published by the balancer that runs
+/// it (`migration_progress`) for `balancerStatus` and `shardgate status`.
+/// Its state is the migration record's; this only counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationProgress {
+    /// The namespace.
+    pub ns: String,
+    /// Inclusive lower bound of the range.
+    pub min: Document,
+    /// Exclusive upper bound of the range.
+    pub max: Document,
+    /// Source shard.
+    #[serde(rename = "fromShard")]
+    pub from_shard: String,
+    /// Destination shard.
+    #[serde(rename = "toShard")]
+    pub to_shard: String,
+    /// Documents copied to the destination so far (the clone phase).
+    #[serde(rename = "docsCopied")]
+    pub docs_copied: i64,
+    /// Bytes copied so far.
+    #[serde(rename = "bytesCopied")]
+    pub bytes_copied: i64,
+    /// The range's documents as the balancer estimated them at the start
+    /// (writes during the copy can make the copy larger).
+    #[serde(rename = "docsEstimate")]
+    pub docs_estimate: i64,
+    /// When the migration started.
+    pub started: DateTime,
+    /// The balancer process running it.
+    pub process: String,
+}

@@ -68,6 +68,19 @@ pub enum MigrationState {
     Aborted,
 }
 
+impl MigrationState {
+    /// Its name as the record stores it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationState::Cloning => "cloning",
+            MigrationState::Catchup => "catchup",
+            MigrationState::Critical => "critical",
+            MigrationState::Committed => "committed",
+            MigrationState::Aborted => "aborted",
+        }
+    }
+}
+
 /// A migration record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationType {

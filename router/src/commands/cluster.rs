@@ -130,13 +130,28 @@ pub(crate) async fn balancer_status(state: &RouterState, req: &Request<'_>) -> R
         Some(bson::Bson::Int32(n)) => i64::from(*n),
         _ => 0,
     };
-    Ok(doc! {
+    let mut reply = doc! {
         "mode": if stopped { "off" } else { "full" },
         "inBalancerRound": b.get_bool("inBalancerRound").unwrap_or(false),
         "numBalancerRounds": number("numBalancerRounds"),
         "numMigrations": number("migrations"),
         "balancerEnabledOnThisRouter": state.config.balancer,
-    })
+    };
+    // shardgate's own: the running migration and how far its copy got.
+    if let Some((p, migration_state)) = state.catalog.migration_progress().await? {
+        reply.insert(
+            "currentMigration",
+            doc! {
+                "ns": p.ns, "min": p.min, "max": p.max,
+                "fromShard": p.from_shard, "toShard": p.to_shard,
+                "state": migration_state.name(),
+                "docsCopied": p.docs_copied, "docsEstimate": p.docs_estimate,
+                "bytesCopied": p.bytes_copied, "started": p.started,
+                "process": p.process,
+            },
+        );
+    }
+    Ok(reply)
 }
 
 /// `flushRouterConfig`: reloads every cached routing table and placement.

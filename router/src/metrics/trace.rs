@@ -21,7 +21,7 @@ tokio::task_local! {
     static TRACE: Trace;
 }
 
-/// Time one operation spent on one shard.
+/// Time one operation spent on one shard, and what its replies counted.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardTime {
     /// The shard's handle (its name).
@@ -30,6 +30,47 @@ pub(crate) struct ShardTime {
     pub calls: u32,
     /// Their total time.
     pub time: Duration,
+    /// What its replies counted, summed.
+    pub counts: ReplyCounts,
+}
+
+/// The document counts a shard's reply carries. mongod's replies say
+/// nothing of documents or keys examined (its own slow log has them, its
+/// replies do not), so none is counted here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ReplyCounts {
+    /// Documents in cursor batches (`firstBatch`/`nextBatch`).
+    pub returned: u64,
+    /// A write reply's `n` (inserted, matched or deleted), if any came.
+    pub n: Option<u64>,
+    /// An update reply's `nModified`, if any came.
+    pub modified: Option<u64>,
+}
+
+impl ReplyCounts {
+    /// What `body`, a shard's reply, counts.
+    pub(crate) fn of(body: &RawDocument) -> ReplyCounts {
+        let number = |f: &str| match body.get(f) {
+            Ok(Some(bson::RawBsonRef::Int32(n))) => Some(n.max(0) as u64),
+            Ok(Some(bson::RawBsonRef::Int64(n))) => Some(n.max(0) as u64),
+            _ => None,
+        };
+        ReplyCounts {
+            returned: super::batch_len(body),
+            n: number("n"),
+            modified: number("nModified"),
+        }
+    }
+
+    fn add(&mut self, other: ReplyCounts) {
+        let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        self.returned += other.returned;
+        self.n = sum(self.n, other.n);
+        self.modified = sum(self.modified, other.modified);
+    }
 }
 
 /// One operation's shard round trips.
@@ -77,7 +118,7 @@ impl Trace {
         self.in_flight.set(self.in_flight.get() + 1);
     }
 
-    fn end(&self, shard: &Arc<ShardMetrics>, took: Duration) {
+    fn end(&self, shard: &Arc<ShardMetrics>, took: Duration, counts: ReplyCounts) {
         let left = self.in_flight.get().saturating_sub(1);
         self.in_flight.set(left);
         if left == 0 {
@@ -93,6 +134,7 @@ impl Trace {
         {
             t.calls += 1;
             t.time += took;
+            t.counts.add(counts);
             return;
         }
         match shards.iter_mut().find(|s| s.is_none()) {
@@ -101,6 +143,7 @@ impl Trace {
                     shard: shard.clone(),
                     calls: 1,
                     time: took,
+                    counts,
                 })
             }
             None => self.more_shards.set(self.more_shards.get() + 1),
@@ -124,12 +167,14 @@ pub(crate) async fn traced<F: Future>(f: F) -> (F::Output, Trace) {
 struct InFlight<'a> {
     shard: &'a Arc<ShardMetrics>,
     started: Instant,
+    /// What the reply counted (nothing for a cancelled or failed one).
+    counts: ReplyCounts,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let took = self.started.elapsed();
-        let _ = TRACE.try_with(|t| t.end(self.shard, took));
+        let _ = TRACE.try_with(|t| t.end(self.shard, took, self.counts));
     }
 }
 
@@ -152,11 +197,15 @@ impl ShardClient for MeteredShards {
     async fn send(&self, shard: Target<'_>, msg: &OpMsg) -> Result<OpMsg> {
         let handle = self.metrics.shard(shard.id);
         let _ = TRACE.try_with(Trace::begin);
-        let flight = InFlight {
+        let mut flight = InFlight {
             shard: &handle,
             started: Instant::now(),
+            counts: ReplyCounts::default(),
         };
         let out = self.inner.send(shard, msg).await;
+        if let Ok(reply) = &out {
+            flight.counts = ReplyCounts::of(reply.body());
+        }
         if self.metrics.enabled {
             handle.round_trip.observe(flight.started.elapsed());
             if out.is_err() {

@@ -1,9 +1,23 @@
-//! The monitor of one replica set: every heartbeat (or at once when a
-//! command met a stepdown) it runs `hello` on each member over a
-//! connection of its own, records the member's role, round trip, tags and
-//! last write, adds members it was told of, and keeps one primary: when two
-//! claim it, the one with the higher `(setVersion, electionId)` wins, as
-//! SDAM has it. It ends when the set is dropped.
+//! The monitor of one replica set, as the drivers' SDAM specification has
+//! it: one task per member runs `hello` over a connection of its own,
+//! records the member's role, round trip, tags and last write, adds members
+//! it was told of, and keeps one primary: when two claim it, the one with
+//! the higher `(setVersion, electionId)` wins.
+//!
+//! A member whose `hello` carries a `topologyVersion` is *streamed*: the
+//! next `hello` names that version with `maxAwaitTimeMS` (the heartbeat),
+//! and the server answers as soon as its state changes (a stepdown, an
+//! election) or when the wait ends — so a new primary is seen at once, not
+//! at the next poll. Exhaust replies are not used: each answer is asked
+//! for. The round trip of an awaited `hello` measures the wait, not the
+//! network, so a streamed member's round trip is measured apart, on a
+//! second connection with a plain `hello` every heartbeat (the spec's RTT
+//! monitor). A member without `topologyVersion` is polled every heartbeat,
+//! or at once when a command met a stepdown (`rescan`).
+//!
+//! The set's task starts the members' tasks (for members discovered later
+//! too) and passes `rescan` on to them. Every task ends when the set is
+//! dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -16,50 +30,162 @@ use tokio::sync::Notify;
 use super::{Member, MemberState, ReplicaSet, Role};
 use crate::pool::conn::ShardConn;
 
-/// What one `hello` said.
-struct Checked {
-    state: MemberState,
-    hosts: Vec<String>,
+/// What a check needs of its set, copied so that no check — an awaited
+/// one may wait a heartbeat — keeps a dropped set alive.
+struct Probe {
+    config: crate::config::PoolConfig,
+    tls: Option<tokio_rustls::TlsConnector>,
+    set_name: Option<String>,
 }
 
-/// The monitor loop.
-pub(super) async fn run(set: Weak<ReplicaSet>, rescan: Arc<Notify>) {
-    let mut conns: HashMap<String, ShardConn> = HashMap::new();
-    loop {
-        let Some(rs) = set.upgrade() else { return };
-        let members = rs.members();
-        let checks = members.iter().map(|m| {
-            let conn = conns.remove(&m.address);
-            let rs = rs.clone();
-            async move { (m.clone(), check(&rs, m, conn).await) }
-        });
-        for (member, (checked, conn)) in futures::future::join_all(checks).await {
-            if let Some(conn) = conn {
-                conns.insert(member.address.clone(), conn);
-            }
-            apply(&rs, &member, checked);
-        }
-        one_primary(&rs.members());
-        let heartbeat = rs.config.heartbeat();
-        drop(rs);
-        tokio::select! {
-            _ = tokio::time::sleep(heartbeat) => {}
-            _ = rescan.notified() => {}
+impl Probe {
+    fn of(rs: &ReplicaSet) -> Probe {
+        Probe {
+            config: rs.config.clone(),
+            tls: rs.tls.clone(),
+            set_name: rs.set_name.clone(),
         }
     }
 }
 
-/// Records a member's check and adds the members it listed.
-fn apply(rs: &ReplicaSet, member: &Member, checked: Option<Checked>) {
-    let previous = member.state().role;
+/// What one `hello` said.
+struct Checked {
+    state: MemberState,
+    hosts: Vec<String>,
+    /// Its `topologyVersion`: the member can be streamed.
+    topology_version: Option<Document>,
+}
+
+/// The set's task: a task per member, woken all at once on `rescan`.
+pub(super) async fn run(set: Weak<ReplicaSet>, rescan: Arc<Notify>) {
+    let mut watched: HashMap<String, Arc<Notify>> = HashMap::new();
+    loop {
+        let Some(rs) = set.upgrade() else { return };
+        for m in rs.members() {
+            watched.entry(m.address.clone()).or_insert_with(|| {
+                let wake = Arc::new(Notify::new());
+                tokio::spawn(watch_member(set.clone(), m.clone(), wake.clone()));
+                wake
+            });
+        }
+        let heartbeat = rs.config.heartbeat();
+        drop(rs);
+        tokio::select! {
+            _ = tokio::time::sleep(heartbeat) => {}
+            _ = rescan.notified() => watched.values().for_each(|w| w.notify_one()),
+        }
+    }
+}
+
+/// How the next check of a member is made.
+enum Next {
+    /// Awaitable `hello` with the last `topologyVersion`, right away.
+    Stream(Document),
+    /// Plain `hello`, right away (a known member's failed check is retried
+    /// once at once, as SDAM has it).
+    Now,
+    /// Plain `hello` after the heartbeat or a `rescan`.
+    Poll,
+}
+
+/// One member's task.
+async fn watch_member(set: Weak<ReplicaSet>, member: Arc<Member>, wake: Arc<Notify>) {
+    let Some(probe) = set.upgrade().map(|rs| Probe::of(&rs)) else {
+        return;
+    };
+    let heartbeat = probe.config.heartbeat();
+    let mut conn: Option<ShardConn> = None;
+    let mut rtt_monitor: Option<AbortOnDrop> = None;
+    let mut next = Next::Now;
+    let mut streamable = true;
+    loop {
+        let awaited = match std::mem::replace(&mut next, Next::Poll) {
+            Next::Stream(version) => Some(version),
+            Next::Now => None,
+            Next::Poll => {
+                tokio::select! {
+                    _ = tokio::time::sleep(heartbeat) => {}
+                    _ = wake.notified() => {}
+                }
+                None
+            }
+        };
+        let was_known = member.state().role != Role::Unknown;
+        let started = Instant::now();
+        let (checked, kept) = check(&probe, &member, conn.take(), awaited.as_ref()).await;
+        conn = kept;
+        let Some(rs) = set.upgrade() else { return };
+        let version = checked.as_ref().and_then(|c| c.topology_version.clone());
+        if let (Some(sent), Some(got)) = (&awaited, &version) {
+            // A server that answers an unchanged version long before the
+            // wait ends does not await: poll it instead.
+            if sent == got && started.elapsed() < heartbeat / 2 {
+                tracing::info!(shard = %rs.shard, member = %member.address, "member does not await hello; polling it");
+                streamable = false;
+            }
+        }
+        let failed = checked.is_none();
+        apply(&rs, &member, checked, awaited.is_some());
+        one_primary(&rs.members());
+        next = match version.filter(|_| streamable) {
+            Some(v) => {
+                rtt_monitor.get_or_insert_with(|| {
+                    let rtt = measure_rtt(set.clone(), Probe::of(&rs), member.clone());
+                    AbortOnDrop(tokio::spawn(rtt))
+                });
+                Next::Stream(v)
+            }
+            None if failed && was_known => Next::Now,
+            None => Next::Poll,
+        };
+        if !matches!(next, Next::Stream(_)) {
+            rtt_monitor = None;
+        }
+    }
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A streamed member's round trip, measured every heartbeat with a plain
+/// `hello` on a connection of its own.
+async fn measure_rtt(set: Weak<ReplicaSet>, probe: Probe, member: Arc<Member>) {
+    let mut conn: Option<ShardConn> = None;
+    while set.strong_count() > 0 {
+        let started = Instant::now();
+        let (checked, kept) = check(&probe, &member, conn.take(), None).await;
+        conn = kept;
+        if checked.is_some() {
+            if let Ok(mut s) = member.state.lock() {
+                s.rtt = Some(started.elapsed());
+            }
+        }
+        tokio::time::sleep(probe.config.heartbeat()).await;
+    }
+}
+
+/// Records a member's check and adds the members it listed. An awaited
+/// `hello` keeps the round trip the RTT monitor measured.
+fn apply(rs: &ReplicaSet, member: &Member, checked: Option<Checked>, awaited: bool) {
+    let before = member.state();
+    let previous = before.role;
     let state = match checked {
         Some(c) => {
-            rs.discover(&c.hosts);
-            c.state
+            if rs.discover(&c.hosts) {
+                rs.rescan.notify_one();
+            }
+            let rtt = if awaited { before.rtt } else { c.state.rtt };
+            MemberState { rtt, ..c.state }
         }
         None => MemberState {
             role: Role::Unknown,
-            ..member.state()
+            ..before
         },
     };
     if state.role != previous {
@@ -70,32 +196,42 @@ fn apply(rs: &ReplicaSet, member: &Member, checked: Option<Checked>) {
     }
 }
 
-/// Runs `hello` on `member`; its state and the connection to keep (none
-/// after a failure).
+/// Runs `hello` on `member` — awaitable when `awaited` is the
+/// `topologyVersion` it last reported; its state and the connection to keep
+/// (none after a failure).
 async fn check(
-    rs: &ReplicaSet,
+    probe: &Probe,
     member: &Member,
     conn: Option<ShardConn>,
+    awaited: Option<&Document>,
 ) -> (Option<Checked>, Option<ShardConn>) {
-    let config = &rs.config;
+    let config = &probe.config;
     let mut conn = match conn {
         Some(c) => c,
         None => {
             let connect =
-                ShardConn::connect(&member.address, 0, config.auth.as_ref(), rs.tls.as_ref());
+                ShardConn::connect(&member.address, 0, config.auth.as_ref(), probe.tls.as_ref());
             match tokio::time::timeout(config.connect_timeout(), connect).await {
                 Ok(Ok(c)) => c,
                 _ => return (None, None),
             }
         }
     };
-    let Ok(body) = doc! {"hello": 1, "$db": "admin"}.to_vec() else {
+    let mut hello = doc! {"hello": 1, "$db": "admin"};
+    let mut deadline = config.connect_timeout();
+    if let Some(version) = awaited {
+        let wait = config.heartbeat();
+        hello.insert("topologyVersion", version.clone());
+        hello.insert("maxAwaitTimeMS", wait.as_millis() as i64);
+        deadline += wait;
+    }
+    let Ok(body) = hello.to_vec() else {
         return (None, None);
     };
     let started = Instant::now();
     let msg = OpMsg::from_body(body);
     let round_trip = conn.round_trip(&msg);
-    let reply = match tokio::time::timeout(config.connect_timeout(), round_trip).await {
+    let reply = match tokio::time::timeout(deadline, round_trip).await {
         Ok(Ok(r)) => r,
         _ => return (None, None),
     };
@@ -103,12 +239,12 @@ async fn check(
     let Ok(hello) = Document::try_from(reply.body()) else {
         return (None, None);
     };
-    (Some(read_hello(rs, &hello, rtt)), Some(conn))
+    (Some(read_hello(probe, &hello, rtt)), Some(conn))
 }
 
 /// A member's state from its `hello` reply.
-fn read_hello(rs: &ReplicaSet, hello: &Document, rtt: std::time::Duration) -> Checked {
-    let same_set = hello.get_str("setName").ok() == rs.set_name.as_deref();
+fn read_hello(probe: &Probe, hello: &Document, rtt: std::time::Duration) -> Checked {
+    let same_set = hello.get_str("setName").ok() == probe.set_name.as_deref();
     let primary = hello
         .get_bool("isWritablePrimary")
         .or_else(|_| hello.get_bool("ismaster"))
@@ -150,6 +286,7 @@ fn read_hello(rs: &ReplicaSet, hello: &Document, rtt: std::time::Duration) -> Ch
             election,
         },
         hosts,
+        topology_version: hello.get_document("topologyVersion").ok().cloned(),
     }
 }
 
