@@ -469,6 +469,15 @@ async fn options_and_later_stages_reach_the_shards() {
         .collect();
     got.sort();
     assert_eq!(got, keys.iter().map(|k| (*k, *k)).collect::<Vec<_>>());
+    // The read concern reaches the shards too, which refuse 'local'.
+    let local = client.database("po").collection_with_options::<Document>(
+        "c",
+        mongodb::options::CollectionOptions::builder()
+            .read_concern(mongodb::options::ReadConcern::local())
+            .build(),
+    );
+    let e = local.watch().await.unwrap_err();
+    assert_eq!(support::error_code(&e), 72, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -210,7 +210,7 @@ fn parse(req: &Request<'_>) -> Result<Option<Request2>> {
         _ => return Ok(None),
     };
     let mut passed = Document::new();
-    for k in ["collation", "comment"] {
+    for k in ["collation", "comment", "readConcern"] {
         if let Some(v) = body.get(k) {
             passed.insert(k, v.clone());
         }

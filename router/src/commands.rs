@@ -124,14 +124,10 @@ async fn checked(
         false => None,
     };
     let mut reply = match failing {
-        Some(Failing::Answer(reply)) => {
-            // A statement the fail point failed ends its transaction, as
-            // any failed statement does.
-            if ctx.in_txn && !ctx.commit_or_abort {
-                crate::txn::abort_failed(state, req).await;
-            }
-            reply
-        }
+        // The fail point answers before the command runs: a transaction
+        // it fails a statement of stays open, as on mongod and mongos (a
+        // driver may run the statement again).
+        Some(Failing::Answer(reply)) => reply,
         Some(Failing::After(action)) => match in_session(state, session, req, spec).await {
             Ok(reply) => with_write_concern_error(reply, &action),
             Err(e) => error_reply(e, ctx),

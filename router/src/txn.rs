@@ -116,21 +116,6 @@ fn read_concern(state: &RouterState, req: &Request<'_>) -> Result<Option<Documen
     Ok(Some(rc))
 }
 
-/// Aborts the transaction of a statement that failed before it ran (the
-/// `failCommand` fail point), on every participant it reached so far.
-pub(crate) async fn abort_failed(state: &RouterState, req: &Request<'_>) {
-    let Ok((lsid, txn_number)) = ids(req) else {
-        return;
-    };
-    if let Some(txn) = state.transactions.get(&lsid_key(lsid), txn_number) {
-        if txn.state() == TxnState::Open {
-            commit::abort_all(state, &txn).await;
-            txn.set_state(TxnState::Aborted);
-            state.transactions.counters.aborted();
-        }
-    }
-}
-
 /// A statement's outcome in `txn`: on failure (an error, `ok: 0` or write
 /// errors) every participant aborts and the error carries
 /// `TransientTransactionError` where mongos adds it; on success the reply

@@ -4,9 +4,7 @@ use bson::RawDocument;
 use bytes::Bytes;
 
 use crate::error::WireError;
-use crate::header::{
-    get_i32, patch_length, MsgHeader, OpCode, HEADER_LEN, MAX_BSON_OBJECT_SIZE, MAX_COMMAND_SIZE,
-};
+use crate::header::{get_i32, patch_length, MsgHeader, OpCode, HEADER_LEN, MAX_COMMAND_SIZE};
 
 /// The OP_MSG flag bits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -168,7 +166,7 @@ impl OpMsg {
                     let docs_start = name_start + nul + 1;
                     let mut d = docs_start;
                     while d < seq_end {
-                        let len = document_len(frame, d, seq_end, MAX_BSON_OBJECT_SIZE)?;
+                        let len = document_len(frame, d, seq_end, MAX_COMMAND_SIZE)?;
                         d += len;
                     }
                     sequences.push(DocumentSequence {

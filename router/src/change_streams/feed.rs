@@ -53,7 +53,7 @@ pub(crate) struct FeedSpec<'a> {
     pub options: &'a Document,
     /// The stages the client put after `$changeStream`.
     pub rest: &'a [Bson],
-    /// Other fields of the client's `aggregate` passed on (`collation`, `comment`).
+    /// Other fields of the client's `aggregate` passed on (`collation`, `comment`, `readConcern`).
     pub passed: &'a Document,
 }
 
