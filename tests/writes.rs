@@ -722,3 +722,72 @@ print("total", coll.count_documents({}), sorted(d["_id"] for d in coll.find({}, 
     let ids: Vec<i32> = mid.iter().filter_map(|d| d.get_i32("_id").ok()).collect();
     assert_eq!(ids, vec![2, 9], "{mid:?}");
 }
+
+/// A document of `size` BSON bytes with shard key `k`.
+fn sized(k: i32, size: usize) -> Document {
+    let mut d = doc! {"_id": k, "k": k, "pad": ""};
+    let pad = size - d.to_vec().unwrap().len();
+    d.insert("pad", "x".repeat(pad));
+    assert_eq!(d.to_vec().unwrap().len(), size);
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_at_and_just_past_16_mib_get_the_servers_answer() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    shard_three_ways(&client, "big").await;
+    let coll = client.database("big").collection::<Document>("c");
+    let max = 16 * 1024 * 1024;
+    // Exactly 16 MiB is a document like any other.
+    coll.insert_one(sized(5, max)).await.unwrap();
+    // Past it (drivers send up to 16 KiB more, so the server judges): that
+    // write alone fails, the others are applied and the connection stays.
+    let reply = client
+        .database("big")
+        .run_command(doc! {
+            "insert": "c",
+            "documents": [sized(150, 100), sized(151, max + 100), sized(152, 100)],
+            "ordered": false,
+        })
+        .await
+        .unwrap();
+    let errors = reply.get_array("writeErrors").unwrap();
+    let failed: Vec<i32> = errors
+        .iter()
+        .map(|e| e.as_document().unwrap().get_i32("index").unwrap())
+        .collect();
+    assert_eq!(failed, [1], "{:?}", errors);
+    assert_eq!(reply.get_i32("n").unwrap(), 2);
+    // The same through pymongo, whose insert_many sends the documents as an
+    // OP_MSG document sequence.
+    let out = support::pymongo(
+        &cluster.router.uri(),
+        r#"
+import os, pymongo
+from pymongo.errors import BulkWriteError
+c = pymongo.MongoClient(os.environ["URI"])
+coll = c.big.c
+big = {"_id": 161, "k": 161, "pad": "x" * (16 * 1024 * 1024)}
+try:
+    coll.insert_many([{"_id": 160, "k": 160}, big, {"_id": 162, "k": 162}], ordered=False)
+except BulkWriteError as e:
+    print("failed", [w["index"] for w in e.details["writeErrors"]])
+print("ping", c.admin.command("ping")["ok"])
+"#,
+    );
+    assert_eq!(out.trim(), "failed [1]\nping 1.0", "{out}");
+    let mut ids: Vec<i32> = coll
+        .find(doc! {})
+        .projection(doc! {"_id": 1})
+        .await
+        .unwrap()
+        .try_collect::<Vec<Document>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.get_i32("_id").unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [5, 150, 152, 160, 162]);
+}
