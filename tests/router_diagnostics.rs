@@ -3,7 +3,9 @@
 //! summed over the shards owning a collection, and a `drop` of a sharded
 //! collection fenced against writes routed by the old metadata, and
 //! `filemd5` over a GridFS file whose chunks span shards, and the search
-//! commands refused as a mongos without a search service refuses them.
+//! commands refused as a mongos without a search service refuses them;
+//! `fsync` on every shard, `$listLocalSessions` and other `aggregate: 1`
+//! pipelines on `admin`.
 
 mod support;
 
@@ -358,4 +360,58 @@ async fn search_needs_a_search_service_as_on_a_community_mongos() {
             assert_eq!(error_code(&err), 31082, "{cmd}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_fsync_and_admin_aggregations_answer_as_mongos() {
+    let cluster = TestCluster::start(3).await;
+    let client = spread(&cluster).await;
+    // fsync reaches every shard.
+    let r = admin(&client, doc! {"fsync": 1}).await;
+    let all = r.get_document("all").unwrap();
+    assert_eq!(all.len(), 3, "{r}");
+    assert!(r.get("numFiles").is_some(), "{r}");
+    // $listLocalSessions lists the sessions used through this router.
+    let mut s = client.start_session().await.unwrap();
+    let coll = client.database("diag").collection::<Document>("c");
+    coll.find_one(doc! {}).session(&mut s).await.unwrap();
+    let listed: Vec<Document> = client
+        .database("admin")
+        .aggregate(vec![
+            doc! {"$listLocalSessions": {"allUsers": true}},
+            doc! {"$project": {"_id": 1}},
+        ])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let ids: Vec<Vec<u8>> = listed
+        .iter()
+        .filter_map(|d| {
+            let id = d.get_document("_id").ok()?.get("id")?;
+            match id {
+                bson::Bson::Binary(b) => Some(b.bytes.clone()),
+                _ => None,
+            }
+        })
+        .collect();
+    let mine = s.id().get("id").and_then(|v| match v {
+        bson::Bson::Binary(b) => Some(b.bytes.clone()),
+        _ => None,
+    });
+    assert!(ids.contains(&mine.unwrap()), "{listed:?}");
+    // Other collectionless stages run on a shard.
+    let docs: Vec<Document> = client
+        .database("admin")
+        .aggregate(vec![
+            doc! {"$documents": [{"a": 1}, {"a": 2}]},
+            doc! {"$match": {"a": 2}},
+        ])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(docs, vec![doc! {"a": 2}]);
 }

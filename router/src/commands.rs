@@ -86,6 +86,12 @@ async fn run_msg(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -
     };
     let index = registry().index_of(name);
     let spec = index.and_then(|i| registry().all().get(i)).copied();
+    let user = session
+        .auth
+        .users
+        .first()
+        .map(|u| format!("{}@{}", u.user, u.db));
+    state.local_sessions.touch(body, user.as_deref());
     let started = std::time::Instant::now();
     let (reply, trace) = crate::metrics::trace::traced(checked(state, session, &req, spec)).await;
     let took = started.elapsed();
@@ -317,6 +323,7 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
                 if let Some(reply) = data_distribution::stage(state, session, req).await? {
                     return Ok(reply);
                 }
+                return host::admin_aggregate(state, session, req).await;
             }
             if req.name == "renameCollection" {
                 if let Some(reply) = crate::ddl::rename::rename(state, req).await? {

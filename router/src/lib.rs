@@ -45,6 +45,7 @@
 //!   did on the shards (`MeteredShards` fills it); `metrics/http`: the
 //!   `/metrics`, `/healthz` and `/readyz` listener. `slow_log`: the slow
 //!   operation log (`slowms`) with the command's redacted shape.
+//! - `local_sessions`: the sessions clients used (`$listLocalSessions`).
 //! - `retry_cache`: replies of retryable writes; `stats`: `serverStatus`
 //!   counters; `state`: what every connection shares; `error`:
 //!   [`RouterError`] and the MongoDB-shaped error reply.
@@ -66,6 +67,7 @@ mod ddl;
 pub mod error;
 mod fail_points;
 mod labels;
+mod local_sessions;
 pub mod log;
 mod metrics;
 mod operations;

@@ -43,6 +43,8 @@ pub(crate) struct RouterState {
     pub close_after_write: AtomicI64,
     /// Replies of retryable writes, for replaying to a driver's retry.
     pub retries: crate::retry_cache::RetryCache,
+    /// The sessions clients used through this router (`$listLocalSessions`).
+    pub local_sessions: crate::local_sessions::LocalSessions,
     /// One gate per sharded collection: its writes hold the read side while
     /// they run; a critical-section acknowledgement takes the write side to
     /// wait for the writes in flight.
@@ -139,6 +141,7 @@ impl RouterState {
             next_connection_id: AtomicI32::new(1),
             close_after_write: Default::default(),
             retries: Default::default(),
+            local_sessions: Default::default(),
             write_gates: Default::default(),
             buffered: std::sync::Arc::new(tokio::sync::Semaphore::new(buffered_kb)),
             clients_by_ip: Default::default(),

@@ -310,6 +310,9 @@ pub(crate) async fn drop_database(state: &Arc<RouterState>, req: &Request<'_>) -
 /// `endSessions` and `refreshSessions`: best effort on every shard; always
 /// succeed, as on mongos.
 pub(crate) async fn end_sessions(state: &RouterState, req: &Request<'_>) -> Result<Document> {
+    if req.name == "endSessions" {
+        state.local_sessions.end(req.body);
+    }
     for (shard, reply) in to_all(state, req.msg).await {
         if let Err(e) = reply {
             tracing::debug!(shard = %shard.id, error = %e, command = req.name, "session command on shard failed");
@@ -409,4 +412,44 @@ pub(crate) async fn to_every_shard(state: &RouterState, req: &Request<'_>) -> Re
         }
     }
     Ok(Document::new())
+}
+
+/// `fsync` and `fsyncUnlock` on every shard, as mongos runs them: each
+/// shard's reply under `all`; `fsync` sums `numFiles`, and with `lock`
+/// (or `fsyncUnlock`) answers the lock's `info` and `lockCount` as the
+/// shards do. The first shard's error fails it.
+pub(crate) async fn fsync(state: &RouterState, req: &Request<'_>) -> Result<Document> {
+    let (mut all, mut files, mut lock) = (Document::new(), 0i64, None);
+    for (shard, reply) in to_all(state, req.msg).await {
+        let reply = reply?;
+        if !reply_ok(reply.body()) {
+            return Err(RouterError::from_shard_reply(&shard.id, reply.body()));
+        }
+        let body = Document::try_from(reply.body())
+            .map_err(|e| RouterError::command(1, "InternalError", e.to_string()))?;
+        files += body
+            .get("numFiles")
+            .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)))
+            .unwrap_or(0);
+        if lock.is_none() {
+            lock = body
+                .get("lockCount")
+                .map(|c| (body.get("info").cloned(), c.clone()));
+        }
+        all.insert(shard.id.clone(), body);
+    }
+    let mut out = Document::new();
+    match lock {
+        Some((info, count)) => {
+            if let Some(info) = info {
+                out.insert("info", info);
+            }
+            out.insert("lockCount", count);
+        }
+        None => {
+            out.insert("numFiles", files);
+        }
+    }
+    out.insert("all", all);
+    Ok(out)
 }

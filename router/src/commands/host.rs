@@ -6,11 +6,13 @@
 //! forwarded to that shard; `hostInfo` of the router's own
 //! machine; `connPoolStats` of the router's shard pools.
 
+use std::sync::Arc;
+
 use bson::{doc, Bson, Document};
 use shardgate_query::Filter;
 
 use crate::error::{Result, RouterError};
-use crate::session::{Reply, Request};
+use crate::session::{Reply, Request, Session};
 use crate::shards::run_on_shard;
 use crate::state::RouterState;
 
@@ -239,4 +241,38 @@ pub(crate) fn conn_pool_stats(state: &RouterState) -> Document {
         "totalRefreshing": 0i64,
         "hosts": hosts,
     }
+}
+
+/// Any other `aggregate: 1` on `admin`: `$listLocalSessions` lists the
+/// sessions clients used through this router, the later stages run as
+/// `read::pipeline::held` runs them; a pipeline of other stages
+/// (`$documents`, …) runs on a shard, whose answer is the server's.
+pub(crate) async fn admin_aggregate(
+    state: &Arc<RouterState>,
+    session: &Session,
+    req: &Request<'_>,
+) -> Result<Reply> {
+    let stages = crate::read::pipeline::pipeline_of(req.body)?;
+    let Some(spec) = stages
+        .first()
+        .and_then(|s| s.get_document("$listLocalSessions").ok())
+    else {
+        let shard = state
+            .placement
+            .shards()
+            .into_iter()
+            .min_by(|a, b| a.id.cmp(&b.id))
+            .ok_or_else(|| RouterError::command(70, "ShardNotFound", "no shards"))?;
+        let reply = crate::shards::to_shard(state, &shard, req.msg).await?;
+        return Ok(Reply::Msg(reply));
+    };
+    let user = session
+        .auth
+        .users
+        .first()
+        .map(|u| format!("{}@{}", u.user, u.db));
+    let sessions = state.local_sessions.list(spec, user.as_deref());
+    let stream = crate::read::pipeline::held::run(state, sessions, &stages[1..]).await?;
+    let first = crate::read::pipeline::first_batch_size(req.body);
+    crate::read::pipeline::respond(state, session, "admin.$cmd.aggregate", stream, first).await
 }

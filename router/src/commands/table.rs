@@ -242,6 +242,16 @@ fn host_management() -> Vec<CommandSpec> {
             handler!(|state, session, req| crate::txn::abort_transaction(state, req).await),
         ),
         router(
+            "fsync",
+            HostManager,
+            handler!(|state, session, req| admin::fsync(state, req).await.and_then(ok)),
+        ),
+        router(
+            "fsyncUnlock",
+            HostManager,
+            handler!(|state, session, req| admin::fsync(state, req).await.and_then(ok)),
+        ),
+        router(
             "killAllSessions",
             HostManager,
             handler!(|state, session, req| admin::to_every_shard(state, req).await.and_then(ok)),
