@@ -131,6 +131,16 @@ fn users_and_sessions() -> Vec<CommandSpec> {
             Nothing,
             handler!(|state, session, req| ok(diagnostic::start_session())),
         ),
+        router(
+            "commitTransaction",
+            Nothing,
+            handler!(|state, session, req| crate::txn::commit_transaction(state, req).await),
+        ),
+        router(
+            "abortTransaction",
+            Nothing,
+            handler!(|state, session, req| crate::txn::abort_transaction(state, req).await),
+        ),
         // Every shard may hold state of these sessions: each is refreshed
         // (best effort, as endSessions).
         router(
@@ -232,25 +242,11 @@ fn host_management() -> Vec<CommandSpec> {
             }),
         ),
         router(
-            "commitTransaction",
-            Nothing,
-            handler!(|state, session, req| crate::txn::commit_transaction(state, req).await),
-        ),
-        router(
-            "abortTransaction",
-            Nothing,
-            handler!(|state, session, req| crate::txn::abort_transaction(state, req).await),
-        ),
-        router(
             "fsync",
             HostManager,
             handler!(|state, session, req| admin::fsync(state, req).await.and_then(ok)),
-        ),
-        router(
-            "fsyncUnlock",
-            HostManager,
-            handler!(|state, session, req| admin::fsync(state, req).await.and_then(ok)),
-        ),
+        )
+        .aliases(&["fsyncUnlock"]),
         router(
             "killAllSessions",
             HostManager,
