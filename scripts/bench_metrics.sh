@@ -7,6 +7,8 @@
 #   CLIENTS="1 32"  client counts to measure (default 32)
 #   REPS=3          repetitions of both orders per client count (default 1)
 #   PORT_OFFSET=N   added to every port, to run beside another copy
+#   SHARD_BIN=path  the shard server (default .venv/bin/secantusd-py; the
+#                   Rust build secantusd-rs shows the router's own cost)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -n "${SKIP_SETUP:-}" ] || scripts/setup.sh
@@ -27,7 +29,7 @@ etcd --data-dir "$WORK/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" 
 PIDS+=($!)
 for i in 0 1; do
   mkdir -p "$WORK/s$i"
-  .venv/bin/secantusd-py --host 127.0.0.1 --port $((SHARD + i)) --storage-path "$WORK/s$i" \
+  "${SHARD_BIN:-.venv/bin/secantusd-py}" --host 127.0.0.1 --port $((SHARD + i)) --storage-path "$WORK/s$i" \
     --log-level WARNING >"$WORK/s$i.log" 2>&1 &
   PIDS+=($!)
 done
