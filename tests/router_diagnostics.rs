@@ -153,6 +153,20 @@ async fn current_op_lists_router_operations_and_kill_op_interrupts_one() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let opid = opid.expect("the count is listed as the router's operation");
+    // A filter the router's engine cannot run (a look-ahead) is run by a
+    // shard over the same operations.
+    let ops = admin(
+        &client,
+        doc! {"currentOp": 1, "localOps": true, "command.count": {"$regex": "^(?=u)"}},
+    )
+    .await;
+    let found: Vec<i32> = ops
+        .get_array("inprog")
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.as_document()?.get_i32("opid").ok())
+        .collect();
+    assert_eq!(found, [opid], "{ops}");
     admin(&client, doc! {"killOp": 1, "op": opid}).await;
     let e = tokio::time::timeout(Duration::from_secs(10), counting)
         .await

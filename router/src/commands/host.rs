@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use bson::{doc, Bson, Document};
-use shardgate_query::Filter;
 
 use crate::error::{Result, RouterError};
 use crate::session::{Reply, Request, Session};
@@ -61,26 +60,27 @@ async fn shard_ops(state: &RouterState, spec: &Document) -> Result<Vec<Document>
 }
 
 /// `currentOp` as a command: `{inprog: [...]}`, filtered by the command's
-/// other fields.
-pub(crate) async fn current_op(state: &RouterState, req: &Request<'_>) -> Result<Document> {
+/// other fields (as a `$match`: the router's engine, or a shard's when the
+/// engine lacks an operator).
+pub(crate) async fn current_op(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
     let all = req.body.get_bool("$all").unwrap_or(false);
     let body = Document::try_from(req.body).map_err(|e| RouterError::bad_value(e.to_string()))?;
     let filter: Document = body
         .into_iter()
         .filter(|(k, _)| !OPTIONS.contains(&k.as_str()))
         .collect();
-    let filter = Filter::parse(&filter)
-        .map_err(|e| RouterError::command(e.code().0, e.code().1, e.to_string()))?;
     let local = req.body.get_bool("localOps").unwrap_or(false);
     let spec =
         doc! {"allUsers": true, "idleConnections": all, "idleSessions": all, "localOps": local};
-    let ops: Vec<Bson> = shard_ops(state, &spec)
+    let ops = shard_ops(state, &spec).await?;
+    let stream = crate::read::pipeline::held::run(state, ops, &[doc! {"$match": filter}]).await?;
+    let inprog: Vec<Bson> = crate::read::pipeline::drain(stream)
         .await?
         .into_iter()
-        .filter(|op| filter.matches(op))
+        .filter_map(|d| Document::try_from(d).ok())
         .map(Bson::Document)
         .collect();
-    Ok(doc! {"inprog": ops})
+    Ok(doc! {"inprog": inprog})
 }
 
 /// `aggregate: 1` on `admin` with a pipeline starting with `$currentOp`:
