@@ -506,3 +506,95 @@ async fn the_next_migration_keeps_the_grace_period_of_the_last_one() {
     }
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1000);
 }
+
+/// A shard-key change that moves a document onto a shard still holding
+/// an orphaned copy of it (left there by a migration, inside its grace
+/// period) succeeds: the stale copy goes, and the document is stored once
+/// with its new key. mongos answers DuplicateKey (11000) here; an
+/// unsharded server would apply it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_change_onto_a_shard_holding_an_orphaned_copy_succeeds() {
+    let config = shardgate_router::RouterConfig {
+        balancer: false,
+        orphan_cleanup_delay_secs: 3600,
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(2, config, false).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "orph", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "orph.c", "key": {"k": 1}}).await;
+    admin(&client, doc! {"split": "orph.c", "middle": {"k": 500}}).await;
+    let coll = client.database("orph").collection::<Document>("c");
+    coll.insert_many((0..1000).map(|i| doc! {"_id": i, "k": i}))
+        .await
+        .unwrap();
+    // [500, MaxKey) moves; its 500 copies stay on shard0000 for an hour.
+    admin(
+        &client,
+        doc! {"moveChunk": "orph.c", "find": {"k": 700}, "to": "shard0001"},
+    )
+    .await;
+    let shard0 = support::direct_client(&cluster.shards[0])
+        .await
+        .database("orph")
+        .collection::<Document>("c");
+    assert_eq!(shard0.count_documents(doc! {}).await.unwrap(), 1000);
+    // Document 700 (on shard0001) gets a key shard0000 owns, where its
+    // orphaned copy (k: 700) is: a retryable write, then in a transaction.
+    let moved = coll
+        .update_one(doc! {"_id": 700}, doc! {"$set": {"k": 100}})
+        .await
+        .unwrap();
+    assert_eq!((moved.matched_count, moved.modified_count), (1, 1));
+    // In a transaction whose snapshot on shard0000 still shows the copy
+    // (the search read there), the first attempt ends with a
+    // TransientTransactionError, as a driver's transaction helper expects,
+    // and the next commits.
+    let mut session = client.start_session().await.unwrap();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        session.start_transaction().await.unwrap();
+        let replaced = coll
+            .replace_one(doc! {"_id": 800}, doc! {"k": 200, "tag": "moved"})
+            .session(&mut session)
+            .await;
+        match replaced {
+            Ok(r) => {
+                assert_eq!(r.modified_count, 1);
+                session.commit_transaction().await.unwrap();
+                break;
+            }
+            Err(e) if e.contains_label("TransientTransactionError") && attempts < 3 => {
+                session.abort_transaction().await.ok();
+            }
+            Err(e) => panic!("attempt {attempts}: {e}"),
+        }
+    }
+    for (id, k) in [(700, 100), (800, 200)] {
+        let found: Vec<Document> = coll
+            .find(doc! {"_id": id})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].get_i32("k").unwrap(), k);
+        // On shard0000 once, with its new key; the stale copy is gone.
+        let there: Vec<Document> = shard0
+            .find(doc! {"_id": id})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(there.len(), 1);
+        assert_eq!(there[0].get_i32("k").unwrap(), k);
+    }
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1000);
+}

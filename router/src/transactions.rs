@@ -20,6 +20,7 @@ pub(crate) use clock::{append_fields, ClusterClock};
 
 tokio::task_local! {
     static CURRENT: Arc<Txn>;
+    static OUTSIDE: ();
 }
 
 /// How long an open transaction may live, as mongod's
@@ -176,8 +177,17 @@ pub(crate) async fn run<F: std::future::Future>(txn: Arc<Txn>, f: F) -> F::Outpu
     CURRENT.scope(txn, f).await
 }
 
+/// Runs `f` outside the transaction of the statement running on this
+/// task: what it sends to shards is no statement of that transaction.
+pub(crate) async fn outside<F: std::future::Future>(f: F) -> F::Output {
+    OUTSIDE.scope((), f).await
+}
+
 /// The transaction of the statement running on this task, if any.
 pub(crate) fn current() -> Option<Arc<Txn>> {
+    if OUTSIDE.try_with(|_| ()).is_ok() {
+        return None;
+    }
     CURRENT.try_with(|t| t.clone()).ok()
 }
 

@@ -130,22 +130,35 @@ pub fn event_id(event: &Document) -> Option<&Bson> {
         .and_then(|k| k.get("_id"))
 }
 
+/// What [`resync`] keeps on the destination: the documents `keep` accepts
+/// (the migrating range), and `guard`, a query selecting the same on the
+/// destination (`{}` where none can, as for a hashed key's range).
+pub struct Keep<'a> {
+    pub keep: &'a (dyn Fn(&RawDocument) -> bool + Sync),
+    pub guard: &'a Document,
+}
+
 /// Makes `dest`'s copies of the documents `ids` of `db.coll` match
-/// `source`: each is read again there; if it is still there and `keep`
-/// accepts it, it is written to `dest` (replaced whole, or inserted), else
-/// `dest`'s copy is removed — only one `keep` accepts (a document with the
-/// same `_id` in another range of `dest` is another document). Returns
-/// how many ids it resynced. Its writes are migration writes
+/// `source`: each is read again there; if it is still there and kept, it
+/// is written to `dest` (replaced whole, or inserted), else `dest`'s copy
+/// in the range is removed. A document with the same `_id` outside the
+/// range on `dest` is another document (one a shard-key change moved
+/// there, perhaps between the read and the write here): the writes are
+/// guarded by the range, and an insert it blocks is left out. Returns how
+/// many ids it resynced. Its writes are migration writes
 /// ([`crate::migration_write`]): change streams never show them.
 pub async fn resync(
     client: &Arc<dyn ShardClient>,
-    source: Target<'_>,
-    dest: Target<'_>,
-    db: &str,
-    coll: &str,
+    (source, dest): (Target<'_>, Target<'_>),
+    (db, coll): (&str, &str),
     ids: &[Bson],
-    keep: &(dyn Fn(&RawDocument) -> bool + Sync),
+    kept: &Keep<'_>,
 ) -> Result<u64> {
+    let guarded = |id: Bson| {
+        let mut q = doc! {"_id": id};
+        q.extend(kept.guard.clone());
+        q
+    };
     for chunk in ids.chunks(500) {
         let find = doc! {"find": coll, "filter": {"_id": {"$in": chunk.to_vec()}}, "$db": db};
         let found = ShardCursor::open(client.clone(), source, &raw(source, &find)?)
@@ -154,7 +167,7 @@ pub async fn resync(
             .await?;
         let mut updates = Vec::new();
         let mut present = BTreeSet::new();
-        for d in found.iter().filter(|d| keep(d)) {
+        for d in found.iter().filter(|d| (kept.keep)(d)) {
             let id = d
                 .get("_id")
                 .ok()
@@ -162,7 +175,7 @@ pub async fn resync(
                 .and_then(|v| Bson::try_from(v).ok());
             if let (Some(id), Ok(doc)) = (id, Document::try_from(d.as_ref())) {
                 present.insert(id.to_string());
-                updates.push(doc! {"q": {"_id": id}, "u": doc, "upsert": true});
+                updates.push(doc! {"q": guarded(id), "u": doc, "upsert": true});
             }
         }
         let gone: Vec<Bson> = chunk
@@ -170,33 +183,86 @@ pub async fn resync(
             .filter(|id| !present.contains(&id.to_string()))
             .cloned()
             .collect();
-        if !updates.is_empty() {
-            let update = doc! {"update": coll, "updates": updates, "ordered": false, "$db": db};
-            crate::migration_write(client.as_ref(), dest, &raw(dest, &update)?).await?;
-        }
+        update_skipping_duplicates(client, dest, (db, coll), updates).await?;
         if !gone.is_empty() {
             let find = doc! {"find": coll, "filter": {"_id": {"$in": gone}}, "$db": db};
             let copies = ShardCursor::open(client.clone(), dest, &raw(dest, &find)?)
                 .await?
                 .all()
                 .await?;
-            let ours: Vec<Bson> = copies
+            let deletes: Vec<Document> = copies
                 .iter()
-                .filter(|d| keep(d))
+                .filter(|d| (kept.keep)(d))
                 .filter_map(|d| {
                     d.get("_id")
                         .ok()
                         .flatten()
                         .and_then(|v| Bson::try_from(v).ok())
                 })
+                .map(|id| doc! {"q": guarded(id), "limit": 1})
                 .collect();
-            if !ours.is_empty() {
-                let delete = doc! {"delete": coll, "deletes": [{"q": {"_id": {"$in": ours}}, "limit": 0}], "$db": db};
-                crate::migration_write(client.as_ref(), dest, &raw(dest, &delete)?).await?;
+            if !deletes.is_empty() {
+                let delete = doc! {"delete": coll, "deletes": deletes, "$db": db};
+                let reply =
+                    crate::migration_write(client.as_ref(), dest, &raw(dest, &delete)?).await?;
+                if reply.get_array("writeErrors").is_ok() {
+                    return Err(ShardError::from_reply(dest.id, &write_error(&reply)));
+                }
             }
         }
     }
     Ok(ids.len() as u64)
+}
+
+/// Runs the upserts `updates` on `dest` as one migration write. An upsert
+/// that meets a duplicate `_id` (another document, outside the guard) is
+/// left out and the rest run again, since a write error ends the write's
+/// transaction; any other write error fails the resync.
+async fn update_skipping_duplicates(
+    client: &Arc<dyn ShardClient>,
+    dest: Target<'_>,
+    (db, coll): (&str, &str),
+    mut updates: Vec<Document>,
+) -> Result<()> {
+    while !updates.is_empty() {
+        let update = doc! {"update": coll, "updates": updates.clone(), "ordered": false, "$db": db};
+        let reply = crate::migration_write(client.as_ref(), dest, &raw(dest, &update)?).await?;
+        let Ok(errors) = reply.get_array("writeErrors") else {
+            return Ok(());
+        };
+        let mut skipped = Vec::new();
+        for e in errors.into_iter().flatten().filter_map(|e| e.as_document()) {
+            if e.get_i32("code").ok() != Some(11000) {
+                return Err(ShardError::from_reply(dest.id, &write_error(&reply)));
+            }
+            skipped.extend(
+                e.get_i32("index")
+                    .ok()
+                    .and_then(|i| usize::try_from(i).ok()),
+            );
+        }
+        if skipped.is_empty() {
+            return Err(ShardError::from_reply(dest.id, &write_error(&reply)));
+        }
+        skipped.sort_unstable();
+        skipped.dedup();
+        let count = updates.len();
+        for i in skipped.into_iter().rev().filter(|i| *i < count) {
+            updates.remove(i);
+        }
+    }
+    Ok(())
+}
+
+/// A reply's first write error as an error reply.
+fn write_error(reply: &RawDocument) -> RawDocumentBuf {
+    reply
+        .get_array("writeErrors")
+        .ok()
+        .and_then(|w| w.into_iter().next())
+        .and_then(|e| e.ok())
+        .and_then(|e| e.as_document().map(ToOwned::to_owned))
+        .unwrap_or_default()
 }
 
 fn raw(shard: Target<'_>, body: &Document) -> Result<RawDocumentBuf> {

@@ -23,14 +23,16 @@ pub(super) async fn resync(
     ids: Vec<Bson>,
 ) -> Result<u64> {
     let keep = |d: &bson::RawDocument| range.contains(d);
+    let kept = shardgate_shard_client::Keep {
+        keep: &keep,
+        guard: &range.filter,
+    };
     Ok(shardgate_shard_client::resync(
         &state.shards,
-        target(source),
-        target(dest),
-        db,
-        coll,
+        (target(source), target(dest)),
+        (db, coll),
         &ids,
-        &keep,
+        &kept,
     )
     .await?)
 }

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
+use shardgate_config_store::shard_key::range_filter;
 use shardgate_config_store::ShardType;
 
 use super::exec::Outcome;
@@ -303,69 +304,177 @@ async fn move_to(
         doc! {"delete": coll, "deletes": [{"q": {"_id": id.clone()}, "limit": 1}], "$db": db};
     run_on_shard(state, owner, delete).await?;
     let target = state.placement.shard(new_owner)?;
+    // A copy of the document there (an orphan, or a migration's) would
+    // fail the insert, and a write error ends the transaction there: it is
+    // looked for first, outside the transaction.
+    clear_the_way(state, change, &target, pre, false).await?;
     let insert = doc! {"insert": coll, "documents": [post.clone()], "$db": db};
     let reply = run_on_shard(state, &target, insert).await?;
-    if let Some(e) = reply
+    let Some(e) = reply
         .get_array("writeErrors")
         .ok()
         .and_then(|w| w.first())
         .and_then(Bson::as_document)
-    {
-        if e.get_i32("code").ok() == Some(11000) && copy_there(state, change, &target, pre).await {
-            // The document itself is there: a migration's copy not yet
-            // cleaned up, or the document a migration just moved there
-            // (the search found it on its old owner). The change runs
-            // again once the migration is through with it.
-            return Err(RouterError::command(
-                112,
-                "WriteConflict",
-                format!(
-                    "{} holds an orphaned copy of the document; retry",
-                    target.id
-                ),
-            ));
-        }
-        return Err(RouterError::command(
-            e.get_i32("code").unwrap_or(1),
-            "WriteError",
-            format!(
-                "Failed to update document's shard key field. There is either an orphan for this document or _id for this collection is not globally unique. {}",
-                e.get_str("errmsg").unwrap_or_default()
-            ),
-        ));
+    else {
+        return Ok(());
+    };
+    if duplicate_id(e) {
+        // A copy arrived since: the change runs again once it is gone.
+        clear_the_way(state, change, &target, pre, true).await?;
     }
-    Ok(())
+    Err(RouterError::command(
+        e.get_i32("code").unwrap_or(1),
+        "WriteError",
+        format!(
+            "Failed to update document's shard key field. There is either an orphan for this document or _id for this collection is not globally unique. {}",
+            e.get_str("errmsg").unwrap_or_default()
+        ),
+    ))
 }
 
-/// Whether `shard` holds a copy of the document `pre` (same `_id`): one
-/// it does not own, or one with `pre`'s shard key (the document moved
-/// there by a migration).
-async fn copy_there(
+/// Looks, outside the transaction, at what holds `pre`'s `_id` on `target`
+/// and deletes it when it is an orphaned copy. WriteConflict (112, so the
+/// change runs again) when a migration's copy is in the way, or when
+/// `after_failure` (the insert failed, the transaction ended there) and
+/// anything but another document was there.
+async fn clear_the_way(
+    state: &RouterState,
+    change: &Change<'_>,
+    target: &ShardType,
+    pre: &Document,
+    after_failure: bool,
+) -> Result<()> {
+    let copy = Box::pin(crate::transactions::outside(copy_on(
+        state, change, target, pre,
+    )))
+    .await?;
+    let retry = match copy {
+        Copy::Gone if after_failure => "its copy there was deleted since",
+        Copy::Migrating => "it holds a migration's copy of the document",
+        Copy::Orphan(filter) => {
+            let delete = delete_orphan(state, change, target, filter);
+            Box::pin(crate::transactions::outside(delete)).await?;
+            if !after_failure {
+                return Ok(());
+            }
+            "it held an orphaned copy of the document, now deleted"
+        }
+        Copy::Gone | Copy::Other => return Ok(()),
+    };
+    Err(RouterError::command(
+        112,
+        "WriteConflict",
+        format!("moving the document to {}: {retry}; retry", target.id),
+    ))
+}
+
+/// Whether a write error is a duplicate `_id`.
+fn duplicate_id(e: &Document) -> bool {
+    if e.get_i32("code").ok() != Some(11000) {
+        return false;
+    }
+    match e.get_document("keyPattern") {
+        Ok(pattern) => pattern.keys().eq(["_id"]),
+        Err(_) => e.get_str("errmsg").is_ok_and(|m| m.contains(" _id_ ")),
+    }
+}
+
+/// What holds the moved document's `_id` on its new owner.
+enum Copy {
+    /// Nothing any more (a range deletion got there first).
+    Gone,
+    /// A copy of this document that a migration is moving or has just
+    /// moved there: the change runs again once the migration is through.
+    Migrating,
+    /// A stale copy in a range the shard holds but does not own; the
+    /// filter that selects it there.
+    Orphan(Document),
+    /// Another document with the same `_id`.
+    Other,
+}
+
+/// Looks at what holds `pre`'s `_id` on `shard` (outside the transaction,
+/// which the duplicate ended there), against the store's orphan ranges and
+/// migrations. A copy in an orphan range is stale unless a migration into
+/// `shard` is copying that range now, and is then removable only when it
+/// is this document's own copy (whose source this change deletes).
+async fn copy_on(
     state: &RouterState,
     change: &Change<'_>,
     shard: &ShardType,
     pre: &Document,
-) -> bool {
+) -> Result<Copy> {
     let Namespace { db, coll } = Namespace::parse(&change.routing.collection.ns);
-    let find = doc! {"find": coll, "filter": {"_id": id_of(pre)}, "limit": 1, "$db": db};
-    let Ok(reply) = crate::shards::run_on_shard_raw(state, shard, find).await else {
-        return false;
-    };
-    let doc = reply
+    let id = id_of(pre);
+    let find = doc! {"find": coll, "filter": {"_id": id.clone()}, "limit": 1, "$db": db};
+    let reply = run_on_shard(state, shard, find).await?;
+    let Some(copy) = reply
         .get_document("cursor")
         .and_then(|c| c.get_array("firstBatch"))
         .ok()
-        .and_then(|b| b.into_iter().next())
-        .and_then(|d| d.ok())
-        .and_then(|d| d.as_document().map(ToOwned::to_owned));
+        .and_then(|b| b.first())
+        .and_then(Bson::as_document)
+    else {
+        return Ok(Copy::Gone);
+    };
     let pattern = &change.routing.pattern;
-    let pre_key = RawDocumentBuf::try_from(pre)
-        .ok()
-        .and_then(|p| pattern.extract_key(&p).ok());
-    match doc.and_then(|d| pattern.extract_key(&d).ok()) {
-        Some(key) => {
-            change.routing.chunks.chunk_for(&key).shard != shard.id || Some(key) == pre_key
-        }
-        None => false,
+    let key_of = |d: &Document| {
+        RawDocumentBuf::try_from(d)
+            .ok()
+            .and_then(|raw| pattern.extract_key(&raw).ok())
+    };
+    let (Some(key), pre_key) = (key_of(copy), key_of(pre)) else {
+        return Ok(Copy::Other);
+    };
+    let ns = &change.routing.collection.ns;
+    let contains = |min: &Document, max: &Document| {
+        let bound = |b: &Document| pattern.encode_bound(b).ok();
+        matches!((bound(min), bound(max)), (Some(lo), Some(hi)) if lo <= key && key < hi)
+    };
+    let orphan = state
+        .catalog
+        .orphan_ranges(ns)
+        .await?
+        .into_iter()
+        .find(|o| o.shard == shard.id && contains(&o.min, &o.max));
+    let own = Some(&key) == pre_key.as_ref();
+    let Some(orphan) = orphan else {
+        return Ok(if own { Copy::Migrating } else { Copy::Other });
+    };
+    let copying_in = state
+        .catalog
+        .migrations(ns)
+        .await?
+        .iter()
+        .any(|m| m.to_shard == shard.id && contains(&m.min, &m.max));
+    if copying_in && !own {
+        return Ok(Copy::Migrating);
     }
+    let mut filter = doc! {"_id": id};
+    if pattern.hashed_field().is_none() {
+        let fields: Vec<_> = pattern.fields().collect();
+        filter.extend(range_filter(&fields, &orphan.min, &orphan.max));
+    }
+    Ok(Copy::Orphan(filter))
+}
+
+/// Deletes an orphaned copy as a migration write (change streams do not
+/// show it: the document itself is not deleted).
+async fn delete_orphan(
+    state: &RouterState,
+    change: &Change<'_>,
+    shard: &ShardType,
+    filter: Document,
+) -> Result<()> {
+    let Namespace { db, coll } = Namespace::parse(&change.routing.collection.ns);
+    let delete = doc! {"delete": coll, "deletes": [{"q": filter, "limit": 1}], "$db": db};
+    let body =
+        RawDocumentBuf::try_from(&delete).map_err(|e| RouterError::bad_value(e.to_string()))?;
+    shardgate_shard_client::migration_write(
+        state.shards.as_ref(),
+        crate::shards::target(shard),
+        &body,
+    )
+    .await?;
+    Ok(())
 }

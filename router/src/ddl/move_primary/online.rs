@@ -130,16 +130,19 @@ async fn catch_up(
         ids.entry(coll.to_owned()).or_default().push(id.clone());
     }
     let keep = |_: &bson::RawDocument| true;
+    let everything = bson::Document::new();
+    let kept = shardgate_shard_client::Keep {
+        keep: &keep,
+        guard: &everything,
+    };
     for (coll, mut ids) in ids {
         ids.dedup();
         cloned.caught_up += resync(
             &state.shards,
-            target(source),
-            target(dest),
-            db,
-            &coll,
+            (target(source), target(dest)),
+            (db, &coll),
             &ids,
-            &keep,
+            &kept,
         )
         .await?;
     }
