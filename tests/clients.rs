@@ -383,3 +383,95 @@ async fn legacy_handshake_cursors_sessions_and_fire_and_forget() {
     }
     assert_eq!(found, 1);
 }
+
+/// Exhaust cursors, as mongos (≥ 7.1) serves them: a `getMore` with
+/// `exhaustAllowed` is answered with a stream of `moreToCome` replies, each
+/// answering the one before, the last (cursor id 0) without the flag; the
+/// documents are a plain find's, in order, on a collection spanning two
+/// shards. pymongo's exhaust cursor reads the same documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhaust_cursors_stream_every_batch() {
+    let cluster = TestCluster::start(2).await;
+    let client = cluster.client().await;
+    let admin = client.database("admin");
+    admin
+        .run_command(doc! {"enableSharding": "ex", "primaryShard": "shard0000"})
+        .await
+        .unwrap();
+    admin
+        .run_command(doc! {"shardCollection": "ex.c", "key": {"k": 1}})
+        .await
+        .unwrap();
+    let coll = client.database("ex").collection::<Document>("c");
+    coll.insert_many((0..250).map(|i| doc! {"_id": i, "k": i}))
+        .await
+        .unwrap();
+    admin
+        .run_command(doc! {"split": "ex.c", "middle": {"k": 100}})
+        .await
+        .unwrap();
+    admin
+        .run_command(doc! {"moveChunk": "ex.c", "find": {"k": 100}, "to": "shard0001", "_waitForDelete": true})
+        .await
+        .unwrap();
+
+    let mut c = RawConn::connect(cluster.router.addr).await;
+    let first = c
+        .command(doc! {"find": "c", "sort": {"k": 1}, "batchSize": 20, "$db": "ex"})
+        .await;
+    let cursor = first.get_document("cursor").unwrap();
+    let id = cursor.get_i64("id").unwrap();
+    let mut seen: Vec<i32> = docs_of(cursor, "firstBatch");
+    let get_more = doc! {"getMore": id, "collection": "c", "batchSize": 40, "$db": "ex"};
+    let msg = OpMsg {
+        flags: OpMsgFlags(OpMsgFlags::EXHAUST_ALLOWED),
+        ..OpMsg::from_body(get_more.to_vec().unwrap())
+    };
+    c.send(&msg.encode(77, 0)).await;
+    let mut answering = 77;
+    let mut replies = 0;
+    loop {
+        let frame = c.read_frame().await.expect("an exhaust reply");
+        let header = MsgHeader::parse(&frame).unwrap();
+        assert_eq!(header.response_to, answering, "each reply answers the last");
+        answering = header.request_id;
+        let Message::Msg(reply) = Message::decode(frame).unwrap().message else {
+            panic!("not an OP_MSG reply");
+        };
+        let body = Document::from_reader(&reply.body[..]).unwrap();
+        let cursor = body.get_document("cursor").unwrap();
+        seen.extend(docs_of(cursor, "nextBatch"));
+        replies += 1;
+        let open = cursor.get_i64("id").unwrap() != 0;
+        assert_eq!(reply.flags.more_to_come(), open, "{body}");
+        if !open {
+            break;
+        }
+    }
+    assert_eq!(seen, (0..250).collect::<Vec<_>>());
+    assert_eq!(replies, 6, "230 documents in batches of 40");
+    // The connection serves requests again.
+    let ping = c.command(doc! {"ping": 1, "$db": "admin"}).await;
+    assert_eq!(ok_of(&ping), 1.0);
+
+    let out = support::pymongo(
+        &cluster.router.uri(),
+        r#"
+import os, pymongo
+from pymongo import CursorType
+c = pymongo.MongoClient(os.environ["URI"], maxPoolSize=1)
+ks = [d["k"] for d in c.ex.c.find(cursor_type=CursorType.EXHAUST, batch_size=7).sort("k", 1)]
+print(len(ks), ks == sorted(ks), c.ex.c.count_documents({}))
+"#,
+    );
+    assert_eq!(out.trim(), "250 True 250");
+}
+
+fn docs_of(cursor: &Document, batch: &str) -> Vec<i32> {
+    cursor
+        .get_array(batch)
+        .unwrap()
+        .iter()
+        .map(|d| d.as_document().unwrap().get_i32("k").unwrap())
+        .collect()
+}

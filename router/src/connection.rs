@@ -99,20 +99,30 @@ pub(crate) async fn serve<S>(
             .compressor
             .filter(|c| session.compressors.contains(c));
         out.clear();
-        let close_after = match answer(&state, &mut session, decoded, &mut out, &mut ids).await {
-            Ok(Some(close_after)) => close_after,
-            Ok(None) => continue,
-            Err(Closing::Now) => break,
-            Err(Closing::Reject(e)) => {
-                reject(&mut wr, &e, header, &session, ids.next()).await;
-                break;
-            }
+        let mut answered = answer(&state, &mut session, decoded, &mut out, &mut ids).await;
+        // An exhaust getMore: each batch is sent without a request for it,
+        // until the cursor is done (or the client goes).
+        let close = loop {
+            let (close_after, exhaust) = match answered {
+                Ok(Some(written)) => written,
+                Ok(None) => break false,
+                Err(Closing::Now) => break true,
+                Err(Closing::Reject(e)) => {
+                    reject(&mut wr, &e, header, &session, ids.next()).await;
+                    break true;
+                }
+            };
+            let written = match compressor.map(|c| compress_frame(&out, c)) {
+                Some(Ok(z)) => wr.write_all(&z).await,
+                _ => wr.write_all(&out).await,
+            };
+            let Some((msg, reply_id)) = exhaust.filter(|_| written.is_ok() && !close_after) else {
+                break written.is_err() || close_after;
+            };
+            out.clear();
+            answered = answer_msg(&state, &mut session, &msg, reply_id, &mut out, &mut ids).await;
         };
-        let written = match compressor.map(|c| compress_frame(&out, c)) {
-            Some(Ok(z)) => wr.write_all(&z).await,
-            _ => wr.write_all(&out).await,
-        };
-        if written.is_err() || close_after {
+        if close {
             break;
         }
     }
@@ -131,52 +141,97 @@ enum Closing {
     Reject(WireError),
 }
 
-/// Runs one request and encodes its reply into `out`: `Some(close_after)`
-/// when there is a reply to write, `None` for a `moreToCome` request.
+/// What answering a request wrote into `out`: whether the connection
+/// closes after it, and for an exhaust cursor the `getMore` to run next
+/// with the id of the reply it follows.
+type Written = (bool, Option<(OpMsg, i32)>);
+
+/// Runs one request and encodes its reply into `out`; `None` for a
+/// `moreToCome` request (no reply).
 async fn answer(
     state: &Arc<RouterState>,
     session: &mut Session,
     decoded: shardgate_wire::message::Decoded,
     out: &mut Vec<u8>,
     ids: &mut ReplyIds,
-) -> Result<Option<bool>, Closing> {
+) -> Result<Option<Written>, Closing> {
     let request_id = decoded.header.request_id;
     match decoded.message {
-        Message::Msg(msg) => {
-            let (reply, malformed) = dispatch(state, session, &msg).await;
-            if std::mem::take(&mut session.close_now) {
-                tracing::info!("test fault: failCommand closes the connection");
-                return Err(Closing::Now);
-            }
-            if state.config.enable_test_commands && is_write(&msg) && state.take_close_after_write()
-            {
-                tracing::info!("test fault: closing the connection after a write");
-                return Err(Closing::Now);
-            }
-            if msg.flags.more_to_come() && !malformed {
-                return Ok(None);
-            }
-            match reply {
-                Reply::Body(body) => encode_msg(ids.next(), request_id, 0, &body, &[], out),
-                Reply::Msg(m) => {
-                    let reply = OpMsg {
-                        flags: Default::default(),
-                        ..m
-                    };
-                    reply.encode_into(ids.next(), request_id, out);
-                }
-            }
-            Ok(Some(malformed))
-        }
+        Message::Msg(msg) => answer_msg(state, session, &msg, request_id, out, ids).await,
         Message::Query(q) => {
             let reply = legacy_query(state, session, &q).await;
             reply.encode_into(ids.next(), request_id, out);
-            Ok(Some(false))
+            Ok(Some((false, None)))
         }
         Message::Reply(_) => Err(Closing::Reject(WireError::Malformed(
             "clients may not send OP_REPLY".into(),
         ))),
     }
+}
+
+/// Runs an OP_MSG request (`request_id`) and encodes its reply. A
+/// `getMore` with `exhaustAllowed` whose cursor stays open is answered
+/// with `moreToCome`, as mongod and mongos (≥ 7.1) stream exhaust cursors:
+/// the same `getMore` runs next, its reply answering this one.
+async fn answer_msg(
+    state: &Arc<RouterState>,
+    session: &mut Session,
+    msg: &OpMsg,
+    request_id: i32,
+    out: &mut Vec<u8>,
+    ids: &mut ReplyIds,
+) -> Result<Option<Written>, Closing> {
+    let (reply, malformed) = dispatch(state, session, msg).await;
+    if std::mem::take(&mut session.close_now) {
+        tracing::info!("test fault: failCommand closes the connection");
+        return Err(Closing::Now);
+    }
+    if state.config.enable_test_commands && is_write(msg) && state.take_close_after_write() {
+        tracing::info!("test fault: closing the connection after a write");
+        return Err(Closing::Now);
+    }
+    if msg.flags.more_to_come() && !malformed {
+        return Ok(None);
+    }
+    let reply_id = ids.next();
+    let exhaust = (msg.flags.exhaust_allowed() && !malformed && is_get_more(msg))
+        .then(|| open_cursor_reply(&reply))
+        .unwrap_or(false);
+    let flags = if exhaust {
+        shardgate_wire::op_msg::OpMsgFlags::MORE_TO_COME
+    } else {
+        0
+    };
+    match reply {
+        Reply::Body(body) => encode_msg(reply_id, request_id, flags, &body, &[], out),
+        Reply::Msg(m) => {
+            let reply = OpMsg {
+                flags: shardgate_wire::op_msg::OpMsgFlags(flags),
+                ..m
+            };
+            reply.encode_into(reply_id, request_id, out);
+        }
+    }
+    Ok(Some((malformed, exhaust.then(|| (msg.clone(), reply_id)))))
+}
+
+/// Whether a request is a `getMore`.
+fn is_get_more(msg: &OpMsg) -> bool {
+    let body = msg.body();
+    matches!(body.iter().next(), Some(Ok((name, _))) if name.as_str() == "getMore")
+}
+
+/// Whether a reply is a successful cursor batch whose cursor stays open.
+fn open_cursor_reply(reply: &Reply) -> bool {
+    let body = match reply {
+        Reply::Body(b) => bson::RawDocument::from_bytes(b).ok(),
+        Reply::Msg(m) => Some(m.body()),
+    };
+    body.is_some_and(|b| {
+        b.get_document("cursor")
+            .and_then(|c| c.get_i64("id"))
+            .is_ok_and(|id| id != 0)
+    })
 }
 
 /// Answers (where it can) a frame that could not be read whole; the

@@ -63,7 +63,8 @@ type Ahead = tokio::task::JoinHandle<(
 )>;
 
 impl ShardStream {
-    /// Runs `cmd` on `shard` (its later batches of `batch_size`); returns
+    /// Runs `cmd` on `shard` (its later batches of `batch_size`, else as
+    /// large as the shard makes them, up to 16 MB); returns
     /// the stream, its first batch as the merge takes it, and whether the
     /// shard's cursor is already exhausted.
     pub(crate) async fn open(
@@ -71,15 +72,16 @@ impl ShardStream {
         shard: ShardType,
         cmd: &RawDocument,
         filter: Option<Arc<dyn BatchFilter>>,
-        batch_size: i64,
+        batch_size: Option<i64>,
     ) -> Result<(ShardStream, Vec<RawDocumentBuf>, bool)> {
         let target = Target {
             id: &shard.id,
             host: &shard.host,
         };
-        let cursor = ShardCursor::open(client, target, cmd)
-            .await?
-            .batch_size(batch_size);
+        let mut cursor = ShardCursor::open(client, target, cmd).await?;
+        if let Some(n) = batch_size {
+            cursor = cursor.batch_size(n);
+        }
         let mut stream = ShardStream {
             shard,
             cursor: Some(cursor),

@@ -208,7 +208,8 @@ async fn open_streams(
             (add, filter)
         })
         .unzip();
-    let getmore_batch = args.batch_size.unwrap_or(1000).max(1);
+    // As mongos: the client's batch size, else the shard's (16 MB).
+    let getmore_batch = args.batch_size.map(|n| n.max(1));
     let opens =
         shards
             .into_iter()

@@ -278,7 +278,7 @@ fn open_sharded<'a>(
             async move {
                 let add = doc! {"pipeline": stages, "cursor": {"batchSize": 1000}};
                 let cmd = rewrite(body, &["explain"], add)?;
-                ShardStream::open(state.shards.clone(), shard, &cmd, filter, 1000).await
+                ShardStream::open(state.shards.clone(), shard, &cmd, filter, Some(1000)).await
             }
         });
         let opened = futures::future::join_all(opens).await;

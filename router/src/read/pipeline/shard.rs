@@ -32,7 +32,7 @@ pub(super) async fn open_cursor(
     cmd: &Document,
 ) -> Result<Box<dyn DocStream>> {
     let body = RawDocumentBuf::try_from(cmd).map_err(|e| RouterError::bad_value(e.to_string()))?;
-    let opened = ShardStream::open(ctx.state.shards.clone(), shard, &body, None, 1000).await;
+    let opened = ShardStream::open(ctx.state.shards.clone(), shard, &body, None, Some(1000)).await;
     let (cursor, _) = MergeCursor::from_opened(vec![opened], None, false).await?;
     Ok(Box::new(cursor))
 }
