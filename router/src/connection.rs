@@ -194,9 +194,8 @@ async fn answer_msg(
         return Ok(None);
     }
     let reply_id = ids.next();
-    let exhaust = (msg.flags.exhaust_allowed() && !malformed && is_get_more(msg))
-        .then(|| open_cursor_reply(&reply))
-        .unwrap_or(false);
+    let exhaust =
+        msg.flags.exhaust_allowed() && !malformed && is_get_more(msg) && open_cursor_reply(&reply);
     let flags = if exhaust {
         shardgate_wire::op_msg::OpMsgFlags::MORE_TO_COME
     } else {
