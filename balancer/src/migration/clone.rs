@@ -140,21 +140,27 @@ pub(super) async fn clone_range(
     stats: &mut MoveStats,
 ) -> Result<()> {
     let find = doc! {"find": coll, "filter": range.filter.clone(), "sort": range.sort.clone(), "batchSize": BATCH, "$db": db};
+    let started = std::time::Instant::now();
+    let mut at = started;
     let mut cursor = state
         .open_cursor(source, &find)
         .await?
         .batch_size(i64::from(BATCH));
     while let Some(mut docs) = cursor.next_batch().await? {
+        stats.timings.clone_read += super::lap(&mut at);
         docs.retain(|d| range.contains(d));
         if !docs.is_empty() {
             stats.cloned += docs.len() as u64;
             stats.bytes += docs.iter().map(|d| d.as_bytes().len() as u64).sum::<u64>();
             insert(state, dest, db, coll, docs).await?;
+            stats.timings.clone_write += super::lap(&mut at);
             super::progress::copied(state, stats).await;
             // Part of the range is on the destination, the rest not yet.
             pause_point(state, "cloningPartial").await;
+            super::lap(&mut at);
         }
     }
+    stats.timings.clone = started.elapsed();
     Ok(())
 }
 
