@@ -13,10 +13,9 @@ pub(crate) struct Timings {
     pub prepare: Duration,
     /// The clone, from the first read to the last insert.
     pub clone: Duration,
-    /// Of the clone: waiting for the source's batches with no insert in
-    /// flight (time the pipeline could not hide).
+    /// Of the clone: the source's reads, summed (they overlap the inserts).
     pub clone_read: Duration,
-    /// Of the clone: waiting for the destination's inserts.
+    /// Of the clone: the destination's inserts, summed.
     pub clone_write: Duration,
     /// Catch-up passes before the critical section.
     pub catchup: Duration,
