@@ -47,7 +47,7 @@ use shardgate_config_store::shard_key::range_filter;
 use crate::context::Balancer;
 use crate::error::{BalancerError, Result};
 use crate::lock::{lock, LockGuard};
-use catchup::{resync, ChangeStream};
+use catchup::{apply, ChangeStream};
 use clone::{clone_range, copy_indexes};
 use critical::{clear_acks, enter_critical, wait_for_acks};
 pub(crate) use progress::Published;
@@ -366,10 +366,10 @@ async fn copy_and_catch_up(
     pause_point(state, "catchup").await;
     // Catch up until the lag is small (bounded: writers may never pause).
     for _ in 0..20 {
-        let ids = stream.next_ids(state, range, dest).await?;
-        let small = ids.len() < 100;
+        let changes = stream.next_changes(state, range, dest).await?;
+        let small = changes.len() < 100;
         stats.passes += 1;
-        stats.caught_up += resync(state, source, dest, db, coll, range, ids).await?;
+        stats.caught_up += apply(state, source, dest, db, coll, range, changes).await?;
         if small {
             break;
         }
@@ -379,9 +379,9 @@ async fn copy_and_catch_up(
     stats.timings.enter_critical = lap(&mut at);
     // Writes to the range are held now: drain until nothing is left.
     for pass in 0.. {
-        let ids = stream.next_ids(state, range, dest).await?;
+        let changes = stream.next_changes(state, range, dest).await?;
         stats.passes += 1;
-        if ids.is_empty() {
+        if changes.len() == 0 {
             break;
         }
         if pass == 100 {
@@ -391,7 +391,7 @@ async fn copy_and_catch_up(
                 "the range kept changing during the critical section",
             ));
         }
-        stats.caught_up += resync(state, source, dest, db, coll, range, ids).await?;
+        stats.caught_up += apply(state, source, dest, db, coll, range, changes).await?;
     }
     stats.timings.drain = lap(&mut at);
     stream.close(state).await;
