@@ -308,7 +308,9 @@ async fn connect(uri: &str, config: &BenchConfig) -> mongodb::error::Result<Clie
     let pool = opts
         .max_pool_size
         .unwrap_or(0)
-        .max(u32::try_from(config.clients).unwrap_or(u32::MAX))
+        // One more for the migration scenario's moveChunk, so no client
+        // waits for a connection while it runs.
+        .max(u32::try_from(config.clients.saturating_add(1)).unwrap_or(u32::MAX))
         .max(1);
     opts.max_pool_size = Some(pool);
     if config.direct_connection {

@@ -29,6 +29,7 @@ mod critical;
 mod progress;
 mod range_deleter;
 mod recovery;
+mod timings;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,7 +47,7 @@ use shardgate_config_store::shard_key::range_filter;
 use crate::context::Balancer;
 use crate::error::{BalancerError, Result};
 use crate::lock::{lock, LockGuard};
-use catchup::{resync, ChangeStream};
+use catchup::{apply, ChangeStream};
 use clone::{clone_range, copy_indexes};
 use critical::{clear_acks, enter_critical, wait_for_acks};
 pub(crate) use progress::Published;
@@ -54,6 +55,8 @@ use range_deleter::delete_range;
 pub(crate) use range_deleter::{delete_due, find_all};
 use recovery::abort;
 pub(crate) use recovery::recover;
+use timings::lap;
+pub(crate) use timings::Timings;
 
 /// Documents per copy batch.
 pub(super) const BATCH: i32 = 1_000;
@@ -90,6 +93,8 @@ pub(crate) struct MoveStats {
     pub critical: Duration,
     /// The source had no change stream: the copy ran in the critical section.
     pub copied_in_critical: bool,
+    /// Where the time went.
+    pub timings: Timings,
 }
 
 /// Moves the chunk `[min, max)` of `ns` to `to`. The range must be one
@@ -137,7 +142,10 @@ pub(crate) async fn move_chunk(
         "criticalSectionMillis": stats.critical.as_millis() as i64,
         "copiedInCriticalSection": stats.copied_in_critical,
         "totalMillis": started.elapsed().as_millis() as i64,
+        "phaseMillis": stats.timings.to_doc(),
     };
+    tracing::info!(%ns, %to, cloned = stats.cloned, bytes = stats.bytes, caught_up = stats.caught_up,
+        total_ms = started.elapsed().as_millis() as u64, phases = %stats.timings.to_doc(), "chunk migrated");
     log(state, "moveChunk.commit", &migration, details).await;
     range_deleter::after_commit(state, pattern, &migration, wait_for_delete).await?;
     Ok(stats)
@@ -295,6 +303,7 @@ async fn run(step: &Step<'_>, stats: &mut MoveStats) -> Result<()> {
         state, pattern, m, ..
     } = *step;
     let range = Range::new(pattern, m)?;
+    let mut at = Instant::now();
     // Every live router excludes the destination's copies before the first
     // one arrives.
     let orphan = format!("{}/{}", m.to_shard, range.min_hex);
@@ -306,7 +315,9 @@ async fn run(step: &Step<'_>, stats: &mut MoveStats) -> Result<()> {
     copy_indexes(state, step.source, step.dest, db, coll).await?;
     // Leftovers of an earlier attempt.
     delete_range(state, &step.dest.id, pattern, m).await?;
-    let held = match ChangeStream::open(state, step.source, db, coll).await {
+    let opened = ChangeStream::open(state, step.source, db, coll).await;
+    stats.timings.prepare = lap(&mut at);
+    let held = match opened {
         Ok(stream) => copy_and_catch_up(step, &range, stream, stats).await?,
         Err(e) => {
             // No change stream on this shard: the critical section covers
@@ -318,7 +329,9 @@ async fn run(step: &Step<'_>, stats: &mut MoveStats) -> Result<()> {
             held
         }
     };
+    let mut at = Instant::now();
     commit(step).await?;
+    stats.timings.commit = lap(&mut at);
     stats.critical = held.elapsed();
     clear_acks(state, &m.ns).await;
     pause_point(state, "committed").await;
@@ -346,26 +359,29 @@ async fn copy_and_catch_up(
     pause_point(state, "cloning").await;
     clone_range(state, source, dest, db, coll, range, stats).await?;
     progress::cloned(state).await;
+    let mut at = Instant::now();
     let mut catchup = m.clone();
     catchup.state = MigrationState::Catchup;
     put_fenced(state, guard, pattern, &catchup).await?;
     pause_point(state, "catchup").await;
     // Catch up until the lag is small (bounded: writers may never pause).
     for _ in 0..20 {
-        let ids = stream.next_ids(state, range, dest).await?;
-        let small = ids.len() < 100;
+        let changes = stream.next_changes(state, range, dest).await?;
+        let small = changes.len() < 100;
         stats.passes += 1;
-        stats.caught_up += resync(state, source, dest, db, coll, range, ids).await?;
+        stats.caught_up += apply(state, source, dest, db, coll, range, changes).await?;
         if small {
             break;
         }
     }
+    stats.timings.catchup = lap(&mut at);
     let held = enter_critical(state, guard, pattern, m, range).await?;
+    stats.timings.enter_critical = lap(&mut at);
     // Writes to the range are held now: drain until nothing is left.
     for pass in 0.. {
-        let ids = stream.next_ids(state, range, dest).await?;
+        let changes = stream.next_changes(state, range, dest).await?;
         stats.passes += 1;
-        if ids.is_empty() {
+        if changes.len() == 0 {
             break;
         }
         if pass == 100 {
@@ -375,8 +391,9 @@ async fn copy_and_catch_up(
                 "the range kept changing during the critical section",
             ));
         }
-        stats.caught_up += resync(state, source, dest, db, coll, range, ids).await?;
+        stats.caught_up += apply(state, source, dest, db, coll, range, changes).await?;
     }
+    stats.timings.drain = lap(&mut at);
     stream.close(state).await;
     Ok(held)
 }

@@ -214,6 +214,33 @@ pub async fn resync(
     Ok(ids.len() as u64)
 }
 
+/// Writes `docs` to `dest` (each replaced whole by `_id`, or inserted) as
+/// migration writes, guarded as [`resync`]'s are: a document with the same
+/// `_id` outside `kept.guard` on `dest` is another one and stays.
+pub async fn upsert_kept(
+    client: &Arc<dyn ShardClient>,
+    dest: Target<'_>,
+    (db, coll): (&str, &str),
+    docs: &[RawDocumentBuf],
+    kept: &Keep<'_>,
+) -> Result<()> {
+    let mut updates = Vec::with_capacity(docs.len());
+    for d in docs {
+        let id = d
+            .get("_id")
+            .ok()
+            .flatten()
+            .and_then(|v| Bson::try_from(v).ok());
+        let (Some(id), Ok(doc)) = (id, Document::try_from(d.as_ref())) else {
+            continue;
+        };
+        let mut q = doc! {"_id": id};
+        q.extend(kept.guard.clone());
+        updates.push(doc! {"q": q, "u": doc, "upsert": true});
+    }
+    update_skipping_duplicates(client, dest, (db, coll), updates).await
+}
+
 /// Runs the upserts `updates` on `dest` as one migration write. An upsert
 /// that meets a duplicate `_id` (another document, outside the guard) is
 /// left out and the rest run again, since a write error ends the write's

@@ -97,6 +97,11 @@ impl ShardCursor {
         self
     }
 
+    /// Asks for at most `n` documents per `getMore` from now on.
+    pub fn set_batch_size(&mut self, n: i64) {
+        self.batch_size = Some(n);
+    }
+
     /// The shard's cursor id (0 once exhausted).
     pub fn id(&self) -> i64 {
         self.id

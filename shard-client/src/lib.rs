@@ -38,7 +38,7 @@ mod topology;
 use bson::{RawDocument, RawDocumentBuf};
 use shardgate_wire::{OpMsg, OpMsgFlags};
 
-pub use change_stream::{event_id, resync, ChangeStream, Keep};
+pub use change_stream::{event_id, resync, upsert_kept, ChangeStream, Keep};
 pub use config::{PoolConfig, ShardAuth, ShardTls};
 pub use cursor::{cursor_reply, CursorReply, ShardCursor};
 pub use error::{Result, ShardError};

@@ -90,6 +90,9 @@ pub async fn measure(
         .await
         .map_err(|e| format!("writer clients failed: {e}"))?;
     moved.map_err(|e| format!("moveChunk {ns} to {to}: {}", short_error(&e)))?;
+    if let Some(note) = phases_note(client, &ns).await {
+        report.notes.push(note);
+    }
     report.fill(&config.mix, &stats, took);
     let secs = took.as_secs_f64();
     report.migration = Some(MigrationReport {
@@ -132,6 +135,26 @@ async fn first_chunk(client: &Client, ns: &str) -> Result<Chunk, String> {
         }),
         _ => Err(format!("config.chunks: unexpected chunk {first}")),
     }
+}
+
+/// The balancer's account of the move: its `moveChunk.commit` changelog
+/// entry's phase times and critical section (`None` if the router has none).
+async fn phases_note(client: &Client, ns: &str) -> Option<String> {
+    let entry = client
+        .database("config")
+        .collection::<Document>("changelog")
+        .find_one(doc! {"what": "moveChunk.commit", "ns": ns})
+        .sort(doc! {"time": -1})
+        .await
+        .ok()??;
+    let details = entry.get_document("details").ok()?;
+    let field = |f: &str| details.get(f).map_or("-".to_owned(), Bson::to_string);
+    Some(format!(
+        "balancer: phases (ms) {}; critical section {} ms; {} documents caught up",
+        field("phaseMillis"),
+        field("criticalSectionMillis"),
+        field("caughtUp")
+    ))
 }
 
 /// `--to-shard`, else the first shard that does not own the chunk.

@@ -1,8 +1,11 @@
-//! Catch-up: the source's change stream, read for the ids of documents
-//! written since the copy began; each is read again on the source and
-//! written to (or removed from) the destination.
+//! Catch-up: the source's change stream, read for the documents written
+//! since the copy began. One whose last event in a pass carries it in the
+//! range (an insert, a replace, or an update's post-image) is written to the
+//! destination as the event shows it; any other (deleted, gone out of the
+//! range, no post-image) is read again on the source and written to, or
+//! removed from, the destination.
 
-use bson::{doc, Bson};
+use bson::{doc, Bson, RawDocumentBuf};
 use shardgate_config_store::model::ShardType;
 
 use std::collections::BTreeSet;
@@ -11,33 +14,62 @@ use super::*;
 use crate::context::{target, Balancer};
 use crate::error::{BalancerError, Result};
 
-/// Makes the destination's copies of `ids` match the source: each is read
-/// again on S; in the range it is written to D, else removed from D.
-pub(super) async fn resync(
+/// What one pass over the source's change events asks of the destination.
+#[derive(Default)]
+pub(super) struct Changes {
+    /// Documents in the range as the last event naming each showed them;
+    /// a later change has a later event, seen by a later pass.
+    pub docs: Vec<RawDocumentBuf>,
+    /// Ids to read again on the source (deleted, out of the range, or
+    /// without a post-image).
+    pub ids: Vec<Bson>,
+}
+
+impl Changes {
+    /// Documents the pass names.
+    pub(super) fn len(&self) -> usize {
+        self.docs.len() + self.ids.len()
+    }
+}
+
+/// Makes the destination match the source for what `changes` names:
+/// `docs` upserted as they are, `ids` read again on the source (written
+/// when there and in the range, else the destination's copy removed).
+/// Returns how many documents it resynced.
+pub(super) async fn apply(
     state: &Balancer,
     source: &ShardType,
     dest: &ShardType,
     db: &str,
     coll: &str,
     range: &Range,
-    ids: Vec<Bson>,
+    changes: Changes,
 ) -> Result<u64> {
     let keep = |d: &bson::RawDocument| range.contains(d);
     let kept = shardgate_shard_client::Keep {
         keep: &keep,
         guard: &range.filter,
     };
-    Ok(shardgate_shard_client::resync(
+    for part in changes.docs.chunks(RESYNC_BATCH) {
+        let docs = (db, coll);
+        shardgate_shard_client::upsert_kept(&state.shards, target(dest), docs, part, &kept).await?;
+    }
+    let resynced = shardgate_shard_client::resync(
         &state.shards,
         (target(source), target(dest)),
         (db, coll),
-        &ids,
+        &changes.ids,
         &kept,
     )
-    .await?)
+    .await?;
+    Ok(changes.docs.len() as u64 + resynced)
 }
 
-/// A change stream on the source collection, read for document ids.
+/// Documents per upsert command of the catch-up.
+const RESYNC_BATCH: usize = 500;
+
+/// A change stream on the source collection, read for the documents its
+/// events name.
 pub(super) struct ChangeStream {
     stream: shardgate_shard_client::ChangeStream,
     db: String,
@@ -76,42 +108,37 @@ impl ChangeStream {
         })
     }
 
-    /// The ids of documents in `range` that events since the last call
-    /// name: inserts and updates whose document is in the range, and
-    /// deletes of documents the destination holds.
-    pub(super) async fn next_ids(
+    /// What events since the last call name in `range`, by the last event
+    /// of each document: inserts and updates whose document is in the range
+    /// (with that document), and deletes of documents the destination holds.
+    pub(super) async fn next_changes(
         &mut self,
         state: &Balancer,
         range: &Range,
         dest: &ShardType,
-    ) -> Result<Vec<Bson>> {
+    ) -> Result<Changes> {
         let events = self.stream.events(state.shards.as_ref()).await?;
-        let mut ids = Vec::new();
+        let mut changes = Changes::default();
         let mut maybe_gone = Vec::new();
         let mut seen = BTreeSet::new();
-        for e in &events {
+        for e in events.iter().rev() {
             let Some(id) = shardgate_shard_client::event_id(e) else {
                 continue;
             };
             if !seen.insert(id.to_string()) {
                 continue;
             }
-            match e.get_document("fullDocument") {
-                Ok(d) => {
-                    let in_range = bson::RawDocumentBuf::try_from(d)
-                        .map(|raw| range.contains(&raw))
-                        .unwrap_or(true);
-                    if in_range {
-                        ids.push(id.clone());
-                    } else {
-                        // It left the range (its shard key changed): the
-                        // destination's copy in the range, if any, goes.
-                        maybe_gone.push(id.clone());
-                    }
-                }
-                Err(_) => maybe_gone.push(id.clone()),
+            match e.get_document("fullDocument").map(RawDocumentBuf::try_from) {
+                Ok(Ok(raw)) if range.contains(&raw) => changes.docs.push(raw),
+                // Read it again on the source.
+                Ok(Err(_)) => changes.ids.push(id.clone()),
+                // Deleted, or gone out of the range (its shard key
+                // changed): the destination's copy in the range, if any,
+                // goes.
+                _ => maybe_gone.push(id.clone()),
             }
         }
+        let ids = &mut changes.ids;
         // A deleted document matters only if the destination has a copy
         // in the range (a document with the same `_id` elsewhere on the
         // destination — one a shard-key change moved there — is not it).
@@ -135,7 +162,7 @@ impl ChangeStream {
                 );
             }
         }
-        Ok(ids)
+        Ok(changes)
     }
 
     pub(super) async fn close(self, state: &Balancer) {
