@@ -55,13 +55,19 @@ impl ShardKeyPattern {
         if n > MAX_FAST_FIELDS {
             return None;
         }
+        // The top-level name each field's path starts with.
+        let mut heads: [&[u8]; MAX_FAST_FIELDS] = [&[]; MAX_FAST_FIELDS];
+        for (head, (name, _)) in heads.iter_mut().zip(&self.fields) {
+            let name = name.as_bytes();
+            *head = name.split(|&b| b == b'.').next().unwrap_or(name);
+        }
+        let heads = &heads[..n];
         let mut found: [Option<Element<'_>>; MAX_FAST_FIELDS] = [None; MAX_FAST_FIELDS];
         let mut missing = n;
         for element in Elements::new(doc).ok()? {
             let element = element.ok()?;
-            for (slot, (name, _)) in found.iter_mut().zip(&self.fields) {
-                let head = name.split_once('.').map_or(name.as_str(), |(h, _)| h);
-                if slot.is_none() && head.as_bytes() == element.key {
+            for (slot, head) in found.iter_mut().zip(heads) {
+                if slot.is_none() && *head == element.key {
                     *slot = Some(element);
                     missing -= 1;
                 }
