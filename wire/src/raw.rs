@@ -6,7 +6,8 @@
 //! value bytes with only bounds checks, so those reads cost a few
 //! nanoseconds per element. Anything it finds malformed is reported as
 //! [`Malformed`]; callers fall back to the `bson` crate's full parser,
-//! which then gives the precise error.
+//! which then gives the precise error. The walk is `#[inline]` so that it
+//! compiles into the callers' loops in the other crates.
 
 /// The bytes are not well-formed BSON (as far as the walk can tell).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,7 @@ pub struct Elements<'a> {
 impl<'a> Elements<'a> {
     /// Walks `doc`, whose length prefix must match its size and whose last
     /// byte must be the terminating NUL.
+    #[inline]
     pub fn new(doc: &'a [u8]) -> Result<Self, Malformed> {
         let len = read_len(doc, 0)?;
         if len != doc.len() || len < 5 || doc[len - 1] != 0 {
@@ -51,6 +53,7 @@ impl<'a> Elements<'a> {
     }
 
     /// The first element named `key`, `Ok(None)` when there is none.
+    #[inline]
     pub fn find(mut self, key: &[u8]) -> Result<Option<Element<'a>>, Malformed> {
         for element in &mut self {
             let element = element?;
@@ -61,6 +64,7 @@ impl<'a> Elements<'a> {
         Ok(None)
     }
 
+    #[inline]
     fn next_element(&mut self) -> Result<Element<'a>, Malformed> {
         let start = self.pos;
         let kind = *self.bytes.get(start).ok_or(Malformed)?;
@@ -91,6 +95,7 @@ impl<'a> Elements<'a> {
 impl<'a> Iterator for Elements<'a> {
     type Item = Result<Element<'a>, Malformed>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.pos >= self.end {
             return None;
@@ -104,6 +109,7 @@ impl<'a> Iterator for Elements<'a> {
 }
 
 /// A little-endian `i32` length at `at`, as a non-negative `usize`.
+#[inline]
 fn read_len(bytes: &[u8], at: usize) -> Result<usize, Malformed> {
     let raw = bytes.get(at..at + 4).ok_or(Malformed)?;
     let len = i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
@@ -111,6 +117,7 @@ fn read_len(bytes: &[u8], at: usize) -> Result<usize, Malformed> {
 }
 
 /// The size of the value of type `kind` starting at `at` (before `end`).
+#[inline]
 fn value_size(kind: u8, bytes: &[u8], at: usize, end: usize) -> Result<usize, Malformed> {
     let cstring = |from: usize| -> Result<usize, Malformed> {
         let rest = bytes.get(from..end).ok_or(Malformed)?;
