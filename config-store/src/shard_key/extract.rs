@@ -77,8 +77,13 @@ impl ShardKeyPattern {
             }
         }
         let mut out = Vec::with_capacity(16 * n);
-        for (top, (name, kind)) in found.iter().zip(&self.fields) {
-            let (k, value) = match descend(*top, name)? {
+        for ((top, head), (name, kind)) in found.iter().zip(heads).zip(&self.fields) {
+            let value = if head.len() == name.len() {
+                top_level(*top)?
+            } else {
+                descend(*top, name)?
+            };
+            let (k, value) = match value {
                 Some(e) => (e.kind, e.value),
                 None => (0x0A, &[][..]),
             };
@@ -90,6 +95,15 @@ impl ShardKeyPattern {
             }
         }
         Some(KeyBytes(out))
+    }
+}
+
+/// The value of an undotted field: its top-level element (`Some(None)`
+/// when missing), or `None` for the full path when it is an array.
+fn top_level(top: Option<Element<'_>>) -> Option<Option<Element<'_>>> {
+    match top {
+        Some(e) if e.kind == 0x04 => None,
+        other => Some(other),
     }
 }
 
@@ -108,8 +122,5 @@ fn descend<'a>(top: Option<Element<'a>>, path: &str) -> Option<Option<Element<'a
             Some(_) => return Some(None),
         }
     }
-    match current {
-        Some(e) if e.kind == 0x04 => None,
-        other => Some(other),
-    }
+    top_level(current)
 }
