@@ -252,14 +252,17 @@ fn emit_u128(negative: bool, n: u128, k: i32, out: &mut Vec<u8>) {
 /// + 1`) read off two at a time with `% 100` (a lone last digit is `lo =
 /// 0`), back to front into a stack buffer. Same bytes as `emit_finite`.
 fn emit_u64(negative: bool, mut n: u64, k: i32, out: &mut Vec<u8>) {
-    let exponent = (n.ilog10() as i32 + 1).saturating_add(k);
+    let digits = n.ilog10() + 1;
+    let exponent = (digits as i32).saturating_add(k);
+    let mut significant = digits;
     while n % 10 == 0 {
         n /= 10;
+        significant -= 1;
     }
     // Exponent (2), at most 10 pairs, terminator.
     let mut buf = [0u8; 13];
     let mut at = buf.len() - 1;
-    if (n.ilog10() + 1) % 2 == 1 {
+    if significant % 2 == 1 {
         at -= 1;
         buf[at] = (n % 10) as u8 * 10 + 1;
         n /= 10;
@@ -386,11 +389,27 @@ mod tests {
 
     #[test]
     fn edge_integers_emit_as_through_digits() {
-        let ns = [1, 9, 10, 11, 99, 100, 101, 120, 1_000_000, u64::MAX, 1 << 63];
+        let ns = [
+            1,
+            9,
+            10,
+            11,
+            99,
+            100,
+            101,
+            120,
+            1_000_000,
+            u64::MAX,
+            1 << 63,
+        ];
         for n in ns.into_iter().chain((1..=19).map(|p| 10u64.pow(p) - 1)) {
             for k in [0, -1, -27, 5, i32::from(i16::MAX), i32::MIN, i32::MAX] {
                 for negative in [false, true] {
-                    assert_eq!(direct(negative, n, k), through_digits(negative, n, k), "{n} {k}");
+                    assert_eq!(
+                        direct(negative, n, k),
+                        through_digits(negative, n, k),
+                        "{n} {k}"
+                    );
                 }
             }
         }
