@@ -248,14 +248,15 @@ fn emit_u128(negative: bool, n: u128, k: i32, out: &mut Vec<u8>) {
 }
 
 /// [`emit_finite`] for `±n × 10^k` with `n > 0` a `u64`, without a digit
-/// buffer: trailing zeros divided away, then the digit pairs (`10*hi + lo
-/// + 1`) read off two at a time with `% 100` (a lone last digit is `lo =
-/// 0`), back to front into a stack buffer. Same bytes as `emit_finite`.
+/// buffer: trailing zeros divided away, then the digit pairs (each byte
+/// `10*hi + lo + 1`) read off two at a time with `% 100` (a lone last
+/// digit has `lo = 0`), back to front into a stack buffer. Same bytes as
+/// `emit_finite`.
 fn emit_u64(negative: bool, mut n: u64, k: i32, out: &mut Vec<u8>) {
     let digits = n.ilog10() + 1;
     let exponent = (digits as i32).saturating_add(k);
     let mut significant = digits;
-    while n % 10 == 0 {
+    while n.is_multiple_of(10) {
         n /= 10;
         significant -= 1;
     }
