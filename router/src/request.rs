@@ -46,19 +46,18 @@ impl<'a> CommandInfo<'a> {
         let body = RawDocument::from_bytes(bytes).ok()?;
         let mut elements = Elements::new(bytes).ok()?;
         let first = elements.next()?.ok()?;
-        checked(&first)?;
         let mut info = CommandInfo {
             name: std::str::from_utf8(first.key).ok()?,
             db: "",
-            collection: string_value(&first),
+            collection: checked(&first)?,
             filter: None,
             body,
         };
         for element in elements {
             let element = element.ok()?;
-            checked(&element)?;
+            let text = checked(&element)?;
             match element.key {
-                b"$db" => info.db = string_value(&element).unwrap_or(""),
+                b"$db" => info.db = text.unwrap_or(""),
                 b"filter" | b"query" | b"q" => {
                     info.filter = match element.kind {
                         DOCUMENT => RawDocument::from_bytes(element.value).ok(),
@@ -104,15 +103,16 @@ const STRING: u8 = 0x02;
 const DOCUMENT: u8 = 0x03;
 const ARRAY: u8 = 0x04;
 
-/// `Some(())` when the parser would accept `element`'s value as the walk
-/// read it: fixed-size scalars, UTF-8 strings, documents and arrays with
-/// their terminator. Rarer types send the body to the parser.
-fn checked(element: &Element<'_>) -> Option<()> {
+/// `Some` when the parser would accept `element`'s value as the walk read
+/// it (fixed-size scalars, UTF-8 strings, documents and arrays with their
+/// terminator), holding a string's text (so it is checked once); `None`
+/// sends the body to the parser, as rarer types do.
+fn checked<'a>(element: &Element<'a>) -> Option<Option<&'a str>> {
     match element.kind {
-        0x01 | 0x06 | 0x07 | 0x09 | 0x0A | 0x10 | 0x11 | 0x12 | 0x13 | 0x7F | 0xFF => Some(()),
-        0x08 => (*element.value.first()? <= 1).then_some(()),
-        STRING => string_value(element).map(|_| ()),
-        DOCUMENT | ARRAY => (element.value.last() == Some(&0)).then_some(()),
+        0x01 | 0x06 | 0x07 | 0x09 | 0x0A | 0x10 | 0x11 | 0x12 | 0x13 | 0x7F | 0xFF => Some(None),
+        0x08 => (*element.value.first()? <= 1).then_some(None),
+        STRING => string_value(element).map(Some),
+        DOCUMENT | ARRAY => (element.value.last() == Some(&0)).then_some(None),
         _ => None,
     }
 }
@@ -178,6 +178,16 @@ mod tests {
                 if let Ok(d) = shardgate_wire::Message::decode(frame) {
                     if let shardgate_wire::Message::Msg(m) = d.message {
                         let _ = CommandInfo::parse(&m);
+                        let fast = CommandInfo::parse_fast(&m.body);
+                        let full = CommandInfo::parse_full(m.body());
+                        if let (Some(fast), Ok(full)) = (fast, full) {
+                            // The walk reads what the parser reads.
+                            let fields = |i: &CommandInfo<'_>| {
+                                (i.name.to_owned(), i.db.to_owned(), i.collection.map(str::to_owned),
+                                 i.filter.map(|f| f.as_bytes().to_vec()))
+                            };
+                            proptest::prop_assert_eq!(fields(&fast), fields(&full));
+                        }
                     }
                 }
             }

@@ -55,13 +55,19 @@ impl ShardKeyPattern {
         if n > MAX_FAST_FIELDS {
             return None;
         }
+        // The top-level name each field's path starts with.
+        let mut heads: [&[u8]; MAX_FAST_FIELDS] = [&[]; MAX_FAST_FIELDS];
+        for (head, (name, _)) in heads.iter_mut().zip(&self.fields) {
+            let name = name.as_bytes();
+            *head = name.split(|&b| b == b'.').next().unwrap_or(name);
+        }
+        let heads = &heads[..n];
         let mut found: [Option<Element<'_>>; MAX_FAST_FIELDS] = [None; MAX_FAST_FIELDS];
         let mut missing = n;
         for element in Elements::new(doc).ok()? {
             let element = element.ok()?;
-            for (slot, (name, _)) in found.iter_mut().zip(&self.fields) {
-                let head = name.split_once('.').map_or(name.as_str(), |(h, _)| h);
-                if slot.is_none() && head.as_bytes() == element.key {
+            for (slot, head) in found.iter_mut().zip(heads) {
+                if slot.is_none() && *head == element.key {
                     *slot = Some(element);
                     missing -= 1;
                 }
@@ -71,8 +77,13 @@ impl ShardKeyPattern {
             }
         }
         let mut out = Vec::with_capacity(16 * n);
-        for (top, (name, kind)) in found.iter().zip(&self.fields) {
-            let (k, value) = match descend(*top, name)? {
+        for ((top, head), (name, kind)) in found.iter().zip(heads).zip(&self.fields) {
+            let value = if head.len() == name.len() {
+                top_level(*top)?
+            } else {
+                descend(*top, name)?
+            };
+            let (k, value) = match value {
                 Some(e) => (e.kind, e.value),
                 None => (0x0A, &[][..]),
             };
@@ -84,6 +95,15 @@ impl ShardKeyPattern {
             }
         }
         Some(KeyBytes(out))
+    }
+}
+
+/// The value of an undotted field: its top-level element (`Some(None)`
+/// when missing), or `None` for the full path when it is an array.
+fn top_level(top: Option<Element<'_>>) -> Option<Option<Element<'_>>> {
+    match top {
+        Some(e) if e.kind == 0x04 => None,
+        other => Some(other),
     }
 }
 
@@ -102,8 +122,5 @@ fn descend<'a>(top: Option<Element<'a>>, path: &str) -> Option<Option<Element<'a
             Some(_) => return Some(None),
         }
     }
-    match current {
-        Some(e) if e.kind == 0x04 => None,
-        other => Some(other),
-    }
+    top_level(current)
 }

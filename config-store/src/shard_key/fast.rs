@@ -117,13 +117,13 @@ fn encode_binary(value: &[u8], out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-/// Longest hashed input assembled on the stack; longer strings take the
-/// streaming path.
-const HASH_BUF: usize = 256;
+/// Longest hashed input assembled on the stack (one MD5 block); a longer
+/// string's bytes are fed to MD5 where they lie.
+const HASH_BUF: usize = 64;
 
 /// MongoDB's hashed-index hash (as `hash::hash_raw`) of a top-level scalar
-/// of BSON type `kind`, over one stack buffer; `None` when the value needs
-/// the full path.
+/// of BSON type `kind`, over one stack buffer (or the buffer's head and the
+/// value's own bytes); `None` when the value needs the full path.
 pub(crate) fn hash_scalar(kind: u8, value: &[u8]) -> Option<i64> {
     let mut buf = [0u8; HASH_BUF];
     // The seed (0) is buf[0..4]; then the canonical type and the value.
@@ -160,14 +160,18 @@ pub(crate) fn hash_scalar(kind: u8, value: &[u8]) -> Option<i64> {
     };
     buf[4..8].copy_from_slice(&canonical.to_le_bytes());
     let numeric = canonical == 10 && payload.is_empty();
-    let len = if numeric {
-        16
+    let end = 8 + payload.len();
+    let digest = if numeric {
+        Md5::digest(&buf[..16])
+    } else if let Some(room) = buf.get_mut(8..end) {
+        room.copy_from_slice(payload);
+        Md5::digest(&buf[..end])
     } else {
-        let end = 8 + payload.len();
-        buf.get_mut(8..end)?.copy_from_slice(payload);
-        end
+        let mut md5 = Md5::new();
+        md5.update(&buf[..8]);
+        md5.update(payload);
+        md5.finalize()
     };
-    let digest = Md5::digest(buf.get(..len)?);
     let first: [u8; 8] = digest.get(..8)?.try_into().ok()?;
     Some(i64::from_le_bytes(first))
 }

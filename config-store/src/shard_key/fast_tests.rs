@@ -33,6 +33,11 @@ fn hashes_match_the_full_path_for_every_scalar_type() {
         Bson::Double(129.95),
         Bson::Double(f64::NAN),
         Bson::String("c0042".into()),
+        // Around one MD5 block (64 bytes with the 8-byte head), and past it.
+        Bson::String("x".repeat(51)),
+        Bson::String("x".repeat(52)),
+        Bson::String("é".repeat(40)),
+        Bson::String("y".repeat(300)),
         Bson::ObjectId(bson::oid::ObjectId::from_bytes([7; 12])),
         Bson::Boolean(true),
         Bson::DateTime(bson::DateTime::from_millis(-5)),

@@ -35,9 +35,7 @@ pub(crate) fn encode_i64(value: i64, out: &mut Vec<u8>) {
         out.push(ZERO);
         return;
     }
-    let mut buf = [0u8; 40];
-    let digits = u128_digits(u128::from(value.unsigned_abs()), &mut buf);
-    emit_finite(value < 0, digits, 0, out);
+    emit_u64(value < 0, value.unsigned_abs(), 0, out);
 }
 
 /// Encodes a double exactly (its full binary value, not a rounded decimal).
@@ -71,15 +69,12 @@ pub(crate) fn encode_f64(value: f64, out: &mut Vec<u8>) {
     mantissa >>= zeros;
     exp2 += zeros as i32;
     // value = mantissa × 2^exp2 with mantissa odd and < 2^53.
-    let mut buf = [0u8; 40];
     if (0..=75).contains(&exp2) {
-        let digits = u128_digits(u128::from(mantissa) << exp2, &mut buf);
-        emit_finite(negative, digits, 0, out);
+        emit_u128(negative, u128::from(mantissa) << exp2, 0, out);
     } else if (-27..0).contains(&exp2) {
         // m × 2^-p = m × 5^p × 10^-p, and m × 5^27 < 2^116.
         let scaled = u128::from(mantissa) * 5u128.pow(exp2.unsigned_abs());
-        let digits = u128_digits(scaled, &mut buf);
-        emit_finite(negative, digits, exp2, out);
+        emit_u128(negative, scaled, exp2, out);
     } else {
         let mut big = BigDecimal::from_u64(mantissa);
         let digits = if exp2 > 0 {
@@ -105,11 +100,7 @@ pub(crate) fn encode_decimal(value: &Decimal128, out: &mut Vec<u8>) {
             negative,
             coefficient,
             exponent,
-        } => {
-            let mut buf = [0u8; 40];
-            let digits = u128_digits(coefficient, &mut buf);
-            emit_finite(negative, digits, exponent, out);
-        }
+        } => emit_u128(negative, coefficient, exponent, out),
     }
 }
 
@@ -244,6 +235,57 @@ fn u128_digits(value: u128, buf: &mut [u8; 40]) -> &[u8] {
     buf.get(start..).unwrap_or_default()
 }
 
+/// Emits the canonical form of `±n × 10^k` (`n > 0`): [`emit_u64`] when
+/// `n` fits 64 bits, else through its decimal digits.
+fn emit_u128(negative: bool, n: u128, k: i32, out: &mut Vec<u8>) {
+    match u64::try_from(n) {
+        Ok(small) => emit_u64(negative, small, k, out),
+        Err(_) => {
+            let mut buf = [0u8; 40];
+            emit_finite(negative, u128_digits(n, &mut buf), k, out);
+        }
+    }
+}
+
+/// [`emit_finite`] for `±n × 10^k` with `n > 0` a `u64`, without a digit
+/// buffer: trailing zeros divided away, then the digit pairs (each byte
+/// `10*hi + lo + 1`) read off two at a time with `% 100` (a lone last
+/// digit has `lo = 0`), back to front into a stack buffer. Same bytes as
+/// `emit_finite`.
+fn emit_u64(negative: bool, mut n: u64, k: i32, out: &mut Vec<u8>) {
+    let digits = n.ilog10() + 1;
+    let exponent = (digits as i32).saturating_add(k);
+    let mut significant = digits;
+    while n.is_multiple_of(10) {
+        n /= 10;
+        significant -= 1;
+    }
+    // Exponent (2), at most 10 pairs, terminator.
+    let mut buf = [0u8; 13];
+    let mut at = buf.len() - 1;
+    if significant % 2 == 1 {
+        at -= 1;
+        buf[at] = (n % 10) as u8 * 10 + 1;
+        n /= 10;
+    }
+    while n > 0 {
+        at -= 1;
+        buf[at] = (n % 100) as u8 + 1;
+        n /= 100;
+    }
+    let exponent = exponent.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+    at -= 2;
+    buf[at..at + 2].copy_from_slice(&((exponent as u16) ^ 0x8000).to_be_bytes());
+    let body = &mut buf[at..];
+    if negative {
+        for byte in body.iter_mut() {
+            *byte = !*byte;
+        }
+    }
+    out.push(if negative { NEGATIVE } else { POSITIVE });
+    out.extend_from_slice(body);
+}
+
 /// Emits the canonical form of `±N × 10^k`, where `digits` are the digits of
 /// the integer `N > 0` (no leading zeros; trailing zeros allowed).
 fn emit_finite(negative: bool, digits: &[u8], k: i32, out: &mut Vec<u8>) {
@@ -324,5 +366,68 @@ impl BigDecimal {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The digit-buffer path every number took before [`emit_u64`].
+    fn through_digits(negative: bool, n: u64, k: i32) -> Vec<u8> {
+        let mut buf = [0u8; 40];
+        let mut out = Vec::new();
+        emit_finite(negative, u128_digits(u128::from(n), &mut buf), k, &mut out);
+        out
+    }
+
+    fn direct(negative: bool, n: u64, k: i32) -> Vec<u8> {
+        let mut out = Vec::new();
+        emit_u64(negative, n, k, &mut out);
+        out
+    }
+
+    #[test]
+    fn edge_integers_emit_as_through_digits() {
+        let ns = [
+            1,
+            9,
+            10,
+            11,
+            99,
+            100,
+            101,
+            120,
+            1_000_000,
+            u64::MAX,
+            1 << 63,
+        ];
+        for n in ns.into_iter().chain((1..=19).map(|p| 10u64.pow(p) - 1)) {
+            for k in [0, -1, -27, 5, i32::from(i16::MAX), i32::MIN, i32::MAX] {
+                for negative in [false, true] {
+                    assert_eq!(
+                        direct(negative, n, k),
+                        through_digits(negative, n, k),
+                        "{n} {k}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn integers_emit_as_through_digits(
+            n in 1u64..,
+            zeros in 0u32..6,
+            k in -400i32..400,
+            negative in any::<bool>(),
+        ) {
+            let n = n.checked_mul(10u64.pow(zeros)).unwrap_or(n);
+            prop_assert_eq!(direct(negative, n, k), through_digits(negative, n, k));
+        }
     }
 }

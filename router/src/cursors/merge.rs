@@ -3,7 +3,8 @@
 //! (`sort_key`), and cut out of the document by slicing; a binary heap of
 //! stream indices then orders the streams' head documents by `memcmp` of
 //! those bytes (ties to the lower stream index, which keeps the merge
-//! deterministic).
+//! deterministic). Each heap entry carries the first 8 bytes of its head's
+//! key as an integer, so most comparisons are one integer compare.
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
@@ -32,6 +33,29 @@ impl Stream {
             None => &[],
         }
     }
+
+    /// The heap entry of this stream (`index`): its head key's prefix.
+    fn entry(&self, index: usize) -> HeapEntry {
+        let key = self.front_key();
+        let mut first = [0u8; 8];
+        match key.get(..8) {
+            Some(head) => first.copy_from_slice(head),
+            None => first[..key.len()].copy_from_slice(key),
+        }
+        HeapEntry {
+            prefix: u64::from_be_bytes(first),
+            stream: index,
+        }
+    }
+}
+
+/// A stream in the heap: the first 8 bytes of its head's key (zero-padded,
+/// big-endian, so integer order is byte order) and the stream's index.
+/// Prefixes that differ decide; equal ones fall back to the whole keys.
+#[derive(Debug, Clone, Copy)]
+struct HeapEntry {
+    prefix: u64,
+    stream: usize,
 }
 
 /// Merges buffered streams. Streams are refilled by the caller: `next`
@@ -40,8 +64,8 @@ impl Stream {
 pub struct KWayMerge {
     spec: Option<SortSpec>,
     streams: Vec<Stream>,
-    /// Indices of the non-empty streams, a min-heap by (front key, index).
-    heap: Vec<usize>,
+    /// The non-empty streams, a min-heap by (front key, index).
+    heap: Vec<HeapEntry>,
     next_unsorted: usize,
 }
 
@@ -63,6 +87,8 @@ impl KWayMerge {
             return;
         };
         let was_empty = stream.docs.is_empty();
+        let docs = docs.into_iter();
+        stream.docs.reserve(docs.size_hint().0);
         match &self.spec {
             Some(spec) => {
                 for doc in docs {
@@ -72,11 +98,11 @@ impl KWayMerge {
                     stream.docs.push_back((doc, start, stream.keys.len()));
                 }
             }
-            None => stream.docs.extend(docs.into_iter().map(|d| (d, 0, 0))),
+            None => stream.docs.extend(docs.map(|d| (d, 0, 0))),
         }
         stream.exhausted |= done;
         if self.spec.is_some() && was_empty && !self.streams[i].docs.is_empty() {
-            self.heap.push(i);
+            self.heap.push(self.streams[i].entry(i));
             self.sift_up(self.heap.len() - 1);
         }
     }
@@ -123,7 +149,7 @@ impl KWayMerge {
         if self.spec.is_none() {
             return self.pop_unsorted();
         }
-        let i = *self.heap.first()?;
+        let i = self.heap.first()?.stream;
         let stream = &mut self.streams[i];
         let (doc, _, _) = stream.docs.pop_front()?;
         if stream.docs.is_empty() {
@@ -131,6 +157,8 @@ impl KWayMerge {
             let last = self.heap.len() - 1;
             self.heap.swap(0, last);
             self.heap.pop();
+        } else {
+            self.heap[0] = stream.entry(i);
         }
         self.sift_down(0);
         Some(doc)
@@ -148,11 +176,14 @@ impl KWayMerge {
         None
     }
 
-    /// Whether stream `a`'s head comes before stream `b`'s.
-    fn before(&self, a: usize, b: usize) -> bool {
-        let (ka, kb) = (self.streams[a].front_key(), self.streams[b].front_key());
-        match ka.cmp(kb) {
-            Ordering::Equal => a < b,
+    /// Whether entry `a`'s head comes before entry `b`'s.
+    fn before(&self, a: HeapEntry, b: HeapEntry) -> bool {
+        let ord = a.prefix.cmp(&b.prefix).then_with(|| {
+            let (ka, kb) = (&self.streams[a.stream], &self.streams[b.stream]);
+            ka.front_key().cmp(kb.front_key())
+        });
+        match ord {
+            Ordering::Equal => a.stream < b.stream,
             ord => ord == Ordering::Less,
         }
     }
@@ -378,7 +409,63 @@ mod tests {
         ]
     }
 
+    /// Sort values whose keys share more than the heap's 8-byte prefix.
+    fn long_prefix_value() -> impl proptest::strategy::Strategy<Value = Bson> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "a{6,10}[ab]{0,3}".prop_map(Bson::String),
+            (0i64..4).prop_map(|n| Bson::Int64(1_000_000_000_000 + n)),
+            (0i64..4).prop_map(|n| Bson::Double(1e12 + n as f64 / 8.0)),
+        ]
+    }
+
     proptest::proptest! {
+        /// Streams each sorted by their byte keys merge into the order of
+        /// (key, stream, position): the heap's prefixes never misorder.
+        #[test]
+        fn merges_like_a_stable_sort_by_key_then_stream(
+            streams in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![sort_value(), long_prefix_value()],
+                    0..12,
+                ),
+                1..5,
+            ),
+            descending in proptest::prelude::any::<bool>(),
+        ) {
+            let spec = SortSpec::parse(&doc! {"v": if descending { -1 } else { 1 }}).unwrap();
+            let key = |v: &Bson| {
+                let mut out = Vec::new();
+                spec.encode_values(std::slice::from_ref(v), &mut out);
+                out
+            };
+            let mut expected = Vec::new();
+            let mut m = KWayMerge::new(streams.len(), Some(spec.clone()));
+            for (s, values) in streams.iter().enumerate() {
+                let mut values = values.clone();
+                values.sort_by_key(|v| key(v));
+                let docs: Vec<RawDocumentBuf> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(p, v)| {
+                        expected.push((key(v), s, p));
+                        let id = format!("{s}/{p}");
+                        let d = doc! {"id": id, "$sortKey": [v.clone()]};
+                        RawDocumentBuf::try_from(&d).unwrap()
+                    })
+                    .collect();
+                m.push(s, docs, true);
+            }
+            expected.sort();
+            let expected: Vec<String> =
+                expected.iter().map(|(_, s, p)| format!("{s}/{p}")).collect();
+            let got: Vec<String> = std::iter::from_fn(|| m.pop_next())
+                .map(|d| d.get_str("id").unwrap().to_owned())
+                .collect();
+            proptest::prop_assert_eq!(got, expected);
+            proptest::prop_assert!(m.is_done());
+        }
+
         /// The byte keys order documents as `compare_bson` orders their sort
         /// values under the sort's directions.
         #[test]
