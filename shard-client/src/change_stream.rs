@@ -143,8 +143,10 @@ pub struct Keep<'a> {
 /// is written to `dest` (replaced whole, or inserted), else `dest`'s copy
 /// in the range is removed. A document with the same `_id` outside the
 /// range on `dest` is another document (one a shard-key change moved
-/// there, perhaps between the read and the write here): the writes are
-/// guarded by the range, and an insert it blocks is left out. Returns how
+/// there, perhaps between the read and the write here), and stays: upserts
+/// skip an `_id` `dest` holds outside the range ([`upsert_kept`]; one that
+/// arrives between that look and the upsert is still replaced), and
+/// deletes are guarded by the range. Returns how
 /// many ids it resynced. Its writes are migration writes
 /// ([`crate::migration_write`]): change streams never show them.
 pub async fn resync(
@@ -165,25 +167,18 @@ pub async fn resync(
             .await?
             .all()
             .await?;
-        let mut updates = Vec::new();
-        let mut present = BTreeSet::new();
-        for d in found.iter().filter(|d| (kept.keep)(d)) {
-            let id = d
-                .get("_id")
-                .ok()
-                .flatten()
-                .and_then(|v| Bson::try_from(v).ok());
-            if let (Some(id), Ok(doc)) = (id, Document::try_from(d.as_ref())) {
-                present.insert(id.to_string());
-                updates.push(doc! {"q": guarded(id), "u": doc, "upsert": true});
-            }
-        }
+        let (docs, _): (Vec<RawDocumentBuf>, _) = found.into_iter().partition(|d| (kept.keep)(d));
+        let present: BTreeSet<String> = docs
+            .iter()
+            .filter_map(id_of)
+            .map(|id| id.to_string())
+            .collect();
         let gone: Vec<Bson> = chunk
             .iter()
             .filter(|id| !present.contains(&id.to_string()))
             .cloned()
             .collect();
-        update_skipping_duplicates(client, dest, (db, coll), updates).await?;
+        upsert_kept(client, dest, (db, coll), &docs, kept).await?;
         if !gone.is_empty() {
             let find = doc! {"find": coll, "filter": {"_id": {"$in": gone}}, "$db": db};
             let copies = ShardCursor::open(client.clone(), dest, &raw(dest, &find)?)
@@ -215,8 +210,10 @@ pub async fn resync(
 }
 
 /// Writes `docs` to `dest` (each replaced whole by `_id`, or inserted) as
-/// migration writes, guarded as [`resync`]'s are: a document with the same
-/// `_id` outside `kept.guard` on `dest` is another one and stays.
+/// migration writes. A document with the same `_id` outside the range on
+/// `dest` is another one (moved there by a shard-key change) and stays:
+/// `dest` is asked first, and the upserts select by `_id` alone, the query
+/// shard servers answer fastest.
 pub async fn upsert_kept(
     client: &Arc<dyn ShardClient>,
     dest: Target<'_>,
@@ -224,21 +221,38 @@ pub async fn upsert_kept(
     docs: &[RawDocumentBuf],
     kept: &Keep<'_>,
 ) -> Result<()> {
+    let ids: Vec<Bson> = docs.iter().filter_map(id_of).collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let find = doc! {"find": coll, "filter": {"_id": {"$in": ids}}, "$db": db};
+    let others: BTreeSet<String> = ShardCursor::open(client.clone(), dest, &raw(dest, &find)?)
+        .await?
+        .all()
+        .await?
+        .iter()
+        .filter(|d| !(kept.keep)(d))
+        .filter_map(id_of)
+        .map(|id| id.to_string())
+        .collect();
     let mut updates = Vec::with_capacity(docs.len());
     for d in docs {
-        let id = d
-            .get("_id")
-            .ok()
-            .flatten()
-            .and_then(|v| Bson::try_from(v).ok());
-        let (Some(id), Ok(doc)) = (id, Document::try_from(d.as_ref())) else {
+        let (Some(id), Ok(doc)) = (id_of(d), Document::try_from(d.as_ref())) else {
             continue;
         };
-        let mut q = doc! {"_id": id};
-        q.extend(kept.guard.clone());
-        updates.push(doc! {"q": q, "u": doc, "upsert": true});
+        if !others.contains(&id.to_string()) {
+            updates.push(doc! {"q": {"_id": id}, "u": doc, "upsert": true});
+        }
     }
     update_skipping_duplicates(client, dest, (db, coll), updates).await
+}
+
+/// A document's `_id`.
+fn id_of(d: &RawDocumentBuf) -> Option<Bson> {
+    d.get("_id")
+        .ok()
+        .flatten()
+        .and_then(|v| Bson::try_from(v).ok())
 }
 
 /// Runs the upserts `updates` on `dest` as one migration write. An upsert
