@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use shardgate_wire::compression::compress_frame;
 use shardgate_wire::op_msg::encode_msg;
 use shardgate_wire::{
-    check_frame, Message, MsgHeader, OpMsg, OpQuery, OpReply, WireError, HEADER_LEN,
+    check_frame, Compressor, Message, MsgHeader, OpMsg, OpQuery, OpReply, WireError, HEADER_LEN,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -99,29 +99,18 @@ pub(crate) async fn serve<S>(
             .compressor
             .filter(|c| session.compressors.contains(c));
         out.clear();
-        let mut answered = answer(&state, &mut session, decoded, &mut out, &mut ids).await;
-        // An exhaust getMore: each batch is sent without a request for it,
-        // until the cursor is done (or the client goes).
-        let close = loop {
-            let (close_after, exhaust) = match answered {
-                Ok(Some(written)) => written,
-                Ok(None) => break false,
-                Err(Closing::Now) => break true,
-                Err(Closing::Reject(e)) => {
-                    reject(&mut wr, &e, header, &session, ids.next()).await;
-                    break true;
-                }
-            };
-            let written = match compressor.map(|c| compress_frame(&out, c)) {
-                Some(Ok(z)) => wr.write_all(&z).await,
-                _ => wr.write_all(&out).await,
-            };
-            let Some((msg, reply_id)) = exhaust.filter(|_| written.is_ok() && !close_after) else {
-                break written.is_err() || close_after;
-            };
-            out.clear();
-            answered = answer_msg(&state, &mut session, &msg, reply_id, &mut out, &mut ids).await;
-        };
+        let answered = answer(&state, &mut session, decoded, &mut out, &mut ids).await;
+        let how = (header, compressor);
+        let close = send_replies(
+            &state,
+            &mut session,
+            answered,
+            &mut wr,
+            how,
+            &mut out,
+            &mut ids,
+        )
+        .await;
         if close {
             break;
         }
@@ -131,6 +120,40 @@ pub(crate) async fn serve<S>(
         .cursors
         .kill_for_connection(session.connection_id)
         .await;
+}
+
+/// Writes the reply that answering left in `out`, and for an exhaust
+/// cursor each next batch without a request for it, until the cursor is
+/// done or the client goes. Whether the connection closes after.
+async fn send_replies<W: AsyncWrite + Unpin>(
+    state: &Arc<RouterState>,
+    session: &mut Session,
+    mut answered: Result<Option<Written>, Closing>,
+    wr: &mut W,
+    (header, compressor): (Option<MsgHeader>, Option<Compressor>),
+    out: &mut Vec<u8>,
+    ids: &mut ReplyIds,
+) -> bool {
+    loop {
+        let (close_after, exhaust) = match answered {
+            Ok(Some(written)) => written,
+            Ok(None) => return false,
+            Err(Closing::Now) => return true,
+            Err(Closing::Reject(e)) => {
+                reject(wr, &e, header, session, ids.next()).await;
+                return true;
+            }
+        };
+        let written = match compressor.map(|c| compress_frame(out, c)) {
+            Some(Ok(z)) => wr.write_all(&z).await,
+            _ => wr.write_all(out).await,
+        };
+        let Some((msg, reply_id)) = exhaust.filter(|_| written.is_ok() && !close_after) else {
+            return written.is_err() || close_after;
+        };
+        out.clear();
+        answered = answer_msg(state, session, &msg, reply_id, out, ids).await;
+    }
 }
 
 /// Why a connection closes after a request.
