@@ -58,6 +58,7 @@ mod auth;
 mod background;
 mod catalog_cache;
 mod change_streams;
+mod collation;
 mod commands;
 pub mod config;
 mod config_view;

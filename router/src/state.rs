@@ -28,6 +28,9 @@ pub(crate) struct RouterState {
     pub shards: std::sync::Arc<dyn ShardClient>,
     /// Per shard, whether it evaluates `$toHashedIndexKey` (asked once).
     pub hashed_key_expr: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+    /// Per shard, whether its `$sortKey` under a collation holds comparison
+    /// keys (asked once; `collation::for_merge`).
+    pub collated_sort_keys: std::sync::Mutex<std::collections::HashMap<String, bool>>,
     /// Counters for `serverStatus`.
     pub stats: Stats,
     /// When the router started.
@@ -131,6 +134,7 @@ impl RouterState {
         RouterState {
             shards,
             hashed_key_expr: Default::default(),
+            collated_sort_keys: Default::default(),
             routing,
             cursors: Default::default(),
             config,

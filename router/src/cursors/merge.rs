@@ -13,6 +13,7 @@ use bson::RawDocumentBuf;
 
 mod sort_key;
 
+pub(crate) use sort_key::strip_at;
 pub use sort_key::{strip_sort_key, Located, SortSpec, SORT_KEY_FIELD};
 
 /// One stream's buffered documents and their sort keys.

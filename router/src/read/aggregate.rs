@@ -87,8 +87,21 @@ pub(crate) async fn distinct(
     for shard_values in futures::future::join_all(calls).await {
         values.extend(shard_values?);
     }
-    values.sort_by(query::compare_bson);
-    values.dedup_by(|a, b| query::compare_bson(a, b) == std::cmp::Ordering::Equal);
+    // As mongos: one of each value equal under the collation (the first
+    // seen), in the collation's order.
+    let collator = crate::collation::Collator::of_command(req.body);
+    let mut keyed: Vec<(Bson, Bson)> = values
+        .into_iter()
+        .map(|v| {
+            (
+                collator.as_ref().map_or_else(|| v.clone(), |c| c.key(&v)),
+                v,
+            )
+        })
+        .collect();
+    keyed.sort_by(|a, b| query::compare_bson(&a.0, &b.0));
+    keyed.dedup_by(|a, b| query::compare_bson(&a.0, &b.0) == std::cmp::Ordering::Equal);
+    let values: Vec<Bson> = keyed.into_iter().map(|(_, v)| v).collect();
     Ok(Reply::Body(
         doc! {"values": values, "ok": 1.0}
             .to_vec()

@@ -41,8 +41,15 @@ pub(crate) async fn find(
     }
     let args = FindArgs::parse(body)?;
     let add = args.shard_fields(body)?;
+    let collator = match &args.spec {
+        Some(_) => {
+            let collator = crate::collation::Collator::of_command(body);
+            crate::collation::for_merge(state, collator, &shards).await
+        }
+        None => None,
+    };
     let opened = open_streams(state, body, routing, shards, &filter, add, &args).await;
-    let spec = args.spec.clone();
+    let spec = args.spec.clone().map(|s| s.collated(collator));
     let (mut cursor, partial) = MergeCursor::from_opened(opened, spec, args.allow_partial).await?;
     cursor.skip = args.skip;
     cursor.remaining = (args.limit > 0).then_some(args.limit);

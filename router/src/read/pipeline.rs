@@ -69,6 +69,13 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// Whether the command has a collation other than the simple one.
+    pub(crate) fn collated(&self) -> bool {
+        self.options
+            .get_document("collation")
+            .is_ok_and(|c| c.get_str("locale").ok() != Some("simple"))
+    }
+
     /// The context of a command with no options.
     pub(crate) fn plain(state: &Arc<RouterState>, db: &str) -> Ctx {
         Ctx {

@@ -17,18 +17,18 @@ use shardgate_wire::OpMsg;
 use super::exec::{outcome, Outcome};
 use super::plan::WriteKind;
 use crate::catalog_cache::routing::CollectionRouting;
+use crate::collation::Collator;
+use crate::cursors::merge::{strip_at, SortSpec, SORT_KEY_FIELD};
 use crate::error::{Result, RouterError};
 use crate::read::rewrite;
 use crate::session::{Namespace, Reply, Request};
-use crate::shards::{run_on_shard, to_shard};
+use crate::shards::to_shard;
 use crate::state::RouterState;
 
 /// Rounds of find-then-write before the write reports no match.
 const ATTEMPTS: usize = 10;
 /// Candidates each shard returns in phase 1 (the first it owns is taken).
 const CANDIDATES: i64 = 16;
-/// The hidden field naming the shard a candidate came from.
-const FROM: &str = "__shardgate_from";
 
 /// What phase 1 looks for.
 pub(super) struct Search<'a> {
@@ -55,49 +55,78 @@ pub(super) async fn find_one(
     routing: &CollectionRouting,
     search: &Search<'_>,
 ) -> Result<Option<(Document, ShardType)>> {
-    let Namespace { db, coll } = Namespace::parse(&routing.collection.ns);
-    let shards = crate::targeting::target_shards(&routing.pattern, &routing.chunks, search.filter);
-    let finds = shards.iter().map(|id| async move {
-        let shard = state.placement.shard(id)?;
-        let mut find = doc! {"find": coll, "filter": search.filter.clone(), "limit": CANDIDATES, "batchSize": CANDIDATES, "singleBatch": true};
-        if let Some(s) = &search.sort {
-            find.insert("sort", s.clone());
+    let ids = crate::targeting::target_shards(&routing.pattern, &routing.chunks, search.filter);
+    let shards = ids
+        .iter()
+        .map(|id| state.placement.shard(id))
+        .collect::<Result<Vec<_>>>()?;
+    let spec = match &search.sort {
+        Some(sort) => {
+            let collator = search.collation.as_ref().and_then(Collator::from_spec);
+            let collator = crate::collation::for_merge(state, collator, &shards).await;
+            SortSpec::parse_shard_keyed(sort).map(|s| s.collated(collator))
         }
-        if let Some(c) = &search.collation {
-            find.insert("collation", c.clone());
-        }
-        find.insert("$db", db);
-        let reply = run_on_shard(state, &shard, find).await?;
-        let docs = reply
-            .get_document("cursor")
-            .and_then(|c| c.get_array("firstBatch"))
-            .cloned()
-            .unwrap_or_default();
-        Ok::<_, RouterError>((shard, docs))
-    });
-    let mut candidates: Vec<Document> = Vec::new();
-    for found in futures::future::join_all(finds).await {
-        let (shard, docs) = found?;
-        for d in docs {
-            let Bson::Document(mut d) = d else { continue };
-            if owns(routing, &shard.id, &d) {
-                d.insert(FROM, shard.id.clone());
-                candidates.push(d);
+        None => None,
+    };
+    let finds = shards
+        .iter()
+        .map(|shard| candidates_on(state, routing, search, shard));
+    // Each candidate with its sort key's bytes, in shard order.
+    let mut candidates: Vec<(Vec<u8>, Document, &ShardType)> = Vec::new();
+    for (shard, found) in shards.iter().zip(futures::future::join_all(finds).await) {
+        for raw in found? {
+            let mut key = Vec::new();
+            let raw = match &spec {
+                Some(spec) => {
+                    let located = spec.encode(&raw, &mut key);
+                    strip_at(raw, located)
+                }
+                None => raw,
+            };
+            let doc = Document::try_from(raw.as_ref())
+                .map_err(|e| RouterError::bad_value(e.to_string()))?;
+            if owns(routing, &shard.id, &doc) {
+                candidates.push((key, doc, shard));
             }
         }
     }
-    if let Some(sort) = &search.sort {
-        shardgate_query::sort_documents(&mut candidates, sort)
-            .map_err(|e| RouterError::command(e.code().0, e.code().1, e.to_string()))?;
+    // Stable: equal keys keep the shards' order.
+    candidates.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(candidates
+        .into_iter()
+        .next()
+        .map(|(_, doc, shard)| (doc, shard.clone())))
+}
+
+/// The first matches on `shard`, in the search's order, each with its
+/// `$sortKey` when sorted.
+async fn candidates_on(
+    state: &RouterState,
+    routing: &CollectionRouting,
+    search: &Search<'_>,
+    shard: &ShardType,
+) -> Result<Vec<RawDocumentBuf>> {
+    let Namespace { db, coll } = Namespace::parse(&routing.collection.ns);
+    let mut find = doc! {"find": coll, "filter": search.filter.clone(), "limit": CANDIDATES, "batchSize": CANDIDATES, "singleBatch": true};
+    if let Some(s) = &search.sort {
+        find.insert("sort", s.clone());
+        find.insert("projection", doc! {SORT_KEY_FIELD: {"$meta": "sortKey"}});
     }
-    let Some(mut first) = candidates.into_iter().next() else {
-        return Ok(None);
+    if let Some(c) = &search.collation {
+        find.insert("collation", c.clone());
+    }
+    find.insert("$db", db);
+    let reply = crate::shards::run_on_shard_raw(state, shard, find).await?;
+    let Ok(batch) = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+    else {
+        return Ok(Vec::new());
     };
-    let shard = state
-        .placement
-        .shard(first.get_str(FROM).unwrap_or_default())?;
-    first.remove(FROM);
-    Ok(Some((first, shard)))
+    Ok(batch
+        .into_iter()
+        .filter_map(|d| d.ok().and_then(|d| d.as_document().map(|d| d.to_owned())))
+        .collect())
 }
 
 /// Whether `shard` owns `doc` (a shard may hold orphans of a migration).

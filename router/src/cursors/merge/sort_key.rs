@@ -11,17 +11,34 @@ use bson::{Bson, Document, RawDocument, RawDocumentBuf};
 use shardgate_config_store::shard_key::{encode_raw_value, encode_value};
 use shardgate_wire::raw::Elements;
 
+use crate::collation::Collator;
+
 /// The field a shard adds when asked for `{$meta: "sortKey"}`.
 pub const SORT_KEY_FIELD: &str = "$sortKey";
 
 /// The BSON type byte of an array.
 const ARRAY: u8 = 0x04;
 
-/// The directions of a sort specification, in field order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The directions of a sort specification, in field order, and the
+/// collation the router applies to string values (when the shards do not).
+#[derive(Debug, Clone)]
 pub struct SortSpec {
     directions: Arc<[i8]>,
+    collator: Option<Arc<Collator>>,
 }
+
+impl PartialEq for SortSpec {
+    fn eq(&self, other: &SortSpec) -> bool {
+        let same_collator = match (&self.collator, &other.collator) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.directions == other.directions && same_collator
+    }
+}
+
+impl Eq for SortSpec {}
 
 impl SortSpec {
     /// Reads `{a: 1, b: -1}`; `None` when a field is not sorted by 1/-1
@@ -57,13 +74,26 @@ impl SortSpec {
         }
         Some(SortSpec {
             directions: directions.into(),
+            collator: None,
         })
+    }
+
+    /// This order with strings compared under `collator` (for shards whose
+    /// `$sortKey` holds raw values).
+    pub(crate) fn collated(mut self, collator: Option<Arc<Collator>>) -> SortSpec {
+        self.collator = collator;
+        self
     }
 
     /// Appends the byte key of `doc`'s `$sortKey` to `out` (a missing value
     /// counts as null) and says where the `$sortKey` element sits in
     /// `doc`'s bytes, so it can be cut out.
     pub fn encode(&self, doc: &RawDocument, out: &mut Vec<u8>) -> Located {
+        if let Some(collator) = &self.collator {
+            let values: Vec<Bson> = sort_key_of(doc).iter().map(|v| collator.key(v)).collect();
+            self.encode_values(&values, out);
+            return locate(doc);
+        }
         let found =
             match Elements::new(doc.as_bytes()).and_then(|e| e.find(SORT_KEY_FIELD.as_bytes())) {
                 Ok(found) => found,
@@ -135,13 +165,17 @@ pub enum Located {
 /// `doc` without its `$sortKey` field, cut out of the bytes in place (no
 /// copy of the other fields when it is the last one, as shards put it).
 pub fn strip_sort_key(doc: RawDocumentBuf) -> RawDocumentBuf {
-    let located =
-        match Elements::new(doc.as_bytes()).and_then(|e| e.find(SORT_KEY_FIELD.as_bytes())) {
-            Ok(Some(e)) => Located::At(e.start, e.end),
-            Ok(None) => Located::Absent,
-            Err(_) => Located::Unreadable,
-        };
+    let located = locate(&doc);
     strip_at(doc, located)
+}
+
+/// Where `doc`'s `$sortKey` is.
+fn locate(doc: &RawDocument) -> Located {
+    match Elements::new(doc.as_bytes()).and_then(|e| e.find(SORT_KEY_FIELD.as_bytes())) {
+        Ok(Some(e)) => Located::At(e.start, e.end),
+        Ok(None) => Located::Absent,
+        Err(_) => Located::Unreadable,
+    }
 }
 
 /// `doc` without the `$sortKey` [`SortSpec::encode`] located.

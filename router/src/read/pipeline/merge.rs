@@ -44,7 +44,9 @@ async fn segment(
     mut input: Box<dyn DocStream>,
     stages: &[Document],
 ) -> Result<Box<dyn DocStream>> {
-    if query::check_pipeline(stages).is_err() {
+    // The engine compares strings by their bytes: under another collation
+    // the merging shard runs the stages.
+    if query::check_pipeline(stages).is_err() || ctx.collated() {
         return shard::run_on_shard(ctx, Vec::new(), input, stages).await;
     }
     let budget = ctx.budget();
