@@ -269,3 +269,134 @@ async fn collated_reads_and_writes_match_an_unsharded_server() {
     let total = router.count_documents(doc! {}).await.unwrap();
     assert_eq!(total, 600);
 }
+
+/// A collection created with a default collation: sharding it needs the
+/// simple collation named for the key (BadValue otherwise, as on mongos);
+/// then commands that name no collation run under the default one across
+/// shards, as they do on one mongod. (SecantusDB records a collection's
+/// default collation but does not apply it, so the reference is asked with
+/// it named; the router names it to its shards itself.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collections_default_collation_applies_across_shards() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let reference_server = support::start_shards(dir.path(), 1, false).await;
+    let reference_client = direct_client(&reference_server[0]).await;
+    let default = doc! {"locale": "en", "strength": 2};
+    admin(
+        &client,
+        doc! {"enableSharding": "dc", "primaryShard": "shard0000"},
+    )
+    .await;
+    for c in [&client, &reference_client] {
+        c.database("dc")
+            .run_command(doc! {"create": "c", "collation": default.clone()})
+            .await
+            .unwrap();
+    }
+    let code =
+        support::admin_error(&client, doc! {"shardCollection": "dc.c", "key": {"s": 1}}).await;
+    assert_eq!(code, 2, "BadValue without the simple collation for the key");
+    admin(
+        &client,
+        doc! {"shardCollection": "dc.c", "key": {"s": 1}, "collation": {"locale": "simple"}},
+    )
+    .await;
+    // Upper-case keys sort before lower-case ones by bytes: "ABC" and "abc"
+    // land on different shards.
+    for (middle, to) in [("M", "shard0001"), ("a", "shard0002")] {
+        admin(&client, doc! {"split": "dc.c", "middle": {"s": middle}}).await;
+        admin(
+            &client,
+            doc! {"moveChunk": "dc.c", "find": {"s": middle}, "to": to, "_waitForDelete": true},
+        )
+        .await;
+    }
+    let words = [
+        "abc", "ABC", "Abc", "abd", "ABD", "b", "B", "zz", "ZZ", "Na",
+    ];
+    let docs: Vec<Document> = (0..200i64)
+        .map(|i| doc! {"_id": i, "s": words[(i % 10) as usize], "v": i % 7})
+        .collect();
+    let router = client.database("dc").collection::<Document>("c");
+    let reference = reference_client.database("dc").collection::<Document>("c");
+    for c in [&router, &reference] {
+        c.insert_many(docs.clone()).await.unwrap();
+    }
+    let chunks = support::config_docs(&client, "chunks", doc! {}, doc! {"min": 1}).await;
+    let owners: std::collections::BTreeSet<&str> =
+        chunks.iter().map(|c| c.get_str("shard").unwrap()).collect();
+    assert_eq!(owners.len(), 3, "chunks on all three shards");
+
+    // Equality on the shard key matches every case variant, on every shard.
+    let by_id = FindOptions::builder().sort(doc! {"_id": 1}).build();
+    let eq = |c: &mongodb::Collection<Document>, opts: FindOptions| {
+        let c = c.clone();
+        async move {
+            ids(&c
+                .find(doc! {"s": "abc"})
+                .with_options(opts)
+                .await
+                .unwrap()
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap())
+        }
+    };
+    let named = |mut o: FindOptions| {
+        o.collation = Some(collation(&default));
+        o
+    };
+    let (got, want) = (
+        eq(&router, by_id.clone()).await,
+        eq(&reference, named(by_id.clone())).await,
+    );
+    assert_eq!(want.len(), 60);
+    assert_eq!(got, want, "equality under the default collation");
+    assert_eq!(
+        router.count_documents(doc! {"s": "abd"}).await.unwrap(),
+        reference
+            .count_documents(doc! {"s": "abd"})
+            .collation(collation(&default))
+            .await
+            .unwrap()
+    );
+    // A sorted read merges in the default collation's order.
+    let sorted = FindOptions::builder()
+        .sort(doc! {"s": -1, "_id": 1})
+        .build();
+    let got = find(&router, sorted.clone()).await;
+    let want = find(&reference, named(sorted)).await;
+    assert_eq!(ids(&got), ids(&want), "sort under the default collation");
+    // distinct dedupes under it.
+    let got = router.distinct("s", doc! {}).await.unwrap();
+    let want = reference
+        .distinct("s", doc! {})
+        .collation(collation(&default))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    // A multi-update without a collation matches every variant.
+    let got = router
+        .update_many(doc! {"s": "ABC"}, doc! {"$inc": {"v": 10}})
+        .await
+        .unwrap();
+    let want = reference
+        .update_many(doc! {"s": "ABC"}, doc! {"$inc": {"v": 10}})
+        .collation(collation(&default))
+        .await
+        .unwrap();
+    assert_eq!(got.matched_count, 60);
+    assert_eq!(got.modified_count, want.modified_count);
+    // An explicit simple collation still compares bytes.
+    let simple = FindOptions::builder()
+        .collation(collation(&doc! {"locale": "simple"}))
+        .build();
+    let n = router
+        .find(doc! {"s": "abc"})
+        .with_options(simple)
+        .await
+        .unwrap();
+    assert_eq!(n.try_collect::<Vec<_>>().await.unwrap().len(), 20);
+}

@@ -227,6 +227,46 @@ async fn a_shard_key_change_moves_the_document_to_its_new_owner() {
         .await
         .unwrap();
     assert_eq!(stored_on(&cluster, 1).await, [0]);
+    // A move whose reply is projected by what only `find` projects:
+    // `$slice`, positional `.$` (the query's match), `$elemMatch`.
+    coll.insert_one(doc! {"_id": 7, "k": 60, "email": "u7", "arr": [1, 5, 9]})
+        .await
+        .unwrap();
+    let after = mongodb::options::ReturnDocument::After;
+    let sliced = coll
+        .find_one_and_update(doc! {"email": "u7"}, doc! {"$set": {"k": 150}})
+        .projection(doc! {"arr": {"$slice": 1}})
+        .return_document(after.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        sliced,
+        Some(doc! {"_id": 7, "k": 150, "email": "u7", "arr": [1]})
+    );
+    assert_eq!(stored_on(&cluster, 7).await, [1]);
+    let positional = coll
+        .find_one_and_update(
+            doc! {"email": "u7", "arr": {"$gte": 5}},
+            doc! {"$set": {"k": 250}},
+        )
+        .projection(doc! {"arr.$": 1})
+        .return_document(after)
+        .await
+        .unwrap();
+    assert_eq!(positional, Some(doc! {"_id": 7, "arr": [5]}));
+    assert_eq!(stored_on(&cluster, 7).await, [2]);
+    let matched = coll
+        .find_one_and_update(doc! {"email": "u7"}, doc! {"$set": {"k": 40}})
+        .projection(doc! {"k": 1, "arr": {"$elemMatch": {"$gt": 6}}})
+        .await
+        .unwrap();
+    assert_eq!(
+        matched,
+        Some(doc! {"_id": 7, "k": 250, "arr": [9]}),
+        "the document before"
+    );
+    assert_eq!(stored_on(&cluster, 7).await, [0]);
+    coll.delete_one(doc! {"_id": 7}).await.unwrap();
     // In the client's own transaction, with another write: both or none.
     let mut s = client.start_session().await.unwrap();
     s.start_transaction().await.unwrap();

@@ -12,10 +12,11 @@
 
 use std::sync::Arc;
 
-use bson::{doc, Bson, Document};
+use bson::{cstr, doc, Bson, Document, RawArrayBuf, RawDocument, RawDocumentBuf};
 use icu_collator::options::{AlternateHandling, CaseLevel, CollatorOptions, MaxVariable, Strength};
 use icu_collator::{CollatorBorrowed, CollatorPreferences};
 use shardgate_config_store::ShardType;
+use shardgate_wire::{DocumentSequence, OpMsg};
 
 use crate::shards::run_on_shard_raw;
 use crate::state::RouterState;
@@ -141,6 +142,79 @@ fn options(spec: &Document) -> CollatorOptions {
         });
     }
     options
+}
+
+/// `msg` (a `name` command on a collection whose default collation is
+/// `default`) with that collation made explicit where the command names
+/// none: on the command (`find`, `aggregate`, `count`, `distinct`,
+/// `findAndModify`) or on each statement (`update`, `delete`), so targeting
+/// and merging see the collation the shards apply. `None`: unchanged.
+pub(crate) fn made_explicit(msg: &OpMsg, name: &str, default: &Document) -> Option<OpMsg> {
+    let body = msg.body();
+    let statements = match name {
+        "find" | "aggregate" | "count" | "distinct" | "findAndModify" | "findandmodify" => {
+            if body.get("collation").ok().flatten().is_some() {
+                return None;
+            }
+            let mut out = body.to_owned();
+            out.append(cstr!("collation"), RawDocumentBuf::try_from(default).ok()?);
+            return Some(OpMsg {
+                body: out.into_bytes().into(),
+                ..msg.clone()
+            });
+        }
+        "update" => "updates",
+        "delete" => "deletes",
+        _ => return None,
+    };
+    let default = RawDocumentBuf::try_from(default).ok()?;
+    let changed = std::cell::Cell::new(false);
+    let with = |stmt: &RawDocument| -> RawDocumentBuf {
+        let mut out = stmt.to_owned();
+        if stmt.get("collation").ok().flatten().is_none() {
+            out.append(cstr!("collation"), default.clone());
+            changed.set(true);
+        }
+        out
+    };
+    let mut out = RawDocumentBuf::new();
+    for (k, v) in body.iter().flatten() {
+        match v.as_array() {
+            Some(items) if k.as_str() == statements => {
+                let mut array = RawArrayBuf::new();
+                for stmt in items.into_iter().flatten().filter_map(|v| v.as_document()) {
+                    array.push(with(stmt));
+                }
+                out.append(k, array);
+            }
+            _ => out.append(k, v),
+        }
+    }
+    let sequences = msg
+        .sequences
+        .iter()
+        .map(|seq| {
+            if seq.identifier != statements {
+                return seq.clone();
+            }
+            let mut bytes = Vec::with_capacity(seq.documents.len());
+            for stmt in seq.iter() {
+                bytes.extend_from_slice(with(stmt).as_bytes());
+            }
+            DocumentSequence {
+                identifier: seq.identifier.clone(),
+                documents: bytes.into(),
+            }
+        })
+        .collect();
+    if !changed.get() {
+        return None;
+    }
+    Some(OpMsg {
+        flags: msg.flags,
+        body: out.into_bytes().into(),
+        sequences,
+    })
 }
 
 /// The collator a merge of `shards`' sorted streams applies to their
@@ -272,5 +346,53 @@ mod tests {
         let a = c.key(&Bson::from(doc! {"x": ["Ab", 1]}));
         let b = c.key(&Bson::from(doc! {"x": ["ab", 1]}));
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_default_collation_is_named_where_the_command_names_none() {
+        let default = doc! {"locale": "en", "strength": 2};
+        let find = OpMsg::from_body(doc! {"find": "c", "$db": "d"}.to_vec().unwrap());
+        let out = made_explicit(&find, "find", &default).unwrap();
+        assert_eq!(
+            out.body()
+                .get_document("collation")
+                .unwrap()
+                .get_str("locale")
+                .unwrap(),
+            "en"
+        );
+        assert!(
+            made_explicit(&out, "find", &default).is_none(),
+            "already named"
+        );
+        let stmts = [
+            doc! {"q": {}, "u": {"$set": {"a": 1}}},
+            doc! {"q": {}, "u": {}, "collation": {"locale": "fr"}},
+        ];
+        let mut documents = Vec::new();
+        for s in &stmts {
+            documents.extend(s.to_vec().unwrap());
+        }
+        let mut update = OpMsg::from_body(doc! {"update": "c", "$db": "d"}.to_vec().unwrap());
+        update.sequences.push(DocumentSequence {
+            identifier: "updates".into(),
+            documents: documents.into(),
+        });
+        let out = made_explicit(&update, "update", &default).unwrap();
+        let locales: Vec<&str> = out.sequences[0]
+            .iter()
+            .map(|s| {
+                s.get_document("collation")
+                    .unwrap()
+                    .get_str("locale")
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(locales, ["en", "fr"]);
+        assert!(
+            made_explicit(&out, "update", &default).is_none(),
+            "every statement names one"
+        );
+        assert!(made_explicit(&update, "insert", &default).is_none());
     }
 }

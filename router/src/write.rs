@@ -19,6 +19,7 @@ pub(crate) mod critical;
 pub(crate) mod exec;
 mod key_update;
 mod owned;
+mod projection;
 mod without_key;
 
 #[cfg(test)]

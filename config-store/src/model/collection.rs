@@ -68,6 +68,15 @@ pub struct CollectionType {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub dropping: bool,
+    /// The collection's default collation when it is not the simple one
+    /// (the shard key's index still uses the simple one): commands that name
+    /// no collation run under it.
+    #[serde(
+        rename = "defaultCollation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub default_collation: Option<Document>,
 }
 
 impl CollectionType {
@@ -88,6 +97,7 @@ impl CollectionType {
             permit_migrations: None,
             dropping: false,
             defragment_collection: None,
+            default_collation: None,
         }
     }
 }

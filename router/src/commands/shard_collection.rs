@@ -40,6 +40,52 @@ async fn check_options(state: &RouterState, req: &Request<'_>, ns: &str) -> Resu
     Ok(())
 }
 
+/// The shard key's index: its key, uniqueness, and the collection's
+/// default collation (the index then names the simple one).
+struct KeyIndex<'a> {
+    pattern: &'a ShardKeyPattern,
+    unique: bool,
+    default_collation: Option<Document>,
+}
+
+/// The options the collection was created with on `primary` (none when
+/// it does not exist yet).
+async fn collection_options(
+    state: &RouterState,
+    primary: &ShardType,
+    db: &str,
+    coll: &str,
+) -> Result<Document> {
+    let list = doc! {"listCollections": 1, "filter": {"name": coll}, "$db": db};
+    let reply = run_on_shard(state, primary, list).await?;
+    Ok(reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .ok()
+        .and_then(|b| b.iter().filter_map(Bson::as_document).next())
+        .and_then(|c| c.get_document("options").ok())
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// The collection's default collation when not the simple one; as on
+/// mongos, sharding such a collection needs `collation: {locale:
+/// 'simple'}` for the shard key (BadValue otherwise).
+fn default_collation(req: &Request<'_>, options: &Document) -> Result<Option<Document>> {
+    let Ok(collation) = options.get_document("collation") else {
+        return Ok(None);
+    };
+    if collation.get_str("locale").ok() == Some("simple") {
+        return Ok(None);
+    }
+    if req.body.get_document("collation").is_err() {
+        return Err(RouterError::bad_value(format!(
+            "Collection has default collation: {collation}. Must specify collation {{locale: 'simple'}}"
+        )));
+    }
+    Ok(Some(collation.clone()))
+}
+
 /// `unique` and `numInitialChunks` checked against the key; the number of
 /// initial chunks asked for, if any.
 fn initial_chunks_arg(
@@ -137,10 +183,19 @@ pub(crate) async fn shard_collection(
         return already_sharded(&existing, &pattern, unique);
     }
     let primary = state.placement.shard(&database.primary)?;
-    let non_empty = prepare_primary(state, &primary, ns, &pattern, unique).await?;
+    let options = collection_options(state, &primary, db, coll_name).await?;
+    let index = KeyIndex {
+        pattern: &pattern,
+        unique,
+        default_collation: default_collation(req, &options)?,
+    };
+    let non_empty = prepare_primary(state, &primary, ns, &index).await?;
     let zones = state.catalog.zone_ranges(ns).await?;
     let shards = state.placement.shards();
-    let collection = CollectionType::new(ns, pattern.to_document(), unique, now_ts());
+    let collection = CollectionType {
+        default_collation: index.default_collation.clone(),
+        ..CollectionType::new(ns, pattern.to_document(), unique, now_ts())
+    };
     let chunks = initial_chunks(
         &collection,
         &pattern,
@@ -152,7 +207,15 @@ pub(crate) async fn shard_collection(
     )?;
     for shard in owners(&chunks, &shards) {
         if shard.id != primary.id {
-            create_shard_key_index(state, &shard, db, coll_name, &pattern, unique).await?;
+            // The collection as the primary has it (its default collation…).
+            let mut create = doc! {"create": coll_name};
+            create.extend(options.clone());
+            create.insert("$db", db);
+            match run_on_shard(state, &shard, create).await {
+                Err(e) if e.code().0 != 48 => return Err(e),
+                _ => {}
+            }
+            create_shard_key_index(state, &shard, db, coll_name, &index).await?;
         }
     }
     if !state
@@ -186,10 +249,10 @@ async fn prepare_primary(
     state: &RouterState,
     primary: &ShardType,
     ns: &str,
-    pattern: &ShardKeyPattern,
-    unique: bool,
+    index: &KeyIndex<'_>,
 ) -> Result<bool> {
     let (db, coll) = split_ns(ns)?;
+    let (pattern, unique) = (index.pattern, index.unique);
     let count = run_on_shard(state, primary, doc! {"count": coll, "$db": db}).await?;
     let non_empty = number(count.get("n")) > 0;
     if !has_supporting_index(state, primary, db, coll, pattern, unique).await? {
@@ -203,7 +266,7 @@ async fn prepare_primary(
                 ),
             ));
         }
-        create_shard_key_index(state, primary, db, coll, pattern, unique).await?;
+        create_shard_key_index(state, primary, db, coll, index).await?;
     }
     Ok(non_empty)
 }
@@ -259,7 +322,11 @@ pub(super) async fn has_supporting_index(
             .get_document("key")
             .is_ok_and(|k| pattern.is_prefix_of_index(k));
         let is_id = ix.get_str("name").ok() == Some("_id_");
-        key_ok && (!unique || is_id || ix.get_bool("unique").unwrap_or(false))
+        // Chunk bounds compare binary: the index must too.
+        let simple = ix
+            .get_document("collation")
+            .map_or(true, |c| c.get_str("locale").ok() == Some("simple"));
+        key_ok && simple && (!unique || is_id || ix.get_bool("unique").unwrap_or(false))
     }))
 }
 
@@ -270,9 +337,9 @@ async fn create_shard_key_index(
     shard: &ShardType,
     db: &str,
     coll: &str,
-    pattern: &ShardKeyPattern,
-    unique: bool,
+    index: &KeyIndex<'_>,
 ) -> Result<()> {
+    let (pattern, unique) = (index.pattern, index.unique);
     let key = pattern.to_document();
     if key == doc! {"_id": 1} {
         // Every collection has `_id_`; only make sure the collection exists.
@@ -285,6 +352,9 @@ async fn create_shard_key_index(
     let mut spec = doc! {"key": key.clone(), "name": index_name(&key)};
     if unique {
         spec.insert("unique", true);
+    }
+    if index.default_collation.is_some() {
+        spec.insert("collation", doc! {"locale": "simple"});
     }
     let attempt = run_on_shard(
         state,
@@ -300,7 +370,10 @@ async fn create_shard_key_index(
             for (field, kind) in pattern.fields() {
                 asc.insert(field, if kind == KeyKind::Descending { -1 } else { 1 });
             }
-            let spec = doc! {"key": asc.clone(), "name": index_name(&asc)};
+            let mut spec = doc! {"key": asc.clone(), "name": index_name(&asc)};
+            if index.default_collation.is_some() {
+                spec.insert("collation", doc! {"locale": "simple"});
+            }
             let created = run_on_shard(
                 state,
                 shard,

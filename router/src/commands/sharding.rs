@@ -85,6 +85,16 @@ pub(crate) async fn route_sharded(
     let Some(routing) = state.routing.get(&ns) else {
         return Ok(None);
     };
+    if let Some(default) = &routing.collection.default_collation {
+        if let Some(msg) = crate::collation::made_explicit(req.msg, req.name, default) {
+            let req = Request {
+                body: msg.body(),
+                msg: &msg,
+                ..*req
+            };
+            return Box::pin(route_sharded(state, session, &req)).await;
+        }
+    }
     if let Some(reply) = crate::ddl::route(state, req, &routing, &ns).await? {
         return Ok(Some(reply));
     }

@@ -200,8 +200,8 @@ pub(super) async fn find_and_modify(
         }
     };
     if let Ok(fields) = body.get_document("fields") {
-        value = shardgate_query::project(&value, fields)
-            .map_err(|e| RouterError::command(e.code().0, e.code().1, e.to_string()))?;
+        let collation = body.get_document("collation").ok();
+        value = super::projection::project(state, value, fields, (query, collation)).await?;
     }
     let reply = doc! {"lastErrorObject": last_error, "value": value, "ok": 1.0};
     Ok(Reply::Body(reply.to_vec().unwrap_or_default()))
