@@ -40,7 +40,7 @@ mod tests;
 
 pub(crate) use encode::global_max_matching;
 pub use encode::{canonical_type, encode_value};
-pub use fast::encode_raw_value;
+pub use fast::{encode_raw_string_bytes, encode_raw_value};
 pub use hash::hash_value;
 pub use key_bytes::KeyBytes;
 pub use pattern::{KeyKind, ShardKeyPattern};

@@ -28,6 +28,30 @@ fn string_bytes(value: &[u8]) -> Option<&[u8]> {
     Some(bytes)
 }
 
+/// A BSON string's value (length, bytes, NUL) encoded as
+/// [`encode_raw_value`] encodes a string, without requiring UTF-8: a
+/// `mongod`'s collation comparison keys in `$sortKey` are binary strings,
+/// compared by their bytes. `false` (nothing appended) when malformed.
+pub fn encode_raw_string_bytes(value: &[u8], descending: bool, out: &mut Vec<u8>) -> bool {
+    let Some(bytes) = value.get(4..value.len().saturating_sub(1)) else {
+        return false;
+    };
+    let declared = value
+        .get(..4)
+        .and_then(|l| l.try_into().ok())
+        .map(i32::from_le_bytes);
+    if declared.and_then(|d| usize::try_from(d).ok()) != Some(bytes.len() + 1) {
+        return false;
+    }
+    let start = out.len();
+    out.push(tag(15));
+    put_str(bytes, out);
+    if descending {
+        invert_from(out, start);
+    }
+    true
+}
+
 fn le8(value: &[u8]) -> Option<[u8; 8]> {
     value.get(..8)?.try_into().ok()
 }

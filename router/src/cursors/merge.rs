@@ -315,6 +315,45 @@ mod tests {
         assert!(SortSpec::parse(&doc! {"s": {"$meta": "textScore"}}).is_none());
     }
 
+    /// `{x, $sortKey: [<string of key bytes>]}`, the key not UTF-8.
+    fn with_binary_key(x: i32, key: &[u8]) -> RawDocumentBuf {
+        let mut item = vec![0x02, b'0', 0];
+        item.extend_from_slice(&(key.len() as i32 + 1).to_le_bytes());
+        item.extend_from_slice(key);
+        item.push(0);
+        let mut array = ((item.len() + 5) as i32).to_le_bytes().to_vec();
+        array.extend_from_slice(&item);
+        array.push(0);
+        let mut body = vec![0x10, b'x', 0];
+        body.extend_from_slice(&x.to_le_bytes());
+        body.push(0x04);
+        body.extend_from_slice(b"$sortKey\0");
+        body.extend_from_slice(&array);
+        let mut doc = ((body.len() + 5) as i32).to_le_bytes().to_vec();
+        doc.extend_from_slice(&body);
+        doc.push(0);
+        RawDocumentBuf::from_bytes(doc).unwrap()
+    }
+
+    #[test]
+    fn a_mongods_binary_collation_keys_merge_by_their_bytes() {
+        let spec = SortSpec::parse(&doc! {"name": 1}).unwrap();
+        let mut m = KWayMerge::new(2, Some(spec));
+        m.push(
+            0,
+            vec![
+                with_binary_key(1, &[0x29, 0xfe, 0x05]),
+                with_binary_key(3, &[0x2b, 0x01]),
+            ],
+            true,
+        );
+        m.push(1, vec![with_binary_key(2, &[0x29, 0xff, 0x01])], true);
+        let order: Vec<i32> = std::iter::from_fn(|| m.pop_next())
+            .map(|d| d.get_i32("x").unwrap())
+            .collect();
+        assert_eq!(order, vec![1, 2, 3]);
+    }
+
     #[test]
     fn the_query_engine_and_the_shard_key_rank_types_alike() {
         use bson::oid::ObjectId;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use bson::{Bson, Document, RawDocument, RawDocumentBuf};
-use shardgate_config_store::shard_key::{encode_raw_value, encode_value};
+use shardgate_config_store::shard_key::{encode_raw_string_bytes, encode_raw_value, encode_value};
 use shardgate_wire::raw::Elements;
 
 use crate::collation::Collator;
@@ -18,6 +18,8 @@ pub const SORT_KEY_FIELD: &str = "$sortKey";
 
 /// The BSON type byte of an array.
 const ARRAY: u8 = 0x04;
+/// The BSON type byte of a string.
+const STRING: u8 = 0x02;
 
 /// The directions of a sort specification, in field order, and the
 /// collation the router applies to string values (when the shards do not).
@@ -117,8 +119,12 @@ impl SortSpec {
                 let Some(dir) = directions.clone().next() else {
                     break;
                 };
-                // A malformed value is left out, as the parser's key did.
-                if encode_raw_value(item.kind, item.value, *dir < 0, out) {
+                // A malformed value is left out, as the parser's key did; a
+                // string that is not UTF-8 is a mongod's collation key.
+                let desc = *dir < 0;
+                if encode_raw_value(item.kind, item.value, desc, out)
+                    || (item.kind == STRING && encode_raw_string_bytes(item.value, desc, out))
+                {
                     directions.next();
                 }
             }

@@ -268,9 +268,12 @@ fn in_filter(field: &str, values: Vec<Bson>) -> Document {
 /// router's engine, or the merging shard when the engine lacks an operator.
 async fn evaluate(ctx: &Ctx, doc: &Document, exprs: &Document) -> Result<Document> {
     let stage = doc! {"$replaceWith": exprs.clone()};
-    if let Ok(mut out) = shardgate_query::aggregate(vec![doc.clone()], std::slice::from_ref(&stage))
-    {
-        return Ok(out.pop().unwrap_or_default());
+    // The engine compares strings by bytes: under a collation, the shard.
+    if !ctx.collated() {
+        let engine = shardgate_query::aggregate(vec![doc.clone()], std::slice::from_ref(&stage));
+        if let Ok(mut out) = engine {
+            return Ok(out.pop().unwrap_or_default());
+        }
     }
     let raw = RawDocumentBuf::try_from(doc).map_err(|e| RouterError::bad_value(e.to_string()))?;
     let mut pipeline = shard::inline(vec![raw]);
