@@ -88,7 +88,8 @@ pub(crate) async fn round(state: &Arc<Balancer>) -> Result<()> {
 async fn round_locked(state: &Arc<Balancer>, guard: &LockGuard) -> Result<()> {
     let default_chunk = state.catalog.chunk_size_bytes().await?;
     for coll in state.catalog.collections().await? {
-        if coll.no_balance {
+        // A resharding moves the whole collection itself.
+        if coll.no_balance || coll.resharding.is_some() {
             continue;
         }
         if !enabled(state).await? {

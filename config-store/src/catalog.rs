@@ -10,6 +10,7 @@ mod lease_lock;
 mod merges;
 mod primary;
 mod refine;
+mod reshard;
 pub use cluster::DEFAULT_CHUNK_SIZE_MB;
 pub use lease_lock::{ddl_lock_name, LeaseLock};
 mod sharding;
@@ -18,6 +19,7 @@ mod transactions;
 pub use transactions::{decision_key, TxnDecision, TXN_DECISIONS};
 mod zones;
 
+pub use reshard::{ReshardCommit, RESHARD_MAX_OPS};
 pub use sharding::{new_chunk, version_doc, ChunkChange, CollectionVersion};
 
 use std::sync::Arc;

@@ -10,7 +10,9 @@ mod namespace;
 mod shard;
 
 pub use balancing::{MigrationAck, MigrationProgress, MoveRequest, MoveResult, PAUSE_MIGRATION};
-pub use collection::{ChunkHistory, ChunkType, CollectionType, OrphanRange, TagType};
+pub use collection::{
+    ChunkHistory, ChunkType, CollectionType, OrphanRange, ReshardingFields, TagType,
+};
 pub use database::{DatabaseType, DatabaseVersion};
 pub use misc::{ChangelogEntry, LockType, MigrationState, MigrationType, MongosType, VersionType};
 pub use namespace::Namespace;

@@ -2,7 +2,7 @@
 //! `table`), dispatch through it, and the router's own command handlers;
 //! a command the router does not answer goes where its namespace lives.
 
-mod admin;
+pub(crate) mod admin;
 mod bulk_write;
 pub(crate) mod chunks;
 pub(crate) mod cluster;
@@ -16,7 +16,7 @@ mod refine_shard_key;
 pub(crate) mod registry;
 mod rw_concern;
 mod search;
-mod shard_collection;
+pub(crate) mod shard_collection;
 pub(crate) mod sharding;
 mod table;
 mod zones;

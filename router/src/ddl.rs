@@ -26,6 +26,7 @@ pub(crate) mod drop;
 mod indexes;
 pub(crate) mod lock;
 pub(crate) mod move_primary;
+pub(crate) mod reshard;
 pub(crate) mod rename;
 pub(crate) mod stats;
 

@@ -37,6 +37,18 @@ impl ChangeStream {
         coll: Option<&str>,
         expanded: bool,
     ) -> Result<ChangeStream> {
+        Self::open_with(client, shard, (db, coll), expanded, Vec::new()).await
+    }
+
+    /// As [`ChangeStream::open`], with `stages` after `$changeStream` (a
+    /// resharding leaves out migration writes: its own copies).
+    pub async fn open_with(
+        client: &dyn ShardClient,
+        shard: Target<'_>,
+        (db, coll): (&str, Option<&str>),
+        expanded: bool,
+        stages: Vec<Document>,
+    ) -> Result<ChangeStream> {
         let mut spec = doc! {"fullDocument": "updateLookup"};
         if expanded {
             spec.insert("showExpandedEvents", true);
@@ -47,7 +59,7 @@ impl ChangeStream {
         };
         let body = doc! {
             "aggregate": aggregate,
-            "pipeline": [{"$changeStream": spec}],
+            "pipeline": std::iter::once(doc! {"$changeStream": spec}).chain(stages).collect::<Vec<_>>(),
             "cursor": {"batchSize": 0},
             "$db": db,
         };
@@ -136,6 +148,10 @@ pub fn event_id(event: &Document) -> Option<&Bson> {
 pub struct Keep<'a> {
     pub keep: &'a (dyn Fn(&RawDocument) -> bool + Sync),
     pub guard: &'a Document,
+    /// Documents on the destination that a kept one replaces though `keep`
+    /// rejects them (a resharding's stale copy from another shard); `None`:
+    /// none, every other document with the same `_id` stays.
+    pub replaces: Option<&'a (dyn Fn(&RawDocument) -> bool + Sync)>,
 }
 
 /// Makes `dest`'s copies of the documents `ids` of `db.coll` match
@@ -231,7 +247,7 @@ pub async fn upsert_kept(
         .all()
         .await?
         .iter()
-        .filter(|d| !(kept.keep)(d))
+        .filter(|d| !(kept.keep)(d) && !kept.replaces.is_some_and(|r| r(d)))
         .filter_map(id_of)
         .map(|id| id.to_string())
         .collect();

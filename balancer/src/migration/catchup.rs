@@ -49,6 +49,7 @@ pub(super) async fn apply(
     let kept = shardgate_shard_client::Keep {
         keep: &keep,
         guard: &range.filter,
+        replaces: None,
     };
     for part in changes.docs.chunks(RESYNC_BATCH) {
         let docs = (db, coll);

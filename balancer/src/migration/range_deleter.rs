@@ -122,6 +122,10 @@ pub(super) async fn delete_orphans(
     if !state.catalog.migrations(&orphan.ns).await?.is_empty() {
         return Ok(false);
     }
+    let resharding = state.catalog.collection(&orphan.ns).await?;
+    if resharding.is_some_and(|c| c.resharding.is_some()) {
+        return Ok(false);
+    }
     let recorded = state.catalog.orphan_ranges(&orphan.ns).await?;
     if !recorded.contains(orphan) {
         tracing::info!(ns = %orphan.ns, shard = %orphan.shard, "range already deleted, or owned again");

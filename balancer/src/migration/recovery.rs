@@ -25,6 +25,10 @@ pub(crate) async fn recover(state: &Arc<Balancer>, guard: &LockGuard) -> Result<
         let Ok(pattern) = ShardKeyPattern::parse(&coll.key) else {
             continue;
         };
+        // A resharding's orphan ranges hide its copies until it commits.
+        if coll.resharding.is_some() {
+            continue;
+        }
         for m in state.catalog.migrations(&coll.ns).await? {
             match m.state {
                 MigrationState::Committed => {

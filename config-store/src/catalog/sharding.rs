@@ -17,7 +17,7 @@ use crate::model::{ChunkHistory, ChunkType, CollectionType, MigrationType, Orpha
 use crate::shard_key::ShardKeyPattern;
 use crate::store::{Txn, TxnOutcome};
 
-const COLLVERSION: &str = "collversion/";
+pub(crate) const COLLVERSION: &str = "collversion/";
 /// Most writes put in one transaction (etcd refuses more than 128 operations).
 const TXN_BATCH: usize = 100;
 
@@ -516,7 +516,7 @@ impl Catalog {
 }
 
 /// `orphans/<ns>/<shard>/<hex min>`.
-fn orphan_key(pattern: &ShardKeyPattern, range: &OrphanRange) -> Result<String> {
+pub(crate) fn orphan_key(pattern: &ShardKeyPattern, range: &OrphanRange) -> Result<String> {
     range_key(
         ORPHANS,
         &format!("{}/{}", range.ns, range.shard),

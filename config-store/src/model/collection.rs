@@ -77,6 +77,28 @@ pub struct CollectionType {
         skip_serializing_if = "Option::is_none"
     )]
     pub default_collation: Option<Document>,
+    /// Set while `reshardCollection` runs: the key it moves to and whether
+    /// writes are held for its commit.
+    #[serde(
+        rename = "reshardingFields",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub resharding: Option<ReshardingFields>,
+}
+
+/// A resharding in progress (`config.collections`' `reshardingFields`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReshardingFields {
+    /// The new shard key.
+    pub key: Document,
+    /// `cloning` (copying and catching up; reads and writes go on) or
+    /// `committing` (every router holds writes to the collection).
+    pub state: String,
+    /// Set by `abortReshardCollection`: the resharding stops and removes
+    /// its copies.
+    #[serde(default)]
+    pub abort: bool,
 }
 
 impl CollectionType {
@@ -98,6 +120,7 @@ impl CollectionType {
             dropping: false,
             defragment_collection: None,
             default_collation: None,
+            resharding: None,
         }
     }
 }

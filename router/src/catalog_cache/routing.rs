@@ -144,6 +144,9 @@ impl RoutingTable {
     }
 }
 
+/// `reshardingFields.state` while writes are held for the commit.
+pub(crate) const RESHARD_COMMITTING: &str = "committing";
+
 /// Reads the chunks of `coll` and builds its chunk map.
 async fn build(catalog: &Catalog, coll: CollectionType) -> Result<CollectionRouting> {
     let pattern = ShardKeyPattern::parse(&coll.key)
@@ -182,8 +185,13 @@ async fn build(catalog: &Catalog, coll: CollectionType) -> Result<CollectionRout
             ));
         }
     }
-    if coll.dropping {
-        // A drop in progress holds writes to the whole key space.
+    let committing = coll
+        .resharding
+        .as_ref()
+        .is_some_and(|r| r.state == RESHARD_COMMITTING);
+    if coll.dropping || committing {
+        // A drop in progress, or a resharding's commit, holds writes to
+        // the whole key space.
         let edge = |b: bson::Bson| -> bson::Document {
             pattern
                 .fields()

@@ -42,15 +42,15 @@ async fn check_options(state: &RouterState, req: &Request<'_>, ns: &str) -> Resu
 
 /// The shard key's index: its key, uniqueness, and the collection's
 /// default collation (the index then names the simple one).
-struct KeyIndex<'a> {
-    pattern: &'a ShardKeyPattern,
-    unique: bool,
-    default_collation: Option<Document>,
+pub(crate) struct KeyIndex<'a> {
+    pub pattern: &'a ShardKeyPattern,
+    pub unique: bool,
+    pub default_collation: Option<Document>,
 }
 
 /// The options the collection was created with on `primary` (none when
 /// it does not exist yet).
-async fn collection_options(
+pub(crate) async fn collection_options(
     state: &RouterState,
     primary: &ShardType,
     db: &str,
@@ -332,7 +332,7 @@ pub(super) async fn has_supporting_index(
 
 /// Creates the shard-key index; a shard that cannot build a hashed index
 /// gets an ascending one on the field, which still serves equality.
-async fn create_shard_key_index(
+pub(crate) async fn create_shard_key_index(
     state: &RouterState,
     shard: &ShardType,
     db: &str,

@@ -327,6 +327,20 @@ fn sharding_admin() -> Vec<CommandSpec> {
             ClusterManager,
             handler!(|state, session, req| refine_shard_key::refine(state, req).await.and_then(ok)),
         ),
+        router(
+            "reshardCollection",
+            ClusterManager,
+            handler!(|state, session, req| crate::ddl::reshard::reshard(state, req)
+                .await
+                .and_then(ok)),
+        ),
+        router(
+            "abortReshardCollection",
+            ClusterManager,
+            handler!(|state, session, req| crate::ddl::reshard::abort(state, req)
+                .await
+                .and_then(ok)),
+        ),
     ]
 }
 

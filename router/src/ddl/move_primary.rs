@@ -209,7 +209,7 @@ pub(super) async fn copy_all(
     Ok(())
 }
 
-async fn copy_indexes(
+pub(crate) async fn copy_indexes(
     state: &RouterState,
     source: &ShardType,
     dest: &ShardType,

@@ -134,6 +134,7 @@ async fn catch_up(
     let kept = shardgate_shard_client::Keep {
         keep: &keep,
         guard: &everything,
+        replaces: None,
     };
     for (coll, mut ids) in ids {
         ids.dedup();

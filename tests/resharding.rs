@@ -1,0 +1,233 @@
+//! `reshardCollection` while clients write: a collection spread over three
+//! shards moves to a new shard key; every write a client made during it
+//! (inserts, updates of both keys, deletes) is in the result, which equals
+//! one unsharded server given the same writes; no document is lost or
+//! stored twice; reads by the new key reach one shard; the balancer then
+//! deletes what each shard no longer owns.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bson::{doc, Document};
+use futures::TryStreamExt;
+use mongodb::Collection;
+use support::{admin, direct_client, TestCluster};
+
+fn config() -> shardgate_router::RouterConfig {
+    shardgate_router::RouterConfig {
+        balancer: true,
+        balancer_interval_secs: 1,
+        orphan_cleanup_delay_secs: 0,
+        ..Default::default()
+    }
+}
+
+fn docs(n: i64) -> Vec<Document> {
+    (0..n)
+        .map(|i| doc! {"_id": i, "k": (i * 37) % 1000, "g": format!("g{:03}", (i * 11) % 500), "v": 0i64})
+        .collect()
+}
+
+async fn all(coll: &Collection<Document>) -> Vec<Document> {
+    coll.find(doc! {})
+        .sort(doc! {"_id": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// One write, retried until it succeeds (a write held through the commit
+/// may time out), then applied to the reference.
+async fn write(router: &Collection<Document>, reference: &Collection<Document>, i: i64) {
+    for attempt in 0..50 {
+        let id = (i * 7919) % 3000;
+        let done = match i % 5 {
+            0 => router
+                .insert_one(doc! {"_id": 10_000 + i, "k": i % 1000, "g": format!("g{:03}", i % 500), "v": i})
+                .await
+                .map(|_| ())
+                .or_else(|e| if support::error_code(&e) == 11000 && attempt > 0 { Ok(()) } else { Err(e) }),
+            1 => router
+                .update_one(doc! {"_id": id}, doc! {"$set": {"v": i}})
+                .await
+                .map(|_| ()),
+            2 => router
+                .update_one(doc! {"_id": id}, doc! {"$set": {"g": format!("moved{i:05}")}})
+                .await
+                .map(|_| ()),
+            3 => router
+                .update_one(doc! {"_id": id}, doc! {"$set": {"k": (i * 13) % 1000}})
+                .await
+                .map(|_| ()),
+            _ => router.delete_one(doc! {"_id": id}).await.map(|_| ()),
+        };
+        match done {
+            Ok(()) => break,
+            Err(e) if attempt < 49 => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("write {i} failed: {e}"),
+        }
+    }
+    let id = (i * 7919) % 3000;
+    match i % 5 {
+        0 => {
+            let d = doc! {"_id": 10_000 + i, "k": i % 1000, "g": format!("g{:03}", i % 500), "v": i};
+            reference.insert_one(d).await.unwrap();
+        }
+        1 => {
+            reference.update_one(doc! {"_id": id}, doc! {"$set": {"v": i}}).await.unwrap();
+        }
+        2 => {
+            let u = doc! {"$set": {"g": format!("moved{i:05}")}};
+            reference.update_one(doc! {"_id": id}, u).await.unwrap();
+        }
+        3 => {
+            let u = doc! {"$set": {"k": (i * 13) % 1000}};
+            reference.update_one(doc! {"_id": id}, u).await.unwrap();
+        }
+        _ => {
+            reference.delete_one(doc! {"_id": id}).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_under_writes_matches_an_unsharded_server() {
+    let cluster = TestCluster::start_with(3, config(), false).await;
+    let client = cluster.client().await;
+    admin(&client, doc! {"balancerStop": 1}).await;
+    admin(&client, doc! {"enableSharding": "rs", "primaryShard": "shard0000"}).await;
+    admin(&client, doc! {"shardCollection": "rs.c", "key": {"k": 1}}).await;
+    for (middle, to) in [(200, "shard0001"), (450, "shard0002"), (800, "shard0001")] {
+        admin(&client, doc! {"split": "rs.c", "middle": {"k": middle}}).await;
+        admin(
+            &client,
+            doc! {"moveChunk": "rs.c", "find": {"k": middle}, "to": to, "_waitForDelete": true},
+        )
+        .await;
+    }
+    let router = client.database("rs").collection::<Document>("c");
+    let dir = tempfile::tempdir().unwrap();
+    let reference_server = support::start_shards(dir.path(), 1, false).await;
+    let reference = direct_client(&reference_server[0])
+        .await
+        .database("rs")
+        .collection::<Document>("c");
+    router.insert_many(docs(3000)).await.unwrap();
+    reference.insert_many(docs(3000)).await.unwrap();
+
+    // Not a mongos refusal: unknown collection, same key (a no-op), no
+    // resharding to abort.
+    let code = support::admin_error(&client, doc! {"reshardCollection": "rs.nope", "key": {"g": 1}}).await;
+    assert_eq!(code, 118, "NamespaceNotSharded");
+    admin(&client, doc! {"reshardCollection": "rs.c", "key": {"k": 1}}).await;
+    let code = support::admin_error(&client, doc! {"abortReshardCollection": "rs.c"}).await;
+    assert_eq!(code, 338);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (router, reference, stop) = (router.clone(), reference.clone(), stop.clone());
+        async move {
+            let mut i = 1;
+            while !stop.load(Ordering::SeqCst) {
+                write(&router, &reference, i).await;
+                i += 1;
+            }
+            i - 1
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    admin(&client, doc! {"reshardCollection": "rs.c", "key": {"g": 1}, "numInitialChunks": 6}).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let writes = writer.await.unwrap();
+    assert!(writes > 20, "clients wrote during the resharding ({writes})");
+
+    let colls = support::config_docs(&client, "collections", doc! {"_id": "rs.c"}, doc! {}).await;
+    assert_eq!(colls[0].get_document("key").unwrap(), &doc! {"g": 1});
+    assert!(colls[0].get("reshardingFields").is_none());
+    let chunks = support::config_docs(&client, "chunks", doc! {}, doc! {"min": 1}).await;
+    let owners: std::collections::BTreeSet<&str> =
+        chunks.iter().map(|c| c.get_str("shard").unwrap()).collect();
+    assert_eq!(chunks.len(), 6);
+    assert_eq!(owners.len(), 3, "the new chunks span the shards");
+
+    // Every write is there, each document once.
+    let got = all(&router).await;
+    let want = all(&reference).await;
+    if got.len() != want.len() {
+        let ids: std::collections::BTreeSet<i64> = got.iter().map(|d| d.get_i64("_id").unwrap()).collect();
+        for w in want.iter().filter(|w| !ids.contains(&w.get_i64("_id").unwrap())) {
+            let mut on = Vec::new();
+            for (i, s) in cluster.shards.iter().enumerate() {
+                let c = direct_client(s).await;
+                if let Some(d) = c.database("rs").collection::<Document>("c").find_one(doc! {"_id": w.get("_id").unwrap().clone()}).await.unwrap() {
+                    on.push((i, d));
+                }
+            }
+            eprintln!("missing {w} held on {on:?}");
+        }
+        let orphans = support::config_docs(&client, "chunks", doc! {}, doc! {"min": 1}).await;
+        eprintln!("chunks {orphans:?}");
+    }
+    same(&got, &want);
+    assert_eq!(
+        router.count_documents(doc! {}).await.unwrap(),
+        want.len() as u64
+    );
+    // An equality on the new key reads one shard, and finds its documents.
+    let g = want[17].get_str("g").unwrap().to_owned();
+    let by_g: Vec<Document> = router.find(doc! {"g": &g}).await.unwrap().try_collect().await.unwrap();
+    let want_g: Vec<&Document> = want.iter().filter(|d| d.get_str("g").unwrap() == g).collect();
+    assert_eq!(by_g.len(), want_g.len());
+    // Writes by the new key after the commit.
+    for c in [&router, &reference] {
+        c.update_many(doc! {"g": &g}, doc! {"$set": {"after": true}}).await.unwrap();
+    }
+    let want = all(&reference).await;
+    let after = router.count_documents(doc! {"after": true}).await.unwrap();
+    assert_eq!(after, want_g.len() as u64);
+
+    // The balancer deletes what each shard no longer owns: then the
+    // shards hold exactly the documents, once.
+    admin(&client, doc! {"balancerStart": 1}).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut held = 0;
+        for s in &cluster.shards {
+            let c = direct_client(s).await;
+            held += c
+                .database("rs")
+                .collection::<Document>("c")
+                .count_documents(doc! {})
+                .await
+                .unwrap();
+        }
+        let orphans = support::config_docs(&client, "rangeDeletions", doc! {}, doc! {}).await;
+        if held == want.len() as u64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shards hold {held} documents, {} expected ({} ranges pending)",
+            want.len(),
+            orphans.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    same(&all(&router).await, &want);
+}
+
+/// The same documents, the first difference shown (not all of them).
+fn same(got: &[Document], want: &[Document]) {
+    assert_eq!(got.len(), want.len(), "document count");
+    if let Some((g, w)) = got.iter().zip(want).find(|(g, w)| g != w) {
+        panic!("first difference: got {g}, want {w}");
+    }
+}
