@@ -510,3 +510,69 @@ async fn start_after_an_invalidate_watches_the_new_collection() {
         [("sa.u".to_owned(), "insert".to_owned(), 2)]
     );
 }
+
+/// With `showExpandedEvents`, `shardCollection`, `refineCollectionShardKey`
+/// and `reshardCollection` appear in collection and database streams, as
+/// mongos reports them (pymongo reads them); streams without the option
+/// never see them, nor the router's traces. `config.collections`' UUID is
+/// the collection's own, as change events and `listCollections` give it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expanded_events_report_sharding_ddl() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "ddl", "primaryShard": "shard0001"},
+    )
+    .await;
+    let script = r#"
+import os, json
+from pymongo import MongoClient
+c = MongoClient(os.environ["URI"])
+db = c.ddl
+db.create_collection("c")
+coll_stream = db.c.watch(show_expanded_events=True)
+db_stream = db.watch(show_expanded_events=True)
+plain = db.watch()
+a = c.admin
+a.command("shardCollection", "ddl.c", key={"k": 1})
+db.c.insert_one({"_id": 1, "k": 5, "g": 1})
+db.c.create_index([("k", 1), ("g", 1)])
+a.command("refineCollectionShardKey", "ddl.c", key={"k": 1, "g": 1})
+a.command("reshardCollection", "ddl.c", key={"g": 1})
+db.c.insert_one({"_id": 2, "k": 6, "g": 2})
+import time
+def take(stream, n):
+    out, deadline = [], time.time() + 20
+    while len(out) < n and time.time() < deadline:
+        e = stream.try_next()
+        if e is not None and e["operationType"] not in ("createIndexes", "create"):
+            out.append(e)
+    return out
+uuid = db.command("listCollections", filter={"name": "c"})["cursor"]["firstBatch"][0]["info"]["uuid"]
+conf = c.config.collections.find_one({"_id": "ddl.c"})
+res = {"uuid_matches": conf["uuid"] == uuid}
+for name, s, n in [("coll", coll_stream, 5), ("db", db_stream, 5)]:
+    evs = take(s, n)
+    res[name] = [(e["operationType"], e["ns"].get("coll"), e.get("operationDescription", {}).get("shardKey"), e.get("collectionUUID") == uuid) for e in evs]
+res["plain"] = [(e["operationType"], e["ns"].get("coll")) for e in take(plain, 2)]
+print(json.dumps(res, default=str))
+"#;
+    let out = support::pymongo(&cluster.router.uri(), script);
+    let res: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(res["uuid_matches"], true, "{out}");
+    let expected = serde_json::json!([
+        ["shardCollection", "c", {"k": 1}, true],
+        ["insert", "c", null, true],
+        ["refineCollectionShardKey", "c", {"k": 1, "g": 1}, true],
+        ["reshardCollection", "c", {"g": 1}, true],
+        ["insert", "c", null, true]
+    ]);
+    assert_eq!(res["coll"], expected, "{out}");
+    assert_eq!(res["db"], expected, "{out}");
+    assert_eq!(
+        res["plain"],
+        serde_json::json!([["insert", "c"], ["insert", "c"]]),
+        "{out}"
+    );
+}

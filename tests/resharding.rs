@@ -77,11 +77,15 @@ async fn write(router: &Collection<Document>, reference: &Collection<Document>, 
     let id = (i * 7919) % 3000;
     match i % 5 {
         0 => {
-            let d = doc! {"_id": 10_000 + i, "k": i % 1000, "g": format!("g{:03}", i % 500), "v": i};
+            let d =
+                doc! {"_id": 10_000 + i, "k": i % 1000, "g": format!("g{:03}", i % 500), "v": i};
             reference.insert_one(d).await.unwrap();
         }
         1 => {
-            reference.update_one(doc! {"_id": id}, doc! {"$set": {"v": i}}).await.unwrap();
+            reference
+                .update_one(doc! {"_id": id}, doc! {"$set": {"v": i}})
+                .await
+                .unwrap();
         }
         2 => {
             let u = doc! {"$set": {"g": format!("moved{i:05}")}};
@@ -102,7 +106,11 @@ async fn resharding_under_writes_matches_an_unsharded_server() {
     let cluster = TestCluster::start_with(3, config(), false).await;
     let client = cluster.client().await;
     admin(&client, doc! {"balancerStop": 1}).await;
-    admin(&client, doc! {"enableSharding": "rs", "primaryShard": "shard0000"}).await;
+    admin(
+        &client,
+        doc! {"enableSharding": "rs", "primaryShard": "shard0000"},
+    )
+    .await;
     admin(&client, doc! {"shardCollection": "rs.c", "key": {"k": 1}}).await;
     for (middle, to) in [(200, "shard0001"), (450, "shard0002"), (800, "shard0001")] {
         admin(&client, doc! {"split": "rs.c", "middle": {"k": middle}}).await;
@@ -124,31 +132,21 @@ async fn resharding_under_writes_matches_an_unsharded_server() {
 
     // Not a mongos refusal: unknown collection, same key (a no-op), no
     // resharding to abort.
-    let code = support::admin_error(&client, doc! {"reshardCollection": "rs.nope", "key": {"g": 1}}).await;
+    let code = support::admin_error(
+        &client,
+        doc! {"reshardCollection": "rs.nope", "key": {"g": 1}},
+    )
+    .await;
     assert_eq!(code, 118, "NamespaceNotSharded");
     admin(&client, doc! {"reshardCollection": "rs.c", "key": {"k": 1}}).await;
     let code = support::admin_error(&client, doc! {"abortReshardCollection": "rs.c"}).await;
     assert_eq!(code, 338);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn({
-        let (router, reference, stop) = (router.clone(), reference.clone(), stop.clone());
-        async move {
-            let mut i = 1;
-            while !stop.load(Ordering::SeqCst) {
-                write(&router, &reference, i).await;
-                i += 1;
-            }
-            i - 1
-        }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    admin(&client, doc! {"reshardCollection": "rs.c", "key": {"g": 1}, "numInitialChunks": 6}).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
-    let writes = writer.await.unwrap();
-    assert!(writes > 20, "clients wrote during the resharding ({writes})");
-
+    let writes = reshard_under_writes(&client, (&router, &reference), doc! {"g": 1}, 1).await;
+    assert!(
+        writes > 20,
+        "clients wrote during the resharding ({writes})"
+    );
     let colls = support::config_docs(&client, "collections", doc! {"_id": "rs.c"}, doc! {}).await;
     assert_eq!(colls[0].get_document("key").unwrap(), &doc! {"g": 1});
     assert!(colls[0].get("reshardingFields").is_none());
@@ -162,12 +160,22 @@ async fn resharding_under_writes_matches_an_unsharded_server() {
     let got = all(&router).await;
     let want = all(&reference).await;
     if got.len() != want.len() {
-        let ids: std::collections::BTreeSet<i64> = got.iter().map(|d| d.get_i64("_id").unwrap()).collect();
-        for w in want.iter().filter(|w| !ids.contains(&w.get_i64("_id").unwrap())) {
+        let ids: std::collections::BTreeSet<i64> =
+            got.iter().map(|d| d.get_i64("_id").unwrap()).collect();
+        for w in want
+            .iter()
+            .filter(|w| !ids.contains(&w.get_i64("_id").unwrap()))
+        {
             let mut on = Vec::new();
             for (i, s) in cluster.shards.iter().enumerate() {
                 let c = direct_client(s).await;
-                if let Some(d) = c.database("rs").collection::<Document>("c").find_one(doc! {"_id": w.get("_id").unwrap().clone()}).await.unwrap() {
+                if let Some(d) = c
+                    .database("rs")
+                    .collection::<Document>("c")
+                    .find_one(doc! {"_id": w.get("_id").unwrap().clone()})
+                    .await
+                    .unwrap()
+                {
                     on.push((i, d));
                 }
             }
@@ -183,12 +191,23 @@ async fn resharding_under_writes_matches_an_unsharded_server() {
     );
     // An equality on the new key reads one shard, and finds its documents.
     let g = want[17].get_str("g").unwrap().to_owned();
-    let by_g: Vec<Document> = router.find(doc! {"g": &g}).await.unwrap().try_collect().await.unwrap();
-    let want_g: Vec<&Document> = want.iter().filter(|d| d.get_str("g").unwrap() == g).collect();
+    let by_g: Vec<Document> = router
+        .find(doc! {"g": &g})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let want_g: Vec<&Document> = want
+        .iter()
+        .filter(|d| d.get_str("g").unwrap() == g)
+        .collect();
     assert_eq!(by_g.len(), want_g.len());
     // Writes by the new key after the commit.
     for c in [&router, &reference] {
-        c.update_many(doc! {"g": &g}, doc! {"$set": {"after": true}}).await.unwrap();
+        c.update_many(doc! {"g": &g}, doc! {"$set": {"after": true}})
+            .await
+            .unwrap();
     }
     let want = all(&reference).await;
     let after = router.count_documents(doc! {"after": true}).await.unwrap();
@@ -222,6 +241,59 @@ async fn resharding_under_writes_matches_an_unsharded_server() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     same(&all(&router).await, &want);
+
+    // Again, to a hashed key: the documents spread by the hash of `k`.
+    let writes = reshard_under_writes(
+        &client,
+        (&router, &reference),
+        doc! {"k": "hashed"},
+        100_000,
+    )
+    .await;
+    assert!(
+        writes > 20,
+        "clients wrote during the second resharding ({writes})"
+    );
+    let colls = support::config_docs(&client, "collections", doc! {"_id": "rs.c"}, doc! {}).await;
+    assert_eq!(colls[0].get_document("key").unwrap(), &doc! {"k": "hashed"});
+    let want = all(&reference).await;
+    same(&all(&router).await, &want);
+    for k in [0i64, 819, 999] {
+        let got = router.count_documents(doc! {"k": k}).await.unwrap();
+        let expected = reference.count_documents(doc! {"k": k}).await.unwrap();
+        assert_eq!(got, expected, "k {k}");
+    }
+}
+
+/// Reshards `rs.c` to `key` (6 chunks) while a client writes (write
+/// numbers from `first`); returns how many writes it made.
+async fn reshard_under_writes(
+    client: &mongodb::Client,
+    (router, reference): (&Collection<Document>, &Collection<Document>),
+    key: Document,
+    first: i64,
+) -> i64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (router, reference, stop) = (router.clone(), reference.clone(), stop.clone());
+        async move {
+            let mut i = first;
+            while !stop.load(Ordering::SeqCst) {
+                write(&router, &reference, i).await;
+                i += 1;
+            }
+            i - first
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    admin(
+        client,
+        doc! {"reshardCollection": "rs.c", "key": key, "numInitialChunks": 6},
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap()
 }
 
 /// The same documents, the first difference shown (not all of them).

@@ -15,6 +15,7 @@
 //! that gains a chunk of a watched collection joins the stream at the
 //! stream's origin, so nothing it holds is missed.
 
+pub(crate) mod ddl_events;
 mod feed;
 mod merge;
 mod token;

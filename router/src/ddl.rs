@@ -26,8 +26,8 @@ pub(crate) mod drop;
 mod indexes;
 pub(crate) mod lock;
 pub(crate) mod move_primary;
-pub(crate) mod reshard;
 pub(crate) mod rename;
+pub(crate) mod reshard;
 pub(crate) mod stats;
 
 use bson::{doc, Bson, Document};

@@ -36,7 +36,8 @@ impl Catalog {
         let new = ShardKeyPattern::parse(&c.new.key).map_err(invariant)?;
         check_tiling(&new, c.new_chunks, &new.global_min(), &new.global_max())?;
         let ns = &c.new.ns;
-        let ops = 2 + c.old_chunks.len() + c.new_chunks.len() + c.old_orphans.len() + c.new_orphans.len();
+        let ops =
+            2 + c.old_chunks.len() + c.new_chunks.len() + c.old_orphans.len() + c.new_orphans.len();
         if ops > RESHARD_MAX_OPS {
             return Err(StoreError::Rejected {
                 code: 72,

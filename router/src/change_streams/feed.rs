@@ -98,17 +98,26 @@ impl Feed {
                 options.insert("startAfter", t.clone());
             }
         }
-        let mut pipeline = vec![
-            Bson::Document(doc! {"$changeStream": options}),
-            Bson::Document(shardgate_shard_client::exclude_migration_events()),
-        ];
+        // An expanded stream watches the database, for the router's
+        // traces of sharding DDL (`ddl_events`).
+        let expanded = super::ddl_events::expanded(&options);
+        let mut pipeline = vec![Bson::Document(doc! {"$changeStream": options})];
+        if expanded {
+            let cluster = spec.coll.is_none() && spec.db == "admin";
+            pipeline.extend(super::ddl_events::stages(spec.db, spec.coll, cluster));
+        } else {
+            pipeline.push(Bson::Document(
+                shardgate_shard_client::exclude_migration_events(),
+            ));
+        }
         pipeline.extend(spec.rest.iter().cloned());
-        let aggregate = spec.coll.map_or(Bson::Int32(1), Bson::from);
+        let watched = if expanded { None } else { spec.coll };
+        let aggregate = watched.map_or(Bson::Int32(1), Bson::from);
         let mut cmd = doc! {"aggregate": aggregate, "pipeline": pipeline, "cursor": {}};
         cmd.extend(spec.passed.clone());
         cmd.insert("$db", spec.db);
         let reply = command(client.as_ref(), &shard, &cmd).await?;
-        let collection = spec.coll.unwrap_or("$cmd.aggregate").to_owned();
+        let collection = watched.unwrap_or("$cmd.aggregate").to_owned();
         let mut feed = Feed {
             shard,
             client,

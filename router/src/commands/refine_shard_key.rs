@@ -64,7 +64,12 @@ async fn refine_held(state: &RouterState, ns: &str, key: &Document) -> Result<()
             format!("{ns} has a migration or orphaned documents waiting for deletion; retry when they are gone"),
         ));
     }
-    state.catalog.refine_shard_key(ns, key, now_ts()).await?;
+    let old = state.catalog.sharded_collection(ns).await?;
+    let refined = state.catalog.refine_shard_key(ns, key, now_ts()).await?;
     state.routing.refresh(&state.catalog, ns).await?;
+    let desc = bson::doc! {"shardKey": &refined.key, "oldShardKey": &old.key};
+    let uuid = bson::Bson::Binary(refined.uuid.into());
+    crate::change_streams::ddl_events::record(state, ns, "refineCollectionShardKey", desc, uuid)
+        .await;
     Ok(())
 }

@@ -68,6 +68,28 @@ pub(crate) async fn collection_options(
         .unwrap_or_default())
 }
 
+/// The UUID `shard` gives the collection (`listCollections`' `info.uuid`).
+async fn collection_uuid(
+    state: &RouterState,
+    shard: &ShardType,
+    db: &str,
+    coll: &str,
+) -> Option<bson::Uuid> {
+    let list = doc! {"listCollections": 1, "filter": {"name": coll}, "$db": db};
+    let reply = run_on_shard(state, shard, list).await.ok()?;
+    let first = reply
+        .get_document("cursor")
+        .and_then(|c| c.get_array("firstBatch"))
+        .ok()?
+        .iter()
+        .find_map(Bson::as_document)?
+        .clone();
+    match first.get_document("info").ok()?.get("uuid")? {
+        Bson::Binary(b) => Some(bson::Uuid::from_bytes(b.bytes.as_slice().try_into().ok()?)),
+        _ => None,
+    }
+}
+
 /// The collection's default collation when not the simple one; as on
 /// mongos, sharding such a collection needs `collation: {locale:
 /// 'simple'}` for the shard key (BadValue otherwise).
@@ -192,10 +214,14 @@ pub(crate) async fn shard_collection(
     let non_empty = prepare_primary(state, &primary, ns, &index).await?;
     let zones = state.catalog.zone_ranges(ns).await?;
     let shards = state.placement.shards();
-    let collection = CollectionType {
+    let mut collection = CollectionType {
         default_collation: index.default_collation.clone(),
         ..CollectionType::new(ns, pattern.to_document(), unique, now_ts())
     };
+    // As mongos: the collection's own UUID (the primary's).
+    if let Some(uuid) = collection_uuid(state, &primary, db, coll_name).await {
+        collection.uuid = uuid;
+    }
     let chunks = initial_chunks(
         &collection,
         &pattern,
@@ -233,6 +259,12 @@ pub(crate) async fn shard_collection(
         return already_sharded(&existing, &pattern, unique);
     }
     state.routing.refresh(&state.catalog, ns).await?;
+    let desc = doc! {
+        "shardKey": pattern.to_document(), "unique": unique,
+        "presplitHashedZones": req.body.get_bool("presplitHashedZones").unwrap_or(false),
+    };
+    let uuid = Bson::Binary(collection.uuid.into());
+    crate::change_streams::ddl_events::record(state, ns, "shardCollection", desc, uuid).await;
     super::cluster::log_change(
         state,
         "shardCollection.end",

@@ -330,9 +330,9 @@ fn sharding_admin() -> Vec<CommandSpec> {
         router(
             "reshardCollection",
             ClusterManager,
-            handler!(|state, session, req| crate::ddl::reshard::reshard(state, req)
-                .await
-                .and_then(ok)),
+            handler!(
+                |state, session, req| crate::ddl::reshard::reshard(state, req).await.and_then(ok)
+            ),
         ),
         router(
             "abortReshardCollection",

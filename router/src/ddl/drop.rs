@@ -63,7 +63,11 @@ async fn drop_held(state: &RouterState, ns: &str, db: &str) -> Result<()> {
 
 /// Waits until every live router acknowledged holding writes to all of
 /// `ns` (the critical-section range from MinKey).
-pub(crate) async fn await_writes_held(state: &RouterState, ns: &str, key: &bson::Document) -> Result<()> {
+pub(crate) async fn await_writes_held(
+    state: &RouterState,
+    ns: &str,
+    key: &bson::Document,
+) -> Result<()> {
     let pattern = ShardKeyPattern::parse(key)
         .map_err(|e| RouterError::bad_value(format!("shard key of {ns}: {e}")))?;
     let min: bson::Document = pattern

@@ -34,9 +34,9 @@ use std::sync::Arc;
 
 use bson::{doc, Document};
 use shardgate_config_store::catalog::ReshardCommit;
+use shardgate_config_store::model::CollectionType;
 use shardgate_config_store::model::{OrphanRange, ReshardingFields};
 use shardgate_config_store::shard_key::ShardKeyPattern;
-use shardgate_config_store::model::CollectionType;
 use shardgate_config_store::ShardType;
 
 use crate::catalog_cache::routing::RESHARD_COMMITTING;
@@ -175,7 +175,12 @@ async fn reshard_held(
     }
     let layout = plan::plan(state, &coll, pattern, chunks).await?;
     plan::prepare_shards(state, &coll, &layout).await?;
-    let hiding = plan::orphans_of(&coll.ns, &layout.old_pattern, &layout.old_chunks, &layout.shards);
+    let hiding = plan::orphans_of(
+        &coll.ns,
+        &layout.old_pattern,
+        &layout.old_chunks,
+        &layout.shards,
+    );
     let outcome = match start(state, &mut coll, pattern, &hiding).await {
         Ok(()) => copy::run(state, &coll, &layout).await,
         Err(e) => Err(e),
@@ -271,7 +276,12 @@ async fn commit(
     new.last_modified = bson::DateTime::now();
     new.resharding = None;
     let new_chunks = layout.chunk_types(&new, now);
-    let new_orphans = plan::orphans_of(&coll.ns, &layout.new_pattern, &layout.new_chunks, &layout.shards);
+    let new_orphans = plan::orphans_of(
+        &coll.ns,
+        &layout.new_pattern,
+        &layout.new_chunks,
+        &layout.shards,
+    );
     let old_chunks = state.catalog.chunks(&coll.ns).await?;
     state
         .catalog
@@ -291,6 +301,14 @@ async fn commit(
         "criticalSectionMillis": held.elapsed().as_millis() as i64,
     };
     crate::commands::cluster::log_change(state, "resharding.commit", &coll.ns, details).await;
+    let desc = doc! {
+        "reshardUUID": bson::Bson::Binary(bson::Uuid::new().into()),
+        "shardKey": &new.key, "oldShardKey": &coll.key, "unique": false,
+        "numInitialChunks": new_chunks.len() as i64,
+    };
+    let uuid = bson::Bson::Binary(new.uuid.into());
+    crate::change_streams::ddl_events::record(state, &coll.ns, "reshardCollection", desc, uuid)
+        .await;
     Ok(())
 }
 

@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 
 use bson::{doc, Bson, RawDocument, RawDocumentBuf};
+use shardgate_config_store::model::CollectionType;
 use shardgate_config_store::model::OrphanRange;
 use shardgate_config_store::shard_key::{range_filter, ShardKeyPattern};
-use shardgate_config_store::model::CollectionType;
 use shardgate_config_store::ShardType;
 use shardgate_shard_client::{event_id, exclude_migration_events, ChangeStream, Keep};
 
@@ -60,7 +60,9 @@ pub(super) async fn run(
             clone_donor(state, coll, layout, donor).await?;
         }
         for _ in 0..PASSES {
-            if pass(state, coll, layout, &mut streams).await? < SMALL_LAG || aborted(state, coll).await {
+            if pass(state, coll, layout, &mut streams).await? < SMALL_LAG
+                || aborted(state, coll).await
+            {
                 break;
             }
         }
@@ -119,7 +121,11 @@ pub(in crate::ddl) async fn close(state: &RouterState, streams: Streams) {
 
 /// What `to` keeps of `from`'s documents: those `from` owns under the old
 /// key and `to` under the new one.
-fn keeps<'a>(layout: &'a Layout, from: &'a str, to: &'a str) -> impl Fn(&RawDocument) -> bool + Sync + 'a {
+fn keeps<'a>(
+    layout: &'a Layout,
+    from: &'a str,
+    to: &'a str,
+) -> impl Fn(&RawDocument) -> bool + Sync + 'a {
     move |d: &RawDocument| {
         layout.old_owner(d) == Some(from) && layout.new_owner(d).is_ok_and(|o| o == to)
     }
@@ -160,9 +166,17 @@ async fn clone_donor(
             match by_owner.iter_mut().find(|(s, _)| s.id == owner) {
                 Some((_, docs)) => docs.push(d),
                 None => {
-                    let shard = layout.shards.iter().find(|s| s.id == owner).ok_or_else(|| {
-                        RouterError::command(70, "ShardNotFound", format!("shard {owner} not found"))
-                    })?;
+                    let shard = layout
+                        .shards
+                        .iter()
+                        .find(|s| s.id == owner)
+                        .ok_or_else(|| {
+                            RouterError::command(
+                                70,
+                                "ShardNotFound",
+                                format!("shard {owner} not found"),
+                            )
+                        })?;
                     by_owner.push((shard, vec![d]));
                 }
             }
@@ -170,10 +184,20 @@ async fn clone_donor(
         for (to, docs) in by_owner {
             let keep = keeps(layout, &donor.id, &to.id);
             let stale = stale_on(layout, &to.id);
-            let kept = Keep { keep: &keep, guard: &none, replaces: Some(&stale) };
+            let kept = Keep {
+                keep: &keep,
+                guard: &none,
+                replaces: Some(&stale),
+            };
             for part in docs.chunks(500) {
-                shardgate_shard_client::upsert_kept(&state.shards, target(to), (db, name), part, &kept)
-                    .await?;
+                shardgate_shard_client::upsert_kept(
+                    &state.shards,
+                    target(to),
+                    (db, name),
+                    part,
+                    &kept,
+                )
+                .await?;
             }
         }
     }
@@ -207,7 +231,11 @@ async fn pass(
         for to in layout.shards.iter().filter(|s| s.id != donor.id) {
             let keep = keeps(layout, &donor.id, &to.id);
             let stale = stale_on(layout, &to.id);
-            let kept = Keep { keep: &keep, guard: &none, replaces: Some(&stale) };
+            let kept = Keep {
+                keep: &keep,
+                guard: &none,
+                replaces: Some(&stale),
+            };
             let pair = (target(donor), target(to));
             shardgate_shard_client::resync(&state.shards, pair, (db, name), &ids, &kept).await?;
         }
@@ -229,8 +257,12 @@ pub(super) async fn delete_range(
         let fields: Vec<_> = pattern.fields().collect();
         vec![doc! {"q": range_filter(&fields, &orphan.min, &orphan.max), "limit": 0}]
     } else {
-        let min = pattern.encode_bound(&orphan.min).map_err(super::key_error)?;
-        let max = pattern.encode_bound(&orphan.max).map_err(super::key_error)?;
+        let min = pattern
+            .encode_bound(&orphan.min)
+            .map_err(super::key_error)?;
+        let max = pattern
+            .encode_bound(&orphan.max)
+            .map_err(super::key_error)?;
         let find = doc! {"find": name, "$db": db};
         let ids: Vec<Bson> = match open_cursor(state, shard, &find).await {
             Ok(c) => c.all().await?,
@@ -249,7 +281,8 @@ pub(super) async fn delete_range(
         let cmd = doc! {"delete": name, "deletes": [d], "$db": db};
         let body = bson::RawDocumentBuf::try_from(&cmd)
             .map_err(|e| RouterError::command(1, "InternalError", e.to_string()))?;
-        shardgate_shard_client::migration_write(state.shards.as_ref(), target(shard), &body).await?;
+        shardgate_shard_client::migration_write(state.shards.as_ref(), target(shard), &body)
+            .await?;
     }
     Ok(())
 }

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf, Timestamp};
 use shardgate_config_store::catalog::{new_chunk, CollectionVersion, RESHARD_MAX_OPS};
 use shardgate_config_store::chunk_map::{ChunkMap, ChunkVersion, RoutingChunk};
+use shardgate_config_store::model::CollectionType;
 use shardgate_config_store::model::{ChunkType, MigrationAck, OrphanRange};
 use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
-use shardgate_config_store::model::CollectionType;
 use shardgate_config_store::ShardType;
 
 use crate::commands::shard_collection::{collection_options, create_shard_key_index, KeyIndex};
@@ -245,7 +245,9 @@ pub(super) async fn prepare_shards(
         .old_chunks
         .first()
         .and_then(|(_, _, s)| layout.shards.iter().find(|x| x.id == *s))
-        .ok_or_else(|| RouterError::command(70, "ShardNotFound", "no shard holds the collection"))?;
+        .ok_or_else(|| {
+            RouterError::command(70, "ShardNotFound", "no shard holds the collection")
+        })?;
     let options = collection_options(state, holder, db, name).await?;
     let index = KeyIndex {
         pattern: &layout.new_pattern,
@@ -294,5 +296,8 @@ pub(super) async fn await_acks(
 
 /// `doc`'s `_id`.
 pub(super) fn id_of(doc: &RawDocumentBuf) -> Option<Bson> {
-    doc.get("_id").ok().flatten().and_then(|v| Bson::try_from(v).ok())
+    doc.get("_id")
+        .ok()
+        .flatten()
+        .and_then(|v| Bson::try_from(v).ok())
 }
