@@ -200,6 +200,43 @@ print("absent", c.fp.c.count_documents({"_id": 3}))
         ],
         "pymongo saw: {out}"
     );
+
+    // It acts on the legacy OP_QUERY handshake too, as mongod's does: a
+    // closed connection, then an error reply, then a normal answer.
+    admin
+        .run_command(doc! {
+            "configureFailPoint": "failCommand", "mode": {"times": 2},
+            "data": {"failCommands": ["isMaster"], "closeConnection": true},
+        })
+        .await
+        .unwrap();
+    let is_master = |id| {
+        let mut q = Vec::new();
+        encode_query(id, "admin", &doc! {"isMaster": 1}.to_vec().unwrap(), &mut q);
+        q
+    };
+    let mut c = RawConn::connect(cluster.router.addr).await;
+    c.send(&is_master(1)).await;
+    assert!(c.is_closed().await, "the handshake's connection is closed");
+    admin
+        .run_command(doc! {
+            "configureFailPoint": "failCommand", "mode": {"times": 1},
+            "data": {"failCommands": ["isMaster"], "errorCode": 91},
+        })
+        .await
+        .unwrap();
+    let mut c = RawConn::connect(cluster.router.addr).await;
+    for (id, want_code) in [(2, Some(91)), (3, None)] {
+        c.send(&is_master(id)).await;
+        let Message::Reply(r) = Message::decode(c.read_frame().await.unwrap())
+            .unwrap()
+            .message
+        else {
+            panic!("expected OP_REPLY")
+        };
+        let d = Document::from_reader(&r.document[..]).unwrap();
+        assert_eq!(d.get_i32("code").ok(), want_code, "{d}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,6 +183,10 @@ async fn answer(
         Message::Msg(msg) => answer_msg(state, session, &msg, request_id, out, ids).await,
         Message::Query(q) => {
             let reply = legacy_query(state, session, &q).await;
+            if std::mem::take(&mut session.close_now) {
+                tracing::info!("test fault: failCommand closes the connection");
+                return Err(Closing::Now);
+            }
             reply.encode_into(ids.next(), request_id, out);
             Ok(Some((false, None)))
         }
@@ -485,7 +489,13 @@ async fn legacy_query(state: &RouterState, session: &mut Session, q: &OpQuery) -
         .map(|(k, _)| k.as_str());
     let is_handshake = q.full_collection_name.ends_with(".$cmd")
         && matches!(name, Some("hello" | "isMaster" | "ismaster"));
-    let (flags, body) = if is_handshake {
+    let failing = match name {
+        Some(name) if is_handshake => handshake_fail_point(state, session, name, cmd).await,
+        _ => None,
+    };
+    let (flags, body) = if let Some(error) = failing {
+        (OpReply::QUERY_FAILURE, error)
+    } else if is_handshake {
         let mut d = hello(session, cmd, name != Some("hello"));
         crate::auth::hello_extras(state, session, cmd, &mut d).await;
         d.insert("ok", 1.0);
@@ -503,6 +513,34 @@ async fn legacy_query(state: &RouterState, session: &mut Session, q: &OpQuery) -
         response_flags: flags,
         document: body.into(),
     }
+}
+
+/// `failCommand` on a legacy handshake, as mongod applies it there too
+/// (the application name from the handshake's own metadata): the error
+/// reply, or none (then `session.close_now` may say to close instead).
+async fn handshake_fail_point(
+    state: &RouterState,
+    session: &mut Session,
+    name: &str,
+    cmd: &bson::RawDocument,
+) -> Option<Vec<u8>> {
+    let app = cmd
+        .get_document("client")
+        .and_then(|c| c.get_document("application"))
+        .and_then(|a| a.get_str("name"))
+        .ok()
+        .map(str::to_owned)
+        .or_else(|| session.slot.app_name());
+    let ctx = crate::labels::Context::default();
+    let action = state.fail_points.check(name, app.as_deref(), ctx)?;
+    if let Some(d) = action.block {
+        tokio::time::sleep(d).await;
+    }
+    if action.close {
+        session.close_now = true;
+        return None;
+    }
+    action.error.as_ref().and_then(|e| e.to_vec().ok())
 }
 
 /// Whether a message is a write command (for the test-only fault hook).
