@@ -398,7 +398,10 @@ async fn generated_pipelines_match_an_unsharded_server() {
             moves
         }
     });
-    let seed = 0x0a99_2026_u64;
+    let seed: u64 = std::env::var("SHARDGATE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x0a99_2026);
     let mut g = Gen(seed);
     let mut failures = Vec::new();
     let total = 320;

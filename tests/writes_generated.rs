@@ -99,7 +99,11 @@ async fn run(coll: &Collection<Document>, op: &Document) -> Bson {
 /// The generated operations: by a unique non-key field, by a partial key
 /// with a sort, by a missing value, upserts with and without the key.
 fn generate(count: usize) -> Vec<Document> {
-    let mut g = Gen(0x5eed_1234_abcd);
+    let seed: u64 = std::env::var("SHARDGATE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234_abcd);
+    let mut g = Gen(seed);
     let regions = ["eu", "us", "ap"];
     (0..count)
         .map(|i| {
