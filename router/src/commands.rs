@@ -10,6 +10,7 @@ mod data_distribution;
 mod diagnostic;
 mod filemd5;
 
+mod analyze_shard_key;
 mod handshake;
 mod host;
 mod refine_shard_key;
@@ -19,6 +20,7 @@ mod search;
 pub(crate) mod shard_collection;
 pub(crate) mod sharding;
 mod table;
+mod table_keys;
 mod zones;
 
 use std::sync::Arc;

@@ -72,6 +72,17 @@ pub(crate) async fn collection_options(
 async fn collection_uuid(
     state: &RouterState,
     shard: &ShardType,
+    (db, coll): (&str, &str),
+    otherwise: bson::Uuid,
+) -> bson::Uuid {
+    listed_uuid(state, shard, db, coll)
+        .await
+        .unwrap_or(otherwise)
+}
+
+async fn listed_uuid(
+    state: &RouterState,
+    shard: &ShardType,
     db: &str,
     coll: &str,
 ) -> Option<bson::Uuid> {
@@ -219,9 +230,7 @@ pub(crate) async fn shard_collection(
         ..CollectionType::new(ns, pattern.to_document(), unique, now_ts())
     };
     // As mongos: the collection's own UUID (the primary's).
-    if let Some(uuid) = collection_uuid(state, &primary, db, coll_name).await {
-        collection.uuid = uuid;
-    }
+    collection.uuid = collection_uuid(state, &primary, (db, coll_name), collection.uuid).await;
     let chunks = initial_chunks(
         &collection,
         &pattern,
@@ -233,15 +242,7 @@ pub(crate) async fn shard_collection(
     )?;
     for shard in owners(&chunks, &shards) {
         if shard.id != primary.id {
-            // The collection as the primary has it (its default collation…).
-            let mut create = doc! {"create": coll_name};
-            create.extend(options.clone());
-            create.insert("$db", db);
-            match run_on_shard(state, &shard, create).await {
-                Err(e) if e.code().0 != 48 => return Err(e),
-                _ => {}
-            }
-            create_shard_key_index(state, &shard, db, coll_name, &index).await?;
+            prepare_owner(state, &shard, (db, coll_name), &options, &index).await?;
         }
     }
     if !state
@@ -259,12 +260,7 @@ pub(crate) async fn shard_collection(
         return already_sharded(&existing, &pattern, unique);
     }
     state.routing.refresh(&state.catalog, ns).await?;
-    let desc = doc! {
-        "shardKey": pattern.to_document(), "unique": unique,
-        "presplitHashedZones": req.body.get_bool("presplitHashedZones").unwrap_or(false),
-    };
-    let uuid = Bson::Binary(collection.uuid.into());
-    crate::change_streams::ddl_events::record(state, ns, "shardCollection", desc, uuid).await;
+    record_event(state, req, &collection).await;
     super::cluster::log_change(
         state,
         "shardCollection.end",
@@ -273,6 +269,35 @@ pub(crate) async fn shard_collection(
     )
     .await;
     Ok(doc! {"collectionsharded": ns, "collectionUUID": collection.uuid})
+}
+
+/// A shard getting initial chunks other than the primary: the collection
+/// as the primary has it (its default collation…), and the key's index.
+async fn prepare_owner(
+    state: &RouterState,
+    shard: &ShardType,
+    (db, coll): (&str, &str),
+    options: &Document,
+    index: &KeyIndex<'_>,
+) -> Result<()> {
+    let mut create = doc! {"create": coll};
+    create.extend(options.clone());
+    create.insert("$db", db);
+    match run_on_shard(state, shard, create).await {
+        Err(e) if e.code().0 != 48 => return Err(e),
+        _ => {}
+    }
+    create_shard_key_index(state, shard, db, coll, index).await
+}
+
+/// The `shardCollection` event of expanded change streams.
+async fn record_event(state: &RouterState, req: &Request<'_>, coll: &CollectionType) {
+    let desc = doc! {
+        "shardKey": &coll.key, "unique": coll.unique,
+        "presplitHashedZones": req.body.get_bool("presplitHashedZones").unwrap_or(false),
+    };
+    let uuid = Bson::Binary(coll.uuid.into());
+    crate::change_streams::ddl_events::record(state, &coll.ns, "shardCollection", desc, uuid).await;
 }
 
 /// Whether the collection holds documents; its supporting index checked on

@@ -72,15 +72,9 @@ pub(crate) async fn route_sharded(
         "explain" => req.body.get_document("explain").ok(),
         _ => None,
     };
-    let coll = match explained {
-        Some(inner) => inner
-            .iter()
-            .next()
-            .and_then(|e| e.ok())
-            .and_then(|(_, v)| v.as_str()),
-        None => req.collection,
+    let Some(coll) = collection_of(req, explained) else {
+        return Ok(None);
     };
-    let Some(coll) = coll else { return Ok(None) };
     let ns = format!("{}.{coll}", req.db);
     let Some(routing) = state.routing.get(&ns) else {
         return Ok(None);
@@ -141,6 +135,18 @@ pub(crate) async fn route_sharded(
         _ => whole_to_one_shard(state, req, &routing, &ns).await?,
     };
     Ok(Some(reply))
+}
+
+/// The collection a command (or the command `explained`) names.
+fn collection_of<'a>(req: &Request<'a>, explained: Option<&'a RawDocument>) -> Option<&'a str> {
+    match explained {
+        Some(inner) => inner
+            .iter()
+            .next()
+            .and_then(|e| e.ok())
+            .and_then(|(_, v)| v.as_str()),
+        None => req.collection,
+    }
 }
 
 /// A write's reply; `None` (the unsharded path) when it was held by a

@@ -6,7 +6,7 @@ use bson::Document;
 use super::registry::{handler, namespace, router, CommandSpec, Privilege::*};
 use super::{
     admin, bulk_write, chunks, cluster, data_distribution, diagnostic, handshake, host, ok,
-    refine_shard_key, rw_concern, shard_collection, zones,
+    rw_concern, shard_collection, zones,
 };
 use crate::error::RouterError;
 
@@ -17,6 +17,7 @@ pub(crate) fn specs() -> Vec<CommandSpec> {
     specs.extend(diagnostics());
     specs.extend(host_management());
     specs.extend(sharding_admin());
+    specs.extend(super::table_keys::shard_key_admin());
     specs.extend(chunk_admin());
     specs.extend(zones_and_balancer());
     specs.extend(data());
@@ -322,25 +323,6 @@ fn sharding_admin() -> Vec<CommandSpec> {
             ),
         )
         .aliases(&["shardcollection"]),
-        router(
-            "refineCollectionShardKey",
-            ClusterManager,
-            handler!(|state, session, req| refine_shard_key::refine(state, req).await.and_then(ok)),
-        ),
-        router(
-            "reshardCollection",
-            ClusterManager,
-            handler!(
-                |state, session, req| crate::ddl::reshard::reshard(state, req).await.and_then(ok)
-            ),
-        ),
-        router(
-            "abortReshardCollection",
-            ClusterManager,
-            handler!(|state, session, req| crate::ddl::reshard::abort(state, req)
-                .await
-                .and_then(ok)),
-        ),
     ]
 }
 
