@@ -139,8 +139,10 @@ async fn resharding_under_writes_matches_an_unsharded_server() {
     .await;
     assert_eq!(code, 118, "NamespaceNotSharded");
     admin(&client, doc! {"reshardCollection": "rs.c", "key": {"k": 1}}).await;
-    let code = support::admin_error(&client, doc! {"abortReshardCollection": "rs.c"}).await;
-    assert_eq!(code, 338);
+    for cmd in ["abortReshardCollection", "commitReshardCollection"] {
+        let code = support::admin_error(&client, doc! {cmd: "rs.c"}).await;
+        assert_eq!(code, 339, "{cmd}: NoSuchReshardCollection");
+    }
 
     let writes = reshard_under_writes(&client, (&router, &reference), doc! {"g": 1}, 1).await;
     assert!(
@@ -302,4 +304,84 @@ fn same(got: &[Document], want: &[Document]) {
     if let Some((g, w)) = got.iter().zip(want).find(|(g, w)| g != w) {
         panic!("first difference: got {g}, want {w}");
     }
+}
+
+/// `abortReshardCollection` while the copy runs: the resharding answers
+/// ReshardCollectionAborted, the key stays, and no copy is left on the
+/// shards (each document stored once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_resharding_leaves_the_collection_as_it_was() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "ab", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "ab.c", "key": {"k": 1}}).await;
+    admin(&client, doc! {"split": "ab.c", "middle": {"k": 500}}).await;
+    admin(
+        &client,
+        doc! {"moveChunk": "ab.c", "find": {"k": 500}, "to": "shard0001", "_waitForDelete": true},
+    )
+    .await;
+    let coll = client.database("ab").collection::<Document>("c");
+    let n = 20_000i64;
+    let docs: Vec<Document> = (0..n)
+        .map(|i| doc! {"_id": i, "k": i % 1000, "g": (i * 7919) % n, "pad": "x".repeat(200)})
+        .collect();
+    coll.insert_many(docs).await.unwrap();
+    let mut aborted = false;
+    for _ in 0..3 {
+        let resharding = tokio::spawn({
+            let client = client.clone();
+            async move {
+                let cmd = doc! {"reshardCollection": "ab.c", "key": {"g": 1}};
+                client.database("admin").run_command(cmd).await
+            }
+        });
+        // Abort once the copy has begun.
+        let mut answer = None;
+        for _ in 0..2_000 {
+            let colls =
+                support::config_docs(&client, "collections", doc! {"_id": "ab.c"}, doc! {}).await;
+            if colls[0].get("reshardingFields").is_some() {
+                let abort = doc! {"abortReshardCollection": "ab.c"};
+                answer = Some(client.database("admin").run_command(abort).await);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let outcome = resharding.await.unwrap();
+        match (answer, outcome) {
+            (Some(Ok(_)), Err(e)) => {
+                assert_eq!(support::error_code(&e), 341, "{e}");
+                aborted = true;
+                break;
+            }
+            // Too late: it committed first; put the key back and try again.
+            (_, Ok(_)) => {
+                admin(&client, doc! {"reshardCollection": "ab.c", "key": {"k": 1}}).await;
+            }
+            (a, o) => panic!("abort {a:?}, resharding {o:?}"),
+        }
+    }
+    assert!(aborted, "no abort landed during the copy in 3 tries");
+    let colls = support::config_docs(&client, "collections", doc! {"_id": "ab.c"}, doc! {}).await;
+    assert_eq!(colls[0].get_document("key").unwrap(), &doc! {"k": 1});
+    assert!(colls[0].get("reshardingFields").is_none());
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), n as u64);
+    let mut held = 0;
+    for s in &cluster.shards {
+        held += direct_client(s)
+            .await
+            .database("ab")
+            .collection::<Document>("c")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
+    }
+    assert_eq!(held, n as u64, "no copy left behind");
+    let orphans = support::config_docs(&client, "chunks", doc! {}, doc! {}).await;
+    assert_eq!(orphans.len(), 2, "the old chunks");
 }

@@ -99,6 +99,10 @@ pub struct ReshardingFields {
     /// its copies.
     #[serde(default)]
     pub abort: bool,
+    /// Set by `commitReshardCollection`: commit after the current catch-up
+    /// pass.
+    #[serde(default)]
+    pub commit: bool,
 }
 
 impl CollectionType {

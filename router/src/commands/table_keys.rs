@@ -24,6 +24,11 @@ pub(super) fn shard_key_admin() -> Vec<CommandSpec> {
             handler!(|state, session, req| reshard::reshard(state, req).await.and_then(ok)),
         ),
         router(
+            "commitReshardCollection",
+            ClusterManager,
+            handler!(|state, session, req| reshard::commit_now(state, req).await.and_then(ok)),
+        ),
+        router(
             "abortReshardCollection",
             ClusterManager,
             handler!(|state, session, req| reshard::abort(state, req).await.and_then(ok)),

@@ -30,3 +30,14 @@ pub(crate) async fn hold(state: &RouterState, ns: &str, why: &str) -> Result<Lea
         )),
     }
 }
+
+/// Whether nobody holds the DDL lock of `ns` now.
+pub(crate) async fn is_free(state: &RouterState, ns: &str) -> bool {
+    let name = ddl_lock_name(ns);
+    state
+        .catalog
+        .locks()
+        .await
+        .map(|locks| !locks.iter().any(|l| l.id == name && l.state != 0))
+        .unwrap_or(true)
+}

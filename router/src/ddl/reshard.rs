@@ -61,12 +61,38 @@ pub(crate) async fn reshard(state: &Arc<RouterState>, req: &Request<'_>) -> Resu
     check_options(req)?;
     let chunks = crate::session::number_field(req.body, "numInitialChunks").unwrap_or(0);
     let force = req.body.get_bool("forceRedistribution").unwrap_or(false);
+    if let Some(coll) = state.catalog.collection(ns).await? {
+        let running = coll.resharding.is_some() && !lock::is_free(state, ns).await;
+        if running {
+            return Err(RouterError::command(
+                338,
+                "ReshardCollectionInProgress",
+                format!("a resharding of {ns} is already in progress"),
+            ));
+        }
+    }
     let held = lock::hold(state, ns, "reshardCollection").await?;
     let outcome = reshard_held(state, ns, &pattern, (chunks, force)).await;
     let _ = state.catalog.clear_migration_acks(ns).await;
     held.release().await;
     let _ = state.routing.refresh(&state.catalog, ns).await;
     outcome.map(|()| Document::new())
+}
+
+/// `commitReshardCollection`: the resharding in progress commits as soon
+/// as its current catch-up pass ends.
+pub(crate) async fn commit_now(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
+    admin_only(req)?;
+    let ns = name_arg(req, "a namespace string")?;
+    let Some(mut coll) = state.catalog.collection(ns).await? else {
+        return Err(no_resharding(ns));
+    };
+    let Some(fields) = coll.resharding.as_mut() else {
+        return Err(no_resharding(ns));
+    };
+    fields.commit = true;
+    state.catalog.update_collection(&coll).await?;
+    Ok(Document::new())
 }
 
 /// `abortReshardCollection`: stops a resharding in progress (it removes its
@@ -82,8 +108,8 @@ pub(crate) async fn abort(state: &Arc<RouterState>, req: &Request<'_>) -> Result
     };
     if fields.state == RESHARD_COMMITTING {
         return Err(RouterError::command(
-            117,
-            "ConflictingOperationInProgress",
+            340,
+            "ReshardCollectionCommitted",
             format!("the resharding of {ns} is committing"),
         ));
     }
@@ -105,9 +131,9 @@ pub(crate) async fn abort(state: &Arc<RouterState>, req: &Request<'_>) -> Result
 
 fn no_resharding(ns: &str) -> RouterError {
     RouterError::command(
-        338,
-        "ReshardCollectionAborted",
-        format!("no resharding of {ns} is in progress"),
+        339,
+        "NoSuchReshardCollection",
+        format!("Could not find an in-progress resharding operation for {ns}"),
     )
 }
 
@@ -202,7 +228,7 @@ async fn reshard_held(
             copy::close(state, streams).await;
             remove_copies(state, &fresh).await?;
             Err(RouterError::command(
-                338,
+                341,
                 "ReshardCollectionAborted",
                 format!("the resharding of {ns} was aborted"),
             ))
@@ -226,6 +252,7 @@ async fn start(
         key: pattern.to_document(),
         state: CLONING.to_owned(),
         abort: false,
+        commit: false,
     });
     state.catalog.update_collection(coll).await?;
     let old = ShardKeyPattern::parse(&coll.key).map_err(key_error)?;

@@ -60,9 +60,8 @@ pub(super) async fn run(
             clone_donor(state, coll, layout, donor).await?;
         }
         for _ in 0..PASSES {
-            if pass(state, coll, layout, &mut streams).await? < SMALL_LAG
-                || aborted(state, coll).await
-            {
+            let named = pass(state, coll, layout, &mut streams).await?;
+            if named < SMALL_LAG || requested(state, coll).await {
                 break;
             }
         }
@@ -77,9 +76,11 @@ pub(super) async fn run(
     }
 }
 
-async fn aborted(state: &RouterState, coll: &CollectionType) -> bool {
+/// Whether `abortReshardCollection` or `commitReshardCollection` asked to
+/// stop catching up.
+async fn requested(state: &RouterState, coll: &CollectionType) -> bool {
     match state.catalog.collection(&coll.ns).await {
-        Ok(Some(c)) => c.resharding.is_some_and(|r| r.abort),
+        Ok(Some(c)) => c.resharding.is_some_and(|r| r.abort || r.commit),
         _ => false,
     }
 }
