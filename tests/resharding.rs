@@ -385,3 +385,68 @@ async fn an_aborted_resharding_leaves_the_collection_as_it_was() {
     let orphans = support::config_docs(&client, "chunks", doc! {}, doc! {}).await;
     assert_eq!(orphans.len(), 2, "the old chunks");
 }
+
+/// Zones: the new key's zone ranges (`zones`) replace the old key's, and
+/// the chunks inside them go to the zone's shard; without `zones`, the old
+/// key's ranges are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_with_zones_places_the_zoned_chunks() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "zn", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"addShardToZone": "shard0002", "zone": "hot"}).await;
+    admin(
+        &client,
+        doc! {"updateZoneKeyRange": "zn.c", "min": {"k": 0}, "max": {"k": 100}, "zone": "hot"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "zn.c", "key": {"k": 1}}).await;
+    let coll = client.database("zn").collection::<Document>("c");
+    let n = 2_000i64;
+    coll.insert_many((0..n).map(|i| doc! {"_id": i, "k": i % 1000, "g": (i * 7) % n}))
+        .await
+        .unwrap();
+    let zones = vec![doc! {"zone": "hot", "min": {"g": 500}, "max": {"g": 1000}}];
+    let code = support::admin_error(
+        &client,
+        doc! {"reshardCollection": "zn.c", "key": {"g": 1}, "zones": [{"zone": "nowhere", "min": {"g": 0}, "max": {"g": 1}}]},
+    )
+    .await;
+    assert_eq!(code, 2, "a zone no shard has");
+    admin(
+        &client,
+        doc! {"reshardCollection": "zn.c", "key": {"g": 1}, "zones": zones},
+    )
+    .await;
+    let tags = support::config_docs(&client, "tags", doc! {"ns": "zn.c"}, doc! {}).await;
+    assert_eq!(tags.len(), 1);
+    assert_eq!(tags[0].get_document("min").unwrap(), &doc! {"g": 500});
+    let chunks = support::config_docs(&client, "chunks", doc! {}, doc! {"min": 1}).await;
+    let zoned: Vec<&Document> = chunks
+        .iter()
+        .filter(|c| {
+            let min = c.get_document("min").unwrap();
+            min.get_i64("g").is_ok_and(|g| (500..1000).contains(&g))
+        })
+        .collect();
+    assert!(!zoned.is_empty());
+    for c in zoned {
+        assert_eq!(c.get_str("shard").unwrap(), "shard0002", "{c}");
+    }
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), n as u64);
+    assert_eq!(
+        coll.count_documents(doc! {"g": {"$gte": 500, "$lt": 1000}})
+            .await
+            .unwrap(),
+        500
+    );
+    // Without zones, the ranges of the old key go.
+    admin(&client, doc! {"reshardCollection": "zn.c", "key": {"k": 1}}).await;
+    let tags = support::config_docs(&client, "tags", doc! {"ns": "zn.c"}, doc! {}).await;
+    assert!(tags.is_empty(), "{tags:?}");
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), n as u64);
+}

@@ -7,8 +7,8 @@
 use super::sharding::{check_tiling, orphan_key, range_key};
 use super::{encode, Catalog};
 use crate::error::{Result, StoreError};
-use crate::model::keys::{CHUNKS, COLLECTIONS};
-use crate::model::{ChunkType, CollectionType, OrphanRange};
+use crate::model::keys::{CHUNKS, COLLECTIONS, TAGS};
+use crate::model::{ChunkType, CollectionType, OrphanRange, TagType};
 use crate::shard_key::ShardKeyPattern;
 use crate::store::{Txn, TxnOutcome};
 
@@ -25,6 +25,9 @@ pub struct ReshardCommit<'a> {
     pub new_chunks: &'a [ChunkType],
     pub old_orphans: &'a [OrphanRange],
     pub new_orphans: &'a [OrphanRange],
+    /// The zone ranges of the old key (removed) and of the new (added).
+    pub old_zones: &'a [TagType],
+    pub new_zones: &'a [TagType],
 }
 
 impl Catalog {
@@ -63,6 +66,12 @@ impl Catalog {
         }
         for orphan in c.new_orphans {
             txn = txn.put(orphan_key(&new, orphan)?, encode(orphan)?);
+        }
+        for zone in c.old_zones {
+            txn = txn.delete(range_key(TAGS, ns, &old, &zone.min)?);
+        }
+        for zone in c.new_zones {
+            txn = txn.put(range_key(TAGS, ns, &new, &zone.min)?, encode(zone)?);
         }
         match self.store().txn(txn).await? {
             TxnOutcome::Committed(_) => Ok(()),

@@ -72,7 +72,15 @@ pub(crate) async fn reshard(state: &Arc<RouterState>, req: &Request<'_>) -> Resu
         }
     }
     let held = lock::hold(state, ns, "reshardCollection").await?;
-    let outcome = reshard_held(state, ns, &pattern, (chunks, force)).await;
+    let zones: Vec<bson::Bson> = match req.body.get_array("zones") {
+        Ok(z) => z
+            .into_iter()
+            .flatten()
+            .filter_map(|v| bson::Bson::try_from(v).ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let outcome = reshard_held(state, ns, &pattern, (chunks, force, &zones)).await;
     let _ = state.catalog.clear_migration_acks(ns).await;
     held.release().await;
     let _ = state.routing.refresh(&state.catalog, ns).await;
@@ -138,7 +146,7 @@ fn no_resharding(ns: &str) -> RouterError {
 }
 
 /// The options mongos checks: the new key cannot be unique, its collation
-/// must be simple; zones for the new key are not taken (yet).
+/// must be simple.
 fn check_options(req: &Request<'_>) -> Result<()> {
     if req.body.get_bool("unique").unwrap_or(false) {
         return Err(RouterError::bad_value(
@@ -152,13 +160,6 @@ fn check_options(req: &Request<'_>) -> Result<()> {
             ));
         }
     }
-    if req.body.get_array("zones").is_ok_and(|z| !z.is_empty()) {
-        return Err(RouterError::command(
-            238,
-            "NotImplemented",
-            "reshardCollection with zones is not supported by shardgate yet",
-        ));
-    }
     Ok(())
 }
 
@@ -166,7 +167,7 @@ async fn reshard_held(
     state: &RouterState,
     ns: &str,
     pattern: &ShardKeyPattern,
-    (chunks, force): (i64, bool),
+    (chunks, force, zones): (i64, bool, &[bson::Bson]),
 ) -> Result<()> {
     let Some(mut coll) = state.catalog.collection(ns).await? else {
         return Err(RouterError::command(
@@ -183,23 +184,20 @@ async fn reshard_held(
     if coll.key == pattern.to_document() && !force {
         return Ok(());
     }
-    if !state.catalog.zone_ranges(ns).await?.is_empty() {
-        return Err(RouterError::command(
-            238,
-            "NotImplemented",
-            format!("{ns} has zones: resharding a collection with zones is not supported by shardgate yet"),
-        ));
-    }
-    if !state.catalog.orphan_ranges(ns).await?.is_empty()
-        || !state.catalog.migrations(ns).await?.is_empty()
-    {
+    if !state.catalog.migrations(ns).await?.is_empty() {
         return Err(RouterError::command(
             117,
             "ConflictingOperationInProgress",
-            format!("{ns} has a migration or a range deletion pending; retry once they finish"),
+            format!("{ns} has a migration pending; retry once it finishes"),
         ));
     }
-    let layout = plan::plan(state, &coll, pattern, chunks).await?;
+    // Range deletions still waiting (an earlier migration's or resharding's
+    // leftovers) run now: the copies must be only this resharding's.
+    if !state.catalog.orphan_ranges(ns).await?.is_empty() {
+        tracing::info!(%ns, "resharding deletes the pending orphan ranges first");
+        delete_orphans(state, &coll).await?;
+    }
+    let layout = plan::plan(state, &coll, pattern, (chunks, zones)).await?;
     plan::prepare_shards(state, &coll, &layout).await?;
     let hiding = plan::orphans_of(
         &coll.ns,
@@ -310,6 +308,7 @@ async fn commit(
         &layout.shards,
     );
     let old_chunks = state.catalog.chunks(&coll.ns).await?;
+    let old_zones = state.catalog.zone_ranges(&coll.ns).await?;
     state
         .catalog
         .commit_reshard(&ReshardCommit {
@@ -319,6 +318,8 @@ async fn commit(
             new_chunks: &new_chunks,
             old_orphans: hiding,
             new_orphans: &new_orphans,
+            old_zones: &old_zones,
+            new_zones: &layout.new_zones,
         })
         .await?;
     state.routing.refresh(&state.catalog, &coll.ns).await?;
@@ -339,15 +340,22 @@ async fn commit(
     Ok(())
 }
 
-/// Deletes a resharding's copies (each shard's documents in the orphan
-/// ranges recorded under the current key), then the ranges and the mark.
-async fn remove_copies(state: &RouterState, coll: &CollectionType) -> Result<()> {
+/// Deletes each shard's documents in the orphan ranges recorded under the
+/// current key, then the ranges.
+async fn delete_orphans(state: &RouterState, coll: &CollectionType) -> Result<()> {
     let pattern = ShardKeyPattern::parse(&coll.key).map_err(key_error)?;
     for orphan in state.catalog.orphan_ranges(&coll.ns).await? {
         let shard: ShardType = state.placement.shard(&orphan.shard)?;
         copy::delete_range(state, &shard, coll, &pattern, &orphan).await?;
         state.catalog.remove_orphan_range(&pattern, &orphan).await?;
     }
+    Ok(())
+}
+
+/// Deletes a resharding's copies (the orphan ranges hiding them), then the
+/// mark.
+async fn remove_copies(state: &RouterState, coll: &CollectionType) -> Result<()> {
+    delete_orphans(state, coll).await?;
     let mut restored = state.catalog.sharded_collection(&coll.ns).await?;
     restored.resharding = None;
     state.catalog.update_collection(&restored).await?;

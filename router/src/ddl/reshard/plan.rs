@@ -9,7 +9,7 @@ use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf, Timestamp};
 use shardgate_config_store::catalog::{new_chunk, CollectionVersion, RESHARD_MAX_OPS};
 use shardgate_config_store::chunk_map::{ChunkMap, ChunkVersion, RoutingChunk};
 use shardgate_config_store::model::CollectionType;
-use shardgate_config_store::model::{ChunkType, MigrationAck, OrphanRange};
+use shardgate_config_store::model::{ChunkType, MigrationAck, OrphanRange, TagType};
 use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
 use shardgate_config_store::ShardType;
 
@@ -36,6 +36,8 @@ pub(super) struct Layout {
     pub new_pattern: ShardKeyPattern,
     pub new_chunks: Bounds,
     new_map: ChunkMap,
+    /// The new key's zone ranges.
+    pub new_zones: Vec<TagType>,
     /// Every shard, by id.
     pub shards: Vec<ShardType>,
 }
@@ -75,7 +77,7 @@ pub(super) async fn plan(
     state: &RouterState,
     coll: &CollectionType,
     pattern: &ShardKeyPattern,
-    chunks: i64,
+    (chunks, zone_spec): (i64, &[Bson]),
 ) -> Result<Layout> {
     let old_pattern = ShardKeyPattern::parse(&coll.key).map_err(key_error)?;
     let mut shards = state.placement.shards();
@@ -98,7 +100,8 @@ pub(super) async fn plan(
     // transaction; keep within it.
     let room = RESHARD_MAX_OPS.saturating_sub(2 + 2 * old_chunks.len() + 3 * shards.len()) / 2;
     let keys = sample(state, coll, pattern, &shards).await?;
-    let new_chunks = split(pattern, &keys, wanted.min(room).max(1), &shards);
+    let zones = zones(&coll.ns, pattern, zone_spec, &shards)?;
+    let new_chunks = split(pattern, &keys, wanted.min(room).max(1), &shards, &zones)?;
     let new_map = map_of(pattern, &new_chunks)?;
     Ok(Layout {
         old_pattern,
@@ -107,6 +110,7 @@ pub(super) async fn plan(
         new_pattern: pattern.clone(),
         new_chunks,
         new_map,
+        new_zones: zones.into_iter().map(|z| z.range).collect(),
         shards,
     })
 }
@@ -166,36 +170,122 @@ async fn sample(
     Ok(keys)
 }
 
-/// `wanted` chunks split at quantiles of `keys`, in contiguous runs over
-/// `shards`.
+/// `wanted` chunks split at quantiles of `keys` and at every zone bound;
+/// a chunk inside a zone range goes to that zone's shards in turn, the
+/// others in contiguous runs over `shards`.
 fn split(
     pattern: &ShardKeyPattern,
     keys: &[(KeyBytes, Document)],
     wanted: usize,
     shards: &[ShardType],
-) -> Bounds {
-    let mut points: Vec<&(KeyBytes, Document)> = (1..wanted)
-        .filter_map(|i| keys.get(i * keys.len() / wanted))
+    zones: &[Zone],
+) -> Result<Bounds> {
+    let global_min = pattern
+        .encode_bound(&pattern.global_min())
+        .map_err(key_error)?;
+    let global_max = pattern
+        .encode_bound(&pattern.global_max())
+        .map_err(key_error)?;
+    let mut points: Vec<(KeyBytes, Document)> = (1..wanted)
+        .filter_map(|i| keys.get(i * keys.len() / wanted).cloned())
         .collect();
-    points.dedup_by(|a, b| a.0 == b.0);
-    let global_min = pattern.global_min();
-    points.retain(|p| pattern.encode_bound(&global_min).is_ok_and(|m| p.0 > m));
-    let mut bounds = Vec::with_capacity(points.len() + 1);
-    let mut min = global_min;
-    for p in points {
-        bounds.push((min, p.1.clone()));
-        min = p.1.clone();
+    for z in zones {
+        points.push((z.min.clone(), z.range.min.clone()));
+        points.push((z.max.clone(), z.range.max.clone()));
     }
-    bounds.push((min, pattern.global_max()));
+    points.sort_by(|a, b| a.0.cmp(&b.0));
+    points.dedup_by(|a, b| a.0 == b.0);
+    points.retain(|p| p.0 > global_min && p.0 < global_max);
+    let mut bounds = Vec::with_capacity(points.len() + 1);
+    let (mut min, mut min_key) = (pattern.global_min(), global_min);
+    for (key, doc) in points {
+        bounds.push((min, min_key.clone(), doc.clone()));
+        (min, min_key) = (doc, key);
+    }
+    bounds.push((min, min_key, pattern.global_max()));
     let n = bounds.len();
-    bounds
+    let mut turns = vec![0usize; zones.len()];
+    Ok(bounds
         .into_iter()
         .enumerate()
-        .map(|(i, (min, max))| {
-            let shard = &shards[i * shards.len() / n];
-            (min, max, shard.id.clone())
+        .map(|(i, (min, min_key, max))| {
+            let zoned = zones
+                .iter()
+                .position(|z| z.min <= min_key && min_key < z.max);
+            let shard = match zoned {
+                Some(z) => {
+                    turns[z] += 1;
+                    zones[z].shards[(turns[z] - 1) % zones[z].shards.len()].clone()
+                }
+                None => shards[i * shards.len() / n].id.clone(),
+            };
+            (min, max, shard)
         })
-        .collect()
+        .collect())
+}
+
+/// A zone range of the new key, encoded, with its zone's shards.
+pub(super) struct Zone {
+    pub range: TagType,
+    min: KeyBytes,
+    max: KeyBytes,
+    shards: Vec<String>,
+}
+
+/// The `zones` of a `reshardCollection` (`[{zone, min, max}]`) checked
+/// against the new key and the shards' zones: BadValue when malformed,
+/// overlapping, or naming a zone no shard has.
+pub(super) fn zones(
+    ns: &str,
+    pattern: &ShardKeyPattern,
+    spec: &[Bson],
+    shards: &[ShardType],
+) -> Result<Vec<Zone>> {
+    let mut out: Vec<Zone> = Vec::new();
+    for z in spec {
+        let bad = || RouterError::bad_value(format!("invalid zone for reshardCollection: {z}"));
+        let d = z.as_document().ok_or_else(bad)?;
+        let (Ok(tag), Ok(min), Ok(max)) = (
+            d.get_str("zone"),
+            d.get_document("min"),
+            d.get_document("max"),
+        ) else {
+            return Err(bad());
+        };
+        let (lo, hi) = (
+            pattern.encode_bound(min).map_err(key_error)?,
+            pattern.encode_bound(max).map_err(key_error)?,
+        );
+        if lo >= hi || out.iter().any(|o| lo < o.max && o.min < hi) {
+            return Err(RouterError::bad_value(format!(
+                "zone range {min} - {max} is empty or overlaps another"
+            )));
+        }
+        let holders: Vec<String> = shards
+            .iter()
+            .filter(|s| s.tags.iter().any(|t| t == tag))
+            .map(|s| s.id.clone())
+            .collect();
+        if holders.is_empty() {
+            return Err(RouterError::bad_value(format!(
+                "zone {tag} is not assigned to any shard"
+            )));
+        }
+        let range = TagType {
+            id: bson::oid::ObjectId::new(),
+            ns: ns.to_owned(),
+            min: min.clone(),
+            max: max.clone(),
+            tag: tag.to_owned(),
+        };
+        out.push(Zone {
+            range,
+            min: lo,
+            max: hi,
+            shards: holders,
+        });
+    }
+    Ok(out)
 }
 
 /// For each shard, the ranges of `chunks` it does not own (maximal runs),
