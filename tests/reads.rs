@@ -490,6 +490,50 @@ async fn a_dead_shard_fails_the_query_unless_partial_results_are_allowed() {
     );
 }
 
+/// `returnKey` with a sort across shards: the keys come back in order
+/// (SecantusDB drops `$sortKey` under `returnKey`; the router keys them by
+/// their own values), as one server returns them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn return_key_reads_merge_in_order() {
+    let cluster = TestCluster::start(3).await;
+    let router = cluster.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let direct_server = support::start_shards(dir.path(), 1, false).await;
+    let direct = support::direct_client(&direct_server[0]).await;
+    shard_unevenly(&router, "rk").await;
+    let docs: Vec<Document> = (0..600i64)
+        .map(|i| doc! {"_id": i, "k": (i * 37) % 1000, "v": i % 7})
+        .collect();
+    for c in [&router, &direct] {
+        let coll = c.database("rk").collection::<Document>("c");
+        coll.insert_many(docs.clone()).await.unwrap();
+        coll.create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! {"k": 1, "v": 1})
+                .build(),
+        )
+        .await
+        .unwrap();
+    }
+    for (sort, hint) in [
+        (doc! {"k": 1, "v": 1}, doc! {"k": 1, "v": 1}),
+        (doc! {"k": -1, "v": -1}, doc! {"k": 1, "v": 1}),
+    ] {
+        let opts = FindOptions::builder()
+            .sort(sort.clone())
+            .hint(mongodb::options::Hint::Keys(hint))
+            .return_key(true)
+            .batch_size(50)
+            .build();
+        let got = run_find(&router, "rk", &doc! {}, opts.clone())
+            .await
+            .unwrap();
+        let want = run_find(&direct, "rk", &doc! {}, opts).await.unwrap();
+        assert_eq!(got.len(), 600);
+        assert_eq!(got, want, "sort {sort}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphan_ranges_are_never_counted_twice() {
     use std::sync::Arc;

@@ -26,6 +26,10 @@ const STRING: u8 = 0x02;
 #[derive(Debug, Clone)]
 pub struct SortSpec {
     directions: Arc<[i8]>,
+    /// The sorted fields' paths: a document a shard sent without
+    /// `$sortKey` (SecantusDB drops it under `returnKey`) is keyed by its
+    /// own values there.
+    fields: Arc<[String]>,
     collator: Option<Arc<Collator>>,
 }
 
@@ -36,7 +40,7 @@ impl PartialEq for SortSpec {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         };
-        self.directions == other.directions && same_collator
+        self.directions == other.directions && self.fields == other.fields && same_collator
     }
 }
 
@@ -76,6 +80,7 @@ impl SortSpec {
         }
         Some(SortSpec {
             directions: directions.into(),
+            fields: sort.keys().cloned().collect::<Vec<_>>().into(),
             collator: None,
         })
     }
@@ -92,9 +97,14 @@ impl SortSpec {
     /// `doc`'s bytes, so it can be cut out.
     pub fn encode(&self, doc: &RawDocument, out: &mut Vec<u8>) -> Located {
         if let Some(collator) = &self.collator {
-            let values: Vec<Bson> = sort_key_of(doc).iter().map(|v| collator.key(v)).collect();
+            let located = locate(doc);
+            let values = match located {
+                Located::Absent => self.own_values(doc),
+                _ => sort_key_of(doc),
+            };
+            let values: Vec<Bson> = values.iter().map(|v| collator.key(v)).collect();
             self.encode_values(&values, out);
-            return locate(doc);
+            return located;
         }
         let found =
             match Elements::new(doc.as_bytes()).and_then(|e| e.find(SORT_KEY_FIELD.as_bytes())) {
@@ -104,6 +114,10 @@ impl SortSpec {
                     return Located::Unreadable;
                 }
             };
+        if found.is_none() {
+            self.encode_values(&self.own_values(doc), out);
+            return Located::Absent;
+        }
         let mut directions = self.directions.iter();
         if let Some(whole) = found.filter(|e| e.kind != ARRAY) {
             // A scalar key compares whole (a `$near` query's distance).
@@ -136,6 +150,43 @@ impl SortSpec {
             Some(e) => Located::At(e.start, e.end),
             None => Located::Absent,
         }
+    }
+
+    /// The sort values of a document without `$sortKey`, read from its own
+    /// fields (an array sorts by its least element ascending, its greatest
+    /// descending, as MongoDB sorts).
+    fn own_values(&self, doc: &RawDocument) -> Vec<Bson> {
+        self.fields
+            .iter()
+            .zip(self.directions.iter())
+            .map(|(path, dir)| {
+                let value = path
+                    .split('.')
+                    .try_fold(
+                        Bson::Document(Document::try_from(doc).unwrap_or_default()),
+                        |v, part| match v {
+                            Bson::Document(mut d) => d.remove(part),
+                            _ => None,
+                        },
+                    )
+                    .unwrap_or(Bson::Null);
+                match value {
+                    Bson::Array(items) => {
+                        let pick = items.into_iter().reduce(|a, b| {
+                            let ord = shardgate_query::compare_bson(&a, &b);
+                            let keep_a = if *dir < 0 { ord.is_ge() } else { ord.is_le() };
+                            if keep_a {
+                                a
+                            } else {
+                                b
+                            }
+                        });
+                        pick.unwrap_or(Bson::Null)
+                    }
+                    other => other,
+                }
+            })
+            .collect()
     }
 
     /// The byte key of sort values already decoded (missing ones null).
