@@ -78,12 +78,20 @@ pub(crate) async fn await_writes_held(
         .encode_bound(&min)
         .map_err(|e| RouterError::bad_value(format!("shard key of {ns}: {e}")))?
         .to_string();
+    await_acks(state, ns, "hold writes", |ack| ack.mins.contains(&min)).await
+}
+
+/// Waits until every live router's acknowledgement for `ns` satisfies
+/// `acked` (MaxTimeMSExpired naming the late ones after `ACK_WAIT`).
+pub(crate) async fn await_acks(
+    state: &RouterState,
+    ns: &str,
+    what: &str,
+    acked: impl Fn(&shardgate_config_store::model::MigrationAck) -> bool,
+) -> Result<()> {
     let deadline = Instant::now() + ACK_WAIT;
     loop {
-        let missing = state
-            .catalog
-            .routers_without_ack(ns, |ack| ack.mins.contains(&min))
-            .await?;
+        let missing = state.catalog.routers_without_ack(ns, &acked).await?;
         if missing.is_empty() {
             return Ok(());
         }
@@ -91,7 +99,7 @@ pub(crate) async fn await_writes_held(
             return Err(RouterError::command(
                 50,
                 "MaxTimeMSExpired",
-                format!("drop of {ns}: routers {missing:?} did not hold writes in time"),
+                format!("{ns}: routers {missing:?} did not {what} in time"),
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -262,7 +262,7 @@ async fn start(
     }
     state.routing.refresh(&state.catalog, &coll.ns).await?;
     crate::write::critical::acknowledge(state, &coll.ns).await;
-    plan::await_acks(state, &coll.ns, |ack| {
+    super::drop::await_acks(state, &coll.ns, "exclude the copies", |ack| {
         wanted.iter().all(|w| ack.orphans.contains(w))
     })
     .await

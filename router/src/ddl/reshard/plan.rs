@@ -3,13 +3,11 @@
 //! shard), who owns a document under each, the orphan ranges that hide
 //! what a shard holds without owning it, and the shards made ready.
 
-use std::time::{Duration, Instant};
-
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf, Timestamp};
 use shardgate_config_store::catalog::{new_chunk, CollectionVersion, RESHARD_MAX_OPS};
 use shardgate_config_store::chunk_map::{ChunkMap, ChunkVersion, RoutingChunk};
 use shardgate_config_store::model::CollectionType;
-use shardgate_config_store::model::{ChunkType, MigrationAck, OrphanRange, TagType};
+use shardgate_config_store::model::{ChunkType, OrphanRange, TagType};
 use shardgate_config_store::shard_key::{KeyBytes, ShardKeyPattern};
 use shardgate_config_store::ShardType;
 
@@ -22,8 +20,6 @@ use crate::state::RouterState;
 
 /// Documents each shard samples for the split points.
 const SAMPLE: i64 = 1_000;
-/// How long routers get to acknowledge.
-const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// Chunk bounds and owner, sorted by `min`.
 pub(super) type Bounds = Vec<(Document, Document, String)>;
@@ -358,30 +354,6 @@ pub(super) async fn prepare_shards(
         create_shard_key_index(state, shard, db, name, &index).await?;
     }
     Ok(())
-}
-
-/// Waits until every live router's acknowledgement for `ns` satisfies
-/// `acked`.
-pub(super) async fn await_acks(
-    state: &RouterState,
-    ns: &str,
-    acked: impl Fn(&MigrationAck) -> bool,
-) -> Result<()> {
-    let deadline = Instant::now() + ACK_WAIT;
-    loop {
-        let missing = state.catalog.routers_without_ack(ns, &acked).await?;
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(RouterError::command(
-                50,
-                "MaxTimeMSExpired",
-                format!("resharding {ns}: routers {missing:?} did not exclude the copies in time"),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `doc`'s `_id`.
