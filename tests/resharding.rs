@@ -450,3 +450,76 @@ async fn resharding_with_zones_places_the_zoned_chunks() {
     assert!(tags.is_empty(), "{tags:?}");
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), n as u64);
 }
+
+/// `unshardCollection` while a client writes: every document ends on the
+/// primary, once, as one server holds them; the other shards keep nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsharding_under_writes_gathers_everything_on_the_primary() {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    admin(
+        &client,
+        doc! {"enableSharding": "rs", "primaryShard": "shard0001"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "rs.c", "key": {"k": 1}}).await;
+    for (middle, to) in [(300, "shard0000"), (700, "shard0002")] {
+        admin(&client, doc! {"split": "rs.c", "middle": {"k": middle}}).await;
+        admin(
+            &client,
+            doc! {"moveChunk": "rs.c", "find": {"k": middle}, "to": to, "_waitForDelete": true},
+        )
+        .await;
+    }
+    let router = client.database("rs").collection::<Document>("c");
+    let dir = tempfile::tempdir().unwrap();
+    let reference_server = support::start_shards(dir.path(), 1, false).await;
+    let reference = direct_client(&reference_server[0])
+        .await
+        .database("rs")
+        .collection::<Document>("c");
+    router.insert_many(docs(3000)).await.unwrap();
+    reference.insert_many(docs(3000)).await.unwrap();
+    let code = support::admin_error(
+        &client,
+        doc! {"unshardCollection": "rs.c", "toShard": "shard0002"},
+    )
+    .await;
+    assert_eq!(code, 20, "only onto the primary");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (router, reference, stop) = (router.clone(), reference.clone(), stop.clone());
+        async move {
+            let mut i = 1;
+            while !stop.load(Ordering::SeqCst) {
+                write(&router, &reference, i).await;
+                i += 1;
+            }
+            i - 1
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    admin(&client, doc! {"unshardCollection": "rs.c"}).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    assert!(writer.await.unwrap() > 20);
+
+    let colls = support::config_docs(&client, "collections", doc! {"_id": "rs.c"}, doc! {}).await;
+    assert!(colls.is_empty(), "no longer sharded");
+    let want = all(&reference).await;
+    same(&all(&router).await, &want);
+    for (i, s) in cluster.shards.iter().enumerate() {
+        let held = direct_client(s)
+            .await
+            .database("rs")
+            .collection::<Document>("c")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
+        let expected = if i == 1 { want.len() as u64 } else { 0 };
+        assert_eq!(held, expected, "shard{i}");
+    }
+    let code = support::admin_error(&client, doc! {"unshardCollection": "rs.c"}).await;
+    assert_eq!(code, 118, "NamespaceNotSharded");
+}

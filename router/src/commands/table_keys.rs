@@ -24,6 +24,13 @@ pub(super) fn shard_key_admin() -> Vec<CommandSpec> {
             handler!(|state, session, req| reshard::reshard(state, req).await.and_then(ok)),
         ),
         router(
+            "unshardCollection",
+            ClusterManager,
+            handler!(|state, session, req| reshard::unshard::unshard(state, req)
+                .await
+                .and_then(ok)),
+        ),
+        router(
             "commitReshardCollection",
             ClusterManager,
             handler!(|state, session, req| reshard::commit_now(state, req).await.and_then(ok)),

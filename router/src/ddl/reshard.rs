@@ -29,6 +29,7 @@
 
 mod copy;
 mod plan;
+pub(crate) mod unshard;
 
 use std::sync::Arc;
 

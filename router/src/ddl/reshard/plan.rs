@@ -75,18 +75,7 @@ pub(super) async fn plan(
     pattern: &ShardKeyPattern,
     (chunks, zone_spec): (i64, &[Bson]),
 ) -> Result<Layout> {
-    let old_pattern = ShardKeyPattern::parse(&coll.key).map_err(key_error)?;
-    let mut shards = state.placement.shards();
-    shards.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut old_chunks: Bounds = state
-        .catalog
-        .chunks(&coll.ns)
-        .await?
-        .into_iter()
-        .map(|(c, _)| (c.min, c.max, c.shard))
-        .collect();
-    sort_bounds(&old_pattern, &mut old_chunks)?;
-    let old_map = map_of(&old_pattern, &old_chunks)?;
+    let (old_pattern, old_chunks, old_map, shards) = old_layout(state, coll).await?;
     let wanted = if chunks > 0 {
         chunks as usize
     } else {
@@ -109,6 +98,49 @@ pub(super) async fn plan(
         new_zones: zones.into_iter().map(|z| z.range).collect(),
         shards,
     })
+}
+
+/// The layout that gathers every document of `coll` on `shard` (one chunk
+/// of `{_id: 1}`), for `unshardCollection`.
+pub(super) async fn onto(
+    state: &RouterState,
+    coll: &CollectionType,
+    shard: &str,
+) -> Result<Layout> {
+    let (old_pattern, old_chunks, old_map, shards) = old_layout(state, coll).await?;
+    let pattern = ShardKeyPattern::parse(&bson::doc! {"_id": 1}).map_err(key_error)?;
+    let new_chunks = vec![(pattern.global_min(), pattern.global_max(), shard.to_owned())];
+    let new_map = map_of(&pattern, &new_chunks)?;
+    Ok(Layout {
+        old_pattern,
+        old_chunks,
+        old_map,
+        new_pattern: pattern,
+        new_chunks,
+        new_map,
+        new_zones: Vec::new(),
+        shards,
+    })
+}
+
+/// The collection's key, chunks (sorted) and chunk map now, and every shard.
+async fn old_layout(
+    state: &RouterState,
+    coll: &CollectionType,
+) -> Result<(ShardKeyPattern, Bounds, ChunkMap, Vec<ShardType>)> {
+    let old_pattern = ShardKeyPattern::parse(&coll.key).map_err(key_error)?;
+    let mut shards = state.placement.shards();
+    shards.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut old_chunks: Bounds = state
+        .catalog
+        .chunks(&coll.ns)
+        .await?
+        .into_iter()
+        .map(|(c, _)| (c.min, c.max, c.shard))
+        .collect();
+    sort_bounds(&old_pattern, &mut old_chunks)?;
+    let old_map = map_of(&old_pattern, &old_chunks)?;
+    Ok((old_pattern, old_chunks, old_map, shards))
 }
 
 fn sort_bounds(pattern: &ShardKeyPattern, bounds: &mut Bounds) -> Result<()> {

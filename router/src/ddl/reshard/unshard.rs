@@ -1,0 +1,151 @@
+//! `unshardCollection` (mongos ≥ 8.0): a sharded collection becomes an
+//! unsharded one, every document gathered on the database's primary shard
+//! (where this router keeps unsharded collections) while clients read and
+//! write — the resharding copy with a single chunk on the primary, then,
+//! under the whole-collection write hold, the collection's metadata goes
+//! (held writes then go to the primary, as after a `drop`) and the other
+//! shards' copies are dropped.
+
+use bson::{doc, Document};
+use shardgate_config_store::shard_key::ShardKeyPattern;
+use std::sync::Arc;
+
+use super::{copy, delete_orphans, lock, plan, remove_copies, start};
+use crate::catalog_cache::routing::RESHARD_COMMITTING;
+use crate::commands::admin::admin_only;
+use crate::commands::sharding::{key_error, name_arg, split_ns};
+use crate::error::{Result, RouterError};
+use crate::session::Namespace;
+use crate::shards::run_on_shard;
+use crate::state::RouterState;
+use shardgate_config_store::model::{CollectionType, OrphanRange};
+
+/// `unshardCollection`; a `toShard` other than the database's primary is
+/// refused (IllegalOperation): unsharded collections live on the primary.
+pub(crate) async fn unshard(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
+    admin_only(req)?;
+    let ns = name_arg(req, "a namespace string")?;
+    let (db, _) = split_ns(ns)?;
+    if state.catalog.collection(ns).await?.is_none() {
+        return Err(RouterError::command(
+            118,
+            "NamespaceNotSharded",
+            format!("{ns} is not sharded"),
+        ));
+    }
+    let database = state.catalog.database(db).await?.ok_or_else(|| {
+        RouterError::command(26, "NamespaceNotFound", format!("database {db} not found"))
+    })?;
+    if let Ok(to) = req.body.get_str("toShard") {
+        state.placement.shard(to)?;
+        if to != database.primary {
+            return Err(RouterError::command(
+                20,
+                "IllegalOperation",
+                format!("shardgate keeps unsharded collections on the database's primary shard {}; unshard to it, then movePrimary to move the database", database.primary),
+            ));
+        }
+    }
+    let held = lock::hold(state, ns, "unshardCollection").await?;
+    let outcome = unshard_held(state, ns, &database.primary).await;
+    let _ = state.catalog.clear_migration_acks(ns).await;
+    held.release().await;
+    let _ = state.routing.refresh(&state.catalog, ns).await;
+    outcome.map(|()| Document::new())
+}
+
+use crate::session::Request;
+
+async fn unshard_held(state: &RouterState, ns: &str, primary: &str) -> Result<()> {
+    let mut coll = state.catalog.sharded_collection(ns).await?;
+    if coll.resharding.is_some() {
+        remove_copies(state, &coll).await?;
+        coll = state.catalog.sharded_collection(ns).await?;
+    }
+    if !state.catalog.migrations(ns).await?.is_empty() {
+        return Err(RouterError::command(
+            117,
+            "ConflictingOperationInProgress",
+            format!("{ns} has a migration pending; retry once it finishes"),
+        ));
+    }
+    if !state.catalog.orphan_ranges(ns).await?.is_empty() {
+        delete_orphans(state, &coll).await?;
+    }
+    let layout = plan::onto(state, &coll, primary).await?;
+    let hiding = plan::orphans_of(ns, &layout.old_pattern, &layout.old_chunks, &layout.shards);
+    let pattern = layout.new_pattern.clone();
+    let copied = match start(state, &mut coll, &pattern, &hiding).await {
+        Ok(()) => copy::run(state, &coll, &layout).await,
+        Err(e) => Err(e),
+    };
+    let fresh = state.catalog.sharded_collection(ns).await?;
+    let outcome = match copied {
+        Ok(streams) if !fresh.resharding.as_ref().is_some_and(|r| r.abort) => {
+            commit(state, &fresh, &layout, &hiding, streams).await
+        }
+        Ok(streams) => {
+            copy::close(state, streams).await;
+            Err(RouterError::command(
+                341,
+                "ReshardCollectionAborted",
+                format!("the unsharding of {ns} was aborted"),
+            ))
+        }
+        Err(e) => Err(e),
+    };
+    if outcome.is_err() {
+        if let Some(now) = state.catalog.collection(ns).await? {
+            if now.resharding.is_some() {
+                remove_copies(state, &now).await?;
+            }
+        }
+    }
+    outcome
+}
+
+/// Writes held, the last events applied, the metadata removed, the other
+/// shards' copies dropped.
+async fn commit(
+    state: &RouterState,
+    coll: &CollectionType,
+    layout: &plan::Layout,
+    hiding: &[OrphanRange],
+    streams: copy::Streams,
+) -> Result<()> {
+    let mut committing = coll.clone();
+    if let Some(r) = committing.resharding.as_mut() {
+        r.state = RESHARD_COMMITTING.to_owned();
+    }
+    state.catalog.update_collection(&committing).await?;
+    state.routing.refresh(&state.catalog, &coll.ns).await?;
+    crate::write::critical::acknowledge(state, &coll.ns).await;
+    let drained = async {
+        crate::ddl::drop::await_writes_held(state, &coll.ns, &coll.key).await?;
+        copy::drain(state, coll, layout, streams).await
+    };
+    if let Err(e) = drained.await {
+        state.catalog.update_collection(coll).await?;
+        return Err(e);
+    }
+    let old = ShardKeyPattern::parse(&coll.key).map_err(key_error)?;
+    state.catalog.drop_collection(&coll.ns).await?;
+    for orphan in hiding {
+        state.catalog.remove_orphan_range(&old, orphan).await?;
+    }
+    state.routing.refresh(&state.catalog, &coll.ns).await?;
+    let Namespace { db, coll: name } = Namespace::parse(&coll.ns);
+    let primary = &layout.new_chunks[0].2;
+    for shard in layout.shards.iter().filter(|s| s.id != *primary) {
+        match run_on_shard(state, shard, doc! {"drop": name, "$db": db}).await {
+            Ok(_) => {}
+            Err(e) if e.code().0 == 26 => {}
+            Err(e) => {
+                tracing::warn!(shard = %shard.id, error = %e, "could not drop the unsharded collection's copy")
+            }
+        }
+    }
+    let details = doc! {"toShard": primary, "oldKey": &coll.key};
+    crate::commands::cluster::log_change(state, "unshardCollection", &coll.ns, details).await;
+    Ok(())
+}
