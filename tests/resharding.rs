@@ -265,6 +265,20 @@ async fn resharding_under_writes_matches_an_unsharded_server() {
         let expected = reference.count_documents(doc! {"k": k}).await.unwrap();
         assert_eq!(got, expected, "k {k}");
     }
+
+    // And from the hashed key to a compound one.
+    let writes = reshard_under_writes(
+        &client,
+        (&router, &reference),
+        doc! {"g": 1, "_id": 1},
+        200_000,
+    )
+    .await;
+    assert!(
+        writes > 20,
+        "clients wrote during the third resharding ({writes})"
+    );
+    same(&all(&router).await, &all(&reference).await);
 }
 
 /// Reshards `rs.c` to `key` (6 chunks) while a client writes (write
