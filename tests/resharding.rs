@@ -537,3 +537,108 @@ async fn unsharding_under_writes_gathers_everything_on_the_primary() {
     let code = support::admin_error(&client, doc! {"unshardCollection": "rs.c"}).await;
     assert_eq!(code, 118, "NamespaceNotSharded");
 }
+
+/// What a resharding leaves when its router dies mid-copy (the mark, the
+/// orphan ranges hiding the copies, some copies): reads stay exact, and
+/// the balancer, finding the collection's DDL lock free, deletes the
+/// copies and the mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_balancer_undoes_a_resharding_whose_router_died() {
+    use shardgate_config_store::model::{OrphanRange, ReshardingFields};
+    use shardgate_config_store::shard_key::ShardKeyPattern;
+    let cluster = TestCluster::start_with(3, config(), false).await;
+    let client = cluster.client().await;
+    admin(&client, doc! {"balancerStop": 1}).await;
+    admin(
+        &client,
+        doc! {"enableSharding": "dd", "primaryShard": "shard0000"},
+    )
+    .await;
+    admin(&client, doc! {"shardCollection": "dd.c", "key": {"k": 1}}).await;
+    admin(&client, doc! {"split": "dd.c", "middle": {"k": 500}}).await;
+    admin(
+        &client,
+        doc! {"moveChunk": "dd.c", "find": {"k": 500}, "to": "shard0001", "_waitForDelete": true},
+    )
+    .await;
+    let coll = client.database("dd").collection::<Document>("c");
+    coll.insert_many((0..1000i64).map(|i| doc! {"_id": i, "k": i, "g": i % 10}))
+        .await
+        .unwrap();
+
+    let catalog = shardgate_config_store::Catalog::new(cluster.router.store());
+    let mut entry = catalog.sharded_collection("dd.c").await.unwrap();
+    entry.resharding = Some(ReshardingFields {
+        key: doc! {"g": 1},
+        state: "cloning".into(),
+        abort: false,
+        commit: false,
+    });
+    catalog.update_collection(&entry).await.unwrap();
+    let pattern = ShardKeyPattern::parse(&doc! {"k": 1}).unwrap();
+    let hidden = [
+        ("shard0000", doc! {"k": 500}, doc! {"k": bson::Bson::MaxKey}),
+        ("shard0001", doc! {"k": bson::Bson::MinKey}, doc! {"k": 500}),
+        (
+            "shard0002",
+            doc! {"k": bson::Bson::MinKey},
+            doc! {"k": bson::Bson::MaxKey},
+        ),
+    ];
+    for (shard, min, max) in hidden {
+        let range = OrphanRange {
+            ns: "dd.c".into(),
+            shard: shard.into(),
+            min,
+            max,
+        };
+        catalog.add_orphan_range(&pattern, &range).await.unwrap();
+    }
+    let copies: Vec<Document> = (0..100i64)
+        .map(|i| doc! {"_id": i, "k": i, "g": i % 10})
+        .collect();
+    direct_client(&cluster.shards[2])
+        .await
+        .database("dd")
+        .collection::<Document>("c")
+        .insert_many(copies)
+        .await
+        .unwrap();
+    let mut counted = 0;
+    for _ in 0..50 {
+        counted = coll.count_documents(doc! {}).await.unwrap();
+        if counted == 1000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted, 1000, "the copies stay hidden");
+
+    admin(&client, doc! {"balancerStart": 1}).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let entry = catalog.sharded_collection("dd.c").await.unwrap();
+        let on_third = direct_client(&cluster.shards[2])
+            .await
+            .database("dd")
+            .collection::<Document>("c")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
+        let ranges = catalog.orphan_ranges("dd.c").await.unwrap();
+        if entry.resharding.is_none() && on_third == 0 && ranges.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mark {:?}, {on_third} copies, {} ranges left",
+            entry.resharding,
+            ranges.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1000);
+    // And it reshards again as usual.
+    admin(&client, doc! {"reshardCollection": "dd.c", "key": {"g": 1}}).await;
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1000);
+}

@@ -25,8 +25,10 @@ pub(crate) async fn recover(state: &Arc<Balancer>, guard: &LockGuard) -> Result<
         let Ok(pattern) = ShardKeyPattern::parse(&coll.key) else {
             continue;
         };
-        // A resharding's orphan ranges hide its copies until it commits.
+        // A resharding's orphan ranges hide its copies until it commits; one
+        // whose router died (its DDL lock is free) is undone here.
         if coll.resharding.is_some() {
+            undo_dead_resharding(state, &coll, &pattern).await?;
             continue;
         }
         for m in state.catalog.migrations(&coll.ns).await? {
@@ -52,6 +54,56 @@ pub(crate) async fn recover(state: &Arc<Balancer>, guard: &LockGuard) -> Result<
         }
     }
     Ok(())
+}
+
+/// Undoes a resharding whose router died: under the collection's DDL lock
+/// (not taken: it still runs), each shard's copies in the orphan ranges
+/// hiding them are deleted, then the ranges and the mark (which also
+/// releases writes a commit that never happened was holding).
+async fn undo_dead_resharding(
+    state: &Balancer,
+    coll: &shardgate_config_store::model::CollectionType,
+    pattern: &ShardKeyPattern,
+) -> Result<()> {
+    let name = shardgate_config_store::catalog::ddl_lock_name(&coll.ns);
+    let ttl = std::time::Duration::from_secs(5);
+    let wait = std::time::Duration::ZERO;
+    let why = "resharding recovery";
+    let acquired = shardgate_config_store::catalog::LeaseLock::acquire(
+        &state.catalog,
+        &name,
+        state.id(),
+        why,
+        ttl,
+        wait,
+    )
+    .await?;
+    let Some(held) = acquired else {
+        return Ok(());
+    };
+    tracing::info!(ns = %coll.ns, "undoing a resharding whose router died");
+    let undone = async {
+        for orphan in state.catalog.orphan_ranges(&coll.ns).await? {
+            let m = MigrationType {
+                ns: orphan.ns.clone(),
+                min: orphan.min.clone(),
+                max: orphan.max.clone(),
+                from_shard: orphan.shard.clone(),
+                to_shard: String::new(),
+                state: MigrationState::Aborted,
+                fencing: 0,
+            };
+            delete_range(state, &orphan.shard, pattern, &m).await?;
+            state.catalog.remove_orphan_range(pattern, &orphan).await?;
+        }
+        let mut restored = state.catalog.sharded_collection(&coll.ns).await?;
+        restored.resharding = None;
+        state.catalog.update_collection(&restored).await?;
+        Ok::<_, crate::error::BalancerError>(())
+    };
+    let outcome = undone.await;
+    held.release().await;
+    outcome
 }
 
 /// Deletes a left orphan range now when there is no grace period, else

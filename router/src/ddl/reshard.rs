@@ -24,8 +24,9 @@
 //!
 //! Any failure before the commit (or `abortReshardCollection`) deletes the
 //! copies and restores the collection as it was. A router that died
-//! mid-way leaves the mark; `abortReshardCollection` or the next
-//! `reshardCollection` cleans it up the same way.
+//! mid-way leaves the mark: the balancer undoes it once it finds the
+//! collection's DDL lock free (so do `abortReshardCollection` and the next
+//! `reshardCollection`).
 
 mod copy;
 mod plan;
