@@ -94,14 +94,7 @@ pub(crate) async fn reshard(state: &Arc<RouterState>, req: &Request<'_>) -> Resu
 pub(crate) async fn commit_now(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
     admin_only(req)?;
     let ns = name_arg(req, "a namespace string")?;
-    let Some(mut coll) = state.catalog.collection(ns).await? else {
-        return Err(no_resharding(ns));
-    };
-    let Some(fields) = coll.resharding.as_mut() else {
-        return Err(no_resharding(ns));
-    };
-    fields.commit = true;
-    state.catalog.update_collection(&coll).await?;
+    flag(state, ns, |r| r.commit = true).await?;
     Ok(Document::new())
 }
 
@@ -110,21 +103,7 @@ pub(crate) async fn commit_now(state: &Arc<RouterState>, req: &Request<'_>) -> R
 pub(crate) async fn abort(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
     admin_only(req)?;
     let ns = name_arg(req, "a namespace string")?;
-    let Some(mut coll) = state.catalog.collection(ns).await? else {
-        return Err(no_resharding(ns));
-    };
-    let Some(fields) = coll.resharding.as_mut() else {
-        return Err(no_resharding(ns));
-    };
-    if fields.state == RESHARD_COMMITTING {
-        return Err(RouterError::command(
-            340,
-            "ReshardCollectionCommitted",
-            format!("the resharding of {ns} is committing"),
-        ));
-    }
-    fields.abort = true;
-    state.catalog.update_collection(&coll).await?;
+    flag(state, ns, |r| r.abort = true).await?;
     // The running resharding sees the flag between passes and cleans up;
     // without one (its router died), the lock is free: clean up here.
     if let Ok(held) = lock::hold(state, ns, "abortReshardCollection").await {
@@ -278,11 +257,13 @@ async fn commit(
     hiding: &[OrphanRange],
     streams: copy::Streams,
 ) -> Result<()> {
-    let mut committing = coll.clone();
-    if let Some(r) = committing.resharding.as_mut() {
-        r.state = RESHARD_COMMITTING.to_owned();
-    }
-    state.catalog.update_collection(&committing).await?;
+    let committing = match enter_commit(state, &coll.ns).await {
+        Ok(c) => c,
+        Err(e) => {
+            copy::close(state, streams).await;
+            return Err(e);
+        }
+    };
     state.routing.refresh(&state.catalog, &coll.ns).await?;
     crate::write::critical::acknowledge(state, &coll.ns).await;
     let held = std::time::Instant::now();
@@ -340,6 +321,61 @@ async fn commit(
     crate::change_streams::ddl_events::record(state, &coll.ns, "reshardCollection", desc, uuid)
         .await;
     Ok(())
+}
+
+/// The state becomes `committing` (every router then holds writes), in
+/// one compare-and-swap with `abortReshardCollection`'s flag: aborted, it
+/// stays as it is (ReshardCollectionAborted).
+async fn enter_commit(state: &RouterState, ns: &str) -> Result<CollectionType> {
+    let entry = state
+        .catalog
+        .change_collection(ns, |c| match c.resharding.as_mut() {
+            Some(r) if !r.abort => {
+                r.state = RESHARD_COMMITTING.to_owned();
+                true
+            }
+            _ => false,
+        })
+        .await?;
+    match entry {
+        Some(c)
+            if c.resharding
+                .as_ref()
+                .is_some_and(|r| r.state == RESHARD_COMMITTING) =>
+        {
+            Ok(c)
+        }
+        _ => Err(RouterError::command(
+            341,
+            "ReshardCollectionAborted",
+            format!("the resharding of {ns} was aborted"),
+        )),
+    }
+}
+
+/// Sets a flag of the resharding in progress (not once it commits), in
+/// one compare-and-swap; NoSuchReshardCollection without one,
+/// ReshardCollectionCommitted once committing.
+async fn flag(state: &RouterState, ns: &str, set: fn(&mut ReshardingFields)) -> Result<()> {
+    let entry = state
+        .catalog
+        .change_collection(ns, |c| match c.resharding.as_mut() {
+            Some(r) if r.state != RESHARD_COMMITTING => {
+                set(r);
+                true
+            }
+            _ => false,
+        })
+        .await?;
+    match entry.and_then(|c| c.resharding) {
+        None => Err(no_resharding(ns)),
+        Some(r) if r.state == RESHARD_COMMITTING => Err(RouterError::command(
+            340,
+            "ReshardCollectionCommitted",
+            format!("the resharding of {ns} is committing"),
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Deletes each shard's documents in the orphan ranges recorded under the

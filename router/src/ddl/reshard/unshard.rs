@@ -11,7 +11,6 @@ use shardgate_config_store::shard_key::ShardKeyPattern;
 use std::sync::Arc;
 
 use super::{copy, delete_orphans, lock, plan, remove_copies, start};
-use crate::catalog_cache::routing::RESHARD_COMMITTING;
 use crate::commands::admin::admin_only;
 use crate::commands::sharding::{key_error, name_arg, split_ns};
 use crate::error::{Result, RouterError};
@@ -113,11 +112,10 @@ async fn commit(
     hiding: &[OrphanRange],
     streams: copy::Streams,
 ) -> Result<()> {
-    let mut committing = coll.clone();
-    if let Some(r) = committing.resharding.as_mut() {
-        r.state = RESHARD_COMMITTING.to_owned();
+    if let Err(e) = super::enter_commit(state, &coll.ns).await {
+        copy::close(state, streams).await;
+        return Err(e);
     }
-    state.catalog.update_collection(&committing).await?;
     state.routing.refresh(&state.catalog, &coll.ns).await?;
     crate::write::critical::acknowledge(state, &coll.ns).await;
     let drained = async {
