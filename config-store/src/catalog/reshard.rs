@@ -5,7 +5,7 @@
 //! with its orphan ranges or the new one with its own, never a mix.
 
 use super::sharding::{check_tiling, orphan_key, range_key};
-use super::{encode, Catalog};
+use super::{decode, encode, Catalog};
 use crate::error::{Result, StoreError};
 use crate::model::keys::{CHUNKS, COLLECTIONS, TAGS};
 use crate::model::{ChunkType, CollectionType, OrphanRange, TagType};
@@ -31,6 +31,33 @@ pub struct ReshardCommit<'a> {
 }
 
 impl Catalog {
+    /// Changes the collection entry of `ns` with `change` as one
+    /// compare-and-swap (read again and retried when another writer got in
+    /// between). `change` returns false to leave the entry as it is. The
+    /// entry as it is afterwards; `None` when `ns` is not sharded.
+    pub async fn change_collection(
+        &self,
+        ns: &str,
+        mut change: impl FnMut(&mut CollectionType) -> bool,
+    ) -> Result<Option<CollectionType>> {
+        let key = format!("{COLLECTIONS}{ns}");
+        loop {
+            let Some(current) = self.store().get(&key).await? else {
+                return Ok(None);
+            };
+            let mut coll: CollectionType = decode(&key, &current.value)?;
+            if !change(&mut coll) {
+                return Ok(Some(coll));
+            }
+            let txn = Txn::default()
+                .unchanged(&key, current.mod_revision)
+                .put(&key, encode(&coll)?);
+            if matches!(self.store().txn(txn).await?, TxnOutcome::Committed(_)) {
+                return Ok(Some(coll));
+            }
+        }
+    }
+
     /// Commits a resharding (see the module). ConflictingOperationInProgress
     /// when a chunk changed since it was read.
     pub async fn commit_reshard(&self, c: &ReshardCommit<'_>) -> Result<()> {

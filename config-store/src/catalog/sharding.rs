@@ -506,33 +506,6 @@ impl Catalog {
     }
 
     /// Updates fields of a collection entry (noBalance, chunk size).
-    /// Changes the collection entry of `ns` with `change` as one
-    /// compare-and-swap (read again and retried when another writer got in
-    /// between). `change` returns false to leave the entry as it is. The
-    /// entry as it is afterwards; `None` when `ns` is not sharded.
-    pub async fn change_collection(
-        &self,
-        ns: &str,
-        mut change: impl FnMut(&mut CollectionType) -> bool,
-    ) -> Result<Option<CollectionType>> {
-        let key = format!("{COLLECTIONS}{ns}");
-        loop {
-            let Some(current) = self.store().get(&key).await? else {
-                return Ok(None);
-            };
-            let mut coll: CollectionType = decode(&key, &current.value)?;
-            if !change(&mut coll) {
-                return Ok(Some(coll));
-            }
-            let txn = Txn::default()
-                .unchanged(&key, current.mod_revision)
-                .put(&key, encode(&coll)?);
-            if matches!(self.store().txn(txn).await?, TxnOutcome::Committed(_)) {
-                return Ok(Some(coll));
-            }
-        }
-    }
-
     pub async fn update_collection(&self, coll: &CollectionType) -> Result<()> {
         let key = format!("{COLLECTIONS}{}", coll.ns);
         self.store()
