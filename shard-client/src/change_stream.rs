@@ -242,22 +242,46 @@ pub async fn upsert_kept(
         return Ok(());
     }
     let find = doc! {"find": coll, "filter": {"_id": {"$in": ids}}, "$db": db};
-    let others: BTreeSet<String> = ShardCursor::open(client.clone(), dest, &raw(dest, &find)?)
+    let held = ShardCursor::open(client.clone(), dest, &raw(dest, &find)?)
         .await?
         .all()
-        .await?
+        .await?;
+    let present: BTreeSet<String> = held
+        .iter()
+        .filter_map(id_of)
+        .map(|id| id.to_string())
+        .collect();
+    let others: BTreeSet<String> = held
         .iter()
         .filter(|d| !(kept.keep)(d) && !kept.replaces.is_some_and(|r| r(d)))
         .filter_map(id_of)
         .map(|id| id.to_string())
         .collect();
-    let mut updates = Vec::with_capacity(docs.len());
+    // Documents the destination lacks are inserted (much cheaper than an
+    // upsert on a shard server); the others it may replace are upserted.
+    let (mut inserts, mut updates) = (Vec::new(), Vec::new());
     for d in docs {
         let (Some(id), Ok(doc)) = (id_of(d), Document::try_from(d.as_ref())) else {
             continue;
         };
-        if !others.contains(&id.to_string()) {
+        let key = id.to_string();
+        if !present.contains(&key) {
+            inserts.push(doc);
+        } else if !others.contains(&key) {
             updates.push(doc! {"q": {"_id": id}, "u": doc, "upsert": true});
+        }
+    }
+    if !inserts.is_empty() {
+        let insert =
+            doc! {"insert": coll, "documents": inserts.clone(), "ordered": true, "$db": db};
+        let reply = crate::migration_write(client.as_ref(), dest, &raw(dest, &insert)?).await?;
+        if reply.get_array("writeErrors").is_ok() {
+            // One arrived since the look (the transaction is gone): upsert
+            // them all, leaving out any that meets another document.
+            updates.extend(inserts.into_iter().filter_map(|d| {
+                let id = d.get("_id").cloned()?;
+                Some(doc! {"q": {"_id": id}, "u": d, "upsert": true})
+            }));
         }
     }
     update_skipping_duplicates(client, dest, (db, coll), updates).await

@@ -190,7 +190,7 @@ async fn clone_donor(
                 guard: &none,
                 replaces: Some(&stale),
             };
-            for part in docs.chunks(500) {
+            for part in docs.chunks(2_000) {
                 shardgate_shard_client::upsert_kept(
                     &state.shards,
                     target(to),
