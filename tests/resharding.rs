@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bson::{doc, Document};
+use futures::FutureExt;
 use futures::TryStreamExt;
 use mongodb::Collection;
+use shardgate::shard_process::ShardProcess;
 use support::{admin, direct_client, TestCluster};
 
 fn config() -> shardgate_router::RouterConfig {
@@ -22,6 +24,61 @@ fn config() -> shardgate_router::RouterConfig {
         orphan_cleanup_delay_secs: 0,
         ..Default::default()
     }
+}
+
+/// `db.c` sharded on `{k: 1}` with `db`'s primary `primary`, split at each
+/// of `moves`' keys and that chunk moved to its shard.
+async fn spread(client: &mongodb::Client, db: &str, primary: &str, moves: &[(i64, &str)]) {
+    admin(client, doc! {"enableSharding": db, "primaryShard": primary}).await;
+    let ns = format!("{db}.c");
+    admin(client, doc! {"shardCollection": &ns, "key": {"k": 1}}).await;
+    for (middle, to) in moves {
+        admin(client, doc! {"split": &ns, "middle": {"k": middle}}).await;
+        let mv = doc! {"moveChunk": &ns, "find": {"k": middle}, "to": *to, "_waitForDelete": true};
+        admin(client, mv).await;
+    }
+}
+
+/// The reference: one unsharded server's `rs.c`; both it and `router` get
+/// `docs(3000)`. The server lives as long as the second value.
+async fn reference_with_docs(
+    router: &Collection<Document>,
+) -> (Collection<Document>, (tempfile::TempDir, Vec<ShardProcess>)) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::start_shards(dir.path(), 1, false).await;
+    let reference = direct_client(&server[0])
+        .await
+        .database("rs")
+        .collection::<Document>("c");
+    router.insert_many(docs(3000)).await.unwrap();
+    reference.insert_many(docs(3000)).await.unwrap();
+    (reference, (dir, server))
+}
+
+/// Runs `op` while a client writes (write numbers from `first`, each also
+/// applied to `reference`); returns how many writes it made.
+async fn under_writes(
+    (router, reference): (&Collection<Document>, &Collection<Document>),
+    first: i64,
+    op: impl std::future::Future<Output = ()>,
+) -> i64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (router, reference, stop) = (router.clone(), reference.clone(), stop.clone());
+        async move {
+            let mut i = first;
+            while !stop.load(Ordering::SeqCst) {
+                write(&router, &reference, i).await;
+                i += 1;
+            }
+            i - first
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    op.await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap()
 }
 
 fn docs(n: i64) -> Vec<Document> {
@@ -106,29 +163,15 @@ async fn resharding_under_writes_matches_an_unsharded_server() {
     let cluster = TestCluster::start_with(3, config(), false).await;
     let client = cluster.client().await;
     admin(&client, doc! {"balancerStop": 1}).await;
-    admin(
+    spread(
         &client,
-        doc! {"enableSharding": "rs", "primaryShard": "shard0000"},
+        "rs",
+        "shard0000",
+        &[(200, "shard0001"), (450, "shard0002"), (800, "shard0001")],
     )
     .await;
-    admin(&client, doc! {"shardCollection": "rs.c", "key": {"k": 1}}).await;
-    for (middle, to) in [(200, "shard0001"), (450, "shard0002"), (800, "shard0001")] {
-        admin(&client, doc! {"split": "rs.c", "middle": {"k": middle}}).await;
-        admin(
-            &client,
-            doc! {"moveChunk": "rs.c", "find": {"k": middle}, "to": to, "_waitForDelete": true},
-        )
-        .await;
-    }
     let router = client.database("rs").collection::<Document>("c");
-    let dir = tempfile::tempdir().unwrap();
-    let reference_server = support::start_shards(dir.path(), 1, false).await;
-    let reference = direct_client(&reference_server[0])
-        .await
-        .database("rs")
-        .collection::<Document>("c");
-    router.insert_many(docs(3000)).await.unwrap();
-    reference.insert_many(docs(3000)).await.unwrap();
+    let (reference, _reference_server) = reference_with_docs(&router).await;
 
     // Not a mongos refusal: unknown collection, same key (a no-op), no
     // resharding to abort.
@@ -285,31 +328,12 @@ async fn resharding_under_writes_matches_an_unsharded_server() {
 /// numbers from `first`); returns how many writes it made.
 async fn reshard_under_writes(
     client: &mongodb::Client,
-    (router, reference): (&Collection<Document>, &Collection<Document>),
+    colls: (&Collection<Document>, &Collection<Document>),
     key: Document,
     first: i64,
 ) -> i64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn({
-        let (router, reference, stop) = (router.clone(), reference.clone(), stop.clone());
-        async move {
-            let mut i = first;
-            while !stop.load(Ordering::SeqCst) {
-                write(&router, &reference, i).await;
-                i += 1;
-            }
-            i - first
-        }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    admin(
-        client,
-        doc! {"reshardCollection": "rs.c", "key": key, "numInitialChunks": 6},
-    )
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
-    writer.await.unwrap()
+    let cmd = doc! {"reshardCollection": "rs.c", "key": key, "numInitialChunks": 6};
+    under_writes(colls, first, admin(client, cmd).map(|_| ())).await
 }
 
 /// The same documents, the first difference shown (not all of them).
@@ -327,18 +351,7 @@ fn same(got: &[Document], want: &[Document]) {
 async fn an_aborted_resharding_leaves_the_collection_as_it_was() {
     let cluster = TestCluster::start(3).await;
     let client = cluster.client().await;
-    admin(
-        &client,
-        doc! {"enableSharding": "ab", "primaryShard": "shard0000"},
-    )
-    .await;
-    admin(&client, doc! {"shardCollection": "ab.c", "key": {"k": 1}}).await;
-    admin(&client, doc! {"split": "ab.c", "middle": {"k": 500}}).await;
-    admin(
-        &client,
-        doc! {"moveChunk": "ab.c", "find": {"k": 500}, "to": "shard0001", "_waitForDelete": true},
-    )
-    .await;
+    spread(&client, "ab", "shard0000", &[(500, "shard0001")]).await;
     let coll = client.database("ab").collection::<Document>("c");
     let n = 20_000i64;
     let docs: Vec<Document> = (0..n)
@@ -471,29 +484,15 @@ async fn resharding_with_zones_places_the_zoned_chunks() {
 async fn unsharding_under_writes_gathers_everything_on_the_primary() {
     let cluster = TestCluster::start(3).await;
     let client = cluster.client().await;
-    admin(
+    spread(
         &client,
-        doc! {"enableSharding": "rs", "primaryShard": "shard0001"},
+        "rs",
+        "shard0001",
+        &[(300, "shard0000"), (700, "shard0002")],
     )
     .await;
-    admin(&client, doc! {"shardCollection": "rs.c", "key": {"k": 1}}).await;
-    for (middle, to) in [(300, "shard0000"), (700, "shard0002")] {
-        admin(&client, doc! {"split": "rs.c", "middle": {"k": middle}}).await;
-        admin(
-            &client,
-            doc! {"moveChunk": "rs.c", "find": {"k": middle}, "to": to, "_waitForDelete": true},
-        )
-        .await;
-    }
     let router = client.database("rs").collection::<Document>("c");
-    let dir = tempfile::tempdir().unwrap();
-    let reference_server = support::start_shards(dir.path(), 1, false).await;
-    let reference = direct_client(&reference_server[0])
-        .await
-        .database("rs")
-        .collection::<Document>("c");
-    router.insert_many(docs(3000)).await.unwrap();
-    reference.insert_many(docs(3000)).await.unwrap();
+    let (reference, _reference_server) = reference_with_docs(&router).await;
     let code = support::admin_error(
         &client,
         doc! {"unshardCollection": "rs.c", "toShard": "shard0002"},
@@ -501,23 +500,8 @@ async fn unsharding_under_writes_gathers_everything_on_the_primary() {
     .await;
     assert_eq!(code, 20, "only onto the primary");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn({
-        let (router, reference, stop) = (router.clone(), reference.clone(), stop.clone());
-        async move {
-            let mut i = 1;
-            while !stop.load(Ordering::SeqCst) {
-                write(&router, &reference, i).await;
-                i += 1;
-            }
-            i - 1
-        }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    admin(&client, doc! {"unshardCollection": "rs.c"}).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
-    assert!(writer.await.unwrap() > 20);
+    let unshard = admin(&client, doc! {"unshardCollection": "rs.c"}).map(|_| ());
+    assert!(under_writes((&router, &reference), 1, unshard).await > 20);
 
     let colls = support::config_docs(&client, "collections", doc! {"_id": "rs.c"}, doc! {}).await;
     assert!(colls.is_empty(), "no longer sharded");
@@ -549,18 +533,7 @@ async fn the_balancer_undoes_a_resharding_whose_router_died() {
     let cluster = TestCluster::start_with(3, config(), false).await;
     let client = cluster.client().await;
     admin(&client, doc! {"balancerStop": 1}).await;
-    admin(
-        &client,
-        doc! {"enableSharding": "dd", "primaryShard": "shard0000"},
-    )
-    .await;
-    admin(&client, doc! {"shardCollection": "dd.c", "key": {"k": 1}}).await;
-    admin(&client, doc! {"split": "dd.c", "middle": {"k": 500}}).await;
-    admin(
-        &client,
-        doc! {"moveChunk": "dd.c", "find": {"k": 500}, "to": "shard0001", "_waitForDelete": true},
-    )
-    .await;
+    spread(&client, "dd", "shard0000", &[(500, "shard0001")]).await;
     let coll = client.database("dd").collection::<Document>("c");
     coll.insert_many((0..1000i64).map(|i| doc! {"_id": i, "k": i, "g": i % 10}))
         .await
