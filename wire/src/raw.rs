@@ -52,43 +52,97 @@ impl<'a> Elements<'a> {
         })
     }
 
-    /// The first element named `key`, `Ok(None)` when there is none.
+    /// The first element named `key`, `Ok(None)` when there is none. The
+    /// elements before it are checked for their structure (type, sizes)
+    /// but, unlike the iterator, not for their names' UTF-8: a name that
+    /// equals `key` is valid, and the others are only stepped over.
     #[inline]
     pub fn find(mut self, key: &[u8]) -> Result<Option<Element<'a>>, Malformed> {
-        for element in &mut self {
-            let element = element?;
-            if element.key == key {
-                return Ok(Some(element));
+        while self.pos < self.end {
+            let span = self.span()?;
+            self.pos = span.value_end;
+            if span.name(self.bytes) == key {
+                return Ok(Some(span.element(self.bytes)));
             }
         }
         Ok(None)
     }
 
+    /// The next element's type byte and value bytes (an array's items need
+    /// no names), `Ok(None)` at the end; its name is not checked for UTF-8.
+    #[inline]
+    pub fn next_value(&mut self) -> Result<Option<(u8, &'a [u8])>, Malformed> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let span = self.span().inspect_err(|_| self.pos = self.end)?;
+        self.pos = span.value_end;
+        Ok(Some((
+            span.kind,
+            &self.bytes[span.value_start..span.value_end],
+        )))
+    }
+
     #[inline]
     fn next_element(&mut self) -> Result<Element<'a>, Malformed> {
-        let start = self.pos;
-        let kind = *self.bytes.get(start).ok_or(Malformed)?;
-        let rest = self.bytes.get(start + 1..self.end).ok_or(Malformed)?;
-        let nul = nul_position(rest).ok_or(Malformed)?;
-        let key = &rest[..nul];
+        let span = self.span()?;
+        let key = span.name(self.bytes);
         if !key.is_ascii() && std::str::from_utf8(key).is_err() {
             return Err(Malformed);
         }
+        self.pos = span.value_end;
+        Ok(span.element(self.bytes))
+    }
+
+    /// Where the element at the walk's position lies, its bounds checked
+    /// against the end of the document.
+    #[inline(always)]
+    fn span(&self) -> Result<Span, Malformed> {
+        let (bytes, start, end) = (self.bytes, self.pos, self.end);
+        let kind = *bytes.get(start).ok_or(Malformed)?;
+        let rest = bytes.get(start + 1..end).ok_or(Malformed)?;
+        let nul = nul_position(rest).ok_or(Malformed)?;
         let value_start = start + 1 + nul + 1;
-        let size = value_size(kind, self.bytes, value_start, self.end)?;
+        let size = value_size(kind, bytes, value_start, end)?;
         let value_end = value_start.checked_add(size).ok_or(Malformed)?;
-        let value = self.bytes.get(value_start..value_end).ok_or(Malformed)?;
-        if value_end > self.end {
+        if value_end > end {
             return Err(Malformed);
         }
-        self.pos = value_end;
-        Ok(Element {
+        Ok(Span {
             kind,
-            key,
-            value,
             start,
-            end: value_end,
+            value_start,
+            value_end,
         })
+    }
+}
+
+/// An element's offsets in its document: `value_end` is at most the
+/// document's end, the name runs from `start + 1` to the NUL before
+/// `value_start`.
+#[derive(Clone, Copy)]
+struct Span {
+    kind: u8,
+    start: usize,
+    value_start: usize,
+    value_end: usize,
+}
+
+impl Span {
+    #[inline(always)]
+    fn name(self, bytes: &[u8]) -> &[u8] {
+        &bytes[self.start + 1..self.value_start - 1]
+    }
+
+    #[inline(always)]
+    fn element(self, bytes: &[u8]) -> Element<'_> {
+        Element {
+            kind: self.kind,
+            key: self.name(bytes),
+            value: &bytes[self.value_start..self.value_end],
+            start: self.start,
+            end: self.value_end,
+        }
     }
 }
 
@@ -141,7 +195,7 @@ fn read_len(bytes: &[u8], at: usize) -> Result<usize, Malformed> {
 }
 
 /// The size of the value of type `kind` starting at `at` (before `end`).
-#[inline]
+#[inline(always)]
 fn value_size(kind: u8, bytes: &[u8], at: usize, end: usize) -> Result<usize, Malformed> {
     let cstring = |from: usize| -> Result<usize, Malformed> {
         let rest = bytes.get(from..end).ok_or(Malformed)?;
@@ -229,6 +283,23 @@ mod tests {
                 assert_eq!(nul_position(&bytes), expected, "{bytes:?}");
             }
         }
+    }
+
+    #[test]
+    fn next_value_steps_over_names() {
+        let doc = rawdoc! {"0": 1.5, "1": "x", "2": [1]};
+        let mut items = Elements::new(doc.as_bytes()).unwrap();
+        let mut kinds = Vec::new();
+        while let Some((kind, value)) = items.next_value().unwrap() {
+            kinds.push((kind, value.len()));
+        }
+        assert_eq!(kinds, vec![(0x01, 8), (0x02, 6), (0x04, 12)]);
+        let mut bad = doc.as_bytes().to_vec();
+        bad[18] = 200; // the string's length
+        let mut items = Elements::new(&bad).unwrap();
+        assert!(items.next_value().unwrap().is_some());
+        assert_eq!(items.next_value(), Err(Malformed));
+        assert_eq!(items.next_value(), Ok(None), "the walk stops at an error");
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct KWayMerge {
     streams: Vec<Stream>,
     /// The non-empty streams, a min-heap by (front key, index).
     heap: Vec<HeapEntry>,
+    /// How many streams are empty but may have more documents (a sorted
+    /// merge waits for them).
+    starving: usize,
     next_unsorted: usize,
 }
 
@@ -77,6 +80,7 @@ impl KWayMerge {
             spec,
             streams: (0..streams).map(|_| Stream::default()).collect(),
             heap: Vec::with_capacity(streams),
+            starving: streams,
             next_unsorted: 0,
         }
     }
@@ -88,6 +92,7 @@ impl KWayMerge {
             return;
         };
         let was_empty = stream.docs.is_empty();
+        let was_starving = was_empty && !stream.exhausted;
         let docs = docs.into_iter();
         stream.docs.reserve(docs.size_hint().0);
         match &self.spec {
@@ -102,6 +107,9 @@ impl KWayMerge {
             None => stream.docs.extend(docs.map(|d| (d, 0, 0))),
         }
         stream.exhausted |= done;
+        if was_starving && (done || !stream.docs.is_empty()) {
+            self.starving -= 1;
+        }
         if self.spec.is_some() && was_empty && !self.streams[i].docs.is_empty() {
             self.heap.push(self.streams[i].entry(i));
             self.sift_up(self.heap.len() - 1);
@@ -125,11 +133,15 @@ impl KWayMerge {
     }
 
     fn any_needs_refill(&self) -> bool {
-        match self.spec {
-            Some(_) => self
-                .streams
+        debug_assert_eq!(
+            self.starving,
+            self.streams
                 .iter()
-                .any(|s| s.docs.is_empty() && !s.exhausted),
+                .filter(|s| s.docs.is_empty() && !s.exhausted)
+                .count()
+        );
+        match self.spec {
+            Some(_) => self.starving > 0,
             None => !self.needs_refill().is_empty(),
         }
     }
@@ -155,6 +167,7 @@ impl KWayMerge {
         let (doc, _, _) = stream.docs.pop_front()?;
         if stream.docs.is_empty() {
             stream.keys.clear();
+            self.starving += usize::from(!stream.exhausted);
             let last = self.heap.len() - 1;
             self.heap.swap(0, last);
             self.heap.pop();
@@ -169,7 +182,9 @@ impl KWayMerge {
         let n = self.streams.len();
         for step in 0..n {
             let i = (self.next_unsorted + step) % n;
-            if let Some((doc, _, _)) = self.streams[i].docs.pop_front() {
+            let stream = &mut self.streams[i];
+            if let Some((doc, _, _)) = stream.docs.pop_front() {
+                self.starving += usize::from(stream.docs.is_empty() && !stream.exhausted);
                 self.next_unsorted = i;
                 return Some(doc);
             }

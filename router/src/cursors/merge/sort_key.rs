@@ -1,5 +1,6 @@
 //! `$sortKey`s as bytes: the order-preserving encoding of each sort value
-//! (the shard-key encoding, `shardgate_config_store::shard_key`), every byte
+//! (`shardgate_config_store::shard_key::encode_sort_value`: the shard-key
+//! encoding with a cheaper layout for numbers), every byte
 //! inverted for a descending field, concatenated; so two documents compare
 //! by `memcmp` of their keys exactly as MongoDB compares their sort values
 //! (numbers by value across types, type brackets, strings by bytes under
@@ -8,7 +9,9 @@
 use std::sync::Arc;
 
 use bson::{Bson, Document, RawDocument, RawDocumentBuf};
-use shardgate_config_store::shard_key::{encode_raw_string_bytes, encode_raw_value, encode_value};
+use shardgate_config_store::shard_key::{
+    encode_raw_sort_value, encode_raw_string_bytes, encode_sort_value,
+};
 use shardgate_wire::raw::Elements;
 
 use crate::collation::Collator;
@@ -122,29 +125,29 @@ impl SortSpec {
         if let Some(whole) = found.filter(|e| e.kind != ARRAY) {
             // A scalar key compares whole (a `$near` query's distance).
             if let Some(dir) = directions.clone().next() {
-                if encode_raw_value(whole.kind, whole.value, *dir < 0, out) {
+                if encode_raw_sort_value(whole.kind, whole.value, *dir < 0, out) {
                     directions.next();
                 }
             }
         }
         if let Some(array) = found.filter(|e| e.kind == ARRAY) {
-            let items = Elements::new(array.value).into_iter().flatten();
-            for item in items.map_while(Result::ok) {
+            let mut items = Elements::new(array.value).ok();
+            while let Some(Ok(Some((kind, value)))) = items.as_mut().map(Elements::next_value) {
                 let Some(dir) = directions.clone().next() else {
                     break;
                 };
                 // A malformed value is left out, as the parser's key did; a
                 // string that is not UTF-8 is a mongod's collation key.
                 let desc = *dir < 0;
-                if encode_raw_value(item.kind, item.value, desc, out)
-                    || (item.kind == STRING && encode_raw_string_bytes(item.value, desc, out))
+                if encode_raw_sort_value(kind, value, desc, out)
+                    || (kind == STRING && encode_raw_string_bytes(value, desc, out))
                 {
                     directions.next();
                 }
             }
         }
         for dir in directions {
-            encode_value(&Bson::Null, *dir < 0, out);
+            encode_sort_value(&Bson::Null, *dir < 0, out);
         }
         match found {
             Some(e) => Located::At(e.start, e.end),
@@ -192,7 +195,7 @@ impl SortSpec {
     /// The byte key of sort values already decoded (missing ones null).
     pub fn encode_values(&self, values: &[Bson], out: &mut Vec<u8>) {
         for (i, dir) in self.directions.iter().enumerate() {
-            encode_value(values.get(i).unwrap_or(&Bson::Null), *dir < 0, out);
+            encode_sort_value(values.get(i).unwrap_or(&Bson::Null), *dir < 0, out);
         }
     }
 }
