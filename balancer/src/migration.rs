@@ -548,7 +548,7 @@ impl Range {
         sort.insert("_id", 1);
         Ok(Range {
             pattern: pattern.clone(),
-            min_hex: hex(&min.0),
+            min_hex: hex(min.as_slice()),
             min,
             max,
             filter,

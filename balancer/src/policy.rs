@@ -365,7 +365,7 @@ mod tests {
     use super::*;
 
     fn k(n: u8) -> KeyBytes {
-        KeyBytes(vec![n])
+        KeyBytes::from(vec![n])
     }
 
     fn shard(id: &str, zones: &[&str]) -> Shard {

@@ -175,7 +175,7 @@ impl ChunkMap {
         };
         let global_min = lowest.clone();
         let global_max = crate::shard_key::global_max_matching(lowest.as_slice())
-            .map(KeyBytes)
+            .map(KeyBytes::from)
             .ok_or_else(|| ChunkMapError::NotGlobalMin {
                 found: global_min.clone(),
             })?;

@@ -27,6 +27,7 @@ mod fast;
 mod fast_tests;
 mod hash;
 mod key_bytes;
+mod md5_block;
 mod number;
 mod pattern;
 #[cfg(test)]

@@ -189,5 +189,5 @@ pub fn exact_key(pattern: &ShardKeyPattern, filter: &Document) -> Option<KeyByte
     for set in conj {
         key.extend_from_slice(set.single_point()?);
     }
-    Some(KeyBytes(key))
+    Some(KeyBytes::from(key))
 }

@@ -68,6 +68,18 @@ impl<'a> Elements<'a> {
         Ok(None)
     }
 
+    /// The next element, `Ok(None)` at the end; its name is not checked for
+    /// UTF-8 (for callers that only compare names with known ones).
+    #[inline]
+    pub fn step(&mut self) -> Result<Option<Element<'a>>, Malformed> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let span = self.span().inspect_err(|_| self.pos = self.end)?;
+        self.pos = span.value_end;
+        Ok(Some(span.element(self.bytes)))
+    }
+
     /// The next element's type byte and value bytes (an array's items need
     /// no names), `Ok(None)` at the end; its name is not checked for UTF-8.
     #[inline]

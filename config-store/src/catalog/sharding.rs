@@ -50,7 +50,7 @@ pub(crate) fn range_key(
     let encoded = pattern
         .encode_bound(min)
         .map_err(|e| StoreError::Invariant(e.to_string()))?;
-    Ok(format!("{prefix}{ns}/{}", hex(&encoded.0)))
+    Ok(format!("{prefix}{ns}/{}", hex(encoded.as_slice())))
 }
 
 fn hex(bytes: &[u8]) -> String {

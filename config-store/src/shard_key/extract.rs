@@ -45,7 +45,7 @@ impl ShardKeyPattern {
             };
             result.map_err(|err| ShardKeyError::from_value(name, err))?;
         }
-        Ok(KeyBytes(out))
+        Ok(KeyBytes::from(out))
     }
 
     /// The key from the raw bytes, or `None` when the full path must decide
@@ -64,8 +64,8 @@ impl ShardKeyPattern {
         let heads = &heads[..n];
         let mut found: [Option<Element<'_>>; MAX_FAST_FIELDS] = [None; MAX_FAST_FIELDS];
         let mut missing = n;
-        for element in Elements::new(doc).ok()? {
-            let element = element.ok()?;
+        let mut elements = Elements::new(doc).ok()?;
+        while let Some(element) = elements.step().ok()? {
             for (slot, head) in found.iter_mut().zip(heads) {
                 if slot.is_none() && *head == element.key {
                     *slot = Some(element);
@@ -76,26 +76,34 @@ impl ShardKeyPattern {
                 break;
             }
         }
-        let mut out = Vec::with_capacity(16 * n);
-        for ((top, head), (name, kind)) in found.iter().zip(heads).zip(&self.fields) {
-            let value = if head.len() == name.len() {
-                top_level(*top)?
-            } else {
-                descend(*top, name)?
-            };
-            let (k, value) = match value {
-                Some(e) => (e.kind, e.value),
-                None => (0x0A, &[][..]),
-            };
-            if *kind == KeyKind::Hashed {
-                out.push(NUMBER_TAG);
-                number::encode_i64(hash_scalar(k, value)?, &mut out);
-            } else if !encode_scalar(k, value, *kind == KeyKind::Descending, &mut out) {
-                return None;
+        SCRATCH.with_borrow_mut(|out| {
+            out.clear();
+            for ((top, head), (name, kind)) in found.iter().zip(heads).zip(&self.fields) {
+                let value = if head.len() == name.len() {
+                    top_level(*top)?
+                } else {
+                    descend(*top, name)?
+                };
+                let (k, value) = match value {
+                    Some(e) => (e.kind, e.value),
+                    None => (0x0A, &[][..]),
+                };
+                if *kind == KeyKind::Hashed {
+                    out.push(NUMBER_TAG);
+                    number::encode_i64(hash_scalar(k, value)?, out);
+                } else if !encode_scalar(k, value, *kind == KeyKind::Descending, out) {
+                    return None;
+                }
             }
-        }
-        Some(KeyBytes(out))
+            Some(KeyBytes::from_slice(out))
+        })
     }
+}
+
+thread_local! {
+    /// Where the fast path encodes a key before it is copied out (short
+    /// keys live inline in [`KeyBytes`], so extracting one allocates nothing).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The value of an undotted field: its top-level element (`Some(None)`

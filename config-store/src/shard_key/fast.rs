@@ -12,6 +12,7 @@ use bson::Decimal128;
 use md5::{Digest, Md5};
 
 use super::encode::{invert_from, put_date, put_str, put_timestamp, tag, NUMBER_TAG};
+use super::md5_block::{md5_head, ONE_BLOCK};
 use super::number;
 
 /// The string inside a BSON string value (`i32` length, bytes, NUL), if it
@@ -144,6 +145,7 @@ fn encode_binary(value: &[u8], out: &mut Vec<u8>) -> Option<()> {
 /// Longest hashed input assembled on the stack (one MD5 block); a longer
 /// string's bytes are fed to MD5 where they lie.
 const HASH_BUF: usize = 64;
+const _: () = assert!(ONE_BLOCK < HASH_BUF);
 
 /// MongoDB's hashed-index hash (as `hash::hash_raw`) of a top-level scalar
 /// of BSON type `kind`, over one stack buffer (or the buffer's head and the
@@ -185,18 +187,17 @@ pub(crate) fn hash_scalar(kind: u8, value: &[u8]) -> Option<i64> {
     buf[4..8].copy_from_slice(&canonical.to_le_bytes());
     let numeric = canonical == 10 && payload.is_empty();
     let end = 8 + payload.len();
-    let digest = if numeric {
-        Md5::digest(&buf[..16])
-    } else if let Some(room) = buf.get_mut(8..end) {
-        room.copy_from_slice(payload);
-        Md5::digest(&buf[..end])
-    } else {
-        let mut md5 = Md5::new();
-        md5.update(&buf[..8]);
-        md5.update(payload);
-        md5.finalize()
-    };
-    let first: [u8; 8] = digest.get(..8)?.try_into().ok()?;
+    if numeric {
+        return Some(i64::from_le_bytes(md5_head(buf, 16)));
+    }
+    if end <= ONE_BLOCK {
+        buf[8..end].copy_from_slice(payload);
+        return Some(i64::from_le_bytes(md5_head(buf, end)));
+    }
+    let mut md5 = Md5::new();
+    md5.update(&buf[..8]);
+    md5.update(payload);
+    let first: [u8; 8] = md5.finalize().get(..8)?.try_into().ok()?;
     Some(i64::from_le_bytes(first))
 }
 

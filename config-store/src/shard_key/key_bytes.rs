@@ -2,6 +2,12 @@
 
 use std::fmt;
 
+use smallvec::SmallVec;
+
+/// Keys up to this many bytes (most shard keys: a hashed key takes 16, an
+/// int64 and a short string about 30) are held without a heap allocation.
+const INLINE: usize = 32;
+
 /// Order-preserving bytes of one shard key: `Ord` on it (`memcmp`) is
 /// MongoDB's BSON comparison order of the key tuples, with descending fields
 /// reversed. Built by [`ShardKeyPattern::encode_bound`] and
@@ -16,7 +22,7 @@ use std::fmt;
 /// [`ShardKeyPattern::encode_bound`]: super::ShardKeyPattern::encode_bound
 /// [`ShardKeyPattern::extract_key`]: super::ShardKeyPattern::extract_key
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
-pub struct KeyBytes(pub Vec<u8>);
+pub struct KeyBytes(SmallVec<[u8; INLINE]>);
 
 impl KeyBytes {
     /// The encoded bytes.
@@ -37,7 +43,12 @@ impl KeyBytes {
 
     /// The encoded bytes, owned.
     pub fn into_vec(self) -> Vec<u8> {
-        self.0
+        self.0.into_vec()
+    }
+
+    /// A key of these bytes.
+    pub fn from_slice(bytes: &[u8]) -> KeyBytes {
+        KeyBytes(SmallVec::from_slice(bytes))
     }
 
     /// Parses the lowercase or uppercase hex written by `Display`; `None` if
@@ -52,7 +63,7 @@ impl KeyBytes {
                 [hi, lo] => Some(hex_value(hi)? << 4 | hex_value(lo)?),
                 _ => None,
             })
-            .collect::<Option<Vec<u8>>>()
+            .collect::<Option<SmallVec<[u8; INLINE]>>>()
             .map(KeyBytes)
     }
 }
@@ -83,6 +94,10 @@ impl AsRef<[u8]> for KeyBytes {
 
 impl From<Vec<u8>> for KeyBytes {
     fn from(bytes: Vec<u8>) -> Self {
-        KeyBytes(bytes)
+        if bytes.len() <= INLINE {
+            KeyBytes::from_slice(&bytes)
+        } else {
+            KeyBytes(SmallVec::from_vec(bytes))
+        }
     }
 }

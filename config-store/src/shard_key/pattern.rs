@@ -140,7 +140,7 @@ impl ShardKeyPattern {
         for ((_, kind), value) in self.fields.iter().zip(bound.values()) {
             encode_value(value, *kind == KeyKind::Descending, &mut out);
         }
-        KeyBytes(out)
+        KeyBytes::from(out)
     }
 
     /// Encodes a chunk or zone bound such as `{a: 5, b: MinKey}`. The bound
@@ -156,7 +156,7 @@ impl ShardKeyPattern {
             check_bound_value(name, *kind, value)?;
             encode_value(value, *kind == KeyKind::Descending, &mut out);
         }
-        Ok(KeyBytes(out))
+        Ok(KeyBytes::from(out))
     }
 
     fn check_bound_fields(&self, bound: &Document) -> Result<(), ShardKeyError> {
@@ -224,7 +224,7 @@ impl ShardKeyPattern {
             };
             result.map_err(|err| ShardKeyError::from_value(name, err))?;
         }
-        Ok(KeyBytes(out))
+        Ok(KeyBytes::from(out))
     }
 
     /// The shard-key values of `doc` as a document `{a: …, b: …}` in pattern

@@ -254,7 +254,7 @@ fn key_bytes_hex_round_trips_and_sorts_like_bytes() {
         vec![0xa0, 0x01],
     ]
     .into_iter()
-    .map(KeyBytes)
+    .map(KeyBytes::from)
     .collect();
     for pair in keys.windows(2) {
         assert!(pair[0] < pair[1]);
@@ -263,8 +263,11 @@ fn key_bytes_hex_round_trips_and_sorts_like_bytes() {
     for key in &keys {
         assert_eq!(KeyBytes::from_hex(&key.to_string()).as_ref(), Some(key));
     }
-    assert_eq!(KeyBytes(vec![0xab, 0x01]).to_string(), "ab01");
-    assert_eq!(KeyBytes::from_hex("AB01"), Some(KeyBytes(vec![0xab, 0x01])));
+    assert_eq!(KeyBytes::from(vec![0xab, 0x01]).to_string(), "ab01");
+    assert_eq!(
+        KeyBytes::from_hex("AB01"),
+        Some(KeyBytes::from(vec![0xab, 0x01]))
+    );
     assert_eq!(KeyBytes::from_hex("abc"), None);
     assert_eq!(KeyBytes::from_hex("zz"), None);
 }

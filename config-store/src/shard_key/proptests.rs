@@ -288,7 +288,7 @@ proptest! {
         prop_assert_eq!(ka.cmp(&kb), expected);
         prop_assert!(pattern.min_bytes() <= ka && ka <= pattern.max_bytes());
         prop_assert_eq!(
-            super::global_max_matching(pattern.min_bytes().as_slice()).map(KeyBytes),
+            super::global_max_matching(pattern.min_bytes().as_slice()).map(KeyBytes::from),
             Some(pattern.max_bytes())
         );
         // The raw path of a stored document agrees with the bound.

@@ -196,7 +196,9 @@ impl Gen {
                     .collect::<Document>()
             })
             .map(|d| (p.encode_bound(&d).unwrap().into_vec(), d))
-            .filter(|(k, _)| *k != p.min_bytes().0 && *k != p.max_bytes().0)
+            .filter(|(k, _)| {
+                k.as_slice() != p.min_bytes().as_slice() && k.as_slice() != p.max_bytes().as_slice()
+            })
             .collect();
         keyed.sort_by(|x, y| x.0.cmp(&y.0));
         keyed.dedup_by(|x, y| x.0 == y.0);

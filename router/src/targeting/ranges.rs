@@ -97,8 +97,8 @@ fn conj_ranges(conj: &Conj, ends: &Ends, out: &mut Vec<KeyRange>) {
     for (i, set) in conj.iter().enumerate() {
         let FieldSet::Values(list) = set else {
             out.extend(prefixes.iter().map(|p| KeyRange {
-                min: KeyBytes(cat(&[p, ends.low(i)])),
-                max: KeyBytes(cat(&[p, ends.high(i)])),
+                min: KeyBytes::from(cat(&[p, ends.low(i)])),
+                max: KeyBytes::from(cat(&[p, ends.high(i)])),
                 max_inclusive: true,
             }));
             return;
@@ -124,8 +124,8 @@ fn conj_ranges(conj: &Conj, ends: &Ends, out: &mut Vec<KeyRange>) {
         return;
     }
     out.extend(prefixes.into_iter().map(|p| KeyRange {
-        min: KeyBytes(p.clone()),
-        max: KeyBytes(p),
+        min: KeyBytes::from(p.clone()),
+        max: KeyBytes::from(p),
         max_inclusive: true,
     }));
 }
@@ -145,8 +145,8 @@ fn interval_range(prefix: &[u8], iv: &Interval, ends: &Ends, rest: usize) -> Key
         (cat(&[prefix, &iv.hi, ends.low(rest)]), false)
     };
     KeyRange {
-        min: KeyBytes(min),
-        max: KeyBytes(max),
+        min: KeyBytes::from(min),
+        max: KeyBytes::from(max),
         max_inclusive,
     }
 }
