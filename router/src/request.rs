@@ -45,7 +45,7 @@ impl<'a> CommandInfo<'a> {
     fn parse_fast(bytes: &'a [u8]) -> Option<CommandInfo<'a>> {
         let body = RawDocument::from_bytes(bytes).ok()?;
         let mut elements = Elements::new(bytes).ok()?;
-        let first = elements.next()?.ok()?;
+        let first = elements.step().ok()??;
         let mut info = CommandInfo {
             name: std::str::from_utf8(first.key).ok()?,
             db: "",
@@ -53,8 +53,11 @@ impl<'a> CommandInfo<'a> {
             filter: None,
             body,
         };
-        for element in elements {
-            let element = element.ok()?;
+        while let Some(element) = elements.step().ok()? {
+            // The parser would refuse a name that is not UTF-8.
+            if !element.key.is_ascii() && std::str::from_utf8(element.key).is_err() {
+                return None;
+            }
             let text = checked(&element)?;
             match element.key {
                 b"$db" => info.db = text.unwrap_or(""),
