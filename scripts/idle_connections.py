@@ -15,6 +15,7 @@ Needs `ulimit -n` above N (this machine allows 20,000).
 import argparse
 import os
 import resource
+import shutil
 import socket
 import struct
 import subprocess
@@ -118,6 +119,7 @@ def main():
             s.close()
         router.terminate()
         router.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

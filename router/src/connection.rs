@@ -99,9 +99,12 @@ pub(crate) async fn serve<S>(
             .compressor
             .filter(|c| session.compressors.contains(c));
         out.clear();
-        let answered = answer(&state, &mut session, decoded, &mut out, &mut ids).await;
+        // Boxed: the state of a running command (every handler the router
+        // has, nested) lives on the heap only while a request is served,
+        // not inline in every idle connection's task.
+        let answered = Box::pin(answer(&state, &mut session, decoded, &mut out, &mut ids)).await;
         let how = (header, compressor);
-        let close = send_replies(
+        let close = Box::pin(send_replies(
             &state,
             &mut session,
             answered,
@@ -109,17 +112,14 @@ pub(crate) async fn serve<S>(
             how,
             &mut out,
             &mut ids,
-        )
+        ))
         .await;
         if close {
             break;
         }
     }
     let _ = wr.shutdown().await;
-    state
-        .cursors
-        .kill_for_connection(session.connection_id)
-        .await;
+    Box::pin(state.cursors.kill_for_connection(session.connection_id)).await;
 }
 
 /// Writes the reply that answering left in `out`, and for an exhaust
