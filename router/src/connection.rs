@@ -102,12 +102,11 @@ pub(crate) async fn serve<S>(
         // Boxed: the state of a running command (every handler the router
         // has, nested) lives on the heap only while a request is served,
         // not inline in every idle connection's task.
-        let answered = Box::pin(answer(&state, &mut session, decoded, &mut out, &mut ids)).await;
         let how = (header, compressor);
-        let close = Box::pin(send_replies(
+        let close = Box::pin(respond(
             &state,
             &mut session,
-            answered,
+            decoded,
             &mut wr,
             how,
             &mut out,
@@ -120,6 +119,21 @@ pub(crate) async fn serve<S>(
     }
     let _ = wr.shutdown().await;
     Box::pin(state.cursors.kill_for_connection(session.connection_id)).await;
+}
+
+/// Answers one request and writes its replies; whether the connection
+/// closes after.
+async fn respond<W: AsyncWrite + Unpin>(
+    state: &Arc<RouterState>,
+    session: &mut Session,
+    decoded: shardgate_wire::message::Decoded,
+    wr: &mut W,
+    how: (Option<MsgHeader>, Option<Compressor>),
+    out: &mut Vec<u8>,
+    ids: &mut ReplyIds,
+) -> bool {
+    let answered = answer(state, session, decoded, out, ids).await;
+    send_replies(state, session, answered, wr, how, out, ids).await
 }
 
 /// Writes the reply that answering left in `out`, and for an exhaust

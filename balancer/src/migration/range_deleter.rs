@@ -131,17 +131,7 @@ pub(super) async fn delete_orphans(
         tracing::info!(ns = %orphan.ns, shard = %orphan.shard, "range already deleted, or owned again");
         return Ok(true);
     }
-    let m = MigrationType {
-        ns: orphan.ns.clone(),
-        min: orphan.min.clone(),
-        max: orphan.max.clone(),
-        from_shard: orphan.shard.clone(),
-        to_shard: String::new(),
-        state: MigrationState::Committed,
-        fencing: 0,
-    };
-    delete_range(state, &orphan.shard, pattern, &m).await?;
-    state.catalog.remove_orphan_range(pattern, orphan).await?;
+    delete_orphan(state, pattern, orphan).await?;
     let details = doc! {"min": &orphan.min, "max": &orphan.max, "shard": &orphan.shard};
     state
         .log_change("moveChunk.rangeDeleted", &orphan.ns, details)
@@ -160,6 +150,27 @@ pub(crate) async fn find_all(
 ) -> Result<Vec<RawDocumentBuf>> {
     cmd.insert("$db", db);
     Ok(state.open_cursor(shard, &cmd).await?.all().await?)
+}
+
+/// Deletes an orphan range's documents on its shard, then the record of
+/// the range.
+pub(super) async fn delete_orphan(
+    state: &Balancer,
+    pattern: &ShardKeyPattern,
+    orphan: &OrphanRange,
+) -> Result<()> {
+    let m = MigrationType {
+        ns: orphan.ns.clone(),
+        min: orphan.min.clone(),
+        max: orphan.max.clone(),
+        from_shard: orphan.shard.clone(),
+        to_shard: String::new(),
+        state: MigrationState::Committed,
+        fencing: 0,
+    };
+    delete_range(state, &orphan.shard, pattern, &m).await?;
+    state.catalog.remove_orphan_range(pattern, orphan).await?;
+    Ok(())
 }
 
 /// Deletes the range's documents on `shard`.

@@ -11,7 +11,7 @@ use shardgate_config_store::shard_key::ShardKeyPattern;
 
 use std::sync::Arc;
 
-use super::range_deleter::{after_commit, delete_orphans, is_scheduled, schedule};
+use super::range_deleter::{after_commit, delete_orphan, delete_orphans, is_scheduled, schedule};
 use super::*;
 use crate::context::Balancer;
 use crate::error::Result;
@@ -84,17 +84,7 @@ async fn undo_dead_resharding(
     tracing::info!(ns = %coll.ns, "undoing a resharding whose router died");
     let undone = async {
         for orphan in state.catalog.orphan_ranges(&coll.ns).await? {
-            let m = MigrationType {
-                ns: orphan.ns.clone(),
-                min: orphan.min.clone(),
-                max: orphan.max.clone(),
-                from_shard: orphan.shard.clone(),
-                to_shard: String::new(),
-                state: MigrationState::Aborted,
-                fencing: 0,
-            };
-            delete_range(state, &orphan.shard, pattern, &m).await?;
-            state.catalog.remove_orphan_range(pattern, &orphan).await?;
+            delete_orphan(state, pattern, &orphan).await?;
         }
         let mut restored = state.catalog.sharded_collection(&coll.ns).await?;
         restored.resharding = None;

@@ -165,19 +165,7 @@ async fn reshard_held(
     if coll.key == pattern.to_document() && !force {
         return Ok(());
     }
-    if !state.catalog.migrations(ns).await?.is_empty() {
-        return Err(RouterError::command(
-            117,
-            "ConflictingOperationInProgress",
-            format!("{ns} has a migration pending; retry once it finishes"),
-        ));
-    }
-    // Range deletions still waiting (an earlier migration's or resharding's
-    // leftovers) run now: the copies must be only this resharding's.
-    if !state.catalog.orphan_ranges(ns).await?.is_empty() {
-        tracing::info!(%ns, "resharding deletes the pending orphan ranges first");
-        delete_orphans(state, &coll).await?;
-    }
+    clear_pending(state, &coll).await?;
     let layout = plan::plan(state, &coll, pattern, (chunks, zones)).await?;
     plan::prepare_shards(state, &coll, &layout).await?;
     let hiding = plan::orphans_of(
@@ -376,6 +364,25 @@ async fn flag(state: &RouterState, ns: &str, set: fn(&mut ReshardingFields)) -> 
         )),
         Some(_) => Ok(()),
     }
+}
+
+/// Refuses while a migration of `coll` is pending; runs the range deletions
+/// still waiting (an earlier migration's or resharding's leftovers) now, so
+/// the copies about to be made are the only ones.
+async fn clear_pending(state: &RouterState, coll: &CollectionType) -> Result<()> {
+    let ns = coll.ns.as_str();
+    if !state.catalog.migrations(ns).await?.is_empty() {
+        return Err(RouterError::command(
+            117,
+            "ConflictingOperationInProgress",
+            format!("{ns} has a migration pending; retry once it finishes"),
+        ));
+    }
+    if !state.catalog.orphan_ranges(ns).await?.is_empty() {
+        tracing::info!(%ns, "deleting the pending orphan ranges first");
+        delete_orphans(state, coll).await?;
+    }
+    Ok(())
 }
 
 /// Deletes each shard's documents in the orphan ranges recorded under the

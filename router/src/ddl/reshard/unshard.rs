@@ -10,7 +10,7 @@ use bson::{doc, Document};
 use shardgate_config_store::shard_key::ShardKeyPattern;
 use std::sync::Arc;
 
-use super::{copy, delete_orphans, lock, plan, remove_copies, start};
+use super::{clear_pending, copy, lock, plan, remove_copies, start};
 use crate::commands::admin::admin_only;
 use crate::commands::sharding::{key_error, name_arg, split_ns};
 use crate::error::{Result, RouterError};
@@ -61,16 +61,7 @@ async fn unshard_held(state: &RouterState, ns: &str, primary: &str) -> Result<()
         remove_copies(state, &coll).await?;
         coll = state.catalog.sharded_collection(ns).await?;
     }
-    if !state.catalog.migrations(ns).await?.is_empty() {
-        return Err(RouterError::command(
-            117,
-            "ConflictingOperationInProgress",
-            format!("{ns} has a migration pending; retry once it finishes"),
-        ));
-    }
-    if !state.catalog.orphan_ranges(ns).await?.is_empty() {
-        delete_orphans(state, &coll).await?;
-    }
+    clear_pending(state, &coll).await?;
     let layout = plan::onto(state, &coll, primary).await?;
     let hiding = plan::orphans_of(ns, &layout.old_pattern, &layout.old_chunks, &layout.shards);
     let pattern = layout.new_pattern.clone();
