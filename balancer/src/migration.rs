@@ -556,6 +556,11 @@ impl Range {
         })
     }
 
+    /// The shard key's fields: what places a document in the range.
+    fn pins(&self) -> Vec<&str> {
+        self.pattern.fields().map(|(f, _)| f).collect()
+    }
+
     fn contains(&self, d: &bson::RawDocument) -> bool {
         self.pattern
             .extract_key(d)

@@ -15,8 +15,10 @@
 //! - `topology`: a shard's members — a standalone, or a replica set
 //!   monitored with `hello` (`monitor`), commands routed by kind (`route`)
 //!   and read preference (`read_pref`), retried once after a stepdown.
-//! - `change_stream`: [`ChangeStream`] and [`resync`], how a copy catches
-//!   up with its source (chunk migrations, `movePrimary`).
+//! - `change_stream`: [`ChangeStream`], the events since a copy began.
+//! - `resync`: [`resync`] and [`upsert_kept`], how a copy catches up with
+//!   its source (chunk migrations, `movePrimary`, resharding), pinned
+//!   against clients' concurrent writes of the same `_id`.
 //! - `migration_writes`: [`migration_write`], a migration's writes as
 //!   one-statement transactions under a tagged session, and the stage
 //!   that keeps their events out of change streams.
@@ -31,6 +33,7 @@ mod cursor;
 mod error;
 mod migration_writes;
 mod pool;
+mod resync;
 pub mod scram;
 mod tls;
 mod topology;
@@ -38,7 +41,7 @@ mod topology;
 use bson::{RawDocument, RawDocumentBuf};
 use shardgate_wire::{OpMsg, OpMsgFlags};
 
-pub use change_stream::{event_id, resync, upsert_kept, ChangeStream, Keep};
+pub use change_stream::{event_id, ChangeStream};
 pub use config::{PoolConfig, ShardAuth, ShardTls};
 pub use cursor::{cursor_reply, CursorReply, ShardCursor};
 pub use error::{Result, ShardError};
@@ -47,6 +50,7 @@ pub use migration_writes::{
     ROUTER_TEMP_PREFIX,
 };
 pub use pool::{PoolReport, PoolStats, Pools};
+pub use resync::{resync, upsert_kept, Keep};
 pub use topology::Role;
 
 /// A shard's members as the router sees them.

@@ -50,6 +50,7 @@ pub(super) async fn apply(
         keep: &keep,
         guard: &range.filter,
         replaces: None,
+        pins: &range.pins(),
     };
     for part in changes.docs.chunks(RESYNC_BATCH) {
         let docs = (db, coll);

@@ -135,6 +135,7 @@ async fn catch_up(
         keep: &keep,
         guard: &everything,
         replaces: None,
+        pins: &[],
     };
     for (coll, mut ids) in ids {
         ids.dedup();

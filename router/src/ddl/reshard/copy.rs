@@ -189,6 +189,7 @@ async fn clone_donor(
                 keep: &keep,
                 guard: &none,
                 replaces: Some(&stale),
+                pins: &layout.old_pins(),
             };
             for part in docs.chunks(2_000) {
                 shardgate_shard_client::upsert_kept(
@@ -236,6 +237,7 @@ async fn pass(
                 keep: &keep,
                 guard: &none,
                 replaces: Some(&stale),
+                pins: &layout.old_pins(),
             };
             let pair = (target(donor), target(to));
             shardgate_shard_client::resync(&state.shards, pair, (db, name), &ids, &kept).await?;

@@ -45,6 +45,12 @@ impl Layout {
         Some(self.old_map.chunk_for(&key).shard.as_str())
     }
 
+    /// The old key's fields: what decides a document's owner while the
+    /// copy runs.
+    pub fn old_pins(&self) -> Vec<&str> {
+        self.old_pattern.fields().map(|(f, _)| f).collect()
+    }
+
     /// The shard owning `doc` under the new key.
     pub fn new_owner(&self, doc: &RawDocument) -> Result<&str> {
         let key = self.new_pattern.extract_key(doc).map_err(key_error)?;
