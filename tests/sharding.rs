@@ -356,6 +356,66 @@ async fn zones_balancer_settings_and_remove_shard() {
         .unwrap();
     let chunksize = config_docs(&client, "settings", doc! {"_id": "chunksize"}, doc! {}).await;
     assert_eq!(chunksize[0].get_i32("value").unwrap(), 1);
+    // The whole update language, as mongos's config server applies it.
+    let r = config_settings
+        .update_one(
+            doc! {"_id": "chunksize"},
+            doc! {"$inc": {"value": 63}, "$currentDate": {"at": true}},
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.matched_count, r.modified_count), (1, 1));
+    config_settings
+        .update_one(
+            doc! {"_id": "notes"},
+            doc! {"$push": {"list": {"$each": [3, 1, 2], "$sort": 1}}, "$setOnInsert": {"made": 1}},
+        )
+        .upsert(true)
+        .await
+        .unwrap();
+    config_settings
+        .update_one(
+            doc! {"_id": "notes"},
+            vec![doc! {"$set": {"total": {"$sum": "$list"}}}],
+        )
+        .await
+        .unwrap();
+    let notes = config_docs(&client, "settings", doc! {"_id": "notes"}, doc! {}).await;
+    assert_eq!(
+        notes[0],
+        doc! {"_id": "notes", "list": [1, 2, 3], "made": 1, "total": 6}
+    );
+    let chunksize = config_docs(&client, "settings", doc! {"_id": "chunksize"}, doc! {}).await;
+    assert_eq!(chunksize[0].get_i32("value").unwrap(), 64);
+    assert!(chunksize[0].get_datetime("at").is_ok());
+    let config_collections = client
+        .database("config")
+        .collection::<Document>("collections");
+    config_collections
+        .update_one(
+            doc! {"_id": "geo.users"},
+            doc! {"$max": {"maxChunkSizeBytes": 2_097_152i64}},
+        )
+        .await
+        .unwrap();
+    let users = config_docs(&client, "collections", doc! {"_id": "geo.users"}, doc! {}).await;
+    assert_eq!(users[0].get_i64("maxChunkSizeBytes").unwrap(), 2_097_152);
+    let err = config_collections
+        .update_one(doc! {"_id": "geo.users"}, doc! {"$inc": {"unique": 1}})
+        .await
+        .unwrap_err();
+    assert_eq!(support::error_code(&err), 20, "only the balancing fields");
+    config_collections
+        .update_one(
+            doc! {"_id": "geo.users"},
+            doc! {"$unset": {"maxChunkSizeBytes": ""}},
+        )
+        .await
+        .unwrap();
+    config_settings
+        .delete_one(doc! {"_id": "notes"})
+        .await
+        .unwrap();
     let err = client
         .database("config")
         .collection::<Document>("chunks")

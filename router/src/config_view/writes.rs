@@ -1,7 +1,9 @@
 //! Writes through the `config` view: the ones mongosh's helpers make.
 //! `config.settings` takes updates (with upsert), inserts and deletes by
-//! `_id`; `config.collections` takes `$set`/`$unset` of `noBalance` and
-//! `maxChunkSizeBytes`. Everything else is refused with IllegalOperation.
+//! `_id`; `config.collections` takes updates of `noBalance`,
+//! `maxChunkSizeBytes` and `enableAutoMerge`. Updates take the whole update
+//! language (operators, pipelines, `arrayFilters`). Everything else is
+//! refused with IllegalOperation.
 
 use bson::{doc, Bson, Document, RawDocument};
 
@@ -48,51 +50,128 @@ fn id_of(q: &Document) -> Result<String> {
     }
 }
 
-/// Applies an update document (`$set`/`$unset`, or a replacement) to `doc`.
-fn apply(doc: &mut Document, u: &Document, allowed: Option<&[&str]>) -> Result<()> {
-    let check = |field: &str| match allowed {
-        Some(list) if !list.contains(&field) => Err(RouterError::command(
-            20,
-            "IllegalOperation",
-            format!("field '{field}' cannot be changed through the config view"),
-        )),
-        _ => Ok(()),
+/// The document `before` (`None`: an upsert inserting) becomes under the
+/// statement `stmt`. `$set`, `$unset` and replacements are applied here;
+/// any other update (operators such as `$inc` or `$push`, a pipeline,
+/// `arrayFilters`) is applied by a shard, as the config server's mongod
+/// applies it under mongos ([`on_a_shard`]).
+async fn updated(
+    state: &RouterState,
+    before: Option<&Document>,
+    q: &Document,
+    stmt: &Document,
+) -> Result<Document> {
+    let simple = match stmt.get("u") {
+        Some(Bson::Document(u)) if !stmt.contains_key("arrayFilters") => u
+            .keys()
+            .all(|k| !k.starts_with('$') || k == "$set" || k == "$unset")
+            .then_some(u),
+        Some(Bson::Document(_)) | Some(Bson::Array(_)) => None,
+        _ => {
+            return Err(RouterError::bad_value(
+                "update statements need a 'u' document or pipeline",
+            ))
+        }
     };
+    match simple {
+        Some(u) => {
+            let mut after = before.cloned().unwrap_or_else(|| {
+                let mut d = Document::new();
+                d.extend(
+                    q.iter()
+                        .filter(|(k, _)| !k.starts_with('$'))
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+                d
+            });
+            apply(&mut after, u)?;
+            Ok(after)
+        }
+        None => on_a_shard(state, before, q, stmt).await,
+    }
+}
+
+/// Applies `$set`/`$unset` fields, or a replacement, to `doc`.
+fn apply(doc: &mut Document, u: &Document) -> Result<()> {
     if u.keys().next().is_some_and(|k| k.starts_with('$')) {
         for (op, fields) in u {
             let fields = fields
                 .as_document()
                 .ok_or_else(|| RouterError::bad_value(format!("{op} takes a document")))?;
             for (field, value) in fields {
-                check(field)?;
-                match op.as_str() {
-                    "$set" => {
-                        doc.insert(field.clone(), value.clone());
-                    }
-                    "$unset" => {
-                        doc.remove(field);
-                    }
-                    other => {
-                        return Err(RouterError::command(
-                            238,
-                            "NotImplemented",
-                            format!("update operator {other} is not supported on the config view"),
-                        ))
-                    }
+                if op == "$set" {
+                    doc.insert(field.clone(), value.clone());
+                } else {
+                    doc.remove(field);
                 }
             }
         }
     } else {
         let id = doc.get("_id").cloned();
-        for field in u.keys().filter(|k| *k != "_id") {
-            check(field)?;
-        }
         *doc = u.clone();
         if let Some(id) = id {
             doc.insert("_id", id);
         }
     }
     Ok(())
+}
+
+/// Runs the update on a scratch collection of a shard holding only
+/// `before` (empty for an upsert), and drops it: the shard's update
+/// language, exactly, for what the router does not apply itself.
+async fn on_a_shard(
+    state: &RouterState,
+    before: Option<&Document>,
+    q: &Document,
+    stmt: &Document,
+) -> Result<Document> {
+    let shard = state.placement.shards().into_iter().next().ok_or_else(|| {
+        RouterError::command(
+            70,
+            "ShardNotFound",
+            "this update of the config view is applied by a shard; add one first",
+        )
+    })?;
+    let scratch = format!(
+        "{}config.{}",
+        shardgate_shard_client::ROUTER_TEMP_PREFIX,
+        bson::oid::ObjectId::new()
+    );
+    let run = async {
+        if let Some(before) = before {
+            let insert = doc! {"insert": &scratch, "documents": [before], "$db": "admin"};
+            crate::shards::run_on_shard(state, &shard, insert).await?;
+        }
+        let mut fam = doc! {
+            "findAndModify": &scratch, "query": q, "update": stmt.get("u").cloned().unwrap_or(Bson::Null),
+            "new": true, "upsert": before.is_none(), "$db": "admin",
+        };
+        if let Some(filters) = stmt.get("arrayFilters") {
+            fam.insert("arrayFilters", filters.clone());
+        }
+        let reply = crate::shards::run_on_shard(state, &shard, fam).await?;
+        Ok::<_, RouterError>(reply.get_document("value").cloned().unwrap_or_default())
+    };
+    let after = run.await;
+    let drop = doc! {"drop": &scratch, "$db": "admin"};
+    let _ = crate::shards::run_on_shard(state, &shard, drop).await;
+    after
+}
+
+/// IllegalOperation unless every field that differs between `before` and
+/// `after` is one of `allowed`.
+fn check_changes(before: &Document, after: &Document, allowed: &[&str]) -> Result<()> {
+    let changed = before.keys().chain(after.keys()).find(|k| {
+        !allowed.contains(&k.as_str()) && before.get(k.as_str()) != after.get(k.as_str())
+    });
+    match changed {
+        Some(field) => Err(RouterError::command(
+            20,
+            "IllegalOperation",
+            format!("field '{field}' cannot be changed through the config view"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `update` on `config.settings` or `config.collections`.
@@ -105,28 +184,21 @@ pub(crate) async fn update(state: &RouterState, req: &Request<'_>) -> Result<Doc
         .enumerate()
     {
         let q = stmt.get_document("q").cloned().unwrap_or_default();
-        let u = stmt
-            .get_document("u")
-            .cloned()
-            .map_err(|_| RouterError::bad_value("update statements need a 'u' document"))?;
         let id = id_of(&q)?;
         match coll {
             "settings" => {
                 let existing = state.catalog.setting(&id).await?;
                 let upsert = stmt.get_bool("upsert").unwrap_or(false);
-                let Some(before) = existing
-                    .clone()
-                    .or_else(|| upsert.then(|| doc! {"_id": &id}))
-                else {
+                if existing.is_none() && !upsert {
                     continue;
-                };
-                let mut after = before.clone();
-                apply(&mut after, &u, None)?;
+                }
+                let mut after = updated(state, existing.as_ref(), &q, &stmt).await?;
+                after.insert("_id", &id);
                 state.catalog.put_setting(&id, &after).await?;
                 n += 1;
                 if existing.is_none() {
                     upserted.push(doc! {"index": index as i32, "_id": &id});
-                } else if after != before {
+                } else if existing.as_ref() != Some(&after) {
                     modified += 1;
                 }
             }
@@ -134,25 +206,25 @@ pub(crate) async fn update(state: &RouterState, req: &Request<'_>) -> Result<Doc
                 let Some(mut entry) = state.catalog.collection(&id).await? else {
                     continue;
                 };
-                let mut as_doc = doc! {"noBalance": entry.no_balance};
+                let mut before = doc! {"_id": &id, "noBalance": entry.no_balance};
                 if let Some(size) = entry.max_chunk_size_bytes {
-                    as_doc.insert("maxChunkSizeBytes", size);
+                    before.insert("maxChunkSizeBytes", size);
                 }
-                let before = as_doc.clone();
-                apply(
-                    &mut as_doc,
-                    &u,
-                    Some(&["noBalance", "maxChunkSizeBytes", "enableAutoMerge"]),
+                let after = updated(state, Some(&before), &q, &stmt).await?;
+                check_changes(
+                    &before,
+                    &after,
+                    &["noBalance", "maxChunkSizeBytes", "enableAutoMerge"],
                 )?;
-                entry.no_balance = as_doc.get_bool("noBalance").unwrap_or(false);
-                entry.max_chunk_size_bytes = match as_doc.get("maxChunkSizeBytes") {
+                entry.no_balance = after.get_bool("noBalance").unwrap_or(false);
+                entry.max_chunk_size_bytes = match after.get("maxChunkSizeBytes") {
                     Some(Bson::Int32(v)) => Some(*v as i64),
                     Some(Bson::Int64(v)) => Some(*v),
                     _ => None,
                 };
                 state.catalog.update_collection(&entry).await?;
                 n += 1;
-                if as_doc != before {
+                if after != before {
                     modified += 1;
                 }
             }
