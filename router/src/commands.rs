@@ -389,6 +389,9 @@ async fn route_db(
     if req.name == "filemd5" {
         return filemd5::filemd5(state, req).await;
     }
+    if matches!(req.name, "mapReduce" | "mapreduce") {
+        return crate::read::map_reduce::map_reduce(state, session, req).await;
+    }
     if let Some(reply) = sharding::route_sharded(state, session, req).await? {
         return Ok(reply);
     }

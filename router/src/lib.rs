@@ -67,6 +67,7 @@ mod cursors;
 mod ddl;
 pub mod error;
 mod fail_points;
+mod js;
 mod labels;
 mod local_sessions;
 pub mod log;

@@ -13,6 +13,7 @@
 pub(crate) mod aggregate;
 pub(crate) mod find;
 pub(crate) mod get_more;
+pub(crate) mod map_reduce;
 pub use crate::cursors::merge;
 pub(crate) mod orphans;
 pub(crate) mod pipeline;

@@ -54,7 +54,7 @@ impl Privilege {
             Privilege::Write if db == "config" => Need::ClusterManager,
             Privilege::Write => Need::Write(db),
             Privilege::ReadOrOut => {
-                let writes = req.body.get_array("pipeline").is_ok_and(|p| {
+                let pipeline_writes = req.body.get_array("pipeline").is_ok_and(|p| {
                     p.into_iter()
                         .filter_map(|s| s.ok()?.as_document())
                         .any(|s| {
@@ -62,6 +62,15 @@ impl Privilege {
                                 || s.get("$merge").ok().flatten().is_some()
                         })
                 });
+                // mapReduce writes unless its output is inline.
+                let out_writes = match req.body.get("out") {
+                    Ok(Some(bson::RawBsonRef::Document(d))) => {
+                        d.get("inline").ok().flatten().is_none()
+                    }
+                    Ok(Some(_)) => true,
+                    _ => false,
+                };
+                let writes = pipeline_writes || out_writes;
                 if writes {
                     Privilege::Write.need(req)
                 } else {

@@ -132,7 +132,7 @@ pub(crate) async fn route_sharded(
             ))
         }
         "killCursors" => get_more::kill_unknown_cursors(req),
-        _ => whole_to_one_shard(state, req, &routing, &ns).await?,
+        _ => whole_to_one_shard(state, req, &routing).await?,
     };
     Ok(Some(reply))
 }
@@ -175,29 +175,27 @@ pub(crate) async fn router_cursor(
     }
 }
 
-/// Any other command on a sharded collection goes whole to the one shard
-/// holding every chunk; across shards it is refused rather than answered
-/// from one shard.
+/// Any other command on a sharded collection: `create` goes to the
+/// database's primary, as mongos sends it (ok when the options match the
+/// collection's, else NamespaceExists, from the shard); another command
+/// goes whole to the one shard holding every chunk; across shards, a
+/// command mongos does not know is CommandNotFound, as mongos answers it.
 async fn whole_to_one_shard(
     state: &Arc<RouterState>,
     req: &Request<'_>,
     routing: &crate::catalog_cache::routing::CollectionRouting,
-    ns: &str,
 ) -> Result<Reply> {
+    if req.name == "create" {
+        return crate::shards::to_primary(state, req.db, req.msg)
+            .await
+            .map(Reply::Msg);
+    }
     match routing.single_shard() {
         Some(id) => {
             let shard = state.placement.shard(&id)?;
             Ok(Reply::Msg(to_shard(state, &shard, req.msg).await?))
         }
-        None => Err(RouterError::command(
-            238,
-            "NotImplemented",
-            format!(
-                "'{}' on {ns}, whose chunks span {} shards, is not supported across shards by this shardgate version",
-                req.name,
-                routing.chunks.shards().len()
-            ),
-        )),
+        _ => Err(RouterError::command_not_found(req.name)),
     }
 }
 

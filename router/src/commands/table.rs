@@ -461,6 +461,7 @@ fn data() -> Vec<CommandSpec> {
         namespace("distinct", Read),
         namespace("filemd5", Read),
         namespace("aggregate", ReadOrOut),
+        namespace("mapReduce", ReadOrOut).aliases(&["mapreduce"]),
         namespace("explain", Read),
         namespace("listCollections", Read),
         namespace("listIndexes", Read),

@@ -26,7 +26,7 @@ mod foreign;
 mod group;
 pub(crate) mod held;
 mod merge;
-mod output;
+pub(crate) mod output;
 mod shard;
 pub(crate) mod split;
 

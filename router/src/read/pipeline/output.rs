@@ -49,7 +49,7 @@ pub(super) fn merge_needs_router(ctx: &Ctx, spec: &Document) -> bool {
 }
 
 /// Runs a `$merge` or `$out` over `input`; the output is empty.
-pub(super) async fn apply(
+pub(crate) async fn apply(
     ctx: &Ctx,
     input: Box<dyn DocStream>,
     stage: &Document,
