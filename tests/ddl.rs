@@ -166,6 +166,28 @@ async fn ddl_on_three_shards_matches_an_unsharded_server_and_moves_with_chunks()
         .unwrap();
     assert!(found.is_empty(), "{report}");
 
+    // `create` of the existing collection answers as the unsharded server
+    // does (mongos sends it to the primary shard); a command nobody knows
+    // is CommandNotFound.
+    for cmd in [
+        doc! {"create": "c"},
+        doc! {"create": "c", "capped": true, "size": 4096},
+        doc! {"noSuchCommand": "c"},
+    ] {
+        let code = |r: mongodb::error::Result<Document>| r.err().map(|e| support::error_code(&e));
+        let (r, d) = (
+            code(router.run_command(cmd.clone()).await),
+            code(direct.run_command(cmd.clone()).await),
+        );
+        assert_eq!(r, d, "{cmd}");
+        if cmd.contains_key("capped") {
+            assert_eq!(r, Some(48), "NamespaceExists");
+        }
+        if cmd.contains_key("noSuchCommand") {
+            assert_eq!(r, Some(59));
+        }
+    }
+
     // Rename: every shard's copy and the metadata follow; then drop and
     // re-create under the new name.
     let rename = doc! {"renameCollection": "ddl.c", "to": "ddl.c2"};
