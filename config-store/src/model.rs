@@ -32,6 +32,11 @@ pub mod keys {
     pub const TAGS: &str = "tags/";
     /// `settings/<_id>`
     pub const SETTINGS: &str = "settings/";
+    /// `config.clusterParameters`: one document per parameter set.
+    pub const CLUSTER_PARAMETERS: &str = "cluster_parameters/";
+    /// The feature compatibility version (`admin.system.version`'s
+    /// `featureCompatibilityVersion` document on a mongod).
+    pub const FCV: &str = "feature_compatibility_version";
     /// `version`
     pub const VERSION: &str = "version";
     /// `mongos/<host:port>` (leased)

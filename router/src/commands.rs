@@ -6,6 +6,7 @@ pub(crate) mod admin;
 mod bulk_write;
 pub(crate) mod chunks;
 pub(crate) mod cluster;
+mod cluster_params;
 mod data_distribution;
 mod diagnostic;
 mod filemd5;

@@ -92,6 +92,9 @@ pub(crate) struct RwDefaults {
     pub read: Option<bson::Document>,
     /// `defaultWriteConcern`, when set.
     pub write: Option<bson::Document>,
+    /// The `defaultMaxTimeMS` cluster parameter's `readOperations`, when
+    /// above 0: the `maxTimeMS` of reads that set none.
+    pub read_max_time_ms: Option<i64>,
 }
 
 impl RouterState {
@@ -163,16 +166,26 @@ impl RouterState {
         }
     }
 
-    /// Reads the default read and write concerns from the store.
+    /// Reads the default read and write concerns, and the default
+    /// `maxTimeMS` of reads, from the store.
     pub(crate) async fn reload_rw_defaults(&self) -> crate::error::Result<()> {
         let stored = self
             .catalog
             .setting(RW_DEFAULTS_SETTING)
             .await?
             .unwrap_or_default();
+        let read_max_time_ms = self
+            .catalog
+            .cluster_parameters()
+            .await?
+            .iter()
+            .find(|p| p.get_str("_id").ok() == Some("defaultMaxTimeMS"))
+            .and_then(|p| p.get_i64("readOperations").ok())
+            .filter(|ms| *ms > 0);
         let defaults = RwDefaults {
             read: stored.get_document("defaultReadConcern").ok().cloned(),
             write: stored.get_document("defaultWriteConcern").ok().cloned(),
+            read_max_time_ms,
         };
         *self.rw_defaults.write().unwrap_or_else(|e| e.into_inner()) = defaults;
         Ok(())

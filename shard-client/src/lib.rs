@@ -120,6 +120,13 @@ pub trait ShardClient: Send + Sync {
     fn topology(&self) -> Vec<TopologyReport> {
         Vec::new()
     }
+
+    /// Closes the pooled connections to `host` (`dropConnections`): idle
+    /// ones now, checked-out ones when they come back. Returns how many
+    /// member pools it cleared.
+    fn drop_connections(&self, _host: &str) -> usize {
+        0
+    }
 }
 
 /// `msg` with only `moreToCome` of its flags: a shard is never asked for a

@@ -190,7 +190,7 @@ impl ShardPool {
     }
 
     /// Drops every idle connection and makes checked-out ones stale.
-    fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let drained: Vec<ShardConn> = self
             .idle
@@ -383,6 +383,22 @@ impl ShardClient for Pools {
             .collect();
         v.sort_by(|a, b| (&a.shard, &a.address).cmp(&(&b.shard, &b.address)));
         v
+    }
+
+    fn drop_connections(&self, host: &str) -> usize {
+        let sets: Vec<Arc<ReplicaSet>> = self
+            .sets
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let mut cleared = 0;
+        for member in sets.iter().flat_map(|s| s.members()) {
+            if member.address == host {
+                member.pool.clear();
+                cleared += 1;
+            }
+        }
+        cleared
     }
 
     fn topology(&self) -> Vec<crate::TopologyReport> {

@@ -6,7 +6,7 @@ use bson::Document;
 
 use super::{decode, encode, Catalog};
 use crate::error::Result;
-use crate::model::keys::{CHANGELOG, LOCKS, MONGOS, SETTINGS, VERSION};
+use crate::model::keys::{CHANGELOG, CLUSTER_PARAMETERS, FCV, LOCKS, MONGOS, SETTINGS, VERSION};
 use crate::model::{ChangelogEntry, LockType, MongosType, VersionType};
 use crate::store::{LeaseId, Txn, TxnOutcome};
 
@@ -40,6 +40,36 @@ impl Catalog {
     pub async fn delete_setting(&self, id: &str) -> Result<()> {
         self.store()
             .txn(Txn::default().delete(format!("{SETTINGS}{id}")))
+            .await?;
+        Ok(())
+    }
+
+    /// Every cluster parameter set with `setClusterParameter` (`_id`: its
+    /// name).
+    pub async fn cluster_parameters(&self) -> Result<Vec<Document>> {
+        self.list(CLUSTER_PARAMETERS).await
+    }
+
+    /// Writes a cluster parameter (its `_id` names it).
+    pub async fn put_cluster_parameter(&self, name: &str, doc: &Document) -> Result<()> {
+        self.store()
+            .txn(Txn::default().put(format!("{CLUSTER_PARAMETERS}{name}"), encode(doc)?))
+            .await?;
+        Ok(())
+    }
+
+    /// The feature compatibility version document, if one was ever set.
+    pub async fn feature_compatibility_version(&self) -> Result<Option<Document>> {
+        match self.store().get(FCV).await? {
+            Some(v) => decode(FCV, &v.value).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the feature compatibility version document.
+    pub async fn put_feature_compatibility_version(&self, doc: &Document) -> Result<()> {
+        self.store()
+            .txn(Txn::default().put(FCV, encode(doc)?))
             .await?;
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The cluster's default read and write concerns: `setDefaultRWConcern`
 //! keeps them in the store (`config.settings`, `ReadWriteConcernDefaults`),
 //! `getDefaultRWConcern` reads them, and every router adds them to the
-//! commands that carry none (outside transactions), as mongos does.
+//! commands that carry none (outside transactions), as mongos does; so
+//! too the `defaultMaxTimeMS` cluster parameter's `maxTimeMS` to reads.
 
 use bson::{doc, Bson, Document, RawDocument};
 use shardgate_wire::OpMsg;
@@ -99,7 +100,7 @@ const READS: [&str; 4] = ["find", "aggregate", "count", "distinct"];
 pub(crate) fn apply(state: &RouterState, msg: &OpMsg) -> Result<Option<OpMsg>> {
     let d = {
         let held = state.rw_defaults.read().unwrap_or_else(|e| e.into_inner());
-        if held.read.is_none() && held.write.is_none() {
+        if held.read.is_none() && held.write.is_none() && held.read_max_time_ms.is_none() {
             return Ok(None);
         }
         held.clone()
@@ -122,6 +123,9 @@ pub(crate) fn apply(state: &RouterState, msg: &OpMsg) -> Result<Option<OpMsg>> {
     let reads = READS.contains(&info.name) && !out;
     if let (true, Some(r), Ok(None)) = (reads, &d.read, body.get("readConcern")) {
         extra.insert("readConcern", r.clone());
+    }
+    if let (true, Some(ms), Ok(None)) = (reads, d.read_max_time_ms, body.get("maxTimeMS")) {
+        extra.insert("maxTimeMS", ms);
     }
     if extra.is_empty() {
         return Ok(None);

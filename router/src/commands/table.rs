@@ -5,8 +5,8 @@ use bson::Document;
 
 use super::registry::{handler, namespace, router, CommandSpec, Privilege::*};
 use super::{
-    admin, bulk_write, chunks, cluster, data_distribution, diagnostic, handshake, host, ok,
-    rw_concern, shard_collection, zones,
+    admin, bulk_write, chunks, cluster, cluster_params, data_distribution, diagnostic, handshake,
+    host, ok, rw_concern, shard_collection, zones,
 };
 use crate::error::RouterError;
 
@@ -22,6 +22,7 @@ pub(crate) fn specs() -> Vec<CommandSpec> {
     specs.extend(zones_and_balancer());
     specs.extend(data());
     specs.extend(database_admin());
+    specs.extend(cluster_params::specs());
     specs
 }
 

@@ -227,4 +227,8 @@ impl ShardClient for MeteredShards {
     fn topology(&self) -> Vec<shardgate_shard_client::TopologyReport> {
         self.inner.topology()
     }
+
+    fn drop_connections(&self, host: &str) -> usize {
+        self.inner.drop_connections(host)
+    }
 }

@@ -74,6 +74,10 @@ impl ShardClient for TxnShards {
     fn topology(&self) -> Vec<shardgate_shard_client::TopologyReport> {
         self.inner.topology()
     }
+
+    fn drop_connections(&self, host: &str) -> usize {
+        self.inner.drop_connections(host)
+    }
 }
 
 /// `msg` as a statement of `txn` on `shard`: the body without the fields
