@@ -96,7 +96,10 @@ async fn run_msg(state: &Arc<RouterState>, session: &mut Session, msg: &OpMsg) -
         .map(|u| format!("{}@{}", u.user, u.db));
     state.local_sessions.touch(body, user.as_deref());
     let started = std::time::Instant::now();
-    let (reply, trace) = crate::metrics::trace::traced(checked(state, session, &req, spec)).await;
+    // Boxed: the command's future is large (in debug builds, tens of KB),
+    // and `traced` would otherwise nest copies of it in this one.
+    let (reply, trace) =
+        crate::metrics::trace::traced(Box::pin(checked(state, session, &req, spec))).await;
     let took = started.elapsed();
     let (targeting, docs) = crate::metrics::record(
         &state.metrics,
@@ -168,7 +171,9 @@ async fn in_session(
             .begin(&session.slot, (req.name, req.db, req.collection), req.body);
     let outcome = tokio::select! {
         biased;
-        reply = in_transaction(txn.clone(), authorized(state, session, req.msg, req, spec)) => reply,
+        // Boxed, as `checked` is in `run_msg`: passed by value, a large
+        // future is copied into each layer.
+        reply = in_transaction(txn.clone(), Box::pin(authorized(state, session, req.msg, req, spec))) => reply,
         e = running.interrupted() => Err(e),
     };
     match &txn {
@@ -391,7 +396,8 @@ async fn route_db(
         return filemd5::filemd5(state, req).await;
     }
     if matches!(req.name, "mapReduce" | "mapreduce") {
-        return crate::read::map_reduce::map_reduce(state, session, req).await;
+        // Boxed: its state is large, and futures nest in every request's.
+        return Box::pin(crate::read::map_reduce::map_reduce(state, session, req)).await;
     }
     if let Some(reply) = sharding::route_sharded(state, session, req).await? {
         return Ok(reply);
@@ -424,3 +430,22 @@ fn ok(mut d: Document) -> Result<Reply> {
 pub(crate) use crate::session::number_field;
 
 pub(crate) use shardgate_shard_client::reply_ok;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request's future stays small: the large parts are boxed where they
+    /// are made. Passed by value through `traced` and `in_transaction`, a
+    /// command's future (tens of KB in a debug build) was copied into each
+    /// layer, and the nested copies overflowed a worker thread's stack.
+    #[tokio::test]
+    async fn a_request_future_is_small() {
+        let fake = Arc::new(crate::testing::FakeShards::default());
+        let (state, _dir) = crate::testing::sharded_state(fake).await;
+        let mut session = crate::testing::session();
+        let (msg, _body) = crate::testing::message(bson::doc! {"find": "c", "$db": "db"});
+        let size = std::mem::size_of_val(&dispatch(&state, &mut session, &msg));
+        assert!(size < 4096, "dispatch's future is {size} bytes");
+    }
+}
