@@ -47,7 +47,7 @@ impl<'a> CommandInfo<'a> {
         let mut elements = Elements::new(bytes).ok()?;
         let first = elements.step().ok()??;
         let mut info = CommandInfo {
-            name: std::str::from_utf8(first.key).ok()?,
+            name: shardgate_wire::raw::text(first.key)?,
             db: "",
             collection: checked(&first)?,
             filter: None,
@@ -55,7 +55,7 @@ impl<'a> CommandInfo<'a> {
         };
         while let Some(element) = elements.step().ok()? {
             // The parser would refuse a name that is not UTF-8.
-            if !element.key.is_ascii() && std::str::from_utf8(element.key).is_err() {
+            if shardgate_wire::raw::text(element.key).is_none() {
                 return None;
             }
             let text = checked(&element)?;
@@ -126,7 +126,7 @@ fn string_value<'a>(element: &Element<'a>) -> Option<&'a str> {
         return None;
     }
     let text = element.value.get(4..element.value.len().checked_sub(1)?)?;
-    std::str::from_utf8(text).ok()
+    shardgate_wire::raw::text(text)
 }
 
 fn invalid_bson(e: bson::error::Error) -> RouterError {

@@ -198,6 +198,19 @@ fn nul_position(bytes: &[u8]) -> Option<usize> {
     tail.iter().position(|&b| b == 0).map(|p| at + p)
 }
 
+/// `bytes` as text when they are UTF-8. Names and short strings are
+/// nearly always ASCII: those are checked with one OR over the bytes
+/// instead of the general validator's setup, which costs more than the
+/// check itself on a few bytes.
+#[inline]
+pub fn text(bytes: &[u8]) -> Option<&str> {
+    if bytes.len() <= 64 && bytes.iter().fold(0u8, |acc, b| acc | b) < 0x80 {
+        // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
 /// A little-endian `i32` length at `at`, as a non-negative `usize`.
 #[inline]
 fn read_len(bytes: &[u8], at: usize) -> Result<usize, Malformed> {
@@ -294,6 +307,20 @@ mod tests {
                 let expected = bytes.iter().position(|&b| b == 0);
                 assert_eq!(nul_position(&bytes), expected, "{bytes:?}");
             }
+        }
+    }
+
+    #[test]
+    fn text_is_utf8_whatever_its_length() {
+        let long_ascii = "a".repeat(100);
+        let long_utf8 = "é".repeat(50);
+        for ok in ["", "find", "$db", "é", "日本", &long_ascii, &long_utf8] {
+            assert_eq!(text(ok.as_bytes()), Some(ok));
+        }
+        let mut long_bad = long_ascii.clone().into_bytes();
+        long_bad[90] = 0xff;
+        for bad in [&b"\xff"[..], b"a\xc3", b"\xed\xa0\x80", &long_bad] {
+            assert_eq!(text(bad), None, "{bad:?}");
         }
     }
 
