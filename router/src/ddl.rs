@@ -25,6 +25,7 @@ pub(crate) mod data_size;
 pub(crate) mod drop;
 mod indexes;
 pub(crate) mod lock;
+pub(crate) mod move_collection;
 pub(crate) mod move_primary;
 pub(crate) mod rename;
 pub(crate) mod reshard;

@@ -55,9 +55,7 @@ impl<'a> CommandInfo<'a> {
         };
         while let Some(element) = elements.step().ok()? {
             // The parser would refuse a name that is not UTF-8.
-            if shardgate_wire::raw::text(element.key).is_none() {
-                return None;
-            }
+            shardgate_wire::raw::text(element.key)?;
             let text = checked(&element)?;
             match element.key {
                 b"$db" => info.db = text.unwrap_or(""),

@@ -68,6 +68,15 @@ pub struct CollectionType {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub dropping: bool,
+    /// An unsharded collection tracked to live off its database's primary
+    /// (`moveCollection`, mongos ≥ 8.0): key `{_id: 1}`, one chunk, never
+    /// split nor balanced; shown unsharded.
+    #[serde(
+        rename = "unsplittable",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub unsplittable: bool,
     /// The collection's default collation when it is not the simple one
     /// (the shard key's index still uses the simple one): commands that name
     /// no collation run under it.
@@ -122,6 +131,7 @@ impl CollectionType {
             enable_auto_merger: None,
             permit_migrations: None,
             dropping: false,
+            unsplittable: false,
             defragment_collection: None,
             default_collation: None,
             resharding: None,

@@ -36,6 +36,7 @@ async fn load(
         .catalog
         .collection(ns)
         .await?
+        .filter(|c| !c.unsplittable)
         .ok_or_else(|| not_sharded(ns))?;
     let pattern = ShardKeyPattern::parse(&coll.key).map_err(key_error)?;
     let version = state.catalog.collection_version(ns).await?;
@@ -301,7 +302,11 @@ pub(crate) async fn move_range(state: &Arc<RouterState>, req: &Request<'_>) -> R
     admin_only(req)?;
     let ns = name_arg(req, "a namespace string")?;
     split_ns(ns)?;
-    let routing = state.routing.get(ns).ok_or_else(|| not_sharded(ns))?;
+    let routing = state
+        .routing
+        .get(ns)
+        .filter(|r| !r.collection.unsplittable)
+        .ok_or_else(|| not_sharded(ns))?;
     let pattern = routing.pattern.clone();
     let to = req
         .body
@@ -348,6 +353,20 @@ pub(crate) async fn move_range(state: &Arc<RouterState>, req: &Request<'_>) -> R
             _ => return Err(RouterError::bad_value("'bounds' must be [min, max]")),
         }
     };
+    let millis = move_bounds(state, ns, (min, max), to, wait_for_delete).await?;
+    Ok(doc! {"millis": millis})
+}
+
+/// Moves the chunk `[min, max)` of `ns` to `to` through the balancer
+/// service and waits for it (and, with `wait_for_delete`, for the source's
+/// range deletion); returns how long it took, in ms.
+pub(crate) async fn move_bounds(
+    state: &RouterState,
+    ns: &str,
+    (min, max): (Document, Document),
+    to: &str,
+    wait_for_delete: bool,
+) -> Result<i64> {
     state.placement.refresh_shards(&state.catalog).await?;
     state.placement.shard(to)?;
     let started = std::time::Instant::now();
@@ -374,7 +393,7 @@ pub(crate) async fn move_range(state: &Arc<RouterState>, req: &Request<'_>) -> R
             result.errmsg,
         ));
     }
-    Ok(doc! {"millis": started.elapsed().as_millis() as i64})
+    Ok(started.elapsed().as_millis() as i64)
 }
 
 /// How long a move request may wait for a balancer service to take it.

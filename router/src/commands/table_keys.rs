@@ -24,6 +24,15 @@ pub(super) fn shard_key_admin() -> Vec<CommandSpec> {
             handler!(|state, session, req| reshard::reshard(state, req).await.and_then(ok)),
         ),
         router(
+            "moveCollection",
+            ClusterManager,
+            handler!(
+                |state, session, req| crate::ddl::move_collection::move_collection(state, req)
+                    .await
+                    .and_then(ok)
+            ),
+        ),
+        router(
             "unshardCollection",
             ClusterManager,
             handler!(|state, session, req| reshard::unshard::unshard(state, req)

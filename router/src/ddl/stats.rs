@@ -62,7 +62,7 @@ pub(crate) async fn coll_stats(
 ) -> Result<Reply> {
     let replies = on_shards(state, owners(state, routing)?, &passthrough(req)?).await?;
     first_error(&replies)?;
-    let mut out = doc! {"sharded": true};
+    let mut out = doc! {"sharded": !routing.collection.unsplittable};
     let mut sums: Vec<(&str, i64)> = [
         "count",
         "size",
