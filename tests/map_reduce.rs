@@ -14,7 +14,6 @@ mod support;
 use std::collections::BTreeMap;
 
 use bson::{doc, Bson, Document};
-use futures::TryStreamExt;
 use support::{admin, error_code, TestCluster};
 
 const GROUPS: [&str; 4] = ["a", "b", "c", "d"];
@@ -62,6 +61,16 @@ async fn run(db: &mongodb::Database, cmd: Document) -> Document {
     db.run_command(cmd).await.unwrap()
 }
 
+/// An inline reply's `results`.
+fn results(reply: &Document) -> Vec<Document> {
+    reply
+        .get_array("results")
+        .unwrap_or_else(|_| panic!("no results: {reply}"))
+        .iter()
+        .map(|r| r.as_document().unwrap().clone())
+        .collect()
+}
+
 /// What the sum of `v` per `g` is over `selected`, as `{_id, value}`.
 fn sums(selected: &[&Document], finalize: impl Fn(f64) -> Bson) -> Vec<Document> {
     let mut by: BTreeMap<&str, f64> = BTreeMap::new();
@@ -92,14 +101,7 @@ async fn map_reduce_over_three_shards_matches_the_documents() {
         let mut cmd = doc! {"mapReduce": coll};
         cmd.extend(plain.clone());
         let got = run(&db, cmd).await;
-        assert_eq!(got.get_array("results").unwrap().len(), 4, "{got}");
-        let results: Vec<Document> = got
-            .get_array("results")
-            .unwrap()
-            .iter()
-            .map(|r| r.as_document().unwrap().clone())
-            .collect();
-        assert_eq!(results, want, "{coll}");
+        assert_eq!(results(&got), want, "{coll}");
         assert!(got.get("counts").is_none() && got.get("timeMillis").is_none());
     }
 
@@ -128,13 +130,7 @@ async fn map_reduce_over_three_shards_matches_the_documents() {
     };
     for coll in ["c", "plain"] {
         let got = run(&db, shaped(coll)).await;
-        let results: Vec<Document> = got
-            .get_array("results")
-            .unwrap()
-            .iter()
-            .map(|r| r.as_document().unwrap().clone())
-            .collect();
-        assert_eq!(results, want, "{coll}");
+        assert_eq!(results(&got), want, "{coll}");
     }
 
     // A chunk moves: the same answer, nothing counted twice or lost.
@@ -142,7 +138,7 @@ async fn map_reduce_over_three_shards_matches_the_documents() {
         doc! {"moveChunk": "mr.c", "find": {"k": 600}, "to": "shard0001", "_waitForDelete": false};
     admin(&client, mv).await;
     let got = run(&db, shaped("c")).await;
-    assert_eq!(got.get_array("results").unwrap().len(), want.len());
+    assert_eq!(results(&got), want);
     let count_map = doc! {
         "mapReduce": "c",
         "map": "function() { emit(this._id % 3, 1); }",
@@ -150,15 +146,9 @@ async fn map_reduce_over_three_shards_matches_the_documents() {
         "out": {"inline": 1},
     };
     let got = run(&db, count_map).await;
-    let results: Vec<Document> = got
-        .get_array("results")
-        .unwrap()
-        .iter()
-        .map(|r| r.as_document().unwrap().clone())
-        .collect();
     // `this._id % 3` is a JavaScript number: the keys come back doubles.
     assert_eq!(
-        results,
+        results(&got),
         vec![
             doc! {"_id": 0.0, "value": 667.0},
             doc! {"_id": 1.0, "value": 667.0},
@@ -183,14 +173,7 @@ async fn map_reduce_writes_out_by_replace_merge_and_reduce() {
         }
     };
     let read = |coll: &'static str, db: mongodb::Database| async move {
-        db.collection::<Document>(coll)
-            .find(doc! {})
-            .sort(doc! {"_id": 1})
-            .await
-            .unwrap()
-            .try_collect::<Vec<_>>()
-            .await
-            .unwrap()
+        support::all_by_id(&db.collection::<Document>(coll)).await
     };
     let all = docs();
     let low: Vec<&Document> = all
@@ -274,5 +257,5 @@ async fn map_reduce_errors_are_mongos_errors() {
     let none =
         doc! {"mapReduce": "nothing", "map": ok_map, "reduce": ok_reduce, "out": {"inline": 1}};
     let reply = run(&db, none).await;
-    assert!(reply.get_array("results").unwrap().is_empty());
+    assert!(results(&reply).is_empty());
 }

@@ -11,19 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bson::{doc, Document};
-use futures::TryStreamExt;
 use mongodb::Collection;
-use support::{admin, admin_error, direct_client, TestCluster};
-
-async fn all(coll: &Collection<Document>) -> Vec<Document> {
-    coll.find(doc! {})
-        .sort(doc! {"_id": 1})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
-}
+use support::{admin, admin_error, all_by_id as all, direct_client, TestCluster};
 
 /// Writes (inserts, updates, deletes) to both until `stop`; returns how
 /// many it made.

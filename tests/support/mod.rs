@@ -415,6 +415,18 @@ pub async fn aggregate_all(
         .expect("aggregate cursor")
 }
 
+/// Every document of `coll`, in `_id` order.
+pub async fn all_by_id(coll: &mongodb::Collection<Document>) -> Vec<Document> {
+    use futures::TryStreamExt;
+    coll.find(bson::doc! {})
+        .sort(bson::doc! {"_id": 1})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("find cursor")
+}
+
 /// The `ok` field of a reply as a number.
 pub fn ok_of(reply: &Document) -> f64 {
     match reply.get("ok") {
