@@ -481,7 +481,7 @@ async fn resharding_with_zones_places_the_zoned_chunks() {
 /// `unshardCollection` while a client writes: every document ends on the
 /// primary, once, as one server holds them; the other shards keep nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsharding_under_writes_gathers_everything_on_the_primary() {
+async fn unsharding_under_writes_gathers_everything_on_one_shard() {
     let cluster = TestCluster::start(3).await;
     let client = cluster.client().await;
     spread(
@@ -493,31 +493,45 @@ async fn unsharding_under_writes_gathers_everything_on_the_primary() {
     .await;
     let router = client.database("rs").collection::<Document>("c");
     let (reference, _reference_server) = reference_with_docs(&router).await;
-    let code = support::admin_error(
+    let held_by = |want: usize, on: usize| {
+        let shards = &cluster.shards;
+        async move {
+            for (i, s) in shards.iter().enumerate() {
+                let held = direct_client(s)
+                    .await
+                    .database("rs")
+                    .collection::<Document>("c")
+                    .count_documents(doc! {})
+                    .await
+                    .unwrap();
+                let expected = if i == on { want as u64 } else { 0 };
+                assert_eq!(held, expected, "shard{i}");
+            }
+        }
+    };
+
+    // Onto another shard than the primary: gathered, then moved there as
+    // moveCollection moves it, and tracked.
+    let unshard = admin(
         &client,
         doc! {"unshardCollection": "rs.c", "toShard": "shard0002"},
     )
-    .await;
-    assert_eq!(code, 20, "only onto the primary");
-
-    let unshard = admin(&client, doc! {"unshardCollection": "rs.c"}).map(|_| ());
+    .map(|_| ());
     assert!(under_writes((&router, &reference), 1, unshard).await > 20);
+    let colls = support::config_docs(&client, "collections", doc! {"_id": "rs.c"}, doc! {}).await;
+    assert!(colls[0].get_bool("unsplittable").unwrap(), "{colls:?}");
+    let want = all(&reference).await;
+    same(&all(&router).await, &want);
+    held_by(want.len(), 2).await;
 
+    // Without `toShard`: back on the primary, untracked.
+    let unshard = admin(&client, doc! {"unshardCollection": "rs.c"}).map(|_| ());
+    assert!(under_writes((&router, &reference), 100_000, unshard).await > 20);
     let colls = support::config_docs(&client, "collections", doc! {"_id": "rs.c"}, doc! {}).await;
     assert!(colls.is_empty(), "no longer sharded");
     let want = all(&reference).await;
     same(&all(&router).await, &want);
-    for (i, s) in cluster.shards.iter().enumerate() {
-        let held = direct_client(s)
-            .await
-            .database("rs")
-            .collection::<Document>("c")
-            .count_documents(doc! {})
-            .await
-            .unwrap();
-        let expected = if i == 1 { want.len() as u64 } else { 0 };
-        assert_eq!(held, expected, "shard{i}");
-    }
+    held_by(want.len(), 1).await;
     let code = support::admin_error(&client, doc! {"unshardCollection": "rs.c"}).await;
     assert_eq!(code, 118, "NamespaceNotSharded");
 }

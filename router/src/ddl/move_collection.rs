@@ -30,7 +30,7 @@ pub(crate) async fn move_collection(
 ) -> Result<Document> {
     admin_only(req)?;
     let ns = name_arg(req, "a namespace string")?;
-    let (db, coll) = split_ns(ns)?;
+    split_ns(ns)?;
     let to = req.body.get_str("toShard").map_err(|_| {
         RouterError::command(
             40414,
@@ -38,6 +38,14 @@ pub(crate) async fn move_collection(
             "BSON field 'moveCollection.toShard' is missing but a required field",
         )
     })?;
+    move_to(state, ns, to).await?;
+    Ok(Document::new())
+}
+
+/// Moves the unsharded collection `ns` to the shard `to`, tracking it
+/// first if it is not yet.
+pub(crate) async fn move_to(state: &Arc<RouterState>, ns: &str, to: &str) -> Result<()> {
+    let (db, coll) = split_ns(ns)?;
     state.placement.refresh_shards(&state.catalog).await?;
     state.placement.shard(to)?;
     match state.catalog.collection(ns).await? {
@@ -59,12 +67,11 @@ pub(crate) async fn move_collection(
             format!("{ns} was dropped while being moved"),
         )
     })?;
-    let owner = routing.single_shard();
-    if owner.as_deref() != Some(to) {
+    if routing.single_shard().as_deref() != Some(to) {
         let bounds = (doc! {"_id": Bson::MinKey}, doc! {"_id": Bson::MaxKey});
         crate::commands::chunks::move_bounds(state, ns, bounds, to, true).await?;
     }
-    Ok(Document::new())
+    Ok(())
 }
 
 /// Gives the unsharded collection `ns` its routing entry: one chunk on the

@@ -4,7 +4,8 @@
 //! write — the resharding copy with a single chunk on the primary, then,
 //! under the whole-collection write hold, the collection's metadata goes
 //! (held writes then go to the primary, as after a `drop`) and the other
-//! shards' copies are dropped.
+//! shards' copies are dropped. With a `toShard` other than the primary,
+//! the unsharded collection then moves there (`moveCollection`).
 
 use bson::{doc, Document};
 use shardgate_config_store::shard_key::ShardKeyPattern;
@@ -19,8 +20,8 @@ use crate::shards::run_on_shard;
 use crate::state::RouterState;
 use shardgate_config_store::model::{CollectionType, OrphanRange};
 
-/// `unshardCollection`; a `toShard` other than the database's primary is
-/// refused (IllegalOperation): unsharded collections live on the primary.
+/// `unshardCollection`; with a `toShard` other than the database's
+/// primary, the collection then moves there as `moveCollection` moves it.
 pub(crate) async fn unshard(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
     admin_only(req)?;
     let ns = name_arg(req, "a namespace string")?;
@@ -35,22 +36,22 @@ pub(crate) async fn unshard(state: &Arc<RouterState>, req: &Request<'_>) -> Resu
     let database = state.catalog.database(db).await?.ok_or_else(|| {
         RouterError::command(26, "NamespaceNotFound", format!("database {db} not found"))
     })?;
-    if let Ok(to) = req.body.get_str("toShard") {
-        state.placement.shard(to)?;
-        if to != database.primary {
-            return Err(RouterError::command(
-                20,
-                "IllegalOperation",
-                format!("shardgate keeps unsharded collections on the database's primary shard {}; unshard to it, then movePrimary to move the database", database.primary),
-            ));
-        }
-    }
+    let to = match req.body.get_str("toShard") {
+        Ok(to) => Some(state.placement.shard(to)?.id),
+        Err(_) => None,
+    };
     let held = lock::hold(state, ns, "unshardCollection").await?;
     let outcome = unshard_held(state, ns, &database.primary).await;
     let _ = state.catalog.clear_migration_acks(ns).await;
     held.release().await;
     let _ = state.routing.refresh(&state.catalog, ns).await;
-    outcome.map(|()| Document::new())
+    outcome?;
+    // Another shard than the primary: the collection, now unsharded,
+    // moves there as `moveCollection` moves it (and stays tracked).
+    if let Some(to) = to.filter(|to| *to != database.primary) {
+        crate::ddl::move_collection::move_to(state, ns, &to).await?;
+    }
+    Ok(Document::new())
 }
 
 use crate::session::Request;
