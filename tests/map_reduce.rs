@@ -3,7 +3,8 @@
 //! results (key order, values as a mongod's JavaScript returns them), with
 //! `query`, `sort`, `limit`, `finalize` and `scope`; before and after a
 //! chunk moves; written out by `replace`, `merge` and `reduce`; and the
-//! errors mongos gives for bad arguments and failing JavaScript.
+//! errors mongos gives for bad arguments and failing JavaScript; and
+//! mongosh's `mapReduce()` helper through the router.
 //!
 //! The shards run no JavaScript (SecantusDB has none, and answers a
 //! `mapReduce` with no results): the router runs it, so the expected
@@ -104,6 +105,44 @@ async fn map_reduce_over_three_shards_matches_the_documents() {
         assert_eq!(results(&got), want, "{coll}");
         assert!(got.get("counts").is_none() && got.get("timeMillis").is_none());
     }
+
+    // mongosh's helper (functions sent as JavaScript code), as a user runs it.
+    let script = r#"
+        const r = db.getSiblingDB("mr").c.mapReduce(
+            function() { emit(this.g, this.v); },
+            function(k, vs) { return Array.sum(vs); },
+            {out: {inline: 1}});
+        print(EJSON.stringify(r.results, {relaxed: false}));
+    "#;
+    let out = support::mongosh(&cluster.router.uri(), script);
+    // The last line (mongosh warns first that mapReduce is deprecated).
+    let last = out.trim().lines().last().unwrap_or_default();
+    let printed: Vec<Document> = serde_json::from_str::<serde_json::Value>(last)
+        .ok()
+        .and_then(|v| bson::Bson::try_from(v).ok())
+        .and_then(|b| match b {
+            Bson::Array(a) => Some(a),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("mongosh printed {out}"))
+        .into_iter()
+        .map(|d| d.as_document().unwrap().clone())
+        .collect();
+    // mongosh reads a whole double back as a JavaScript number: compare
+    // the numbers.
+    let numbers = |docs: &[Document]| -> Vec<(String, f64)> {
+        docs.iter()
+            .map(|d| {
+                let v = match d.get("value") {
+                    Some(Bson::Double(v)) => *v,
+                    Some(Bson::Int32(v)) => f64::from(*v),
+                    other => panic!("value {other:?}"),
+                };
+                (d.get_str("_id").unwrap().to_owned(), v)
+            })
+            .collect()
+    };
+    assert_eq!(numbers(&printed), numbers(&want), "mongosh");
 
     // query, sort, limit, finalize and scope.
     let mut selected: Vec<&Document> = all
