@@ -175,11 +175,27 @@ async fn move_collection_errors_are_mongos_errors() {
         doc! {"moveCollection": "me.u", "toShard": "shard0000"},
     )
     .await;
-    assert_eq!(
-        db.collection::<Document>("u")
-            .count_documents(doc! {})
-            .await
-            .unwrap(),
-        1
-    );
+    let u = db.collection::<Document>("u");
+    assert_eq!(u.count_documents(doc! {}).await.unwrap(), 1);
+
+    // Dropped after a move: its tracking goes too, and a new collection of
+    // the same name is an ordinary one on the primary.
+    admin(
+        &client,
+        doc! {"moveCollection": "me.u", "toShard": "shard0001"},
+    )
+    .await;
+    u.drop().await.unwrap();
+    let tracked = support::config_docs(&client, "collections", doc! {"_id": "me.u"}, doc! {}).await;
+    assert!(tracked.is_empty(), "{tracked:?}");
+    u.insert_one(doc! {"_id": 2}).await.unwrap();
+    let on_primary = direct_client(&cluster.shards[0])
+        .await
+        .database("me")
+        .collection::<Document>("u")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(on_primary, 1);
+    assert_eq!(all(&u).await, vec![doc! {"_id": 2}]);
 }
