@@ -292,6 +292,17 @@ async fn map_reduce_errors_are_mongos_errors() {
     assert_eq!(code(syntax).await, 139, "JSInterpreterFailure");
     let throws = doc! {"mapReduce": "c", "map": "function() { throw new Error('no'); }", "reduce": ok_reduce, "out": {"inline": 1}};
     assert_eq!(code(throws).await, 139);
+    // Not in a transaction, as on mongod.
+    let mut session = client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    let in_txn = doc! {"mapReduce": "c", "map": ok_map, "reduce": ok_reduce, "out": {"inline": 1}};
+    let e = db
+        .run_command(in_txn)
+        .session(&mut session)
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 263, "OperationNotSupportedInTransaction");
+    drop(session);
     // A missing collection maps nothing.
     let none =
         doc! {"mapReduce": "nothing", "map": ok_map, "reduce": ok_reduce, "out": {"inline": 1}};

@@ -88,6 +88,13 @@ pub(crate) async fn map_reduce(
     _session: &Session,
     req: &Request<'_>,
 ) -> Result<Reply> {
+    if matches!(req.body.get("autocommit"), Ok(Some(_))) {
+        return Err(RouterError::command(
+            263,
+            "OperationNotSupportedInTransaction",
+            "Cannot run 'mapReduce' in a multi-document transaction.",
+        ));
+    }
     let body = Document::try_from(req.body).map_err(|e| RouterError::bad_value(e.to_string()))?;
     let job = parse(&body, req.db)?;
     let ctx = Ctx::new(state, req.db, req.body);
