@@ -123,6 +123,22 @@ async fn users_roles_and_scram_at_the_router() {
         .await
         .unwrap_err();
     assert_eq!(error_code(&e), 13, "readWrite is on app only");
+    // mapReduce writes where its `out` says: into app, not into other.
+    let mr = |out: Document| {
+        doc! {
+            "mapReduce": "c", "map": "function() { emit(this._id, 1); }",
+            "reduce": "function(k, vs) { return Array.sum(vs); }", "out": out,
+        }
+    };
+    let app = writer.database("app");
+    app.run_command(mr(doc! {"replace": "mr_out"}))
+        .await
+        .unwrap();
+    let e = app
+        .run_command(mr(doc! {"replace": "mr_out", "db": "other"}))
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), 13, "no write on other");
 
     // A wrong password fails.
     let wrong = login(&cluster, "reader", "nope", "app", "SCRAM-SHA-256").await;

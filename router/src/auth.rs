@@ -349,8 +349,21 @@ fn grants(roles: &[RoleRef], need: &Need) -> bool {
 }
 
 /// The databases other than its own that an `aggregate` writes with
-/// `$out: {db, coll}` or `$merge: {into: {db, coll}}`.
+/// `$out: {db, coll}` or `$merge: {into: {db, coll}}`, or a `mapReduce`
+/// with `out: {db}`.
 fn output_dbs(req: &Request<'_>) -> Vec<String> {
+    if matches!(req.name, "mapReduce" | "mapreduce") {
+        let db = req
+            .body
+            .get_document("out")
+            .ok()
+            .and_then(|o| o.get_str("db").ok());
+        return db
+            .filter(|db| *db != req.db)
+            .map(str::to_owned)
+            .into_iter()
+            .collect();
+    }
     if req.name != "aggregate" {
         return Vec::new();
     }
