@@ -187,6 +187,22 @@ try:
 except OperationFailure as e:
     print("failed", e.code, e.has_error_label("RetryableWriteError"))
 print("absent", c.fp.c.count_documents({"_id": 3}))
+# A transaction whose statement's connection is closed ends, as mongos
+# aborts it: its commit is NoSuchTransaction, and its first write is gone.
+with c.start_session() as s:
+    s.start_transaction()
+    c.fp.c.insert_one({"_id": 5}, session=s)
+    c.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 1},
+        "data": {"failCommands": ["insert"], "closeConnection": True, "appName": "victim"}})
+    try:
+        c.fp.c.insert_one({"_id": 6}, session=s); print("no close")
+    except AutoReconnect as e:
+        print("txn closed", e.has_error_label("TransientTransactionError"))
+    try:
+        s.commit_transaction(); print("committed")
+    except OperationFailure as e:
+        print("commit", e.code, e.has_error_label("TransientTransactionError"))
+print("txn absent", c.fp.c.count_documents({"_id": {"$in": [5, 6]}}))
 "#,
     );
     assert_eq!(
@@ -196,7 +212,10 @@ print("absent", c.fp.c.count_documents({"_id": 3}))
             "then 1",
             "inserted 1",
             "failed 262 True",
-            "absent 0"
+            "absent 0",
+            "txn closed True",
+            "commit 251 True",
+            "txn absent 0"
         ],
         "pymongo saw: {out}"
     );

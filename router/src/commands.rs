@@ -203,6 +203,7 @@ async fn fail_point(
     }
     if action.close {
         session.close_now = true;
+        abort_open_transaction(state, req).await;
         return Some(Failing::Answer(Reply::Body(Vec::new())));
     }
     if let Some(e) = &action.error {
@@ -212,6 +213,30 @@ async fn fail_point(
         .write_concern_error
         .is_some()
         .then_some(Failing::After(action))
+}
+
+/// The open transaction `req` is a statement of, aborted: a connection the
+/// fail point closes mid-transaction ends it, as mongos aborts a
+/// transaction whose statement failed with the connection (its next
+/// `commitTransaction` is NoSuchTransaction).
+async fn abort_open_transaction(state: &RouterState, req: &Request<'_>) {
+    if req.body.get_bool("autocommit").ok() != Some(false)
+        || matches!(req.name, "commitTransaction" | "abortTransaction")
+    {
+        return;
+    }
+    let Ok((lsid, txn_number)) = crate::txn::ids(req) else {
+        return;
+    };
+    let key = crate::txn::lsid_key(lsid);
+    let Some(txn) = state.transactions.get(&key, txn_number) else {
+        return;
+    };
+    if txn.state() == crate::txn::TxnState::Open {
+        crate::txn::abort_all(state, &txn).await;
+        txn.set_state(crate::txn::TxnState::Aborted);
+        state.transactions.counters.aborted();
+    }
 }
 
 /// A successful reply with the fail point's `writeConcernError` (and the
