@@ -237,6 +237,24 @@ print("txn absent", c.fp.c.count_documents({"_id": {"$in": [5, 6]}}))
     let mut c = RawConn::connect(cluster.router.addr).await;
     c.send(&is_master(1)).await;
     assert!(c.is_closed().await, "the handshake's connection is closed");
+    // A handshake's own `client.application.name` is matched, as mongod
+    // matches it: a monitor's first `hello` on a new connection is closed.
+    admin
+        .run_command(doc! {
+            "configureFailPoint": "failCommand", "mode": {"times": 1},
+            "data": {"failCommands": ["hello"], "closeConnection": true, "appName": "monitor"},
+        })
+        .await
+        .unwrap();
+    let hello = doc! {
+        "hello": 1, "client": {"application": {"name": "monitor"}, "driver": {"name": "t", "version": "1"}},
+        "$db": "admin",
+    };
+    let mut m = RawConn::connect(cluster.router.addr).await;
+    m.send(&OpMsg::from_body(hello.to_vec().unwrap()).encode(9, 0))
+        .await;
+    assert!(m.is_closed().await, "the monitor's hello is failed");
+
     admin
         .run_command(doc! {
             "configureFailPoint": "failCommand", "mode": {"times": 1},

@@ -196,7 +196,16 @@ async fn fail_point(
     req: &Request<'_>,
     ctx: crate::labels::Context,
 ) -> Option<Failing> {
-    let app = session.slot.app_name();
+    // A handshake names its application itself (the connection has no
+    // name yet), and mongod matches the fail point's `appName` on it.
+    let app = session.slot.app_name().or_else(|| {
+        req.body
+            .get_document("client")
+            .and_then(|c| c.get_document("application"))
+            .and_then(|a| a.get_str("name"))
+            .ok()
+            .map(str::to_owned)
+    });
     let action = state.fail_points.check(req.name, app.as_deref(), ctx)?;
     if let Some(d) = action.block {
         tokio::time::sleep(d).await;
