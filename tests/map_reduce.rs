@@ -309,3 +309,42 @@ async fn map_reduce_errors_are_mongos_errors() {
     let reply = run(&db, none).await;
     assert!(results(&reply).is_empty());
 }
+
+/// Emitted values past 4 × `limits.max_merge_mb` fail the job with
+/// ExceededMemoryLimit (a mongod would spill them to disk) instead of
+/// growing the router without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_reduce_beyond_the_router_budget_fails_cleanly() {
+    let config = shardgate_router::RouterConfig {
+        limits: shardgate_router::LimitsConfig {
+            max_merge_mb: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(2, config, false).await;
+    let client = cluster.client().await;
+    let db = client.database("mrb");
+    let docs: Vec<Document> = (0..200i64).map(|i| doc! {"_id": i}).collect();
+    db.collection::<Document>("c")
+        .insert_many(docs)
+        .await
+        .unwrap();
+    let big = doc! {
+        "mapReduce": "c",
+        "map": "function() { emit(this._id, 'x'.repeat(100000)); }",
+        "reduce": "function(k, vs) { return vs[0]; }",
+        "out": {"inline": 1},
+    };
+    let e = db.run_command(big).await.unwrap_err();
+    assert_eq!(error_code(&e), 146, "{e}");
+    // The router goes on answering.
+    let small = doc! {
+        "mapReduce": "c",
+        "map": "function() { emit(1, 1); }",
+        "reduce": "function(k, vs) { return Array.sum(vs); }",
+        "out": {"inline": 1},
+    };
+    let reply = run(&db, small).await;
+    assert_eq!(results(&reply), vec![doc! {"_id": 1.0, "value": 200.0}]);
+}

@@ -63,6 +63,10 @@ const GENERIC: &[&str] = &[
 const MAX_INLINE_BYTES: usize = 16 * 1024 * 1024;
 /// Documents per batch handed to the interpreter.
 const BATCH: usize = 500;
+/// The emitted values a job may hold, in units of `limits.max_merge_mb`
+/// (mongod spills them to disk; the router fails the job instead of
+/// running out of memory).
+const EMIT_BUDGET_FACTOR: usize = 4;
 
 /// Where the results go.
 enum Out {
@@ -109,10 +113,12 @@ pub(crate) async fn map_reduce(
             .filter(|_| !reducing_into)
             .map(|f| ("__finalize", f)),
     ];
+    let budget =
+        (state.config.limits.max_merge_mb as usize).saturating_mul(EMIT_BUDGET_FACTOR << 20);
     let results = run(
         input,
         functions.into_iter().flatten().collect(),
-        job.scope.clone(),
+        (job.scope.clone(), budget),
     )
     .await?;
     match &job.out {
@@ -291,7 +297,7 @@ fn parse_out(out: &Bson, db: &str) -> Result<Out> {
 async fn run(
     mut input: Box<dyn crate::cursors::DocStream>,
     functions: Vec<(&'static str, String)>,
-    scope: Document,
+    (scope, budget): (Document, usize),
 ) -> Result<Vec<RawDocumentBuf>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<RawDocumentBuf>>(2);
     let job = tokio::task::spawn_blocking(move || {
@@ -300,6 +306,7 @@ async fn run(
         let finalize = functions.iter().any(|(n, _)| *n == "__finalize");
         let mut js = Js::new(&functions, &scope)?;
         let mut groups = Groups::default();
+        let mut held = 0usize;
         while let Some(batch) = rx.blocking_recv() {
             let docs = batch
                 .iter()
@@ -311,6 +318,17 @@ async fn run(
                 let (Some(k), Some(v)) = (pair.next(), pair.next()) else {
                     continue;
                 };
+                held += doc! {"k": &k, "v": &v}.to_vec().map_or(0, |b| b.len());
+                if held > budget {
+                    return Err(RouterError::command(
+                        146,
+                        "ExceededMemoryLimit",
+                        format!(
+                            "mapReduce's emitted values exceed the router's {} MB (4 × limits.max_merge_mb)",
+                            budget >> 20
+                        ),
+                    ));
+                }
                 groups.add(k, v);
             }
         }
