@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
-use futures::TryStreamExt;
 use shardgate_shard_client::{resync, Keep, Pools, Result, ShardClient, Target};
 use shardgate_wire::OpMsg;
+use support::all_by_id as held;
 
 /// Real pools; before the first migration write (a write command carrying
 /// `startTransaction`) to `dest`, runs `client_write` on it.
@@ -107,15 +107,6 @@ async fn run_resync(
         &kept,
     )
     .await
-}
-
-async fn held(coll: &mongodb::Collection<Document>) -> Vec<Document> {
-    coll.find(doc! {})
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
 }
 
 /// The catch-up read the document on the source (old `k`: 5); before it

@@ -16,6 +16,8 @@
 use std::sync::Arc;
 
 use bson::{doc, Bson, Document};
+use shardgate_config_store::model::CollectionType;
+use shardgate_config_store::shard_key::ShardKeyPattern;
 
 use crate::commands::admin::admin_only;
 use crate::commands::sharding::{name_arg, split_ns};
@@ -131,4 +133,43 @@ async fn track(state: &Arc<RouterState>, ns: &str, (db, coll): (&str, &str)) -> 
         })
         .await?;
     Ok(())
+}
+
+/// `shardCollection` of a collection `moveCollection` tracks: with the key
+/// `{_id: 1}` it becomes sharded where it lies (the balancer may then
+/// split and move it); with another key, refused while it lies off the
+/// primary, else its tracking goes (`None`: shard it as any unsharded
+/// collection).
+pub(crate) async fn shard_tracked(
+    state: &Arc<RouterState>,
+    existing: CollectionType,
+    (pattern, unique): (&ShardKeyPattern, bool),
+    primary: &str,
+) -> Result<Option<Document>> {
+    let ns = existing.ns.clone();
+    if existing.key == pattern.to_document() && !unique {
+        state
+            .catalog
+            .change_collection(&ns, |c| {
+                c.unsplittable = false;
+                c.no_balance = false;
+                true
+            })
+            .await?;
+        state.routing.refresh(&state.catalog, &ns).await?;
+        return Ok(Some(
+            doc! {"collectionsharded": &ns, "collectionUUID": existing.uuid},
+        ));
+    }
+    let owner = state.routing.get(&ns).and_then(|r| r.single_shard());
+    if owner.as_deref() == Some(primary) {
+        state.catalog.drop_collection(&ns).await?;
+        state.routing.refresh(&state.catalog, &ns).await?;
+        return Ok(None);
+    }
+    Err(RouterError::command(
+        20,
+        "IllegalOperation",
+        format!("{ns} was moved with moveCollection: shard it on {{_id: 1}} where it lies, or move it back to its database's primary and shard it there"),
+    ))
 }
