@@ -72,7 +72,7 @@ enum Stage {
 /// `$addFields`, `$set`, `$unset`, `$group`, `$sort`, `$skip`, `$limit`,
 /// `$count`, `$unwind`, `$replaceRoot` and `$replaceWith`. An unknown stage
 /// fails with 40324 (`Unrecognized pipeline stage name: '$x'`); a real
-/// MongoDB stage this engine lacks fails with `NotImplemented`.
+/// MongoDB stage this engine lacks fails with `Unsupported`.
 pub fn aggregate(docs: Vec<Document>, pipeline: &[Document]) -> Result<Vec<Document>, QueryError> {
     let stages = pipeline
         .iter()

@@ -63,7 +63,7 @@ impl Filter {
     /// Parses a filter document. Unknown operators fail with `BadValue`
     /// (`unknown top level operator: $foo`, `unknown operator: $foo`); real
     /// MongoDB operators this engine lacks (`$expr`, `$where`, `$text`,
-    /// geospatial and bitwise operators, …) fail with `NotImplemented`.
+    /// geospatial and bitwise operators, …) fail with `Unsupported`.
     pub fn parse(filter: &Document) -> Result<Filter, QueryError> {
         Ok(Filter {
             root: parse_document(filter, 0)?,

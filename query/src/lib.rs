@@ -34,8 +34,10 @@
 //!   (`group`, `summation`, `unwind`).
 //! - `tests`: the engine's unit tests, by area.
 //!
-//! # Not supported (error 238 `NotImplemented`)
-//! Other real MongoDB stages, expressions, accumulators and query operators,
+//! # Not supported ([`QueryError::Unsupported`])
+//! The engine is the router's: what it lacks is never a client's answer.
+//! Every caller then runs the work on a shard, whose answer is the
+//! server's own. Unsupported are: other real MongoDB stages, expressions, accumulators and query operators,
 //! `$sum`/`$avg` over Decimal128 values, find-only projection operators
 //! (`$slice`, `$elemMatch`, `$meta`, positional `.$`), collations, and
 //! regular-expression features the `regex` crate cannot express the way PCRE
@@ -94,10 +96,12 @@ pub enum QueryError {
     /// `InvalidPipelineOperator`).
     #[error("{0}")]
     InvalidPipelineOperator(String),
-    /// A real MongoDB feature this engine does not implement (MongoDB code
-    /// 238, `NotImplemented`); the message names the feature.
+    /// A real MongoDB feature this engine does not implement; the message
+    /// names the feature. Callers run the work on a shard instead
+    /// ([`QueryError::is_unsupported`]); should one pass it on, it is an
+    /// InternalError (1), the router's, never a refusal mongos would give.
     #[error("{0}")]
-    NotImplemented(String),
+    Unsupported(String),
     /// An error MongoDB reports through a numbered assertion; its code name
     /// is `Location<code>`.
     #[error("{message}")]
@@ -119,15 +123,20 @@ impl QueryError {
             QueryError::FailedToParse(_) => (9, "FailedToParse"),
             QueryError::TypeMismatch(_) => (14, "TypeMismatch"),
             QueryError::InvalidPipelineOperator(_) => (168, "InvalidPipelineOperator"),
-            QueryError::NotImplemented(_) => (238, "NotImplemented"),
+            QueryError::Unsupported(_) => (1, "InternalError"),
             QueryError::Location {
                 code, code_name, ..
             } => (*code, code_name),
         }
     }
 
+    /// Whether the engine lacks the feature (a shard can run it).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, QueryError::Unsupported(_))
+    }
+
     pub(crate) fn not_implemented(what: impl std::fmt::Display) -> QueryError {
-        QueryError::NotImplemented(format!(
+        QueryError::Unsupported(format!(
             "{what} is not supported by shardgate's query engine"
         ))
     }
@@ -148,7 +157,7 @@ pub(crate) fn check_depth(depth: usize) -> Result<(), QueryError> {
 /// aggregation expressions as computed fields. An empty projection returns
 /// the document unchanged. Mixing inclusion and exclusion fails with 31254 /
 /// 31253 as MongoDB does; `$slice`, `$elemMatch`, `$meta` and positional
-/// (`a.$`) projections fail with `NotImplemented`.
+/// (`a.$`) projections fail with `Unsupported`.
 pub fn project(doc: &Document, projection: &Document) -> Result<Document, QueryError> {
     projection::Projection::parse_find(projection)?.apply(doc)
 }

@@ -3,7 +3,7 @@
 //! differs keep PCRE's meaning (`\d \w \s \b` are ASCII-only, `$` and `\Z`
 //! also match before a final newline); constructs the crate cannot express
 //! (backreferences, look-around, atomic groups, possessive quantifiers,
-//! `\v \h \R \K \G \Q`…) are refused with `NotImplemented`.
+//! `\v \h \R \K \G \Q`…) are refused with `Unsupported`.
 
 use super::QueryError;
 
@@ -60,7 +60,7 @@ impl MongoRegex {
             .size_limit(1 << 22)
             .build()
             .map_err(|e| {
-                QueryError::NotImplemented(format!(
+                QueryError::Unsupported(format!(
                     "regular expression /{pattern}/ cannot be run by shardgate's query engine: {e}"
                 ))
             })?;

@@ -20,7 +20,7 @@ pub(crate) struct SortSpec {
 
 impl SortSpec {
     /// Parses `{path: 1 | -1, …}` with MongoDB's errors (15974, 15975);
-    /// `{$meta: …}` fails with `NotImplemented`. An empty specification is
+    /// `{$meta: …}` fails with `Unsupported`. An empty specification is
     /// accepted and sorts nothing.
     pub(crate) fn parse(spec: &Document) -> Result<SortSpec, QueryError> {
         let mut keys = Vec::with_capacity(spec.len());
@@ -197,7 +197,7 @@ fn key_values<'a>(
 /// -1}`, stably, as MongoDB does: a missing field sorts as null; an array
 /// sorts by its smallest element ascending and its largest descending; an
 /// empty array sorts before null. Fails on an invalid specification (15974,
-/// 15975), on `$meta` sorts (`NotImplemented`) and on parallel arrays.
+/// 15975), on `$meta` sorts (`Unsupported`) and on parallel arrays.
 pub fn sort_documents(docs: &mut [Document], sort: &Document) -> Result<(), QueryError> {
     SortSpec::parse(sort)?.sort(docs)
 }

@@ -1,5 +1,5 @@
 //! Names of MongoDB's aggregation expression operators, so that a real
-//! operator this engine lacks is reported as `NotImplemented` rather than
+//! operator this engine lacks is reported as `Unsupported` rather than
 //! as unrecognized.
 
 const NAMES: &[&str] = &[

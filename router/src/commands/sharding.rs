@@ -56,8 +56,9 @@ pub(crate) use crate::session::now_ts;
 /// Routes a command on a sharded collection (and `getMore`/`killCursors`
 /// on router cursors). Reads scatter to the shards that own the data and
 /// merge; inserts split by chunk owner; other commands go whole to the one
-/// shard holding every chunk, and are refused (NotImplemented) across
-/// shards rather than answered wrongly. `None`: not the router's business.
+/// shard holding every chunk (across shards: `create` to the primary, a
+/// command mongos does not know CommandNotFound). `None`: not the router's
+/// business.
 pub(crate) async fn route_sharded(
     state: &Arc<RouterState>,
     session: &Session,

@@ -3,7 +3,7 @@
 //! engine, else, for what only `find` projects (`$slice`, `$elemMatch`,
 //! positional `.$`, `$meta`), by a shard's `find` over a temporary
 //! collection holding the document, so the answer is the server's own and
-//! never the engine's NotImplemented.
+//! never the engine's `Unsupported`.
 
 use bson::{doc, Document};
 
@@ -24,7 +24,7 @@ pub(super) async fn project(
 ) -> Result<Document> {
     match shardgate_query::project(&doc, fields) {
         Ok(projected) => return Ok(projected),
-        Err(e) if e.code().0 != 238 => {
+        Err(e) if !e.is_unsupported() => {
             return Err(RouterError::command(e.code().0, e.code().1, e.to_string()))
         }
         Err(_) => {}

@@ -6,7 +6,7 @@
 //! expression, or rejects the pipeline, a shard runs them over the
 //! documents (inline as `$documents`, or through a temporary collection
 //! when large), so the answer or the error is the server's own and never
-//! a NotImplemented that mongos would not give.
+//! a refusal that mongos would not give.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
