@@ -212,20 +212,8 @@ pub(crate) async fn shard_collection(
             )
         })?,
     };
-    if let Some(existing) = state.catalog.collection(ns).await? {
-        if !existing.unsplittable {
-            return already_sharded(&existing, &pattern, unique);
-        }
-        if let Some(done) = crate::ddl::move_collection::shard_tracked(
-            state,
-            existing,
-            (&pattern, unique),
-            &database.primary,
-        )
-        .await?
-        {
-            return Ok(done);
-        }
+    if let Some(done) = existing(state, ns, (&pattern, unique), &database.primary).await? {
+        return Ok(done);
     }
     let primary = state.placement.shard(&database.primary)?;
     let options = collection_options(state, &primary, db, coll_name).await?;
@@ -338,6 +326,25 @@ async fn prepare_primary(
         create_shard_key_index(state, primary, db, coll, index).await?;
     }
     Ok(non_empty)
+}
+
+/// The answer when `ns` is tracked already: sharded (the same key is ok),
+/// or moved by `moveCollection` ([`shard_tracked`]); `None`: shard it.
+///
+/// [`shard_tracked`]: crate::ddl::move_collection::shard_tracked
+async fn existing(
+    state: &Arc<RouterState>,
+    ns: &str,
+    (pattern, unique): (&ShardKeyPattern, bool),
+    primary: &str,
+) -> Result<Option<Document>> {
+    match state.catalog.collection(ns).await? {
+        None => Ok(None),
+        Some(c) if !c.unsplittable => already_sharded(&c, pattern, unique).map(Some),
+        Some(c) => {
+            crate::ddl::move_collection::shard_tracked(state, c, (pattern, unique), primary).await
+        }
+    }
 }
 
 fn already_sharded(
