@@ -80,6 +80,18 @@ async fn cluster_parameters_are_kept_and_default_max_time_bounds_reads() {
     let group = || doc! {"aggregate": "c", "pipeline": [{"$group": {"_id": "$k", "n": {"$sum": 1}}}], "cursor": {}};
     db.run_command(group()).await.unwrap();
 
+    // A second router on the same store learns the setting from the store.
+    let second = support::RouterHandle::start_router_only(
+        cluster.router.store(),
+        shardgate_router::RouterConfig {
+            balancer: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let other = support::client(&second.uri()).await;
+    other.database("cp").run_command(group()).await.unwrap();
+
     let set = doc! {"setClusterParameter": {"defaultMaxTimeMS": {"readOperations": 1}}};
     admin(&client, set).await;
     let got = admin(&client, doc! {"getClusterParameter": ["defaultMaxTimeMS"]}).await;
@@ -91,6 +103,17 @@ async fn cluster_parameters_are_kept_and_default_max_time_bounds_reads() {
     assert!(p.get_timestamp("clusterParameterTime").unwrap().time > 0);
     let e = db.run_command(group()).await.unwrap_err();
     assert_eq!(support::error_code(&e), 50, "MaxTimeMSExpired: {e}");
+    let mut seen = None;
+    for _ in 0..50 {
+        match other.database("cp").run_command(group()).await {
+            Err(e) => {
+                seen = Some(support::error_code(&e));
+                break;
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(seen, Some(50), "the second router applies defaultMaxTimeMS");
     // A read that sets its own maxTimeMS keeps it.
     let mut own = group();
     own.insert("maxTimeMS", 60_000);

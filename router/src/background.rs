@@ -18,7 +18,8 @@ struct Changes {
     namespaces: BTreeSet<String>,
     /// The shard list.
     shards: bool,
-    /// `config.settings` (the default concerns among them).
+    /// `config.settings` (the default concerns among them) or a cluster
+    /// parameter (`defaultMaxTimeMS`).
     settings: bool,
     /// Databases whose `movePrimary` critical section began or ended.
     dbs: BTreeSet<String>,
@@ -33,7 +34,9 @@ fn apply_events(state: &RouterState, batch: &[WatchEvent], revision: &mut u64) -
         *revision = (*revision).max(ev.revision);
         if ev.key.starts_with(keys::SHARDS) {
             changes.shards = true;
-        } else if ev.key.starts_with(keys::SETTINGS) {
+        } else if ev.key.starts_with(keys::SETTINGS)
+            || ev.key.starts_with(keys::CLUSTER_PARAMETERS)
+        {
             changes.settings = true;
         } else if let Some(db) = ev.key.strip_prefix(keys::DB_CRITICAL) {
             changes.dbs.insert(db.to_owned());
