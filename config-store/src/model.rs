@@ -34,6 +34,9 @@ pub mod keys {
     pub const SETTINGS: &str = "settings/";
     /// `config.clusterParameters`: one document per parameter set.
     pub const CLUSTER_PARAMETERS: &str = "cluster_parameters/";
+    /// `config.queryAnalyzers`: `query_analyzers/<ns>`, one document per
+    /// collection `configureQueryAnalyzer` ever turned on.
+    pub const QUERY_ANALYZERS: &str = "query_analyzers/";
     /// The feature compatibility version (`admin.system.version`'s
     /// `featureCompatibilityVersion` document on a mongod).
     pub const FCV: &str = "feature_compatibility_version";

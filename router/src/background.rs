@@ -21,6 +21,8 @@ struct Changes {
     /// `config.settings` (the default concerns among them) or a cluster
     /// parameter (`defaultMaxTimeMS`).
     settings: bool,
+    /// `config.queryAnalyzers`.
+    query_analyzers: bool,
     /// Databases whose `movePrimary` critical section began or ended.
     dbs: BTreeSet<String>,
 }
@@ -34,10 +36,11 @@ fn apply_events(state: &RouterState, batch: &[WatchEvent], revision: &mut u64) -
         *revision = (*revision).max(ev.revision);
         if ev.key.starts_with(keys::SHARDS) {
             changes.shards = true;
-        } else if ev.key.starts_with(keys::SETTINGS)
-            || ev.key.starts_with(keys::CLUSTER_PARAMETERS)
+        } else if ev.key.starts_with(keys::SETTINGS) || ev.key.starts_with(keys::CLUSTER_PARAMETERS)
         {
             changes.settings = true;
+        } else if ev.key.starts_with(keys::QUERY_ANALYZERS) {
+            changes.query_analyzers = true;
         } else if let Some(db) = ev.key.strip_prefix(keys::DB_CRITICAL) {
             changes.dbs.insert(db.to_owned());
         } else if let Some(name) = ev.key.strip_prefix(keys::DATABASES) {
@@ -77,6 +80,11 @@ async fn refresh(state: &Arc<RouterState>, changes: Changes) {
     if changes.settings {
         if let Err(e) = state.reload_rw_defaults().await {
             tracing::warn!(error = %e, "reading the default concerns failed");
+        }
+    }
+    if changes.query_analyzers {
+        if let Err(e) = state.query_analyzers.reload(state).await {
+            tracing::warn!(error = %e, "reading the query analyzers failed");
         }
     }
     for db in changes.dbs {
@@ -145,6 +153,7 @@ async fn reload(state: &RouterState) -> Option<u64> {
     state.placement.reload(&state.catalog).await.ok()?;
     state.routing.load_all(&state.catalog).await.ok()?;
     state.reload_rw_defaults().await.ok()?;
+    state.query_analyzers.reload(state).await.ok()?;
     Some(revision)
 }
 

@@ -368,28 +368,9 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
                 return host::admin_aggregate(state, session, req).await;
             }
             if req.name == "renameCollection" {
-                if let Some(reply) = crate::ddl::rename::rename(state, req).await? {
-                    return Ok(reply);
-                }
+                return rename_collection(state, req).await;
             }
-            // Admin commands that name a namespace (`renameCollection`,
-            // `cloneCollectionAsCapped`…) go to that database's primary.
-            let target = req
-                .body
-                .iter()
-                .next()
-                .and_then(|e| e.ok())
-                .and_then(|(_, v)| v.as_str())
-                .and_then(|ns| ns.split_once('.'))
-                .map(|(db, _)| db);
-            match target {
-                Some(db) if validate_db_name(db).is_ok() && !is_internal_db(db) => {
-                    crate::shards::to_primary(state, db, req.msg)
-                        .await
-                        .map(Reply::Msg)
-                }
-                _ => Err(RouterError::command_not_found(req.name)),
-            }
+            to_named_primary(state, req).await
         }
         "config" => {
             // Cursors over the view (a find or aggregate past one batch).
@@ -410,6 +391,41 @@ async fn route(state: &Arc<RouterState>, session: &Session, req: &Request<'_>) -
     }
 }
 
+/// `renameCollection`: of a sharded collection by the router, else by the
+/// database's primary; a query analyzer of the old name is forgotten.
+async fn rename_collection(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Reply> {
+    let reply = match crate::ddl::rename::rename(state, req).await {
+        Ok(Some(reply)) => Ok(reply),
+        Ok(None) => to_named_primary(state, req).await,
+        Err(e) => Err(e),
+    };
+    if let Ok(from) = req.body.get_str("renameCollection") {
+        crate::query_analysis::forget(state, from, &reply).await;
+    }
+    reply
+}
+
+/// Admin commands that name a namespace (`renameCollection`,
+/// `cloneCollectionAsCapped`…) go to that database's primary.
+async fn to_named_primary(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Reply> {
+    let target = req
+        .body
+        .iter()
+        .next()
+        .and_then(|e| e.ok())
+        .and_then(|(_, v)| v.as_str())
+        .and_then(|ns| ns.split_once('.'))
+        .map(|(db, _)| db);
+    match target {
+        Some(db) if validate_db_name(db).is_ok() && !is_internal_db(db) => {
+            crate::shards::to_primary(state, db, req.msg)
+                .await
+                .map(Reply::Msg)
+        }
+        _ => Err(RouterError::command_not_found(req.name)),
+    }
+}
+
 /// Routes a command on a user database: a change stream, a sharded
 /// collection, a view over one, a pipeline reading one, else the primary.
 async fn route_db(
@@ -423,6 +439,27 @@ async fn route_db(
     if crate::change_streams::is_change_stream(req) {
         return crate::change_streams::open(state, session, req).await;
     }
+    let routed = route_collection(state, session, req, db);
+    let reply = crate::query_analysis::sampled(state, req, db, routed).await;
+    match (req.name, req.body.get_str(req.name)) {
+        ("drop", Ok(coll)) => {
+            crate::query_analysis::forget(state, &format!("{db}.{coll}"), &reply).await
+        }
+        ("dropDatabase", _) => {
+            crate::query_analysis::forget(state, &format!("{db}."), &reply).await
+        }
+        _ => {}
+    }
+    reply
+}
+
+/// [`route_db`] past change streams (what query sampling wraps).
+async fn route_collection(
+    state: &Arc<RouterState>,
+    session: &Session,
+    req: &Request<'_>,
+    db: &str,
+) -> Result<Reply> {
     if let Some(refused) = search::refusal(req) {
         return Err(refused);
     }

@@ -17,7 +17,7 @@ use crate::session::{Reply, Request, Session};
 use crate::state::RouterState;
 
 /// The collections of the view.
-const COLLECTIONS: [&str; 12] = [
+const COLLECTIONS: [&str; 13] = [
     "actionlog",
     "changelog",
     "chunks",
@@ -26,6 +26,7 @@ const COLLECTIONS: [&str; 12] = [
     "locks",
     "migrations",
     "mongos",
+    "queryAnalyzers",
     "settings",
     "shards",
     "tags",
@@ -121,6 +122,7 @@ pub(crate) async fn documents(state: &RouterState, coll: &str) -> Result<Vec<Doc
         }
         "tags" => to_docs(c.all_zone_ranges().await?),
         "settings" => c.settings().await.map_err(Into::into),
+        "queryAnalyzers" => c.query_analyzers().await.map_err(Into::into),
         "version" => to_docs(vec![c.version().await?]),
         "mongos" => to_docs(c.routers().await?),
         "locks" => to_docs(c.locks().await?),

@@ -46,6 +46,9 @@
 //!   `/metrics`, `/healthz` and `/readyz` listener. `slow_log`: the slow
 //!   operation log (`slowms`) with the command's redacted shape.
 //! - `local_sessions`: the sessions clients used (`$listLocalSessions`).
+//! - `query_analysis`: query sampling (`configureQueryAnalyzer`,
+//!   `$listSampledQueries`) and `analyzeShardKey`'s read and write
+//!   distributions.
 //! - `retry_cache`: replies of retryable writes; `stats`: `serverStatus`
 //!   counters; `state`: what every connection shares; `error`:
 //!   [`RouterError`] and the MongoDB-shaped error reply.
@@ -73,6 +76,7 @@ mod local_sessions;
 pub mod log;
 mod metrics;
 mod operations;
+mod query_analysis;
 pub mod read;
 pub mod request;
 mod retry_cache;

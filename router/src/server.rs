@@ -101,7 +101,8 @@ async fn bind_metrics(config: &RouterConfig) -> Result<Option<TcpListener>, Rout
 }
 
 /// The router's background tasks on the shutdown watch: the store watch,
-/// registration, cursor reaping, transaction recovery, and the metrics
+/// registration, cursor reaping, transaction recovery, the query
+/// analyzers' sample writer, and the metrics
 /// listener when there is one.
 fn spawn_background(
     state: &Arc<RouterState>,
@@ -121,6 +122,7 @@ fn spawn_background(
             shutdown.clone(),
         )),
         tokio::spawn(crate::txn::recover(state.clone(), shutdown.clone())),
+        tokio::spawn(crate::query_analysis::run(state.clone(), shutdown.clone())),
     ];
     if let Some(l) = metrics {
         let at = l.local_addr().map(|a| a.to_string()).unwrap_or_default();

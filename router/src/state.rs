@@ -60,6 +60,9 @@ pub(crate) struct RouterState {
     /// (`setDefaultRWConcern`), applied to commands that carry none;
     /// kept current from the store.
     pub rw_defaults: std::sync::RwLock<RwDefaults>,
+    /// The collections whose queries this router samples
+    /// (`configureQueryAnalyzer`) and the samples waiting to be stored.
+    pub query_analyzers: crate::query_analysis::QueryAnalyzers,
     /// The router's own operations in progress (`currentOp`, `killOp`).
     pub operations: crate::operations::Operations,
     /// Test-only fault: milliseconds a coordinated commit waits after its
@@ -153,6 +156,7 @@ impl RouterState {
             buffered: std::sync::Arc::new(tokio::sync::Semaphore::new(buffered_kb)),
             clients_by_ip: Default::default(),
             operations: Default::default(),
+            query_analyzers: Default::default(),
             transactions: Default::default(),
             fail_points: Default::default(),
             views: Default::default(),

@@ -6,7 +6,9 @@ use bson::Document;
 
 use super::{decode, encode, Catalog};
 use crate::error::Result;
-use crate::model::keys::{CHANGELOG, CLUSTER_PARAMETERS, FCV, LOCKS, MONGOS, SETTINGS, VERSION};
+use crate::model::keys::{
+    CHANGELOG, CLUSTER_PARAMETERS, FCV, LOCKS, MONGOS, QUERY_ANALYZERS, SETTINGS, VERSION,
+};
 use crate::model::{ChangelogEntry, LockType, MongosType, VersionType};
 use crate::store::{LeaseId, Txn, TxnOutcome};
 
@@ -54,6 +56,27 @@ impl Catalog {
     pub async fn put_cluster_parameter(&self, name: &str, doc: &Document) -> Result<()> {
         self.store()
             .txn(Txn::default().put(format!("{CLUSTER_PARAMETERS}{name}"), encode(doc)?))
+            .await?;
+        Ok(())
+    }
+
+    /// Every `config.queryAnalyzers` document (`_id`: the namespace).
+    pub async fn query_analyzers(&self) -> Result<Vec<Document>> {
+        self.list(QUERY_ANALYZERS).await
+    }
+
+    /// Writes a `config.queryAnalyzers` document (its `_id` names it).
+    pub async fn put_query_analyzer(&self, ns: &str, doc: &Document) -> Result<()> {
+        self.store()
+            .txn(Txn::default().put(format!("{QUERY_ANALYZERS}{ns}"), encode(doc)?))
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the query analyzer of `ns` (a drop or rename of it).
+    pub async fn delete_query_analyzer(&self, ns: &str) -> Result<()> {
+        self.store()
+            .txn(Txn::default().delete(format!("{QUERY_ANALYZERS}{ns}")))
             .await?;
         Ok(())
     }

@@ -12,10 +12,8 @@
 //!   key's order with the insertion (natural) order on the primary shard,
 //!   monotonic at |r| ≥ 0.7 as on mongod; a hashed key is not
 //!   monotonic.
-//! - `readDistribution` / `writeDistribution`: from sampled queries. This
-//!   router does not sample queries (`configureQueryAnalyzer` is not
-//!   supported), so their sample sizes are zero, as on a mongod that sampled
-//!   none.
+//! - `readDistribution` / `writeDistribution`: from the queries sampled
+//!   since `configureQueryAnalyzer` (see `query_analysis::distribution`).
 //!
 //! Needs an index whose key starts with the candidate key (IllegalOperation
 //! otherwise, as on mongod).
@@ -49,6 +47,15 @@ pub(crate) async fn analyze(state: &Arc<RouterState>, req: &Request<'_>) -> Resu
     let key = document_arg(req.body, "key")?;
     let pattern = ShardKeyPattern::parse(&key).map_err(key_error)?;
     let sample = sampling(req)?;
+    if !req.body.get_bool("keyCharacteristics").unwrap_or(true)
+        && !req.body.get_bool("readWriteDistribution").unwrap_or(true)
+    {
+        return Err(RouterError::command(
+            72,
+            "InvalidOptions",
+            "Cannot specify both 'keyCharacteristics' and 'readWriteDistribution' to false",
+        ));
+    }
     let shards = holders(state, ns, db).await?;
     let index = supporting_index(state, &shards, db, coll, &pattern).await?;
     let mut reply = Document::new();
@@ -64,14 +71,14 @@ pub(crate) async fn analyze(state: &Arc<RouterState>, req: &Request<'_>) -> Resu
         reply.insert("keyCharacteristics", metrics);
     }
     if req.body.get_bool("readWriteDistribution").unwrap_or(true) {
-        reply.insert(
-            "readDistribution",
-            doc! {"sampleSize": {"total": 0i64, "find": 0i64, "aggregate": 0i64, "count": 0i64, "distinct": 0i64}},
-        );
-        reply.insert(
-            "writeDistribution",
-            doc! {"sampleSize": {"total": 0i64, "update": 0i64, "delete": 0i64, "findAndModify": 0i64}},
-        );
+        let (reads, writes) = crate::query_analysis::distribution::read_write_distribution(
+            state,
+            (db, coll),
+            &pattern,
+        )
+        .await?;
+        reply.insert("readDistribution", reads);
+        reply.insert("writeDistribution", writes);
     }
     Ok(reply)
 }

@@ -111,6 +111,7 @@ pub(crate) fn server_status(state: &RouterState) -> Document {
             "retryableWrites": {"records": state.retries.len() as i64},
         },
         "configStore": state.catalog.store().describe(),
+        "queryAnalyzers": state.query_analyzers.server_status(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Host management and diagnostics mongos answers for the cluster:
 //! `currentOp` (command and `$currentOp` stage): the router's own
 //! operations (plain `opid`s), then every shard's with its `shard` and an
-//! `opid` of `shardId:opid` (only the router's with `localOps: true`);
+//! `opid` of `shardId:opid` (only the router's with `localOps: true`),
+//! and a `query analyzer` entry per collection the router samples;
 //! `killOp` of a router opid interrupts it, of `shardId:opid` is
 //! forwarded to that shard; `hostInfo` of the router's own
 //! machine; `connPoolStats` of the router's shard pools.
@@ -35,6 +36,7 @@ const OPTIONS: [&str; 10] = [
 async fn shard_ops(state: &RouterState, spec: &Document) -> Result<Vec<Document>> {
     let all = spec.get_bool("idleConnections").unwrap_or(false);
     let mut ops = state.operations.current(&state.listen, all);
+    ops.extend(state.query_analyzers.all().iter().map(|a| a.current_op()));
     if spec.get_bool("localOps").unwrap_or(false) {
         return Ok(ops);
     }
@@ -243,7 +245,8 @@ pub(crate) fn conn_pool_stats(state: &RouterState) -> Document {
     }
 }
 
-/// Any other `aggregate: 1` on `admin`: `$listLocalSessions` lists the
+/// Any other `aggregate: 1` on `admin`: `$listSampledQueries` lists every
+/// shard's sampled queries, `$listLocalSessions` lists the
 /// sessions clients used through this router, the later stages run as
 /// `read::pipeline::held` runs them; a pipeline of other stages
 /// (`$documents`, …) runs on a shard, whose answer is the server's.
@@ -253,6 +256,17 @@ pub(crate) async fn admin_aggregate(
     req: &Request<'_>,
 ) -> Result<Reply> {
     let stages = crate::read::pipeline::pipeline_of(req.body)?;
+    if let Some(spec) = stages.first().and_then(|s| s.get("$listSampledQueries")) {
+        let spec = spec.clone();
+        return crate::query_analysis::list_sampled_queries(
+            state,
+            session,
+            req,
+            &spec,
+            &stages[1..],
+        )
+        .await;
+    }
     let Some(spec) = stages
         .first()
         .and_then(|s| s.get_document("$listLocalSessions").ok())

@@ -24,21 +24,29 @@ pub(crate) fn refusal(req: &Request<'_>) -> Option<RouterError> {
         "createSearchIndexes" | "updateSearchIndex" | "dropSearchIndex" | "listSearchIndexes" => {
             INDEX_MESSAGE
         }
-        "aggregate" => stage_message(req.body)?,
+        "aggregate" => return stage_refusal(req.body),
         _ => return None,
     };
     Some(RouterError::command(31082, "SearchNotEnabled", message))
 }
 
-/// The message for the first search stage of an `aggregate`'s pipeline.
-fn stage_message(body: &RawDocument) -> Option<&'static str> {
+/// The refusal of the first search stage of an `aggregate`'s pipeline, or
+/// of `$listSampledQueries` anywhere but in `aggregate: 1` on `admin`
+/// (InvalidNamespace, as mongos answers).
+fn stage_refusal(body: &RawDocument) -> Option<RouterError> {
     let pipeline = body.get_array("pipeline").ok()?;
     pipeline.into_iter().flatten().find_map(|stage| {
         let (name, _) = stage.as_document()?.iter().next()?.ok()?;
-        match name.as_str() {
-            "$listSearchIndexes" => Some(INDEX_MESSAGE),
-            "$search" | "$searchMeta" | "$vectorSearch" => Some(QUERY_MESSAGE),
-            _ => None,
-        }
+        let message = match name.as_str() {
+            "$listSearchIndexes" => INDEX_MESSAGE,
+            "$search" | "$searchMeta" | "$vectorSearch" => QUERY_MESSAGE,
+            "$listSampledQueries" => return Some(RouterError::command(
+                73,
+                "InvalidNamespace",
+                "$listSampledQueries must be run against the 'admin' database with {aggregate: 1}",
+            )),
+            _ => return None,
+        };
+        Some(RouterError::command(31082, "SearchNotEnabled", message))
     })
 }

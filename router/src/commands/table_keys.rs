@@ -19,6 +19,15 @@ pub(super) fn shard_key_admin() -> Vec<CommandSpec> {
                 .and_then(ok)),
         ),
         router(
+            "configureQueryAnalyzer",
+            ClusterManager,
+            handler!(
+                |state, session, req| crate::query_analysis::configure(state, req)
+                    .await
+                    .and_then(ok)
+            ),
+        ),
+        router(
             "reshardCollection",
             ClusterManager,
             handler!(|state, session, req| reshard::reshard(state, req).await.and_then(ok)),
