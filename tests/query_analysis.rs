@@ -404,8 +404,32 @@ async fn unsharded_collections_errors_and_dropping() {
         "201 keys: 21 ranges"
     );
 
+    // Sampling goes on after a resharding (whose collection keeps its UUID
+    // here; the analyzer would follow a new one).
+    admin(&client, configure("qa.c", "full", Some(10.0))).await;
+    admin(&client, doc! {"reshardCollection": "qa.c", "key": {"x": 1}}).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let c = db.collection::<Document>("c");
+    for i in 0..3 {
+        c.find_one(doc! {"x": i}).await.unwrap();
+    }
+    let reply = admin(
+        &client,
+        doc! {"analyzeShardKey": "qa.c", "key": {"x": 1}, "keyCharacteristics": false},
+    )
+    .await;
+    let reads = reply.get_document("readDistribution").unwrap();
+    assert_eq!(
+        reads
+            .get_document("sampleSize")
+            .unwrap()
+            .get_i64("total")
+            .unwrap(),
+        3
+    );
+    assert_eq!(f(reads, "percentageOfSingleShardReads"), 100.0);
+
     // A rename forgets the analyzer; so does a drop.
-    admin(&client, configure("qa.c", "full", Some(1.0))).await;
     admin(&client, doc! {"renameCollection": "qa.u", "to": "qa.u2"}).await;
     db.collection::<Document>("c").drop().await.unwrap();
     let stored = config_docs(&client, "queryAnalyzers", doc! {}, doc! {}).await;

@@ -333,6 +333,28 @@ pub(crate) async fn forget(state: &RouterState, from: &str, reply: &Result<Reply
     }
 }
 
+/// After a resharding gave `ns` a new UUID: its query analyzer follows,
+/// so sampling goes on for the new incarnation (as mongos's resharding
+/// coordinator rewrites `collUuid`).
+pub(crate) async fn follow_uuid(state: &RouterState, ns: &str) {
+    let Ok(docs) = state.catalog.query_analyzers().await else {
+        return;
+    };
+    let Some(mut d) = docs.into_iter().find(|d| d.get_str("_id").ok() == Some(ns)) else {
+        return;
+    };
+    let Ok(current) = configure::collection_uuid(state, ns).await else {
+        return;
+    };
+    if uuid(d.get("collUuid")) == Some(current) {
+        return;
+    }
+    d.insert("collUuid", current);
+    if state.catalog.put_query_analyzer(ns, &d).await.is_ok() {
+        let _ = state.query_analyzers.reload(state).await;
+    }
+}
+
 /// Writes buffered samples every second, and recomputes this router's
 /// share of each rate every ten, until shutdown.
 pub(crate) async fn run(state: Arc<RouterState>, mut shutdown: watch::Receiver<bool>) {

@@ -308,6 +308,7 @@ async fn commit(
     let uuid = bson::Bson::Binary(new.uuid.into());
     crate::change_streams::ddl_events::record(state, &coll.ns, "reshardCollection", desc, uuid)
         .await;
+    crate::query_analysis::follow_uuid(state, &coll.ns).await;
     Ok(())
 }
 

@@ -51,6 +51,7 @@ pub(crate) async fn unshard(state: &Arc<RouterState>, req: &Request<'_>) -> Resu
     if let Some(to) = to.filter(|to| *to != database.primary) {
         crate::ddl::move_collection::move_to(state, ns, &to).await?;
     }
+    crate::query_analysis::follow_uuid(state, ns).await;
     Ok(Document::new())
 }
 
