@@ -142,6 +142,12 @@ struct FindArgs {
     /// query without a sort, `geoNearDistance` (merged ascending, as
     /// mongos merges it).
     meta: &'static str,
+    /// The router keys documents by their own sort fields, and the shards
+    /// compute no `$sortKey`: a plain `{field: ±1}` sort of whole
+    /// documents under the simple collation. (mongos always asks for
+    /// `$sortKey`; computing it costs a shard more than reading the
+    /// document, and some shards do not return it.)
+    own_keys: bool,
 }
 
 impl FindArgs {
@@ -157,6 +163,18 @@ impl FindArgs {
             None => (None, "sortKey"),
         };
         let raw_limit = int_field(body, "limit")?.unwrap_or(0);
+        let own_keys = meta == "sortKey"
+            && spec.as_ref().is_some_and(SortSpec::ownable)
+            && doc_field(body, "sort")?
+                .is_some_and(|s| s.values().all(|v| v.as_document().is_none()))
+            && doc_field(body, "projection")?.is_none_or(|p| p.is_empty())
+            && !body.get_bool("returnKey").unwrap_or(false)
+            && crate::session::simple_collation(body);
+        let spec = if own_keys {
+            spec.map(SortSpec::by_own_fields)
+        } else {
+            spec
+        };
         Ok(FindArgs {
             spec,
             skip: int_field(body, "skip")?.unwrap_or(0).max(0) as u64,
@@ -165,6 +183,7 @@ impl FindArgs {
             batch_size: int_field(body, "batchSize")?,
             allow_partial: body.get_bool("allowPartialResults").unwrap_or(false),
             meta,
+            own_keys,
         })
     }
 
@@ -176,7 +195,7 @@ impl FindArgs {
             add.insert("limit", (self.limit + self.skip) as i64);
         }
         let mut projection = doc_field(body, "projection")?;
-        if self.spec.is_some() {
+        if self.spec.is_some() && !self.own_keys {
             projection
                 .get_or_insert_with(Document::new)
                 .insert(SORT_KEY_FIELD, doc! {"$meta": self.meta});

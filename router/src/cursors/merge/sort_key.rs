@@ -34,6 +34,9 @@ pub struct SortSpec {
     /// own values there.
     fields: Arc<[String]>,
     collator: Option<Arc<Collator>>,
+    /// The documents carry no `$sortKey` (the router asked for none):
+    /// keys are read from their own fields.
+    own: bool,
 }
 
 impl PartialEq for SortSpec {
@@ -43,7 +46,10 @@ impl PartialEq for SortSpec {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         };
-        self.directions == other.directions && self.fields == other.fields && same_collator
+        self.directions == other.directions
+            && self.fields == other.fields
+            && same_collator
+            && self.own == other.own
     }
 }
 
@@ -85,7 +91,28 @@ impl SortSpec {
             directions: directions.into(),
             fields: sort.keys().cloned().collect::<Vec<_>>().into(),
             collator: None,
+            own: false,
         })
+    }
+
+    /// Whether the router can key documents by their own fields, as a
+    /// shard's `$sortKey` would (every field a plain path, no collation):
+    /// then the shards need not compute `$sortKey` at all.
+    pub(crate) fn ownable(&self) -> bool {
+        self.collator.is_none()
+            && self.fields.iter().all(|f| {
+                f.split('.').all(|part| {
+                    !part.is_empty()
+                        && !part.starts_with('$')
+                        && !part.bytes().all(|b| b.is_ascii_digit())
+                })
+            })
+    }
+
+    /// This order over documents that carry no `$sortKey`.
+    pub(crate) fn by_own_fields(mut self) -> SortSpec {
+        self.own = true;
+        self
     }
 
     /// This order with strings compared under `collator` (for shards whose
@@ -99,6 +126,10 @@ impl SortSpec {
     /// counts as null) and says where the `$sortKey` element sits in
     /// `doc`'s bytes, so it can be cut out.
     pub fn encode(&self, doc: &RawDocument, out: &mut Vec<u8>) -> Located {
+        if self.own && self.collator.is_none() {
+            self.encode_own(doc, out);
+            return Located::Absent;
+        }
         if let Some(collator) = &self.collator {
             let located = locate(doc);
             let values = match located {
@@ -155,41 +186,57 @@ impl SortSpec {
         }
     }
 
+    /// The byte key of a document without `$sortKey`, read from its own
+    /// fields: straight from the bytes where every path holds a scalar,
+    /// else by the query engine's `sort_key` (arrays).
+    fn encode_own(&self, doc: &RawDocument, out: &mut Vec<u8>) {
+        let start = out.len();
+        for (path, dir) in self.fields.iter().zip(self.directions.iter()) {
+            let desc = *dir < 0;
+            let done = match raw_leaf(doc.as_bytes(), path) {
+                Leaf::Missing => {
+                    encode_sort_value(&Bson::Null, desc, out);
+                    true
+                }
+                Leaf::Scalar(kind, value) => encode_raw_sort_value(kind, value, desc, out),
+                Leaf::Complex => false,
+            };
+            if !done {
+                out.truncate(start);
+                self.encode_values(&self.own_values(doc), out);
+                return;
+            }
+        }
+    }
+
     /// The sort values of a document without `$sortKey`, read from its own
-    /// fields (an array sorts by its least element ascending, its greatest
-    /// descending, as MongoDB sorts).
+    /// fields as MongoDB sorts them (an array by its least element
+    /// ascending, its greatest descending; an empty one below null).
     fn own_values(&self, doc: &RawDocument) -> Vec<Bson> {
-        self.fields
+        let Ok(doc) = Document::try_from(doc) else {
+            return Vec::new();
+        };
+        let sort: Document = self
+            .fields
             .iter()
             .zip(self.directions.iter())
-            .map(|(path, dir)| {
-                let value = path
-                    .split('.')
-                    .try_fold(
-                        Bson::Document(Document::try_from(doc).unwrap_or_default()),
-                        |v, part| match v {
-                            Bson::Document(mut d) => d.remove(part),
-                            _ => None,
-                        },
-                    )
-                    .unwrap_or(Bson::Null);
-                match value {
-                    Bson::Array(items) => {
-                        let pick = items.into_iter().reduce(|a, b| {
-                            let ord = shardgate_query::compare_bson(&a, &b);
-                            let keep_a = if *dir < 0 { ord.is_ge() } else { ord.is_le() };
-                            if keep_a {
-                                a
-                            } else {
-                                b
-                            }
-                        });
-                        pick.unwrap_or(Bson::Null)
-                    }
-                    other => other,
-                }
-            })
-            .collect()
+            .map(|(f, d)| (f.clone(), Bson::Int32(i32::from(*d))))
+            .collect();
+        match shardgate_query::sort_key(&doc, &sort) {
+            Ok(values) => values,
+            // Parallel arrays, which a mongod refuses to sort by: a shard
+            // that sorted them anyway did so field by field.
+            Err(_) => sort
+                .iter()
+                .map(|(f, d)| {
+                    let one = Document::from_iter([(f.clone(), d.clone())]);
+                    shardgate_query::sort_key(&doc, &one)
+                        .ok()
+                        .and_then(|mut v| v.pop())
+                        .unwrap_or(Bson::Null)
+                })
+                .collect(),
+        }
     }
 
     /// The byte key of sort values already decoded (missing ones null).
@@ -198,6 +245,37 @@ impl SortSpec {
             encode_sort_value(values.get(i).unwrap_or(&Bson::Null), *dir < 0, out);
         }
     }
+}
+
+/// What a dotted path reaches in a document's bytes.
+enum Leaf<'a> {
+    /// Nothing: the path is missing (sorts as null).
+    Missing,
+    /// A value that is not an array, with its type byte.
+    Scalar(u8, &'a [u8]),
+    /// An array on the way or at the end (or bytes the walk cannot read).
+    Complex,
+}
+
+/// The value at `path` in `doc`'s bytes, without decoding the document.
+fn raw_leaf<'a>(doc: &'a [u8], path: &str) -> Leaf<'a> {
+    const DOCUMENT: u8 = 0x03;
+    let mut at = doc;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let found = match Elements::new(at).and_then(|e| e.find(part.as_bytes())) {
+            Ok(Some(e)) => e,
+            Ok(None) => return Leaf::Missing,
+            Err(_) => return Leaf::Complex,
+        };
+        match (found.kind, parts.peek().is_some()) {
+            (ARRAY, _) => return Leaf::Complex,
+            (DOCUMENT, true) => at = found.value,
+            (_, true) => return Leaf::Missing,
+            (kind, false) => return Leaf::Scalar(kind, found.value),
+        }
+    }
+    Leaf::Missing
 }
 
 /// The sort key a shard attached to a document (empty when absent).
@@ -263,4 +341,91 @@ fn rebuild_without(doc: &RawDocument) -> RawDocumentBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::{doc, Bson, Document, RawDocumentBuf};
+    use proptest::prelude::*;
+
+    use super::SortSpec;
+
+    /// Values of a sort field: scalars of several types, arrays (empty
+    /// too), documents.
+    fn value() -> impl Strategy<Value = Bson> {
+        prop_oneof![
+            Just(Bson::Null),
+            (-3i32..3).prop_map(Bson::Int32),
+            (-3i64..3).prop_map(|n| Bson::Double(n as f64 / 2.0)),
+            "[a-c]{0,2}".prop_map(Bson::String),
+            any::<bool>().prop_map(Bson::Boolean),
+            proptest::collection::vec((-3i32..3).prop_map(Bson::Int32), 0..3).prop_map(Bson::Array),
+            (-2i32..2).prop_map(|n| Bson::Document(doc! {"k": n})),
+        ]
+    }
+
+    /// `b`: missing, a document with or without `c`, or an array of them.
+    fn parent() -> impl Strategy<Value = Option<Bson>> {
+        prop_oneof![
+            Just(None),
+            proptest::option::of(value()).prop_map(|c| Some(Bson::Document(match c {
+                Some(c) => doc! {"c": c},
+                None => doc! {"x": 1},
+            }))),
+            proptest::collection::vec(proptest::option::of(value()), 0..3).prop_map(|cs| {
+                Some(Bson::Array(
+                    cs.into_iter()
+                        .map(|c| Bson::Document(c.map_or_else(|| doc! {}, |c| doc! {"c": c})))
+                        .collect(),
+                ))
+            }),
+        ]
+    }
+
+    proptest! {
+        /// Documents keyed by their own fields (no `$sortKey`) order as the
+        /// query engine's `$sort` orders them, arrays and dotted paths
+        /// included.
+        #[test]
+        fn own_keys_sort_like_the_query_engine(
+            docs in proptest::collection::vec((proptest::option::of(value()), parent()), 1..12),
+            asc in any::<(bool, bool)>(),
+        ) {
+            let sort = doc! {"a": if asc.0 { 1 } else { -1 }, "b.c": if asc.1 { 1 } else { -1 }};
+            let docs: Vec<Document> = docs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (a, b))| {
+                    let mut d = doc! {"_id": i as i32};
+                    if let Some(a) = a { d.insert("a", a); }
+                    if let Some(b) = b { d.insert("b", b); }
+                    d
+                })
+                .collect();
+            let mut expected = docs.clone();
+            prop_assume!(shardgate_query::sort_documents(&mut expected, &sort).is_ok());
+            let spec = SortSpec::parse(&sort).unwrap().by_own_fields();
+            let mut keyed: Vec<(Vec<u8>, i32)> = docs
+                .iter()
+                .map(|d| {
+                    let raw = RawDocumentBuf::try_from(d).unwrap();
+                    let mut key = Vec::new();
+                    spec.encode(&raw, &mut key);
+                    (key, d.get_i32("_id").unwrap())
+                })
+                .collect();
+            keyed.sort_by(|x, y| x.0.cmp(&y.0));
+            let got: Vec<i32> = keyed.iter().map(|k| k.1).collect();
+            let expected: Vec<i32> = expected.iter().map(|d| d.get_i32("_id").unwrap()).collect();
+            prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn only_plain_paths_are_keyed_by_the_router() {
+        let ownable = |s: Document| SortSpec::parse(&s).unwrap().ownable();
+        assert!(ownable(doc! {"a": 1, "b.c": -1}));
+        assert!(!ownable(doc! {"a.0": 1}));
+        assert!(!ownable(doc! {"$natural": 1}));
+    }
 }
