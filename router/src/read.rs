@@ -166,25 +166,52 @@ pub(crate) fn cursor_reply(
     docs: &[RawDocumentBuf],
     extra: Document,
 ) -> Vec<u8> {
-    let mut batch = bson::RawArrayBuf::new();
-    for d in docs {
-        batch.push(d.clone());
+    // Written once into a buffer of the final size: a batch can be 16 MB,
+    // and building it through nested documents copied it four times.
+    let extra = RawDocumentBuf::try_from(&extra).unwrap_or_default();
+    let extra = &extra.as_bytes()[4..extra.as_bytes().len() - 1];
+    let docs_len: usize = docs.iter().map(|d| d.as_bytes().len() + 8).sum();
+    // (Room too for the `$clusterTime` the reply is stamped with.)
+    let mut out = Vec::with_capacity(docs_len + ns.len() + field.len() + extra.len() + 320);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(b"\x03cursor\0");
+    let cursor = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(b"\x12id\0");
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(b"\x02ns\0");
+    out.extend_from_slice(&((ns.len() + 1) as i32).to_le_bytes());
+    out.extend_from_slice(ns.as_bytes());
+    out.push(0);
+    out.push(0x04);
+    out.extend_from_slice(field.as_bytes());
+    out.push(0);
+    let array = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let mut index = itoa::Buffer::new();
+    for (i, d) in docs.iter().enumerate() {
+        out.push(0x03);
+        out.extend_from_slice(index.format(i).as_bytes());
+        out.push(0);
+        out.extend_from_slice(d.as_bytes());
     }
-    let mut cursor = RawDocumentBuf::new();
-    cursor.append(bson::cstr!("id"), id);
-    cursor.append(bson::cstr!("ns"), ns);
-    if let Ok(key) = <&bson::raw::CStr>::try_from(field) {
-        cursor.append(key, batch);
-    }
-    let mut out = RawDocumentBuf::new();
-    out.append(bson::cstr!("cursor"), cursor);
-    if let Ok(extra) = RawDocumentBuf::try_from(&extra) {
-        for (k, v) in extra.iter().flatten() {
-            out.append(k, v);
-        }
-    }
-    out.append(bson::cstr!("ok"), 1.0);
-    out.into_bytes()
+    out.push(0);
+    patch_len(&mut out, array);
+    out.push(0);
+    patch_len(&mut out, cursor);
+    out.extend_from_slice(extra);
+    out.extend_from_slice(b"\x01ok\0");
+    out.extend_from_slice(&1.0f64.to_le_bytes());
+    out.push(0);
+    patch_len(&mut out, 0);
+    out
+}
+
+/// Writes the length of the document that starts at `at` and ends the
+/// buffer.
+fn patch_len(out: &mut [u8], at: usize) {
+    let len = i32::try_from(out.len() - at).unwrap_or(i32::MAX);
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
 #[cfg(test)]

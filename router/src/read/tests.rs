@@ -134,3 +134,35 @@ async fn an_early_kill_cursors_closes_every_shard_cursor() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn a_cursor_reply_is_the_document_a_server_sends() {
+    let docs: Vec<bson::RawDocumentBuf> = (0..12)
+        .map(|i| {
+            bson::RawDocumentBuf::try_from(&doc! {"_id": i, "s": "x".repeat(i as usize)}).unwrap()
+        })
+        .collect();
+    let bytes = super::cursor_reply(
+        7,
+        "db.c",
+        "nextBatch",
+        &docs,
+        doc! {"partialResultsReturned": true},
+    );
+    let got = bson::RawDocumentBuf::from_bytes(bytes).unwrap();
+    let batch: Vec<bson::Bson> = docs
+        .iter()
+        .map(|d| bson::Bson::Document(Document::try_from(d.as_ref()).unwrap()))
+        .collect();
+    let want = doc! {
+        "cursor": {"id": 7i64, "ns": "db.c", "nextBatch": batch},
+        "partialResultsReturned": true,
+        "ok": 1.0,
+    };
+    assert_eq!(Document::try_from(got.as_ref()).unwrap(), want);
+    let empty = super::cursor_reply(0, "", "firstBatch", &[], Document::new());
+    assert_eq!(
+        Document::from_reader(&empty[..]).unwrap(),
+        doc! {"cursor": {"id": 0i64, "ns": "", "firstBatch": []}, "ok": 1.0}
+    );
+}
