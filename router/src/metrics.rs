@@ -221,5 +221,38 @@ pub(crate) fn batch_len(body: &bson::RawDocument) -> u64 {
     let batch = cursor
         .get_array("firstBatch")
         .or_else(|_| cursor.get_array("nextBatch"));
-    batch.map_or(0, |a| a.into_iter().count() as u64)
+    // Counted by walking element headers only: a batch can hold 16 MB of
+    // documents, and this runs on every shard reply.
+    let Ok(batch) = batch else { return 0 };
+    let Ok(mut items) = shardgate_wire::raw::Elements::new(batch.as_bytes()) else {
+        return batch.into_iter().count() as u64;
+    };
+    let mut n = 0;
+    while let Ok(Some(_)) = items.next_value() {
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::{doc, RawDocumentBuf};
+
+    #[test]
+    fn a_batch_is_counted_by_its_elements() {
+        let reply = |field: &str, n: i32| {
+            let docs: Vec<bson::Bson> = (0..n)
+                .map(|i| doc! {"_id": i, "a": [1, 2]}.into())
+                .collect();
+            RawDocumentBuf::try_from(
+                &doc! {"cursor": {"id": 0i64, "ns": "d.c", field: docs}, "ok": 1},
+            )
+            .unwrap()
+        };
+        assert_eq!(super::batch_len(&reply("firstBatch", 0)), 0);
+        assert_eq!(super::batch_len(&reply("firstBatch", 3)), 3);
+        assert_eq!(super::batch_len(&reply("nextBatch", 1001)), 1001);
+        let other = RawDocumentBuf::try_from(&doc! {"n": 2, "ok": 1}).unwrap();
+        assert_eq!(super::batch_len(&other), 0);
+    }
 }

@@ -38,11 +38,20 @@ pub fn cursor_reply(shard: &str, reply: &RawDocument) -> Result<CursorReply> {
         .get_array("firstBatch")
         .or_else(|_| cursor.get_array("nextBatch"))
         .map_err(|_| bad("without firstBatch or nextBatch"))?;
+    // Walked by element headers (no check of the index keys' UTF-8): a
+    // batch can hold 16 MB of documents.
+    const DOCUMENT: u8 = 0x03;
+    let not_document = || bad("with a batch element that is not a document");
+    let mut items =
+        shardgate_wire::raw::Elements::new(batch.as_bytes()).map_err(|_| not_document())?;
     let mut docs = Vec::new();
-    for item in batch {
-        match item {
-            Ok(bson::RawBsonRef::Document(d)) => docs.push(d.to_owned()),
-            _ => return Err(bad("with a batch element that is not a document")),
+    loop {
+        match items.next_value() {
+            Ok(Some((DOCUMENT, bytes))) => {
+                docs.push(RawDocumentBuf::from_bytes(bytes.to_vec()).map_err(|_| not_document())?)
+            }
+            Ok(None) => break,
+            _ => return Err(not_document()),
         }
     }
     Ok(CursorReply { id, ns, docs })
