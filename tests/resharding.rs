@@ -479,7 +479,8 @@ async fn resharding_with_zones_places_the_zoned_chunks() {
 }
 
 /// `unshardCollection` while a client writes: every document ends on the
-/// primary, once, as one server holds them; the other shards keep nothing.
+/// chosen shard (`toShard`, else the one holding the least data), once, as
+/// one server holds them; the other shards keep nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsharding_under_writes_gathers_everything_on_one_shard() {
     let cluster = TestCluster::start(3).await;
@@ -493,19 +494,19 @@ async fn unsharding_under_writes_gathers_everything_on_one_shard() {
     .await;
     let router = client.database("rs").collection::<Document>("c");
     let (reference, _reference_server) = reference_with_docs(&router).await;
-    let held_by = |want: usize, on: usize| {
+    let held_by = |db: &'static str, want: usize, on: usize| {
         let shards = &cluster.shards;
         async move {
             for (i, s) in shards.iter().enumerate() {
                 let held = direct_client(s)
                     .await
-                    .database("rs")
+                    .database(db)
                     .collection::<Document>("c")
                     .count_documents(doc! {})
                     .await
                     .unwrap();
                 let expected = if i == on { want as u64 } else { 0 };
-                assert_eq!(held, expected, "shard{i}");
+                assert_eq!(held, expected, "{db} on shard{i}");
             }
         }
     };
@@ -522,18 +523,41 @@ async fn unsharding_under_writes_gathers_everything_on_one_shard() {
     assert!(colls[0].get_bool("unsplittable").unwrap(), "{colls:?}");
     let want = all(&reference).await;
     same(&all(&router).await, &want);
-    held_by(want.len(), 2).await;
-
-    // Without `toShard`: back on the primary, untracked.
-    let unshard = admin(&client, doc! {"unshardCollection": "rs.c"}).map(|_| ());
-    assert!(under_writes((&router, &reference), 100_000, unshard).await > 20);
-    let colls = support::config_docs(&client, "collections", doc! {"_id": "rs.c"}, doc! {}).await;
-    assert!(colls.is_empty(), "no longer sharded");
-    let want = all(&reference).await;
-    same(&all(&router).await, &want);
-    held_by(want.len(), 1).await;
+    held_by("rs", want.len(), 2).await;
+    // Tracked but not sharded: as on mongos, NamespaceNotSharded.
     let code = support::admin_error(&client, doc! {"unshardCollection": "rs.c"}).await;
     assert_eq!(code, 118, "NamespaceNotSharded");
+
+    // Without `toShard`: onto the shard holding the least data, as mongos
+    // picks it. Here shard0000: the primary, shard0001, also holds the
+    // database `zz`, and shard0002 holds `rs.c`.
+    spread(
+        &client,
+        "rt",
+        "shard0001",
+        &[(300, "shard0000"), (700, "shard0002")],
+    )
+    .await;
+    admin(
+        &client,
+        doc! {"enableSharding": "zz", "primaryShard": "shard0001"},
+    )
+    .await;
+    client
+        .database("zz")
+        .collection::<Document>("pad")
+        .insert_many((0..2000).map(|i| doc! {"_id": i, "p": "x".repeat(200)}))
+        .await
+        .unwrap();
+    let router = client.database("rt").collection::<Document>("c");
+    let (reference, _reference_server) = reference_with_docs(&router).await;
+    let unshard = admin(&client, doc! {"unshardCollection": "rt.c"}).map(|_| ());
+    assert!(under_writes((&router, &reference), 100_000, unshard).await > 20);
+    let colls = support::config_docs(&client, "collections", doc! {"_id": "rt.c"}, doc! {}).await;
+    assert!(colls[0].get_bool("unsplittable").unwrap(), "{colls:?}");
+    let want = all(&reference).await;
+    same(&all(&router).await, &want);
+    held_by("rt", want.len(), 0).await;
 }
 
 /// What a resharding leaves when its router dies mid-copy (the mark, the

@@ -4,8 +4,9 @@
 //! write — the resharding copy with a single chunk on the primary, then,
 //! under the whole-collection write hold, the collection's metadata goes
 //! (held writes then go to the primary, as after a `drop`) and the other
-//! shards' copies are dropped. With a `toShard` other than the primary,
-//! the unsharded collection then moves there (`moveCollection`).
+//! shards' copies are dropped. Onto another shard than the primary (its
+//! `toShard`, or without one the shard holding the least data, as mongos
+//! picks), the unsharded collection then moves there (`moveCollection`).
 
 use bson::{doc, Document};
 use shardgate_config_store::shard_key::ShardKeyPattern;
@@ -20,13 +21,16 @@ use crate::shards::run_on_shard;
 use crate::state::RouterState;
 use shardgate_config_store::model::{CollectionType, OrphanRange};
 
-/// `unshardCollection`; with a `toShard` other than the database's
-/// primary, the collection then moves there as `moveCollection` moves it.
+/// `unshardCollection`: onto `toShard`, else (as mongos) the shard holding
+/// the least data; when that is not the database's primary, the
+/// collection then moves there as `moveCollection` moves it.
 pub(crate) async fn unshard(state: &Arc<RouterState>, req: &Request<'_>) -> Result<Document> {
     admin_only(req)?;
     let ns = name_arg(req, "a namespace string")?;
     let (db, _) = split_ns(ns)?;
-    if state.catalog.collection(ns).await?.is_none() {
+    // A tracked unsharded collection (`moveCollection`'s) is not sharded.
+    let sharded = state.catalog.collection(ns).await?;
+    if sharded.is_none_or(|c| c.unsplittable) {
         return Err(RouterError::command(
             118,
             "NamespaceNotSharded",
@@ -37,8 +41,9 @@ pub(crate) async fn unshard(state: &Arc<RouterState>, req: &Request<'_>) -> Resu
         RouterError::command(26, "NamespaceNotFound", format!("database {db} not found"))
     })?;
     let to = match req.body.get_str("toShard") {
-        Ok(to) => Some(state.placement.shard(to)?.id),
-        Err(_) => None,
+        Ok(to) => state.placement.shard(to)?.id,
+        // As mongos: the shard holding the least data.
+        Err(_) => crate::shards::least_loaded_shard(state).await?,
     };
     let held = lock::hold(state, ns, "unshardCollection").await?;
     let outcome = unshard_held(state, ns, &database.primary).await;
@@ -48,7 +53,7 @@ pub(crate) async fn unshard(state: &Arc<RouterState>, req: &Request<'_>) -> Resu
     outcome?;
     // Another shard than the primary: the collection, now unsharded,
     // moves there as `moveCollection` moves it (and stays tracked).
-    if let Some(to) = to.filter(|to| *to != database.primary) {
+    if to != database.primary {
         crate::ddl::move_collection::move_to(state, ns, &to).await?;
     }
     crate::query_analysis::follow_uuid(state, ns).await;
