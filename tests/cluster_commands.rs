@@ -81,14 +81,7 @@ async fn cluster_parameters_are_kept_and_default_max_time_bounds_reads() {
     db.run_command(group()).await.unwrap();
 
     // A second router on the same store learns the setting from the store.
-    let second = support::RouterHandle::start_router_only(
-        cluster.router.store(),
-        shardgate_router::RouterConfig {
-            balancer: false,
-            ..Default::default()
-        },
-    )
-    .await;
+    let second = cluster.second_router().await;
     let other = support::client(&second.uri()).await;
     other.database("cp").run_command(group()).await.unwrap();
 

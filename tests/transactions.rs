@@ -261,16 +261,7 @@ async fn rust_driver_transactions_are_atomic_across_shards() {
 async fn a_causal_session_reads_through_another_router_what_it_wrote() {
     let cluster = TestCluster::start(2).await;
     let client = two_shards(&cluster).await;
-    // A second router on the same store (the embedded store is one
-    // process's: it shares the first router's handle).
-    let second = support::RouterHandle::start_router_only(
-        cluster.router.store(),
-        shardgate_router::RouterConfig {
-            balancer: false,
-            ..Default::default()
-        },
-    )
-    .await;
+    let second = cluster.second_router().await;
     let other = support::client(&second.uri()).await;
     let mut writer = client
         .start_session()

@@ -199,6 +199,17 @@ impl TestCluster {
         client(&self.router.uri()).await
     }
 
+    /// A second router on this cluster's store (the embedded store is one
+    /// process's: it shares the first router's handle), without a
+    /// balancer.
+    pub async fn second_router(&self) -> RouterHandle {
+        let config = RouterConfig {
+            balancer: false,
+            ..Default::default()
+        };
+        RouterHandle::start_router_only(self.router.store(), config).await
+    }
+
     /// Restarts the router over the same store.
     pub async fn restart_router(&mut self, config: RouterConfig) {
         self.router.stop().await;
