@@ -128,6 +128,45 @@ fn sort_error(sort: &Document) -> RouterError {
     RouterError::bad_value(format!("cannot merge the sort {sort} across shards"))
 }
 
+/// Whether documents under `projection` still hold every sort field's
+/// value as it was: a projection of plain 1/0 flags that includes each
+/// sort field (or a parent of it), or excludes none of them, their
+/// parents or their children. Anything else (`$slice`, `$elemMatch`,
+/// `$meta`, expressions, positional paths) keeps `$sortKey`.
+fn keeps_sort_values(projection: &Document, sort: &Document) -> bool {
+    let flag = |v: &bson::Bson| match v {
+        bson::Bson::Boolean(b) => Some(*b),
+        bson::Bson::Int32(n) => Some(*n != 0),
+        bson::Bson::Int64(n) => Some(*n != 0),
+        bson::Bson::Double(n) => Some(*n != 0.0),
+        _ => None,
+    };
+    let mut flags = Vec::with_capacity(projection.len());
+    for (path, v) in projection {
+        match flag(v) {
+            Some(f) if !path.contains('$') => flags.push((path.as_str(), f)),
+            _ => return false,
+        }
+    }
+    let within = |inner: &str, outer: &str| {
+        inner == outer
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|r| r.starts_with('.'))
+    };
+    let inclusion = flags.iter().any(|(p, f)| *f && *p != "_id");
+    sort.keys().all(|field| {
+        if inclusion {
+            let id_kept = !flags.contains(&("_id", false));
+            (within(field, "_id") && id_kept) || flags.iter().any(|(p, f)| *f && within(field, p))
+        } else {
+            flags
+                .iter()
+                .all(|(p, _)| !within(field, p) && !within(p, field))
+        }
+    })
+}
+
 /// The options of a `find` the router merges.
 struct FindArgs {
     /// The merge order, when sorted.
@@ -143,8 +182,9 @@ struct FindArgs {
     /// mongos merges it).
     meta: &'static str,
     /// The router keys documents by their own sort fields, and the shards
-    /// compute no `$sortKey`: a plain `{field: ±1}` sort of whole
-    /// documents under the simple collation. (mongos always asks for
+    /// compute no `$sortKey`: a plain `{field: ±1}` sort under the simple
+    /// collation, of documents whose projection keeps the sorted values
+    /// ([`keeps_sort_values`]). (mongos always asks for
     /// `$sortKey`; computing it costs a shard more than reading the
     /// document, and some shards do not return it.)
     own_keys: bool,
@@ -163,11 +203,11 @@ impl FindArgs {
             None => (None, "sortKey"),
         };
         let raw_limit = int_field(body, "limit")?.unwrap_or(0);
+        let sort = doc_field(body, "sort")?.unwrap_or_default();
         let own_keys = meta == "sortKey"
             && spec.as_ref().is_some_and(SortSpec::ownable)
-            && doc_field(body, "sort")?
-                .is_some_and(|s| s.values().all(|v| v.as_document().is_none()))
-            && doc_field(body, "projection")?.is_none_or(|p| p.is_empty())
+            && sort.values().all(|v| v.as_document().is_none())
+            && doc_field(body, "projection")?.is_none_or(|p| keeps_sort_values(&p, &sort))
             && !body.get_bool("returnKey").unwrap_or(false)
             && crate::session::simple_collation(body);
         let spec = if own_keys {
@@ -301,4 +341,32 @@ async fn pass_through(
         );
     }
     Ok(Reply::Msg(reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::doc;
+
+    use super::keeps_sort_values;
+
+    #[test]
+    fn projections_that_keep_the_sorted_values() {
+        let sort = doc! {"a.b": 1, "_id": -1};
+        for (projection, keeps) in [
+            (doc! {"a": 1}, true),
+            (doc! {"a.b": 1, "x": 1}, true),
+            (doc! {"a.b.c": 1}, false),
+            (doc! {"a": 1, "_id": 0}, false),
+            (doc! {"x": 0}, true),
+            (doc! {"a": 0}, false),
+            (doc! {"a.b.c": 0}, false),
+            (doc! {"_id": 0}, false),
+            (doc! {"a": {"$slice": 2}}, false),
+            (doc! {"a.$": 1}, false),
+            (doc! {"a": true, "y": 1.0}, true),
+        ] {
+            assert_eq!(keeps_sort_values(&projection, &sort), keeps, "{projection}");
+        }
+        assert!(keeps_sort_values(&doc! {"_id": 0}, &doc! {"v": 1}));
+    }
 }
