@@ -88,9 +88,8 @@ pub(crate) fn choose(
         update,
     };
     match req.name {
-        "update" | "delete" => statements(req)
+        "update" | "delete" => statements(req, take)
             .into_iter()
-            .filter(|_| take())
             .map(|s| sample(req.name, s))
             .collect(),
         "findAndModify" | "findandmodify" if take() => {
@@ -103,9 +102,13 @@ pub(crate) fn choose(
     }
 }
 
-/// Each statement of an `update` or `delete` as a command of its own, with
+/// Each statement of an `update` or `delete` that `take` lets through (it
+/// is asked once per statement, in order) as a command of its own, with
 /// how an update finds its document.
-fn statements(req: &Request<'_>) -> Vec<(Document, Option<Target>)> {
+fn statements(
+    req: &Request<'_>,
+    mut take: impl FnMut() -> bool,
+) -> Vec<(Document, Option<Target>)> {
     let coll = req.body.get_str(req.name).unwrap_or_default();
     let list = if req.name == "update" {
         "updates"
@@ -114,6 +117,9 @@ fn statements(req: &Request<'_>) -> Vec<(Document, Option<Target>)> {
     };
     let mut out = Vec::new();
     for stmt in req.documents(list) {
+        if !take() {
+            continue;
+        }
         let Ok(stmt) = Document::try_from(stmt) else {
             continue;
         };
