@@ -49,6 +49,9 @@ pub(crate) async fn collection_uuid(state: &RouterState, ns: &str) -> Result<bso
         None => state.catalog.database(db).await?,
     };
     let database = database.ok_or_else(missing)?;
+    if let Some(routing) = state.routing.get(ns) {
+        return Ok(routing.collection.uuid);
+    }
     let primary = state.placement.shard(&database.primary)?;
     let list = doc! {"listCollections": 1, "filter": {"name": coll}, "$db": db};
     let reply = run_on_shard(state, &primary, list).await?;
@@ -57,11 +60,8 @@ pub(crate) async fn collection_uuid(state: &RouterState, ns: &str) -> Result<bso
         .and_then(|c| c.get_array("firstBatch"))
         .ok()
         .and_then(|b| b.iter().find_map(Bson::as_document))
-        .cloned();
-    if let Some(routing) = state.routing.get(ns) {
-        return Ok(routing.collection.uuid);
-    }
-    let entry = entry.ok_or_else(missing)?;
+        .cloned()
+        .ok_or_else(missing)?;
     match entry.get_str("type") {
         Ok("view") => {
             return Err(RouterError::command(
